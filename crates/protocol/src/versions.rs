@@ -1,0 +1,99 @@
+//! The API versions Kraftwerk serves.
+//!
+//! The ranges follow Apache Kafka 4.0's broker so that clients that infer a
+//! broker release from ApiVersions (kafka-python) infer 4.0. The only
+//! narrowing is Produce, whose v0-v2 carry the pre-v2 message formats that
+//! Kraftwerk does not store; 4.0 advertises them but rejects their payloads.
+//! `docs/compatibility.md` is checked against this table by a test.
+
+use kafka_protocol::messages::ApiKey;
+
+/// One served API and its inclusive version range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedApi {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+}
+
+const fn api(key: ApiKey, min: i16, max: i16) -> ServedApi {
+    ServedApi { key, min, max }
+}
+
+/// Every API the broker answers, in API-key order.
+pub static SERVED_APIS: &[ServedApi] = &[
+    api(ApiKey::Produce, 3, 12),
+    api(ApiKey::Fetch, 4, 17),
+    api(ApiKey::ListOffsets, 1, 10),
+    api(ApiKey::Metadata, 0, 13),
+    api(ApiKey::ApiVersions, 0, 4),
+    api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::InitProducerId, 0, 5),
+    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    api(ApiKey::DescribeConfigs, 1, 4),
+    api(ApiKey::DescribeLogDirs, 1, 4),
+    api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::DescribeCluster, 0, 2),
+];
+
+/// The served range of an API key, if Kraftwerk serves it.
+pub fn served(api_key: i16) -> Option<ServedApi> {
+    SERVED_APIS
+        .iter()
+        .copied()
+        .find(|a| a.key as i16 == api_key)
+}
+
+/// Kafka's name of an API key, for logs and docs.
+pub fn api_name(api_key: i16) -> String {
+    match ApiKey::try_from(api_key) {
+        Ok(key) => format!("{key:?}"),
+        Err(_) => format!("Unknown({api_key})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::Message;
+
+    /// Every advertised version must be one the codec can decode.
+    #[test]
+    fn served_ranges_are_within_the_codec() {
+        for a in SERVED_APIS {
+            let codec = match a.key {
+                ApiKey::Produce => ProduceRequest::VERSIONS,
+                ApiKey::Fetch => FetchRequest::VERSIONS,
+                ApiKey::ListOffsets => ListOffsetsRequest::VERSIONS,
+                ApiKey::Metadata => MetadataRequest::VERSIONS,
+                ApiKey::ApiVersions => ApiVersionsRequest::VERSIONS,
+                ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
+                ApiKey::DeleteTopics => DeleteTopicsRequest::VERSIONS,
+                ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS,
+                ApiKey::OffsetForLeaderEpoch => OffsetForLeaderEpochRequest::VERSIONS,
+                ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
+                ApiKey::DescribeLogDirs => DescribeLogDirsRequest::VERSIONS,
+                ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
+                ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
+                other => panic!("no codec check for {other:?}"),
+            };
+            assert!(
+                codec.min <= a.min && a.max <= codec.max,
+                "{:?} {}..{} outside {}",
+                a.key,
+                a.min,
+                a.max,
+                codec
+            );
+        }
+    }
+
+    #[test]
+    fn table_is_sorted_and_unique() {
+        for w in SERVED_APIS.windows(2) {
+            assert!((w[0].key as i16) < (w[1].key as i16));
+        }
+    }
+}

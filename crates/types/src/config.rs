@@ -1,0 +1,593 @@
+//! Configuration with Kafka's key names and Kafka's defaults.
+//!
+//! Topic-level keys (`retention.ms`, `segment.bytes`, ...) each have a
+//! broker-level default key (`log.retention.ms`, `log.segment.bytes`, ...),
+//! exactly as in Kafka. [`TOPIC_CONFIGS`] is the one table that relates them;
+//! parsing, validation and DescribeConfigs all read from it.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("unknown config key '{0}'")]
+    UnknownKey(String),
+    #[error("invalid value '{value}' for '{key}': {reason}")]
+    InvalidValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("line {line}: expected key=value, found '{text}'")]
+    Syntax { line: usize, text: String },
+}
+
+fn invalid(key: &str, value: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::InvalidValue {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// How a topic's old data is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    pub delete: bool,
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    pub fn parse(value: &str) -> Option<CleanupPolicy> {
+        let mut policy = CleanupPolicy {
+            delete: false,
+            compact: false,
+        };
+        for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part {
+                "delete" => policy.delete = true,
+                "compact" => policy.compact = true,
+                _ => return None,
+            }
+        }
+        Some(policy)
+    }
+}
+
+/// Which timestamp a batch carries once stored (`message.timestamp.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+/// One topic-level config: its key, the broker key that sets its default,
+/// Kafka's default value, and how to check a value.
+pub struct TopicConfigDef {
+    pub key: &'static str,
+    pub broker_key: &'static str,
+    pub default: &'static str,
+    pub kind: ValueKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    /// A signed 64-bit integer at least `min`.
+    Long {
+        min: i64,
+    },
+    /// A signed 32-bit integer at least `min`.
+    Int {
+        min: i32,
+    },
+    Boolean,
+    CleanupPolicy,
+    TimestampType,
+    CompressionType,
+}
+
+impl ValueKind {
+    fn check(self, key: &str, value: &str) -> Result<(), ConfigError> {
+        match self {
+            ValueKind::Long { min } => {
+                let v: i64 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(key, value, "not a number"))?;
+                if v < min {
+                    return Err(invalid(key, value, format!("must be at least {min}")));
+                }
+            }
+            ValueKind::Int { min } => {
+                let v: i32 = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| invalid(key, value, "not a 32-bit number"))?;
+                if v < min {
+                    return Err(invalid(key, value, format!("must be at least {min}")));
+                }
+            }
+            ValueKind::Boolean => {
+                if !matches!(value.trim(), "true" | "false") {
+                    return Err(invalid(key, value, "must be true or false"));
+                }
+            }
+            ValueKind::CleanupPolicy => {
+                if CleanupPolicy::parse(value).is_none() {
+                    return Err(invalid(
+                        key,
+                        value,
+                        "must be delete, compact or compact,delete",
+                    ));
+                }
+            }
+            ValueKind::TimestampType => {
+                if !matches!(value.trim(), "CreateTime" | "LogAppendTime") {
+                    return Err(invalid(key, value, "must be CreateTime or LogAppendTime"));
+                }
+            }
+            ValueKind::CompressionType => {
+                if !matches!(
+                    value.trim(),
+                    "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd"
+                ) {
+                    return Err(invalid(
+                        key,
+                        value,
+                        "must be producer, uncompressed, gzip, snappy, lz4 or zstd",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+const LONG_MAX: &str = "9223372036854775807";
+
+/// Every topic-level config Kraftwerk knows, with Kafka's defaults.
+pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    TopicConfigDef {
+        key: "cleanup.policy",
+        broker_key: "log.cleanup.policy",
+        default: "delete",
+        kind: ValueKind::CleanupPolicy,
+    },
+    TopicConfigDef {
+        key: "compression.type",
+        broker_key: "compression.type",
+        default: "producer",
+        kind: ValueKind::CompressionType,
+    },
+    TopicConfigDef {
+        key: "delete.retention.ms",
+        broker_key: "log.cleaner.delete.retention.ms",
+        default: "86400000",
+        kind: ValueKind::Long { min: 0 },
+    },
+    TopicConfigDef {
+        key: "flush.messages",
+        broker_key: "log.flush.interval.messages",
+        default: LONG_MAX,
+        kind: ValueKind::Long { min: 1 },
+    },
+    TopicConfigDef {
+        key: "flush.ms",
+        broker_key: "log.flush.interval.ms",
+        default: LONG_MAX,
+        kind: ValueKind::Long { min: 0 },
+    },
+    TopicConfigDef {
+        key: "index.interval.bytes",
+        broker_key: "log.index.interval.bytes",
+        default: "4096",
+        kind: ValueKind::Int { min: 0 },
+    },
+    TopicConfigDef {
+        key: "max.message.bytes",
+        broker_key: "message.max.bytes",
+        default: "1048588",
+        kind: ValueKind::Int { min: 0 },
+    },
+    TopicConfigDef {
+        key: "message.timestamp.type",
+        broker_key: "log.message.timestamp.type",
+        default: "CreateTime",
+        kind: ValueKind::TimestampType,
+    },
+    TopicConfigDef {
+        key: "min.insync.replicas",
+        broker_key: "min.insync.replicas",
+        default: "1",
+        kind: ValueKind::Int { min: 1 },
+    },
+    TopicConfigDef {
+        key: "retention.bytes",
+        broker_key: "log.retention.bytes",
+        default: "-1",
+        kind: ValueKind::Long { min: -1 },
+    },
+    TopicConfigDef {
+        key: "retention.ms",
+        broker_key: "log.retention.ms",
+        default: "604800000",
+        kind: ValueKind::Long { min: -1 },
+    },
+    TopicConfigDef {
+        key: "segment.bytes",
+        broker_key: "log.segment.bytes",
+        default: "1073741824",
+        kind: ValueKind::Int { min: 14 },
+    },
+    TopicConfigDef {
+        key: "segment.index.bytes",
+        broker_key: "log.index.size.max.bytes",
+        default: "10485760",
+        kind: ValueKind::Int { min: 4 },
+    },
+    TopicConfigDef {
+        key: "segment.ms",
+        broker_key: "log.roll.ms",
+        default: "604800000",
+        kind: ValueKind::Long { min: 1 },
+    },
+    TopicConfigDef {
+        key: "unclean.leader.election.enable",
+        broker_key: "unclean.leader.election.enable",
+        default: "false",
+        kind: ValueKind::Boolean,
+    },
+];
+
+pub fn topic_config_def(key: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.key == key)
+}
+
+/// Checks a set of topic-level overrides (CreateTopics, `--config k=v`).
+pub fn validate_topic_configs<'a>(
+    entries: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<(), ConfigError> {
+    for (key, value) in entries {
+        let def = topic_config_def(key).ok_or_else(|| ConfigError::UnknownKey(key.to_string()))?;
+        def.kind.check(key, value)?;
+    }
+    Ok(())
+}
+
+/// The resolved log settings of one partition: topic overrides over broker defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    pub segment_bytes: u64,
+    pub segment_ms: i64,
+    pub retention_ms: i64,
+    pub retention_bytes: i64,
+    pub flush_messages: i64,
+    pub flush_ms: i64,
+    pub index_interval_bytes: u64,
+    pub segment_index_bytes: u64,
+    pub max_message_bytes: usize,
+    pub timestamp_type: TimestampType,
+    pub cleanup_policy: CleanupPolicy,
+    pub delete_retention_ms: i64,
+    pub min_insync_replicas: i32,
+    pub unclean_leader_election_enable: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig::resolve(&BTreeMap::new(), &BTreeMap::new())
+    }
+}
+
+impl LogConfig {
+    /// Resolves every topic-level key: the topic's override, else the
+    /// broker's `log.*` default, else Kafka's default. Values are assumed
+    /// validated; an unparsable one falls back to Kafka's default.
+    pub fn resolve(
+        topic: &BTreeMap<String, String>,
+        broker: &BTreeMap<String, String>,
+    ) -> LogConfig {
+        let get = |key: &str| -> String {
+            let def = topic_config_def(key).map(|d| (d.broker_key, d.default));
+            if let Some(v) = topic.get(key) {
+                return v.clone();
+            }
+            match def {
+                Some((broker_key, default)) => broker
+                    .get(broker_key)
+                    .cloned()
+                    .unwrap_or_else(|| default.to_string()),
+                None => String::new(),
+            }
+        };
+        let long = |key: &str| -> i64 {
+            get(key).trim().parse().unwrap_or_else(|_| {
+                topic_config_def(key)
+                    .and_then(|d| d.default.parse().ok())
+                    .unwrap_or(0)
+            })
+        };
+        let ts = if get("message.timestamp.type").trim() == "LogAppendTime" {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        };
+        LogConfig {
+            segment_bytes: long("segment.bytes").max(14) as u64,
+            segment_ms: long("segment.ms"),
+            retention_ms: long("retention.ms"),
+            retention_bytes: long("retention.bytes"),
+            flush_messages: long("flush.messages"),
+            flush_ms: long("flush.ms"),
+            index_interval_bytes: long("index.interval.bytes").max(0) as u64,
+            segment_index_bytes: long("segment.index.bytes").max(4) as u64,
+            max_message_bytes: long("max.message.bytes").max(0) as usize,
+            timestamp_type: ts,
+            cleanup_policy: CleanupPolicy::parse(&get("cleanup.policy")).unwrap_or(CleanupPolicy {
+                delete: true,
+                compact: false,
+            }),
+            delete_retention_ms: long("delete.retention.ms"),
+            min_insync_replicas: long("min.insync.replicas") as i32,
+            unclean_leader_election_enable: get("unclean.leader.election.enable").trim() == "true",
+        }
+    }
+}
+
+/// A listener as written in `listeners=NAME://host:port`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Listener {
+    pub fn parse_list(key: &str, value: &str) -> Result<Vec<Listener>, ConfigError> {
+        let mut out = Vec::new();
+        for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (name, rest) = item
+                .split_once("://")
+                .ok_or_else(|| invalid(key, item, "expected NAME://host:port"))?;
+            let (host, port) = rest
+                .rsplit_once(':')
+                .ok_or_else(|| invalid(key, item, "expected NAME://host:port"))?;
+            let port: u16 = port.parse().map_err(|_| invalid(key, item, "bad port"))?;
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            out.push(Listener {
+                name: name.to_string(),
+                host,
+                port,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn bind_addr(&self) -> String {
+        let host = if self.host.is_empty() {
+            "0.0.0.0"
+        } else {
+            &self.host
+        };
+        if host.contains(':') {
+            format!("[{host}]:{}", self.port)
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+/// A broker's settings, read from Kafka-style `server.properties` keys.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub listeners: Vec<Listener>,
+    pub advertised_listeners: Vec<Listener>,
+    pub log_dirs: Vec<PathBuf>,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics_enable: bool,
+    pub socket_request_max_bytes: usize,
+    pub log_retention_check_interval_ms: u64,
+    pub cluster_id: Option<String>,
+    /// Every key as given, for the `log.*` defaults and DescribeConfigs.
+    pub raw: BTreeMap<String, String>,
+}
+
+/// Broker keys Kraftwerk reads, with Kafka's defaults (the single-node
+/// defaults differ from Kafka only where noted in `docs/configuration.md`).
+pub static BROKER_CONFIGS: &[(&str, &str)] = &[
+    ("node.id", "1"),
+    ("process.roles", "broker,controller"),
+    ("listeners", "PLAINTEXT://127.0.0.1:9092"),
+    ("advertised.listeners", ""),
+    ("log.dirs", "./data"),
+    ("num.partitions", "1"),
+    ("default.replication.factor", "1"),
+    ("auto.create.topics.enable", "true"),
+    ("socket.request.max.bytes", "104857600"),
+    ("log.retention.check.interval.ms", "300000"),
+    ("cluster.id", ""),
+];
+
+impl BrokerConfig {
+    /// Parses `server.properties` text: `key=value` lines, `#` comments.
+    pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut map = BTreeMap::new();
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let (k, v) = line
+                .split_once('=')
+                .or_else(|| line.split_once(':'))
+                .ok_or_else(|| ConfigError::Syntax {
+                    line: i + 1,
+                    text: line.to_string(),
+                })?;
+            map.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        Ok(map)
+    }
+
+    pub fn from_map(raw: BTreeMap<String, String>) -> Result<BrokerConfig, ConfigError> {
+        let get = |key: &str| -> String {
+            raw.get(key)
+                .cloned()
+                .or_else(|| {
+                    BROKER_CONFIGS
+                        .iter()
+                        .find(|(k, _)| *k == key)
+                        .map(|(_, v)| v.to_string())
+                })
+                .unwrap_or_default()
+        };
+        fn num<T: std::str::FromStr>(key: &str, value: String) -> Result<T, ConfigError> {
+            value
+                .trim()
+                .parse()
+                .map_err(|_| invalid(key, &value, "not a number"))
+        }
+        fn boolean(key: &str, value: String) -> Result<bool, ConfigError> {
+            match value.trim() {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err(invalid(key, &value, "must be true or false")),
+            }
+        }
+        let listeners = Listener::parse_list("listeners", &get("listeners"))?;
+        if listeners.is_empty() {
+            return Err(invalid("listeners", "", "at least one listener is needed"));
+        }
+        let advertised = match get("advertised.listeners").trim() {
+            "" => listeners.clone(),
+            v => Listener::parse_list("advertised.listeners", v)?,
+        };
+        let log_dirs: Vec<PathBuf> = raw
+            .get("log.dirs")
+            .or_else(|| raw.get("log.dir"))
+            .cloned()
+            .unwrap_or_else(|| "./data".to_string())
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+            .collect();
+        if log_dirs.is_empty() {
+            return Err(invalid("log.dirs", "", "at least one directory is needed"));
+        }
+        // Topic-level defaults given at broker level are checked like topic configs.
+        for def in TOPIC_CONFIGS {
+            if let Some(v) = raw.get(def.broker_key) {
+                def.kind.check(def.broker_key, v)?;
+            }
+        }
+        let cluster_id = Some(get("cluster.id")).filter(|s| !s.trim().is_empty());
+        Ok(BrokerConfig {
+            node_id: num("node.id", get("node.id"))?,
+            listeners,
+            advertised_listeners: advertised,
+            log_dirs,
+            num_partitions: num("num.partitions", get("num.partitions"))?,
+            default_replication_factor: num(
+                "default.replication.factor",
+                get("default.replication.factor"),
+            )?,
+            auto_create_topics_enable: boolean(
+                "auto.create.topics.enable",
+                get("auto.create.topics.enable"),
+            )?,
+            socket_request_max_bytes: num(
+                "socket.request.max.bytes",
+                get("socket.request.max.bytes"),
+            )?,
+            log_retention_check_interval_ms: num(
+                "log.retention.check.interval.ms",
+                get("log.retention.check.interval.ms"),
+            )?,
+            cluster_id,
+            raw,
+        })
+    }
+
+    /// The broker-level value of any key, explicit or Kafka's default.
+    pub fn value_of(&self, key: &str) -> Option<String> {
+        if let Some(v) = self.raw.get(key) {
+            return Some(v.clone());
+        }
+        if let Some(def) = TOPIC_CONFIGS.iter().find(|d| d.broker_key == key) {
+            return Some(def.default.to_string());
+        }
+        BROKER_CONFIGS
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v.to_string())
+    }
+
+    /// The log settings of a topic with the given overrides.
+    pub fn log_config(&self, topic_overrides: &BTreeMap<String, String>) -> LogConfig {
+        LogConfig::resolve(topic_overrides, &self.raw)
+    }
+
+    pub fn socket_addr_hint(&self) -> Option<SocketAddr> {
+        self.listeners
+            .first()
+            .and_then(|l| l.bind_addr().parse().ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_override_beats_broker_default_beats_kafka_default() {
+        let mut broker = BTreeMap::new();
+        broker.insert("log.retention.ms".to_string(), "1000".to_string());
+        broker.insert("log.segment.bytes".to_string(), "2048".to_string());
+        let mut topic = BTreeMap::new();
+        topic.insert("retention.ms".to_string(), "5".to_string());
+        let c = LogConfig::resolve(&topic, &broker);
+        assert_eq!(c.retention_ms, 5);
+        assert_eq!(c.segment_bytes, 2048);
+        assert_eq!(c.max_message_bytes, 1_048_588);
+        assert_eq!(c.retention_bytes, -1);
+        assert_eq!(
+            c.cleanup_policy,
+            CleanupPolicy {
+                delete: true,
+                compact: false
+            }
+        );
+    }
+
+    #[test]
+    fn validation_names_the_bad_key() {
+        let err = validate_topic_configs([("retention.ms", "soon")]).unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidValue { ref key, .. } if key == "retention.ms"));
+        assert_eq!(
+            validate_topic_configs([("no.such.key", "1")]),
+            Err(ConfigError::UnknownKey("no.such.key".into()))
+        );
+        assert!(validate_topic_configs([("cleanup.policy", "compact,delete")]).is_ok());
+    }
+
+    #[test]
+    fn properties_and_listeners_parse() {
+        let raw = BrokerConfig::parse_properties(
+            "# comment\nnode.id=2\nlisteners=PLAINTEXT://127.0.0.1:9093,CONTROLLER://127.0.0.1:9193\nlog.dirs=/tmp/a\n",
+        )
+        .unwrap();
+        let c = BrokerConfig::from_map(raw).unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.listeners.len(), 2);
+        assert_eq!(c.listeners[1].name, "CONTROLLER");
+        assert_eq!(c.advertised_listeners[0].port, 9093);
+        assert!(c.auto_create_topics_enable);
+    }
+}
