@@ -1,1 +1,205 @@
-//! placeholder
+//! Layer 3: the Kraftwerk broker.
+//!
+//! Owns the Kafka listener ([`server`]), one handler per Kafka API
+//! ([`handlers`]), the partitions stored here ([`replica_manager`]) and the
+//! broker's copy of cluster metadata ([`metadata`]). Metadata changes go
+//! through [`controller::ClusterControl`]; the single-node
+//! [`controller::LocalController`] is the implementation used today.
+
+pub mod controller;
+pub mod handlers;
+pub mod metadata;
+pub mod replica_manager;
+pub mod server;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kraftwerk_types::BrokerConfig;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use controller::{ClusterControl, LocalController, NewTopic};
+use metadata::ImageCell;
+use replica_manager::ReplicaManager;
+
+/// Everything a request handler may reach.
+pub struct BrokerState {
+    pub config: BrokerConfig,
+    pub image: Arc<ImageCell>,
+    pub control: Arc<dyn ClusterControl>,
+    pub replicas: ReplicaManager,
+    pub shutdown: CancellationToken,
+    applied_image_version: parking_lot::Mutex<u64>,
+}
+
+impl BrokerState {
+    /// Makes the local partitions match the current image, once per image version.
+    pub fn sync_replicas(&self) {
+        let image = self.image.load();
+        let mut applied = self.applied_image_version.lock();
+        if *applied == image.version {
+            return;
+        }
+        self.replicas.apply_image(&image);
+        *applied = image.version;
+    }
+
+    /// Creates a topic with the broker defaults, as Metadata does for unknown
+    /// topics when `auto.create.topics.enable` is set. A lost race with
+    /// another creator is fine.
+    pub async fn auto_create_topic(&self, name: &str) {
+        let topic = NewTopic {
+            name: name.to_string(),
+            num_partitions: self.config.num_partitions,
+            replication_factor: self.config.default_replication_factor,
+            assignments: None,
+            configs: BTreeMap::new(),
+        };
+        match self.control.create_topic(topic, false).await {
+            Ok(_) => tracing::info!(topic = name, "topic auto-created"),
+            Err(e) => {
+                tracing::debug!(topic = name, error = %e, "auto-create did not create the topic")
+            }
+        }
+        self.sync_replicas();
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("cannot use log directory {dir}: {source}")]
+    LogDir { dir: String, source: std::io::Error },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Controller(#[from] controller::ControllerError),
+}
+
+/// A running broker: its bound address and the means to stop it.
+pub struct Broker {
+    pub local_addr: SocketAddr,
+    state: Arc<BrokerState>,
+    tracker: TaskTracker,
+}
+
+impl Broker {
+    /// Opens the logs, binds the Kafka listener and starts serving.
+    pub async fn start(
+        config: BrokerConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Broker, BrokerError> {
+        let dir = &config.log_dirs[0];
+        std::fs::create_dir_all(dir).map_err(|source| BrokerError::LogDir {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+        let listener_config = config
+            .listeners
+            .iter()
+            .find(|l| l.name != "CONTROLLER")
+            .unwrap_or(&config.listeners[0])
+            .clone();
+        let addr = listener_config.bind_addr();
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|source| BrokerError::Bind {
+                addr: addr.clone(),
+                source,
+            })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| BrokerError::Bind { addr, source })?;
+        // With port 0 the advertised port is the one actually bound.
+        let mut config = config;
+        for l in config.advertised_listeners.iter_mut() {
+            if l.port == 0 && l.name == listener_config.name {
+                l.port = local_addr.port();
+            }
+        }
+        let image = Arc::new(ImageCell::default());
+        let control = Arc::new(LocalController::open(&config, image.clone())?);
+        let replicas = ReplicaManager::new(&config);
+        replicas.clean_deleted_dirs();
+        let state = Arc::new(BrokerState {
+            config: config.clone(),
+            image,
+            control,
+            replicas,
+            shutdown: shutdown.clone(),
+            applied_image_version: parking_lot::Mutex::new(0),
+        });
+        state.sync_replicas();
+        write_meta_properties(&config, &state.image.load().cluster_id);
+
+        let tracker = TaskTracker::new();
+        tracker.spawn(server::serve(
+            listener,
+            state.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+        tracker.spawn(housekeeping(state.clone(), shutdown.clone()));
+        tracing::info!(node_id = config.node_id, %local_addr, cluster_id = %state.image.load().cluster_id, "broker started");
+        Ok(Broker {
+            local_addr,
+            state,
+            tracker,
+        })
+    }
+
+    /// Waits for every task to finish after the shutdown token fired, then
+    /// closes the logs.
+    pub async fn wait(self) {
+        self.tracker.close();
+        self.tracker.wait().await;
+        self.state.replicas.close_all();
+        tracing::info!("broker stopped");
+    }
+}
+
+/// Background duties on timers: flush policy and retention.
+async fn housekeeping(state: Arc<BrokerState>, shutdown: CancellationToken) {
+    let retention_every =
+        Duration::from_millis(state.config.log_retention_check_interval_ms.max(1));
+    let mut flush_tick = tokio::time::interval(Duration::from_secs(1));
+    let mut retention_tick = tokio::time::interval(retention_every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = flush_tick.tick() => {
+                let s = state.clone();
+                let _ = tokio::task::spawn_blocking(move || s.replicas.flush_due(handlers_now_ms())).await;
+            }
+            _ = retention_tick.tick() => {
+                let s = state.clone();
+                let _ = tokio::task::spawn_blocking(move || s.replicas.apply_retention(handlers_now_ms())).await;
+            }
+        }
+    }
+}
+
+fn handlers_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Kafka's `meta.properties`, so a log directory says which node and cluster it belongs to.
+fn write_meta_properties(config: &BrokerConfig, cluster_id: &str) {
+    let text = format!(
+        "version=1\nnode.id={}\ncluster.id={cluster_id}\n",
+        config.node_id
+    );
+    let path = config.log_dirs[0].join("meta.properties");
+    if let Err(e) = std::fs::write(&path, text) {
+        tracing::warn!(path = %path.display(), error = %e, "could not write meta.properties");
+    }
+}

@@ -1,1 +1,134 @@
-fn main() {}
+//! Layer 4: the `kraftwerk` binary. Thin: parses flags, calls the broker or
+//! the client library, prints for people (default) or as JSON (`--output json`).
+
+mod admin;
+mod bench;
+mod console;
+mod server;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kraftwerk",
+    version,
+    about = "Kraftwerk: a Kafka-compatible event-streaming platform"
+)]
+struct Cli {
+    /// Log format of the server.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    /// Aligned text for people.
+    #[default]
+    Human,
+    /// One JSON document (or one per record) for scripts.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node. With no arguments: a single node, data under ./data, Kafka listener 127.0.0.1:9092.
+    Server(server::ServerArgs),
+    /// Create, list, describe, alter and delete topics.
+    Topics(admin::TopicsArgs),
+    /// Send lines from stdin or a file as records.
+    Produce(console::ProduceArgs),
+    /// Print records of a topic.
+    Consume(console::ConsumeArgs),
+    /// Measure produce or consume throughput and latency (like kafka-producer-perf-test).
+    Bench(bench::BenchArgs),
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => {
+                init_tracing(cli.log_format);
+                server::run(args).await
+            }
+            Command::Topics(args) => admin::run(args).await,
+            Command::Produce(args) => console::produce(args).await,
+            Command::Consume(args) => console::consume(args).await,
+            Command::Bench(args) => bench::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--bootstrap-server`, shared by every client command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Connect {
+    /// Broker(s) to start from, `host:port[,host:port...]`.
+    #[arg(
+        long,
+        default_value = "localhost:9092",
+        env = "KRAFTWERK_BOOTSTRAP_SERVER"
+    )]
+    pub bootstrap_server: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Human)]
+    pub output: Output,
+}
+
+impl Connect {
+    pub fn client_config(&self, client_id: &str) -> kraftwerk_client::ClientConfig {
+        let mut c = kraftwerk_client::ClientConfig::new(
+            self.bootstrap_server
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty()),
+        );
+        c.client_id = client_id.to_string();
+        c
+    }
+}
+
+/// Parses `key=value`.
+pub fn key_value(s: &str) -> anyhow::Result<(String, String)> {
+    let (k, v) = s
+        .split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("'{s}' is not key=value"))?;
+    Ok((k.trim().to_string(), v.trim().to_string()))
+}

@@ -34,6 +34,7 @@ pub static SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::DescribeLogDirs, 1, 4),
     api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::IncrementalAlterConfigs, 0, 1),
     api(ApiKey::DescribeCluster, 0, 2),
 ];
 
@@ -76,6 +77,7 @@ mod tests {
                 ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
                 ApiKey::DescribeLogDirs => DescribeLogDirsRequest::VERSIONS,
                 ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
+                ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::VERSIONS,
                 ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
                 other => panic!("no codec check for {other:?}"),
             };
@@ -95,5 +97,34 @@ mod tests {
         for w in SERVED_APIS.windows(2) {
             assert!((w[0].key as i16) < (w[1].key as i16));
         }
+    }
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    /// `docs/compatibility.md` lists exactly the served table.
+    #[test]
+    fn compatibility_doc_matches_served_table() {
+        let doc = include_str!("../../../docs/compatibility.md");
+        let rows: Vec<(String, i16, i16, i16)> = doc
+            .lines()
+            .filter(|l| l.starts_with("| ") && !l.starts_with("| API"))
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+                Some((
+                    cells[0].to_string(),
+                    cells[1].parse().ok()?,
+                    cells[2].parse().ok()?,
+                    cells[3].parse().ok()?,
+                ))
+            })
+            .collect();
+        let expected: Vec<(String, i16, i16, i16)> = SERVED_APIS
+            .iter()
+            .map(|a| (format!("{:?}", a.key), a.key as i16, a.min, a.max))
+            .collect();
+        assert_eq!(rows, expected, "docs/compatibility.md is out of date");
     }
 }

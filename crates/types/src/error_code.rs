@@ -46,6 +46,11 @@ impl ErrorCode {
     pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(53);
     pub const POLICY_VIOLATION: ErrorCode = ErrorCode(44);
     pub const UNSUPPORTED_COMPRESSION_TYPE: ErrorCode = ErrorCode(76);
+    pub const FETCH_SESSION_ID_NOT_FOUND: ErrorCode = ErrorCode(70);
+    pub const FENCED_LEADER_EPOCH: ErrorCode = ErrorCode(74);
+    pub const UNKNOWN_LEADER_EPOCH: ErrorCode = ErrorCode(75);
+    pub const INVALID_REPLICA_ASSIGNMENT: ErrorCode = ErrorCode(39);
+    pub const LOG_DIR_NOT_FOUND: ErrorCode = ErrorCode(57);
 
     pub fn is_ok(self) -> bool {
         self.0 == 0

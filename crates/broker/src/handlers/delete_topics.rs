@@ -1,0 +1,61 @@
+//! DeleteTopics (20): by name, or by topic id from v6.
+
+use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
+use kraftwerk_types::{ErrorCode, TopicId};
+
+use super::{str_bytes, Request};
+use crate::BrokerState;
+
+pub async fn handle(
+    state: &BrokerState,
+    req: &Request<'_>,
+    body: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
+    let targets: Vec<(Option<String>, uuid::Uuid)> = if req.version >= 6 {
+        body.topics
+            .into_iter()
+            .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+            .collect()
+    } else {
+        body.topic_names
+            .into_iter()
+            .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+            .collect()
+    };
+    let mut responses = Vec::with_capacity(targets.len());
+    for (name, id) in targets {
+        let image = state.image.load();
+        let resolved = match &name {
+            Some(n) => image
+                .topic(n)
+                .map(|t| t.name.clone())
+                .ok_or(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION),
+            None => image
+                .topic_by_id(&TopicId(id))
+                .map(|t| t.name.clone())
+                .ok_or(ErrorCode::UNKNOWN_TOPIC_ID),
+        };
+        let mut result = DeletableTopicResult::default()
+            .with_name(name.clone().map(|n| TopicName(str_bytes(n))))
+            .with_topic_id(id);
+        match resolved {
+            Ok(topic) => match state.control.delete_topic(topic.clone()).await {
+                Ok(deleted_id) => {
+                    result = result
+                        .with_name(Some(TopicName(str_bytes(topic))))
+                        .with_topic_id(deleted_id.0);
+                }
+                Err(e) => {
+                    result = result
+                        .with_error_code(e.error_code().code())
+                        .with_error_message(Some(str_bytes(e.to_string())))
+                }
+            },
+            Err(code) => result = result.with_error_code(code.code()),
+        }
+        responses.push(result);
+    }
+    state.sync_replicas();
+    DeleteTopicsResponse::default().with_responses(responses)
+}

@@ -1,0 +1,43 @@
+//! DescribeCluster (60): cluster id, controller, brokers.
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kraftwerk_types::ErrorCode;
+
+use super::{str_bytes, Request};
+use crate::BrokerState;
+
+/// `endpoint_type` 1: broker endpoints (KIP-919); controllers are type 2.
+const ENDPOINT_TYPE_BROKERS: i8 = 1;
+
+pub async fn handle(
+    state: &BrokerState,
+    _req: &Request<'_>,
+    body: DescribeClusterRequest,
+) -> DescribeClusterResponse {
+    let image = state.image.load();
+    if body.endpoint_type != ENDPOINT_TYPE_BROKERS && body.endpoint_type != 0 {
+        return DescribeClusterResponse::default()
+            .with_error_code(ErrorCode::UNSUPPORTED_VERSION.code())
+            .with_error_message(Some(str_bytes("only broker endpoints are described")))
+            .with_endpoint_type(body.endpoint_type);
+    }
+    let brokers = image
+        .brokers
+        .values()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.node_id))
+                .with_host(str_bytes(b.host.clone()))
+                .with_port(b.port as i32)
+                .with_rack(b.rack.clone().map(str_bytes))
+                .with_is_fenced(b.fenced)
+        })
+        .collect();
+    DescribeClusterResponse::default()
+        .with_endpoint_type(ENDPOINT_TYPE_BROKERS)
+        .with_cluster_id(str_bytes(image.cluster_id.clone()))
+        .with_controller_id(BrokerId(image.controller_id))
+        .with_brokers(brokers)
+        .with_cluster_authorized_operations(i32::MIN)
+}

@@ -1,0 +1,158 @@
+//! Fetch (1): whole batches read from the segment files as stored, up to
+//! the high watermark, with the long poll of `max_wait_ms`/`min_bytes`.
+//! Fetch sessions (KIP-227) are not kept: every fetch is a full one, which
+//! the protocol allows by answering with session id 0.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kraftwerk_storage::StorageError;
+use kraftwerk_types::{ErrorCode, TopicId};
+
+use super::{str_bytes, Request};
+use crate::BrokerState;
+
+const READ_COMMITTED: i8 = 1;
+
+pub async fn handle(state: &BrokerState, req: &Request<'_>, body: FetchRequest) -> FetchResponse {
+    if body.session_id != 0 {
+        return FetchResponse::default()
+            .with_error_code(ErrorCode::FETCH_SESSION_ID_NOT_FOUND.code())
+            .with_session_id(0);
+    }
+    let max_wait = Duration::from_millis(body.max_wait_ms.max(0) as u64);
+    let deadline = tokio::time::Instant::now() + max_wait;
+    let mut appended = state.replicas.subscribe_appends();
+    loop {
+        appended.borrow_and_update();
+        let (responses, bytes, has_error) = read_once(state, req.version, &body);
+        let done = bytes >= body.min_bytes.max(0) as usize
+            || has_error
+            || tokio::time::Instant::now() >= deadline;
+        if done {
+            return FetchResponse::default()
+                .with_session_id(0)
+                .with_responses(responses);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = appended.changed() => {}
+            _ = state.shutdown.cancelled() => {}
+        }
+        if state.shutdown.is_cancelled() {
+            let (responses, _, _) = read_once(state, req.version, &body);
+            return FetchResponse::default()
+                .with_session_id(0)
+                .with_responses(responses);
+        }
+    }
+}
+
+fn read_once(
+    state: &BrokerState,
+    version: i16,
+    body: &FetchRequest,
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
+    let image = state.image.load();
+    let read_committed = body.isolation_level == READ_COMMITTED;
+    let max_bytes = if version >= 3 {
+        body.max_bytes.max(0) as usize
+    } else {
+        usize::MAX
+    };
+    let mut used = 0usize;
+    let mut has_error = false;
+    let mut out = Vec::with_capacity(body.topics.len());
+    for topic in &body.topics {
+        let (name, by_id_missing) = if version >= 13 {
+            match image.topic_by_id(&TopicId(topic.topic_id)) {
+                Some(t) => (t.name.clone(), false),
+                None => (String::new(), true),
+            }
+        } else {
+            (topic.topic.0.to_string(), false)
+        };
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for fp in &topic.partitions {
+            let mut pd = PartitionData::default()
+                .with_partition_index(fp.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_preferred_read_replica(BrokerId(-1))
+                .with_aborted_transactions(if read_committed {
+                    Some(Vec::new())
+                } else {
+                    None
+                });
+            let code = (|| {
+                if by_id_missing {
+                    return Err(ErrorCode::UNKNOWN_TOPIC_ID);
+                }
+                let Some(record) = image.partition(&name, fp.partition) else {
+                    return Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+                };
+                let partition = state
+                    .replicas
+                    .get(&name, fp.partition)
+                    .ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
+                if record.leader != state.config.node_id {
+                    return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+                }
+                let epoch = partition.leader_epoch();
+                if fp.current_leader_epoch >= 0 && fp.current_leader_epoch < epoch {
+                    return Err(ErrorCode::FENCED_LEADER_EPOCH);
+                }
+                if fp.current_leader_epoch > epoch {
+                    return Err(ErrorCode::UNKNOWN_LEADER_EPOCH);
+                }
+                let high_watermark = partition.high_watermark();
+                let last_stable = partition.last_stable_offset();
+                pd.high_watermark = high_watermark;
+                pd.last_stable_offset = last_stable;
+                pd.log_start_offset = partition.log.log_start_offset();
+                let limit =
+                    (fp.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(used));
+                let max_offset = if read_committed {
+                    last_stable
+                } else {
+                    high_watermark
+                };
+                let records = match partition.log.read(
+                    fp.fetch_offset,
+                    limit,
+                    max_offset,
+                    used == 0,
+                ) {
+                    Ok(r) => r,
+                    Err(e @ StorageError::OffsetOutOfRange { .. }) => {
+                        tracing::debug!(topic = %name, partition = fp.partition, error = %e, "fetch out of range");
+                        return Err(ErrorCode::OFFSET_OUT_OF_RANGE);
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %name, partition = fp.partition, error = %e, "fetch read failed");
+                        return Err(e.error_code());
+                    }
+                };
+                used += records.len();
+                pd.records = Some(records);
+                Ok(())
+            })();
+            if let Err(code) = code {
+                has_error = true;
+                pd.error_code = code.code();
+                pd.records = Some(Bytes::new());
+            }
+            partitions.push(pd);
+        }
+        out.push(
+            FetchableTopicResponse::default()
+                .with_topic(TopicName(str_bytes(name)))
+                .with_topic_id(topic.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    (out, used, has_error)
+}

@@ -1,0 +1,97 @@
+//! IncrementalAlterConfigs (44): topic config overrides, committed by the
+//! controller. Dynamic broker configs are not supported and say so.
+
+use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
+use kraftwerk_types::ErrorCode;
+
+use super::{str_bytes, Request};
+use crate::BrokerState;
+
+const RESOURCE_TOPIC: i8 = 2;
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+pub async fn handle(
+    state: &BrokerState,
+    _req: &Request<'_>,
+    body: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let mut responses = Vec::with_capacity(body.resources.len());
+    for r in body.resources {
+        let mut resp = AlterConfigsResourceResponse::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone());
+        if r.resource_type != RESOURCE_TOPIC {
+            resp.error_code = ErrorCode::INVALID_REQUEST.code();
+            resp.error_message = Some(str_bytes(
+                "only topic configs can be altered; broker configs are static (server.properties)",
+            ));
+            responses.push(resp);
+            continue;
+        }
+        let name = r.resource_name.to_string();
+        let current = state.image.load().topic(&name).map(|t| t.configs.clone());
+        let Some(current) = current else {
+            resp.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code();
+            resp.error_message = Some(str_bytes(format!("topic '{name}' does not exist")));
+            responses.push(resp);
+            continue;
+        };
+        let mut changes = Vec::with_capacity(r.configs.len());
+        let mut bad = None;
+        for c in r.configs {
+            let key = c.name.to_string();
+            let value = c.value.map(|v| v.to_string());
+            match c.config_operation {
+                OP_SET => changes.push((key, Some(value.unwrap_or_default()))),
+                OP_DELETE => changes.push((key, None)),
+                OP_APPEND | OP_SUBTRACT if key == "cleanup.policy" => {
+                    let mut items: Vec<String> = current
+                        .get(&key)
+                        .map(|v| v.split(',').map(|s| s.trim().to_string()).collect())
+                        .unwrap_or_else(|| vec!["delete".into()]);
+                    for item in value
+                        .unwrap_or_default()
+                        .split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                    {
+                        if c.config_operation == OP_APPEND {
+                            if !items.contains(&item) {
+                                items.push(item);
+                            }
+                        } else {
+                            items.retain(|x| *x != item);
+                        }
+                    }
+                    changes.push((key, Some(items.join(","))));
+                }
+                OP_APPEND | OP_SUBTRACT => {
+                    bad = Some(format!("'{key}' is not a list config; APPEND and SUBTRACT apply to list configs only"));
+                    break;
+                }
+                other => {
+                    bad = Some(format!("unknown config operation {other}"));
+                    break;
+                }
+            }
+        }
+        if let Some(message) = bad {
+            resp.error_code = ErrorCode::INVALID_CONFIG.code();
+            resp.error_message = Some(str_bytes(message));
+        } else if let Err(e) = state
+            .control
+            .alter_topic_configs(name, changes, body.validate_only)
+            .await
+        {
+            resp.error_code = e.error_code().code();
+            resp.error_message = Some(str_bytes(e.to_string()));
+        }
+        responses.push(resp);
+    }
+    state.sync_replicas();
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}

@@ -1,0 +1,45 @@
+//! InitProducerId (22): producer ids for idempotent producers.
+//!
+//! Ids come from the controller in blocks that are never reused. A producer
+//! that presents its current id and epoch (KIP-360, v3+) gets the epoch
+//! bumped instead of a new id. Transactional producers are refused: the
+//! broker has no transaction coordinator.
+
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
+use kraftwerk_types::ErrorCode;
+
+use super::Request;
+use crate::BrokerState;
+
+pub async fn handle(
+    state: &BrokerState,
+    _req: &Request<'_>,
+    body: InitProducerIdRequest,
+) -> InitProducerIdResponse {
+    let failed = |code: ErrorCode| {
+        InitProducerIdResponse::default()
+            .with_error_code(code.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
+    if body.transactional_id.is_some() {
+        return failed(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    }
+    if body.producer_id.0 >= 0 && body.producer_epoch >= 0 {
+        if body.producer_epoch < i16::MAX - 1 {
+            return InitProducerIdResponse::default()
+                .with_producer_id(body.producer_id)
+                .with_producer_epoch(body.producer_epoch + 1);
+        }
+        // Epoch exhausted: a fresh id follows, as in Kafka.
+    }
+    match state.control.allocate_producer_id().await {
+        Ok(id) => InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(id))
+            .with_producer_epoch(0),
+        Err(e) => {
+            tracing::error!(error = %e, "producer id allocation failed");
+            failed(e.error_code())
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! ListOffsets (2): earliest (-2), latest (-1), max timestamp (-3), by timestamp.
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kraftwerk_types::ErrorCode;
+
+use super::Request;
+use crate::BrokerState;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+/// KIP-1005: the offset of the first local segment; without tiered storage it is the earliest.
+const EARLIEST_LOCAL: i64 = -4;
+/// KIP-1005: the last tiered offset; without tiered storage, `log start offset - 1`.
+const LATEST_TIERED: i64 = -5;
+const READ_COMMITTED: i8 = 1;
+
+pub async fn handle(
+    state: &BrokerState,
+    _req: &Request<'_>,
+    body: ListOffsetsRequest,
+) -> ListOffsetsResponse {
+    let image = state.image.load();
+    let read_committed = body.isolation_level == READ_COMMITTED;
+    let topics = body
+        .topics
+        .into_iter()
+        .map(|topic| {
+            let name = topic.name.0.to_string();
+            let partitions = topic
+                .partitions
+                .into_iter()
+                .map(|p| {
+                    let mut resp = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1)
+                        .with_leader_epoch(-1);
+                    let result = (|| {
+                        let record = image
+                            .partition(&name, p.partition_index)
+                            .ok_or(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)?;
+                        let partition = state
+                            .replicas
+                            .get(&name, p.partition_index)
+                            .ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
+                        if record.leader != state.config.node_id {
+                            return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+                        }
+                        let epoch = partition.leader_epoch();
+                        if p.current_leader_epoch >= 0 && p.current_leader_epoch < epoch {
+                            return Err(ErrorCode::FENCED_LEADER_EPOCH);
+                        }
+                        if p.current_leader_epoch > epoch {
+                            return Err(ErrorCode::UNKNOWN_LEADER_EPOCH);
+                        }
+                        let log = &partition.log;
+                        let (timestamp, offset) = match p.timestamp {
+                            LATEST => (
+                                -1,
+                                if read_committed {
+                                    partition.last_stable_offset()
+                                } else {
+                                    partition.high_watermark()
+                                },
+                            ),
+                            EARLIEST | EARLIEST_LOCAL => (-1, log.log_start_offset()),
+                            LATEST_TIERED => (-1, log.log_start_offset() - 1),
+                            MAX_TIMESTAMP => log.max_timestamp_and_offset().unwrap_or((-1, -1)),
+                            ts if ts >= 0 => {
+                                match log.offset_for_timestamp(ts).map_err(|e| e.error_code())? {
+                                    Some((offset, timestamp))
+                                        if offset < partition.high_watermark() =>
+                                    {
+                                        (timestamp, offset)
+                                    }
+                                    _ => (-1, -1),
+                                }
+                            }
+                            _ => return Err(ErrorCode::INVALID_REQUEST),
+                        };
+                        Ok((timestamp, offset, epoch))
+                    })();
+                    match result {
+                        Ok((timestamp, offset, epoch)) => {
+                            resp.timestamp = timestamp;
+                            resp.offset = offset;
+                            resp.leader_epoch = epoch;
+                        }
+                        Err(code) => resp.error_code = code.code(),
+                    }
+                    resp
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}

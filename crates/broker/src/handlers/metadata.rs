@@ -1,0 +1,136 @@
+//! Metadata (3): brokers, topics, partitions, leaders, from the image.
+//! Unknown topics are created when the client allows it and
+//! `auto.create.topics.enable` is set, as in Kafka.
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kraftwerk_types::ErrorCode;
+
+use super::{str_bytes, Request};
+use crate::metadata::{validate_topic_name, MetadataImage, TopicRecord};
+use crate::BrokerState;
+
+/// Kafka's "authorized operations were not requested".
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub async fn handle(
+    state: &BrokerState,
+    req: &Request<'_>,
+    body: MetadataRequest,
+) -> MetadataResponse {
+    // v0: an empty list means all topics; v1+: null means all.
+    let wanted: Option<Vec<(Option<String>, uuid::Uuid)>> = match body.topics {
+        None => None,
+        Some(t) if t.is_empty() && req.version == 0 => None,
+        Some(t) => Some(
+            t.into_iter()
+                .map(|t| (t.name.map(|n| n.0.to_string()), t.topic_id))
+                .collect(),
+        ),
+    };
+    let allow_auto_create = req.version < 4 || body.allow_auto_topic_creation;
+    if let Some(wanted) = &wanted {
+        if allow_auto_create && state.config.auto_create_topics_enable {
+            let image = state.image.load();
+            for name in wanted.iter().filter_map(|(n, _)| n.as_deref()) {
+                if image.topic(name).is_none() && validate_topic_name(name).is_ok() {
+                    state.auto_create_topic(name).await;
+                }
+            }
+        }
+    }
+    let image = state.image.load();
+    let topics = match wanted {
+        None => image
+            .topics
+            .values()
+            .map(|t| topic_entry(&image, t))
+            .collect(),
+        Some(wanted) => wanted
+            .into_iter()
+            .map(|(name, id)| {
+                let found = match &name {
+                    Some(n) => image.topic(n),
+                    None => image.topic_by_id(&kraftwerk_types::TopicId(id)),
+                };
+                match found {
+                    Some(t) => topic_entry(&image, t),
+                    None => {
+                        let code = match &name {
+                            Some(n) if validate_topic_name(n).is_err() => {
+                                ErrorCode::INVALID_TOPIC_EXCEPTION
+                            }
+                            Some(_) => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                            None => ErrorCode::UNKNOWN_TOPIC_ID,
+                        };
+                        MetadataResponseTopic::default()
+                            .with_error_code(code.code())
+                            .with_name(name.map(|n| TopicName(str_bytes(n))))
+                            .with_topic_id(id)
+                            .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+                    }
+                }
+            })
+            .collect(),
+    };
+    MetadataResponse::default()
+        .with_brokers(brokers(&image))
+        .with_cluster_id(Some(str_bytes(image.cluster_id.clone())))
+        .with_controller_id(BrokerId(image.controller_id))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+pub(crate) fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+    image
+        .live_brokers()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(str_bytes(b.host.clone()))
+                .with_port(b.port as i32)
+                .with_rack(b.rack.clone().map(str_bytes))
+        })
+        .collect()
+}
+
+fn topic_entry(image: &MetadataImage, t: &TopicRecord) -> MetadataResponseTopic {
+    let partitions = t
+        .partitions
+        .iter()
+        .map(|p| {
+            let leader_live = image
+                .brokers
+                .get(&p.leader)
+                .map(|b| !b.fenced)
+                .unwrap_or(false);
+            let offline: Vec<BrokerId> = p
+                .replicas
+                .iter()
+                .filter(|r| image.brokers.get(r).map(|b| b.fenced).unwrap_or(true))
+                .map(|r| BrokerId(*r))
+                .collect();
+            MetadataResponsePartition::default()
+                .with_error_code(if leader_live {
+                    0
+                } else {
+                    ErrorCode::LEADER_NOT_AVAILABLE.code()
+                })
+                .with_partition_index(p.partition)
+                .with_leader_id(BrokerId(if leader_live { p.leader } else { -1 }))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(p.replicas.iter().map(|r| BrokerId(*r)).collect())
+                .with_isr_nodes(p.isr.iter().map(|r| BrokerId(*r)).collect())
+                .with_offline_replicas(offline)
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_error_code(0)
+        .with_name(Some(TopicName(str_bytes(t.name.clone()))))
+        .with_topic_id(t.id.0)
+        .with_is_internal(t.is_internal())
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}

@@ -1,0 +1,145 @@
+//! Request routing: one module per Kafka API.
+//!
+//! [`handle_frame`] reads the fixed part of the request header, checks the
+//! API key and version against the served table, decodes the body with the
+//! `kafka-protocol` codecs, runs the API's handler and encodes the response
+//! once. Anything that cannot be decoded closes the connection, as Kafka does.
+
+use std::net::SocketAddr;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kraftwerk_protocol::versions;
+
+use crate::BrokerState;
+
+mod api_versions;
+mod create_partitions;
+mod create_topics;
+mod delete_topics;
+mod describe_cluster;
+mod describe_configs;
+mod describe_log_dirs;
+mod fetch;
+mod incremental_alter_configs;
+mod init_producer_id;
+mod list_offsets;
+mod metadata;
+mod offset_for_leader_epoch;
+mod produce;
+
+/// What the connection does after one request.
+pub enum Outcome {
+    /// Write this response (header and body, without the size prefix).
+    Respond(Bytes),
+    /// Produce with `acks=0`: Kafka sends nothing back.
+    NoResponse,
+    /// Drop the connection, for the reason given.
+    Close(String),
+}
+
+/// The request context handlers may need besides the body.
+pub struct Request<'a> {
+    pub header: &'a RequestHeader,
+    pub version: i16,
+    pub peer: SocketAddr,
+}
+
+pub async fn handle_frame(state: &BrokerState, frame: Bytes, peer: SocketAddr) -> Outcome {
+    if frame.len() < 8 {
+        return Outcome::Close(format!(
+            "request of {} bytes is shorter than a request header",
+            frame.len()
+        ));
+    }
+    let api_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let Some(served) = versions::served(api_key) else {
+        return Outcome::Close(format!(
+            "API key {api_key} ({}) is not served",
+            versions::api_name(api_key)
+        ));
+    };
+    if version < served.min || version > served.max {
+        if served.key == ApiKey::ApiVersions {
+            // KIP-511: answer in v0 so the client can pick a version we serve.
+            return Outcome::Respond(api_versions::unsupported_version_response(correlation_id));
+        }
+        return Outcome::Close(format!(
+            "{:?} v{version} is not served (range {}..={})",
+            served.key, served.min, served.max
+        ));
+    }
+    let key = served.key;
+    let mut body = frame;
+    let header = match RequestHeader::decode(&mut body, key.request_header_version(version)) {
+        Ok(h) => h,
+        Err(e) => return Outcome::Close(format!("malformed request header: {e}")),
+    };
+    let request = Request {
+        header: &header,
+        version,
+        peer,
+    };
+    tracing::trace!(api = ?key, version, correlation_id, "request");
+
+    macro_rules! route {
+        ($($api:ident => $module:ident),* $(,)?) => {
+            match key {
+                ApiKey::Produce => {
+                    let req = match decode(&mut body, version) { Ok(r) => r, Err(e) => return e };
+                    match produce::handle(state, &request, req).await {
+                        Some(resp) => respond(key, &header, version, &resp),
+                        None => Outcome::NoResponse,
+                    }
+                }
+                $(ApiKey::$api => {
+                    let req = match decode(&mut body, version) { Ok(r) => r, Err(e) => return e };
+                    let resp = $module::handle(state, &request, req).await;
+                    respond(key, &header, version, &resp)
+                })*
+                other => Outcome::Close(format!("{other:?} has no handler")),
+            }
+        };
+    }
+    route! {
+        Fetch => fetch,
+        ListOffsets => list_offsets,
+        Metadata => metadata,
+        ApiVersions => api_versions,
+        CreateTopics => create_topics,
+        DeleteTopics => delete_topics,
+        InitProducerId => init_producer_id,
+        OffsetForLeaderEpoch => offset_for_leader_epoch,
+        DescribeConfigs => describe_configs,
+        DescribeLogDirs => describe_log_dirs,
+        CreatePartitions => create_partitions,
+        IncrementalAlterConfigs => incremental_alter_configs,
+        DescribeCluster => describe_cluster,
+    }
+}
+
+fn decode<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, Outcome> {
+    T::decode(body, version).map_err(|e| Outcome::Close(format!("malformed request body: {e}")))
+}
+
+fn respond<T: Encodable>(key: ApiKey, header: &RequestHeader, version: i16, body: &T) -> Outcome {
+    let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
+    let mut buf = BytesMut::new();
+    let header_version = key.response_header_version(version);
+    if let Err(e) = response_header.encode(&mut buf, header_version) {
+        return Outcome::Close(format!("response header could not be encoded: {e}"));
+    }
+    if let Err(e) = body.encode(&mut buf, version) {
+        // A bug, not bad input: the handler built a response this version cannot carry.
+        tracing::error!(api = ?key, version, error = %e, "response could not be encoded");
+        return Outcome::Close(format!("response could not be encoded: {e}"));
+    }
+    Outcome::Respond(buf.freeze())
+}
+
+pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}

@@ -1,0 +1,146 @@
+//! Produce (0): batches are checked (length, magic, CRC32C) and appended as
+//! received; records inside are never decoded.
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kraftwerk_protocol::batch::{validate_all, BatchError};
+use kraftwerk_types::ErrorCode;
+
+use super::{str_bytes, Request};
+use crate::BrokerState;
+
+pub async fn handle(
+    state: &BrokerState,
+    _req: &Request<'_>,
+    body: ProduceRequest,
+) -> Option<ProduceResponse> {
+    let acks = body.acks;
+    let image = state.image.load();
+    let mut responses = Vec::with_capacity(body.topic_data.len());
+    let mut appended_any = false;
+    for topic in body.topic_data {
+        let name = topic.name.0.to_string();
+        let mut partition_responses = Vec::with_capacity(topic.partition_data.len());
+        for pd in topic.partition_data {
+            let mut resp = PartitionProduceResponse::default()
+                .with_index(pd.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let outcome: Result<(i64, i64, i64), (ErrorCode, String)> = (|| {
+                if !matches!(acks, -1 | 0 | 1) {
+                    return Err((
+                        ErrorCode::INVALID_REQUIRED_ACKS,
+                        format!("acks={acks} is not one of -1, 0, 1"),
+                    ));
+                }
+                if body.transactional_id.is_some() {
+                    return Err((
+                        ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                        "transactions are not supported by this broker".into(),
+                    ));
+                }
+                let Some(record) = image.partition(&name, pd.index) else {
+                    return Err((
+                        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("{name}-{} does not exist", pd.index),
+                    ));
+                };
+                let Some(partition) = state.replicas.get(&name, pd.index) else {
+                    return Err((
+                        ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                        format!("{name}-{} is not stored on this broker", pd.index),
+                    ));
+                };
+                if record.leader != state.config.node_id {
+                    return Err((
+                        ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                        format!("broker {} leads {name}-{}", record.leader, pd.index),
+                    ));
+                }
+                let config = partition.log.config();
+                if acks == -1 && (record.isr.len() as i32) < config.min_insync_replicas {
+                    return Err((
+                        ErrorCode::NOT_ENOUGH_REPLICAS,
+                        format!(
+                            "ISR has {} replicas, min.insync.replicas is {}",
+                            record.isr.len(),
+                            config.min_insync_replicas
+                        ),
+                    ));
+                }
+                let records = pd.records.unwrap_or_default();
+                if records.is_empty() {
+                    return Err((
+                        ErrorCode::INVALID_RECORD,
+                        "produce request carries no record batch".into(),
+                    ));
+                }
+                let batches = validate_all(&records).map_err(|e| match e {
+                    BatchError::UnsupportedMagic(_) => {
+                        (ErrorCode::UNSUPPORTED_FOR_MESSAGE_FORMAT, e.to_string())
+                    }
+                    _ => (ErrorCode::CORRUPT_MESSAGE, e.to_string()),
+                })?;
+                if let Some((h, _)) = batches
+                    .iter()
+                    .find(|(h, _)| h.total_bytes() > config.max_message_bytes)
+                {
+                    return Err((
+                        ErrorCode::MESSAGE_TOO_LARGE,
+                        format!(
+                            "batch of {} bytes exceeds max.message.bytes {}",
+                            h.total_bytes(),
+                            config.max_message_bytes
+                        ),
+                    ));
+                }
+                let info = partition
+                    .log
+                    .append_as_leader(batches, partition.leader_epoch(), now_ms())
+                    .map_err(|e| (e.error_code(), e.to_string()))?;
+                Ok((
+                    info.base_offset,
+                    info.log_append_time_ms,
+                    info.log_start_offset,
+                ))
+            })();
+            match outcome {
+                Ok((base_offset, log_append_time_ms, log_start_offset)) => {
+                    appended_any = true;
+                    resp = resp
+                        .with_error_code(0)
+                        .with_base_offset(base_offset)
+                        .with_log_append_time_ms(log_append_time_ms)
+                        .with_log_start_offset(log_start_offset);
+                }
+                Err((code, message)) => {
+                    tracing::debug!(topic = %name, partition = pd.index, code = code.code(), %message, "produce refused");
+                    resp = resp
+                        .with_error_code(code.code())
+                        .with_error_message(Some(str_bytes(message)));
+                }
+            }
+            partition_responses.push(resp);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partition_responses),
+        );
+    }
+    if appended_any {
+        state.replicas.notify_appended();
+    }
+    if acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

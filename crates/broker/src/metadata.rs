@@ -1,0 +1,162 @@
+//! The metadata image: what the broker knows about brokers, topics and
+//! partitions, as one immutable, versioned value.
+//!
+//! Handlers read the current image through [`ImageCell`] and never lock it
+//! for long. Whoever owns cluster metadata (the single-node
+//! [`crate::controller::LocalController`] today, the Raft quorum later)
+//! publishes a new image; the replica manager reacts to the change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use kraftwerk_types::TopicId;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+
+/// One broker's registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub node_id: i32,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+    pub fenced: bool,
+}
+
+/// Placement and leadership of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub name: String,
+    pub id: TopicId,
+    pub partitions: Vec<PartitionRecord>,
+    /// Topic-level overrides only; defaults come from the broker config.
+    pub configs: BTreeMap<String, String>,
+}
+
+impl TopicRecord {
+    pub fn is_internal(&self) -> bool {
+        self.name.starts_with("__")
+    }
+}
+
+/// An immutable snapshot of cluster metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataImage {
+    /// Bumped by every change; lets a reader tell two images apart cheaply.
+    pub version: u64,
+    pub cluster_id: String,
+    pub controller_id: i32,
+    pub brokers: BTreeMap<i32, BrokerRegistration>,
+    pub topics: BTreeMap<String, TopicRecord>,
+    #[serde(skip)]
+    ids: HashMap<TopicId, String>,
+}
+
+impl MetadataImage {
+    pub fn new(cluster_id: String, controller_id: i32) -> Self {
+        MetadataImage {
+            cluster_id,
+            controller_id,
+            ..Default::default()
+        }
+    }
+
+    /// Rebuilds the derived lookup tables; call after changing `topics`.
+    pub fn reindex(&mut self) {
+        self.ids = self
+            .topics
+            .values()
+            .map(|t| (t.id, t.name.clone()))
+            .collect();
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicRecord> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, id: &TopicId) -> Option<&TopicRecord> {
+        self.ids.get(id).and_then(|name| self.topics.get(name))
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<&PartitionRecord> {
+        self.topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(usize::try_from(partition).ok()?))
+    }
+
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+}
+
+/// The shared, swappable current image.
+#[derive(Debug, Default)]
+pub struct ImageCell {
+    current: RwLock<Arc<MetadataImage>>,
+}
+
+impl ImageCell {
+    pub fn new(image: MetadataImage) -> Self {
+        ImageCell {
+            current: RwLock::new(Arc::new(image)),
+        }
+    }
+
+    pub fn load(&self) -> Arc<MetadataImage> {
+        self.current.read().clone()
+    }
+
+    pub fn publish(&self, image: MetadataImage) -> Arc<MetadataImage> {
+        let image = Arc::new(image);
+        *self.current.write() = image.clone();
+        image
+    }
+}
+
+/// Kafka's rule for topic names: 1..=249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name cannot be '{name}'"));
+    }
+    if name.len() > 249 {
+        return Err(format!(
+            "topic name is {} characters long, the limit is 249",
+            name.len()
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!("topic name '{name}' contains '{c}'; only ASCII letters, digits, '.', '_' and '-' are allowed"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafka() {
+        for ok in ["a", "meu-topico", "x.y_z-1", &"a".repeat(249)] {
+            assert!(validate_topic_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "a b", "ä", &"a".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+}

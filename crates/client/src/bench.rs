@@ -1,0 +1,317 @@
+//! `kafka-producer-perf-test` / `kafka-consumer-perf-test` style benchmarks
+//! over the producer and consumer.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::consumer::{Consumer, ConsumerConfig};
+use crate::error::{ClientError, Result};
+use crate::producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
+use crate::ClientConfig;
+
+/// Deliveries waiting to be timed; `send` waits when the collector lags.
+const PENDING_DELIVERIES_MAX: usize = 65_536;
+/// The consume benchmark stops after this long without a new record.
+const CONSUME_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest latency recorded (one hour, in microseconds).
+const LATENCY_MAX_US: u64 = 3_600_000_000;
+
+/// What to produce.
+#[derive(Debug, Clone)]
+pub struct BenchProduceOptions {
+    pub topic: String,
+    pub num_records: u64,
+    pub record_size: usize,
+    /// Records per second; -1 (or any value ≤ 0) means unlimited.
+    pub throughput: i64,
+}
+
+/// Which side of the benchmark a report describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BenchKind {
+    Produce,
+    Consume,
+}
+
+/// Totals and latency percentiles of a run (latencies in milliseconds).
+#[derive(Debug, Clone)]
+pub struct BenchReport {
+    pub kind: BenchKind,
+    pub records: u64,
+    pub bytes: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub latency_avg_ms: f64,
+    pub latency_max_ms: f64,
+    pub latency_p50_ms: u64,
+    pub latency_p95_ms: u64,
+    pub latency_p99_ms: u64,
+    pub latency_p999_ms: u64,
+}
+
+impl BenchReport {
+    fn from_histogram(
+        kind: BenchKind,
+        records: u64,
+        bytes: u64,
+        errors: u64,
+        elapsed: Duration,
+        histogram: &Histogram<u64>,
+    ) -> Self {
+        let ms = |us: u64| us / 1000;
+        BenchReport {
+            kind,
+            records,
+            bytes,
+            errors,
+            elapsed,
+            latency_avg_ms: histogram.mean() / 1000.0,
+            latency_max_ms: histogram.max() as f64 / 1000.0,
+            latency_p50_ms: ms(histogram.value_at_quantile(0.50)),
+            latency_p95_ms: ms(histogram.value_at_quantile(0.95)),
+            latency_p99_ms: ms(histogram.value_at_quantile(0.99)),
+            latency_p999_ms: ms(histogram.value_at_quantile(0.999)),
+        }
+    }
+
+    /// Records per second over the whole run.
+    pub fn records_per_sec(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.records as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// MiB per second over the whole run.
+    pub fn mb_per_sec(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            self.bytes as f64 / (1024.0 * 1024.0) / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+impl fmt::Display for BenchReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = match self.kind {
+            BenchKind::Produce => "sent",
+            BenchKind::Consume => "received",
+        };
+        write!(
+            f,
+            "{} records {verb}, {:.6} records/sec ({:.2} MB/sec), {:.2} ms avg latency, {:.2} ms max latency, {} ms 50th, {} ms 95th, {} ms 99th, {} ms 99.9th.",
+            self.records,
+            self.records_per_sec(),
+            self.mb_per_sec(),
+            self.latency_avg_ms,
+            self.latency_max_ms,
+            self.latency_p50_ms,
+            self.latency_p95_ms,
+            self.latency_p99_ms,
+            self.latency_p999_ms,
+        )
+    }
+}
+
+fn new_histogram() -> Result<Histogram<u64>> {
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3)
+        .map_err(|e| ClientError::Config(format!("histogram: {e}")))
+}
+
+/// Paces sends to a target rate the way the perf tool's throttler does:
+/// when ahead of schedule, sleep until the schedule catches up.
+#[derive(Debug)]
+pub struct Throttle {
+    records_per_sec: Option<f64>,
+    started: Instant,
+}
+
+impl Throttle {
+    /// `throughput ≤ 0` disables throttling.
+    pub fn new(throughput: i64, started: Instant) -> Self {
+        Throttle {
+            records_per_sec: (throughput > 0).then_some(throughput as f64),
+            started,
+        }
+    }
+
+    /// How long to wait before sending record number `sent` (0-based).
+    pub fn delay(&self, sent: u64, now: Instant) -> Option<Duration> {
+        let rate = self.records_per_sec?;
+        let due = self.started + Duration::from_secs_f64(sent as f64 / rate);
+        (due > now).then(|| due - now)
+    }
+}
+
+/// Produces `num_records` records of `record_size` random bytes and reports
+/// throughput and send-to-acknowledgement latency.
+pub async fn produce(
+    client: ClientConfig,
+    config: ProducerConfig,
+    options: BenchProduceOptions,
+) -> Result<BenchReport> {
+    let producer = Producer::new(client, config).await?;
+    let payload: Bytes = {
+        let mut rng = rand::rng();
+        (0..options.record_size)
+            .map(|_| rng.random_range(b'A'..=b'Z'))
+            .collect::<Vec<u8>>()
+            .into()
+    };
+    let (pending_tx, mut pending_rx) =
+        mpsc::channel::<(Instant, DeliveryFuture)>(PENDING_DELIVERIES_MAX);
+    let collector = tokio::spawn(async move {
+        let mut histogram = new_histogram()?;
+        let mut acknowledged = 0u64;
+        let mut errors = 0u64;
+        // Futures are awaited in send order; a record acknowledged before an
+        // earlier one is timed when its turn comes (exact for one partition).
+        while let Some((sent_at, delivery)) = pending_rx.recv().await {
+            match delivery.await {
+                Ok(_) => {
+                    acknowledged += 1;
+                    let us = sent_at.elapsed().as_micros() as u64;
+                    let _ = histogram.record(us.clamp(1, LATENCY_MAX_US));
+                }
+                Err(err) => {
+                    errors += 1;
+                    if errors <= 10 {
+                        tracing::warn!(%err, "send failed");
+                    }
+                }
+            }
+        }
+        Ok::<_, ClientError>((histogram, acknowledged, errors))
+    });
+
+    let started = Instant::now();
+    let throttle = Throttle::new(options.throughput, started);
+    for sent in 0..options.num_records {
+        if let Some(delay) = throttle.delay(sent, Instant::now()) {
+            tokio::time::sleep(delay).await;
+        }
+        let record = ProducerRecord {
+            topic: options.topic.clone(),
+            value: Some(payload.clone()),
+            ..ProducerRecord::default()
+        };
+        let sent_at = Instant::now();
+        let delivery = producer.send(record).await?;
+        if pending_tx.send((sent_at, delivery)).await.is_err() {
+            break;
+        }
+    }
+    drop(pending_tx);
+    producer.flush().await?;
+    let (histogram, acknowledged, errors) = collector
+        .await
+        .map_err(|e| ClientError::Protocol(format!("collector task failed: {e}")))??;
+    let elapsed = started.elapsed();
+    producer.close().await?;
+    Ok(BenchReport::from_histogram(
+        BenchKind::Produce,
+        acknowledged,
+        acknowledged * options.record_size as u64,
+        errors,
+        elapsed,
+        &histogram,
+    ))
+}
+
+/// Reads `num_records` records of `topic` from the beginning of every
+/// partition; latency is the time of each poll that returned records.
+pub async fn consume(
+    client: ClientConfig,
+    config: ConsumerConfig,
+    topic: &str,
+    num_records: u64,
+) -> Result<BenchReport> {
+    let mut consumer = Consumer::new(client, config).await?;
+    let metadata = consumer.cluster().topic_with_leaders(topic).await?;
+    let partitions = metadata
+        .partitions
+        .iter()
+        .map(|p| (topic.to_string(), p.partition))
+        .collect();
+    consumer.assign(partitions).await?;
+    consumer.seek_to_beginning(&[]).await?;
+
+    let mut histogram = new_histogram()?;
+    let mut records = 0u64;
+    let mut bytes = 0u64;
+    let started = Instant::now();
+    let mut last_progress = started;
+    while records < num_records && last_progress.elapsed() < CONSUME_IDLE_TIMEOUT {
+        let poll_started = Instant::now();
+        let batch = consumer.poll(Duration::from_millis(1000)).await?;
+        if batch.is_empty() {
+            continue;
+        }
+        let us = poll_started.elapsed().as_micros() as u64;
+        let _ = histogram.record(us.clamp(1, LATENCY_MAX_US));
+        last_progress = Instant::now();
+        for record in &batch {
+            records += 1;
+            bytes += record.value.as_ref().map_or(0, |v| v.len() as u64)
+                + record.key.as_ref().map_or(0, |k| k.len() as u64);
+        }
+    }
+    Ok(BenchReport::from_histogram(
+        BenchKind::Consume,
+        records,
+        bytes,
+        0,
+        started.elapsed(),
+        &histogram,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_prints_like_the_perf_tool() {
+        let mut histogram = new_histogram().expect("histogram");
+        for us in [1_000u64, 2_000, 3_000, 250_000] {
+            histogram.record(us).expect("record");
+        }
+        let report = BenchReport::from_histogram(
+            BenchKind::Produce,
+            1000,
+            1000 * 100,
+            0,
+            Duration::from_secs(2),
+            &histogram,
+        );
+        let text = report.to_string();
+        assert!(
+            text.starts_with("1000 records sent, 500.000000 records/sec (0.05 MB/sec), "),
+            "{text}"
+        );
+        assert!(text.contains("ms avg latency, "));
+        assert!(text.ends_with("ms 99.9th."), "{text}");
+        assert_eq!(report.latency_p50_ms, 2);
+    }
+
+    #[test]
+    fn throttle_paces_to_the_target_rate() {
+        let start = Instant::now();
+        let throttle = Throttle::new(100, start);
+        assert_eq!(throttle.delay(0, start), None);
+        let delay = throttle.delay(50, start).expect("ahead of schedule");
+        assert!(delay >= Duration::from_millis(499) && delay <= Duration::from_millis(500));
+        assert_eq!(throttle.delay(50, start + Duration::from_secs(1)), None);
+        assert_eq!(Throttle::new(-1, start).delay(1_000_000, start), None);
+    }
+}

@@ -1,0 +1,1340 @@
+//! The producer: per-partition batching, one Produce request per broker,
+//! Java's partitioning, idempotence with ordered retries.
+//!
+//! `send` appends to the accumulator (bounded by `buffer.memory`); a sender
+//! task drains ready batches (full, lingered, flushed or retried) into one
+//! request per leader, with at most `max.in.flight.requests.per.connection`
+//! requests outstanding per broker. Each request runs in its own task and
+//! settles its batches: complete, retry in sequence order, or fail.
+//!
+//! Idempotence: sequence numbers are assigned when a batch is first drained
+//! and never change. A retried batch is sent alone, only after every other
+//! in-flight batch of its partition has come back, so the broker sees
+//! sequences in order. `OUT_OF_ORDER_SEQUENCE_NUMBER` is retried only while
+//! an earlier batch of the partition is unresolved (it caused the gap);
+//! otherwise it and `UNKNOWN_PRODUCER_ID` fail the batch — the producer does
+//! not silently resequence or bump its epoch.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::Compression;
+use parking_lot::Mutex;
+use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use crate::cluster::{Cluster, MetadataSnapshot};
+use crate::error::{ClientError, Result};
+use crate::partitioner::{partition_for_key, StickyPartitioner};
+use crate::records::{
+    encode_batch, increment_sequence, BatchIdentity, OutgoingRecord, BATCH_HEADER_BYTES,
+};
+use crate::ClientConfig;
+
+/// Minimum pause between metadata refreshes the sender triggers.
+const METADATA_REFRESH_BACKOFF: Duration = Duration::from_millis(100);
+/// In-flight batches per partition allowed with idempotence (the broker
+/// remembers the last five per producer and partition).
+const IDEMPOTENT_IN_FLIGHT_PER_PARTITION_MAX: usize = 5;
+
+/// How unkeyed (and, for round robin, all) records pick a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Partitioner {
+    /// Java's default: murmur2 of the key, sticky partitioning without key.
+    #[default]
+    Default,
+    /// Every record to the next partition in turn, keys ignored.
+    RoundRobin,
+}
+
+/// Producer settings, named and defaulted as in the Java client 3.x.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// `acks`: 0, 1 or -1 (all).
+    pub acks: i16,
+    /// `linger.ms`
+    pub linger_ms: u64,
+    /// `batch.size` in bytes.
+    pub batch_size: usize,
+    /// `compression.type`
+    pub compression: Compression,
+    /// `enable.idempotence`; ignored (off) unless acks is -1 and in-flight ≤ 5.
+    pub enable_idempotence: bool,
+    /// `retries`; the effective bound is `delivery.timeout.ms`.
+    pub retries: i32,
+    /// `retry.backoff.ms`
+    pub retry_backoff_ms: u64,
+    /// `delivery.timeout.ms`: from `send` to acknowledgement or failure.
+    pub delivery_timeout_ms: u64,
+    /// `max.in.flight.requests.per.connection`
+    pub max_in_flight_requests_per_connection: usize,
+    /// `request.timeout.ms`: broker-side Produce timeout and client wait.
+    pub request_timeout_ms: u64,
+    /// `max.request.size`
+    pub max_request_size: usize,
+    /// `buffer.memory`: bytes of unsent records before `send` waits.
+    pub buffer_memory: usize,
+    /// `max.block.ms`: how long `send` may wait for metadata or memory.
+    pub max_block_ms: u64,
+    /// `partitioner.class`, as an enum.
+    pub partitioner: Partitioner,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            acks: -1,
+            linger_ms: 5,
+            batch_size: 16_384,
+            compression: Compression::None,
+            enable_idempotence: true,
+            retries: i32::MAX,
+            retry_backoff_ms: 100,
+            delivery_timeout_ms: 120_000,
+            max_in_flight_requests_per_connection: 5,
+            request_timeout_ms: 30_000,
+            max_request_size: 1_048_576,
+            buffer_memory: 33_554_432,
+            max_block_ms: 60_000,
+            partitioner: Partitioner::Default,
+        }
+    }
+}
+
+/// One record to send.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProducerRecord {
+    pub topic: String,
+    /// Explicit partition; `None` lets the partitioner choose.
+    pub partition: Option<i32>,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+    /// Creation time; `None` means now.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// A record with a value and nothing else.
+    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        ProducerRecord {
+            topic: topic.into(),
+            value: Some(value.into()),
+            ..ProducerRecord::default()
+        }
+    }
+
+    /// Sets the key.
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Sets the partition.
+    pub fn with_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, key: impl Into<String>, value: Option<Bytes>) -> Self {
+        self.headers.push((key.into(), value));
+        self
+    }
+}
+
+/// Where an acknowledged record was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub topic: String,
+    pub partition: i32,
+    /// -1 for acks=0 (the broker does not answer).
+    pub offset: i64,
+    /// The broker's log-append time if the topic uses it, else create time.
+    pub timestamp_ms: i64,
+}
+
+/// Resolves when the record's batch is acknowledged or finally fails.
+#[derive(Debug)]
+pub struct DeliveryFuture {
+    receiver: oneshot::Receiver<Result<RecordMetadata>>,
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.receiver)
+            .poll(cx)
+            .map(|outcome| outcome.unwrap_or(Err(ClientError::Closed)))
+    }
+}
+
+type TopicPartition = (String, i32);
+type Delivery = oneshot::Sender<Result<RecordMetadata>>;
+
+struct ProducerBatch {
+    topic: String,
+    partition: i32,
+    records: Vec<OutgoingRecord>,
+    deliveries: Vec<Delivery>,
+    size_bytes: usize,
+    created_at: Instant,
+    /// No more appends (full, or drained once).
+    closed: bool,
+    base_sequence: Option<i32>,
+    attempts: u32,
+    retry_at: Option<Instant>,
+    /// Encoded once so retries resend the same bytes.
+    encoded: Option<Bytes>,
+    /// `buffer.memory` held until the batch settles.
+    _memory: Option<OwnedSemaphorePermit>,
+}
+
+impl ProducerBatch {
+    fn new(topic: &str, partition: i32, now: Instant) -> Self {
+        ProducerBatch {
+            topic: topic.to_string(),
+            partition,
+            records: Vec::new(),
+            deliveries: Vec::new(),
+            size_bytes: BATCH_HEADER_BYTES,
+            created_at: now,
+            closed: false,
+            base_sequence: None,
+            attempts: 0,
+            retry_at: None,
+            encoded: None,
+            _memory: None,
+        }
+    }
+
+    fn add_memory(&mut self, permit: OwnedSemaphorePermit) {
+        match self._memory.as_mut() {
+            Some(held) => held.merge(permit),
+            None => self._memory = Some(permit),
+        }
+    }
+}
+
+#[derive(Default)]
+struct PartitionQueue {
+    batches: VecDeque<ProducerBatch>,
+    next_sequence: i32,
+    in_flight: usize,
+    in_flight_sequences: BTreeSet<i32>,
+}
+
+impl PartitionQueue {
+    /// Puts a batch back in sequence order ahead of never-sent batches.
+    fn requeue(&mut self, batch: ProducerBatch) {
+        let position = match batch.base_sequence {
+            Some(sequence) => self
+                .batches
+                .iter()
+                .position(|b| b.base_sequence.is_none_or(|s| s > sequence))
+                .unwrap_or(self.batches.len()),
+            None => 0,
+        };
+        self.batches.insert(position, batch);
+    }
+
+    /// Whether a batch with a lower sequence is unresolved (in flight or
+    /// waiting for its retry).
+    fn has_earlier_unresolved(&self, sequence: i32) -> bool {
+        self.in_flight_sequences.range(..sequence).next().is_some()
+            || self
+                .batches
+                .iter()
+                .any(|b| b.base_sequence.is_some_and(|s| s < sequence))
+    }
+}
+
+/// Limits the drain applies, copied from the config.
+#[derive(Debug, Clone, Copy)]
+struct DrainLimits {
+    linger: Duration,
+    max_request_size: usize,
+    max_in_flight_per_broker: usize,
+    idempotent: bool,
+    delivery_timeout: Duration,
+}
+
+/// Ready batches for one broker, to go out as one Produce request.
+struct DrainedRequest {
+    broker_id: i32,
+    batches: Vec<ProducerBatch>,
+}
+
+#[derive(Default)]
+struct DrainOutcome {
+    requests: Vec<DrainedRequest>,
+    expired: Vec<ProducerBatch>,
+    next_wake: Option<Instant>,
+    needs_metadata: bool,
+}
+
+/// The accumulator and bookkeeping, guarded by one lock never held across
+/// an await.
+#[derive(Default)]
+struct Accumulator {
+    partitions: HashMap<TopicPartition, PartitionQueue>,
+    sticky: StickyPartitioner,
+    round_robin: HashMap<String, i32>,
+    incomplete_batches: usize,
+    flush_requests: usize,
+    closing: bool,
+    in_flight_requests: HashMap<i32, usize>,
+}
+
+struct AppendOutcome {
+    batch_closed: bool,
+    delivery: DeliveryFuture,
+}
+
+impl Accumulator {
+    /// Appends a record to the open batch of its partition, or a new one.
+    fn append(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        record: OutgoingRecord,
+        memory: Option<OwnedSemaphorePermit>,
+        batch_size_max: usize,
+        now: Instant,
+    ) -> AppendOutcome {
+        let size = record.estimated_size();
+        let queue = self
+            .partitions
+            .entry((topic.to_string(), partition))
+            .or_default();
+        let fits = queue.batches.back().is_some_and(|b| {
+            !b.closed && b.base_sequence.is_none() && b.size_bytes + size <= batch_size_max
+        });
+        let closed_previous = !fits && queue.batches.back().is_some();
+        if !fits {
+            if let Some(last) = queue.batches.back_mut() {
+                last.closed = true;
+            }
+            queue
+                .batches
+                .push_back(ProducerBatch::new(topic, partition, now));
+            self.incomplete_batches += 1;
+        }
+        let (sender, receiver) = oneshot::channel();
+        let mut batch_closed = false;
+        if let Some(batch) = queue.batches.back_mut() {
+            batch.size_bytes += size;
+            batch.records.push(record);
+            batch.deliveries.push(sender);
+            if let Some(permit) = memory {
+                batch.add_memory(permit);
+            }
+            if batch.size_bytes >= batch_size_max {
+                batch.closed = true;
+                batch_closed = true;
+            }
+        }
+        AppendOutcome {
+            batch_closed: batch_closed || closed_previous,
+            delivery: DeliveryFuture { receiver },
+        }
+    }
+
+    /// Takes ready batches into one request per leader, within the limits.
+    fn drain(
+        &mut self,
+        metadata: &MetadataSnapshot,
+        limits: DrainLimits,
+        now: Instant,
+    ) -> DrainOutcome {
+        let mut outcome = DrainOutcome::default();
+        let mut requests: HashMap<i32, (usize, Vec<ProducerBatch>)> = HashMap::new();
+        let force = self.flush_requests > 0 || self.closing;
+        let mut closed_sticky: Vec<TopicPartition> = Vec::new();
+
+        for ((topic, partition), queue) in self.partitions.iter_mut() {
+            // Batches that never reached the broker and outlived the delivery timeout.
+            while queue.batches.front().is_some_and(|b| {
+                b.base_sequence.is_none() && now >= b.created_at + limits.delivery_timeout
+            }) {
+                if let Some(batch) = queue.batches.pop_front() {
+                    outcome.expired.push(batch);
+                }
+            }
+            let Some(front) = queue.batches.front() else {
+                continue;
+            };
+            if let Some(retry_at) = front.retry_at {
+                if retry_at > now {
+                    outcome.next_wake = earliest(outcome.next_wake, retry_at);
+                    continue;
+                }
+            }
+            let ready_at = front.created_at + limits.linger;
+            let ready = front.closed || force || front.retry_at.is_some() || ready_at <= now;
+            if !ready {
+                outcome.next_wake = earliest(outcome.next_wake, ready_at);
+                continue;
+            }
+            let leader = metadata
+                .topics
+                .get(topic)
+                .and_then(|t| t.partition(*partition))
+                .map_or(-1, |p| p.leader);
+            if leader < 0 || !metadata.brokers.contains_key(&leader) {
+                outcome.needs_metadata = true;
+                continue;
+            }
+            if limits.idempotent {
+                let is_retry = front.base_sequence.is_some();
+                if is_retry && queue.in_flight > 0 {
+                    continue;
+                }
+                if !is_retry && queue.in_flight >= IDEMPOTENT_IN_FLIGHT_PER_PARTITION_MAX {
+                    continue;
+                }
+            }
+            let broker_busy = self.in_flight_requests.get(&leader).copied().unwrap_or(0);
+            let entry = requests.entry(leader).or_insert((0, Vec::new()));
+            if entry.1.is_empty() && broker_busy >= limits.max_in_flight_per_broker {
+                continue;
+            }
+            if !entry.1.is_empty() && entry.0 + front.size_bytes > limits.max_request_size {
+                continue;
+            }
+            let Some(mut batch) = queue.batches.pop_front() else {
+                continue;
+            };
+            batch.closed = true;
+            if batch.retry_at.is_none() && batch.attempts == 0 {
+                closed_sticky.push((topic.clone(), *partition));
+            }
+            if limits.idempotent && batch.base_sequence.is_none() {
+                let count = i32::try_from(batch.records.len()).unwrap_or(i32::MAX);
+                batch.base_sequence = Some(queue.next_sequence);
+                queue.next_sequence = increment_sequence(queue.next_sequence, count);
+            }
+            if let Some(sequence) = batch.base_sequence {
+                queue.in_flight_sequences.insert(sequence);
+            }
+            queue.in_flight += 1;
+            entry.0 += batch.size_bytes;
+            entry.1.push(batch);
+        }
+
+        for (topic, partition) in closed_sticky {
+            if let Some(t) = metadata.topics.get(&topic) {
+                let available = t.available_partitions();
+                self.sticky.on_batch_closed(
+                    &topic,
+                    partition,
+                    t.partitions.len() as i32,
+                    &available,
+                );
+            }
+        }
+        for (broker_id, (_, batches)) in requests {
+            if batches.is_empty() {
+                continue;
+            }
+            *self.in_flight_requests.entry(broker_id).or_default() += 1;
+            outcome.requests.push(DrainedRequest { broker_id, batches });
+        }
+        outcome
+    }
+}
+
+fn earliest(current: Option<Instant>, candidate: Instant) -> Option<Instant> {
+    Some(current.map_or(candidate, |c| c.min(candidate)))
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+struct Inner {
+    cluster: Arc<Cluster>,
+    config: ProducerConfig,
+    idempotent: bool,
+    identity: (i64, i16),
+    accumulator: Mutex<Accumulator>,
+    wake_sender: Notify,
+    incomplete: watch::Sender<usize>,
+    memory: Arc<Semaphore>,
+    last_metadata_refresh: Mutex<Option<Instant>>,
+}
+
+/// An asynchronous Kafka producer.
+pub struct Producer {
+    inner: Arc<Inner>,
+    sender: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("idempotent", &self.inner.idempotent)
+            .finish()
+    }
+}
+
+impl Producer {
+    /// Connects, and with idempotence obtains a producer id.
+    pub async fn new(client: ClientConfig, config: ProducerConfig) -> Result<Producer> {
+        let cluster = Cluster::connect(client).await?;
+        Self::with_cluster(cluster, config).await
+    }
+
+    /// A producer sharing an existing [`Cluster`].
+    pub async fn with_cluster(cluster: Arc<Cluster>, config: ProducerConfig) -> Result<Producer> {
+        validate(&config)?;
+        let idempotent = config.enable_idempotence
+            && config.acks == -1
+            && config.max_in_flight_requests_per_connection
+                <= IDEMPOTENT_IN_FLIGHT_PER_PARTITION_MAX;
+        if config.enable_idempotence && !idempotent {
+            tracing::warn!(
+                "enable.idempotence needs acks=-1 and max.in.flight.requests.per.connection <= 5; producing without idempotence"
+            );
+        }
+        let identity = if idempotent {
+            init_producer_id(&cluster).await?
+        } else {
+            (-1, -1)
+        };
+        let inner = Arc::new(Inner {
+            memory: Arc::new(Semaphore::new(config.buffer_memory)),
+            cluster,
+            idempotent,
+            identity,
+            accumulator: Mutex::new(Accumulator::default()),
+            wake_sender: Notify::new(),
+            incomplete: watch::channel(0).0,
+            last_metadata_refresh: Mutex::new(None),
+            config,
+        });
+        let sender = tokio::spawn(run_sender(inner.clone()));
+        Ok(Producer {
+            inner,
+            sender: Some(sender),
+        })
+    }
+
+    /// The producer id and epoch (-1, -1 without idempotence).
+    pub fn producer_identity(&self) -> (i64, i16) {
+        self.inner.identity
+    }
+
+    /// The cluster this producer talks to.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.inner.cluster
+    }
+
+    /// Enqueues a record. The returned future resolves when its batch is
+    /// acknowledged (immediately after the write for acks=0).
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let inner = &self.inner;
+        if inner.accumulator.lock().closing {
+            return Err(ClientError::Closed);
+        }
+        let max_block = Duration::from_millis(inner.config.max_block_ms);
+        let deadline = Instant::now() + max_block;
+        let outgoing = OutgoingRecord {
+            key: record.key,
+            value: record.value,
+            headers: record.headers,
+            timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
+        };
+        let size = outgoing.estimated_size();
+        let limit = inner
+            .config
+            .max_request_size
+            .min(inner.config.buffer_memory);
+        if size + BATCH_HEADER_BYTES > limit {
+            return Err(ClientError::RecordTooLarge { size, max: limit });
+        }
+
+        let topic = match inner.cluster.cached_topic(&record.topic) {
+            Some(t) if t.error_code == 0 && !t.partitions.is_empty() => t,
+            _ => tokio::time::timeout_at(deadline, inner.cluster.topic_with_leaders(&record.topic))
+                .await
+                .map_err(|_| ClientError::Timeout)??,
+        };
+        let num_partitions = topic.partitions.len() as i32;
+
+        let memory = tokio::time::timeout_at(
+            deadline,
+            inner.memory.clone().acquire_many_owned(size as u32),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout)?
+        .map_err(|_| ClientError::Closed)?;
+
+        let now = Instant::now();
+        let batch_size_max = inner.config.batch_size.min(inner.config.max_request_size);
+        let mut accumulator = inner.accumulator.lock();
+        if accumulator.closing {
+            return Err(ClientError::Closed);
+        }
+        let partition = match (record.partition, &outgoing.key, inner.config.partitioner) {
+            (Some(p), _, _) => {
+                if p < 0 || p >= num_partitions {
+                    return Err(ClientError::UnknownPartition {
+                        topic: record.topic,
+                        partition: p,
+                    });
+                }
+                p
+            }
+            (None, Some(key), Partitioner::Default) => partition_for_key(key, num_partitions),
+            (None, None, Partitioner::Default) => {
+                let available = topic.available_partitions();
+                accumulator
+                    .sticky
+                    .partition(&record.topic, num_partitions, &available)
+            }
+            (None, _, Partitioner::RoundRobin) => {
+                let next = accumulator
+                    .round_robin
+                    .entry(record.topic.clone())
+                    .or_insert(0);
+                let chosen = *next % num_partitions;
+                *next = (chosen + 1) % num_partitions;
+                chosen
+            }
+        };
+        let outcome = accumulator.append(
+            &record.topic,
+            partition,
+            outgoing,
+            Some(memory),
+            batch_size_max,
+            now,
+        );
+        let incomplete = accumulator.incomplete_batches;
+        drop(accumulator);
+        inner.incomplete.send_replace(incomplete);
+        if outcome.batch_closed {
+            inner.wake_sender.notify_one();
+        }
+        Ok(outcome.delivery)
+    }
+
+    /// Sends everything buffered now and waits until all of it settled.
+    pub async fn flush(&self) -> Result<()> {
+        self.inner.accumulator.lock().flush_requests += 1;
+        self.inner.wake_sender.notify_one();
+        let mut incomplete = self.inner.incomplete.subscribe();
+        let waited = incomplete.wait_for(|n| *n == 0).await.map(|_| ());
+        self.inner.accumulator.lock().flush_requests -= 1;
+        waited.map_err(|_| ClientError::Closed)
+    }
+
+    /// Flushes, then stops the sender task.
+    pub async fn close(mut self) -> Result<()> {
+        let flushed = self.flush().await;
+        self.inner.accumulator.lock().closing = true;
+        self.inner.wake_sender.notify_one();
+        if let Some(sender) = self.sender.take() {
+            let _ = sender.await;
+        }
+        flushed
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        // The sender finishes what is buffered, then exits on its own.
+        self.inner.accumulator.lock().closing = true;
+        self.inner.wake_sender.notify_one();
+    }
+}
+
+fn validate(config: &ProducerConfig) -> Result<()> {
+    if !matches!(config.acks, -1..=1) {
+        return Err(ClientError::Config(format!(
+            "acks must be -1, 0 or 1, not {}",
+            config.acks
+        )));
+    }
+    if config.batch_size == 0 || config.max_request_size <= BATCH_HEADER_BYTES {
+        return Err(ClientError::Config(
+            "batch.size and max.request.size must be positive".into(),
+        ));
+    }
+    if config.max_in_flight_requests_per_connection == 0 {
+        return Err(ClientError::Config(
+            "max.in.flight.requests.per.connection must be at least 1".into(),
+        ));
+    }
+    if config.buffer_memory == 0 || config.buffer_memory > Semaphore::MAX_PERMITS {
+        return Err(ClientError::Config("buffer.memory is out of range".into()));
+    }
+    Ok(())
+}
+
+async fn init_producer_id(cluster: &Cluster) -> Result<(i64, i16)> {
+    let mut last_error = ClientError::NoBrokers;
+    for attempt in 0..crate::cluster::METADATA_ATTEMPTS_MAX {
+        if attempt > 0 {
+            tokio::time::sleep(crate::cluster::METADATA_RETRY_BACKOFF).await;
+        }
+        let connection = cluster.any_connection().await?;
+        let mut request = InitProducerIdRequest::default();
+        request.transactional_id = None;
+        request.transaction_timeout_ms = 60_000;
+        request.producer_id = (-1).into();
+        request.producer_epoch = -1;
+        let response = connection.send(request).await?;
+        match ClientError::check(response.error_code, None) {
+            Ok(()) => return Ok((response.producer_id.0, response.producer_epoch)),
+            Err(err) if err.is_retriable() => last_error = err,
+            Err(err) => return Err(err),
+        }
+    }
+    Err(last_error)
+}
+
+async fn run_sender(inner: Arc<Inner>) {
+    let limits = DrainLimits {
+        linger: Duration::from_millis(inner.config.linger_ms),
+        max_request_size: inner.config.max_request_size,
+        max_in_flight_per_broker: inner.config.max_in_flight_requests_per_connection,
+        idempotent: inner.idempotent,
+        delivery_timeout: Duration::from_millis(inner.config.delivery_timeout_ms),
+    };
+    loop {
+        let metadata = inner.cluster.metadata();
+        let now = Instant::now();
+        let (outcome, finished) = {
+            let mut accumulator = inner.accumulator.lock();
+            let outcome = accumulator.drain(&metadata, limits, now);
+            let finished = accumulator.closing && accumulator.incomplete_batches == 0;
+            (outcome, finished)
+        };
+        if finished {
+            break;
+        }
+        for batch in outcome.expired {
+            inner.settle(batch, Err(ClientError::Timeout));
+        }
+        if outcome.needs_metadata {
+            inner.clone().request_metadata_refresh();
+        }
+        for request in outcome.requests {
+            tokio::spawn(send_produce(inner.clone(), request));
+        }
+        let mut wake = outcome.next_wake;
+        if outcome.needs_metadata {
+            wake = earliest(wake, now + METADATA_REFRESH_BACKOFF);
+        }
+        match wake {
+            Some(at) => {
+                tokio::select! {
+                    _ = inner.wake_sender.notified() => {}
+                    _ = tokio::time::sleep_until(at) => {}
+                }
+            }
+            None => inner.wake_sender.notified().await,
+        }
+    }
+}
+
+enum BatchOutcome {
+    Done {
+        base_offset: i64,
+        log_append_time_ms: i64,
+    },
+    Retry {
+        refresh_metadata: bool,
+    },
+    Fail(ClientError),
+}
+
+impl Inner {
+    fn request_metadata_refresh(self: Arc<Self>) {
+        {
+            let mut last = self.last_metadata_refresh.lock();
+            let now = Instant::now();
+            if last.is_some_and(|t| now < t + METADATA_REFRESH_BACKOFF) {
+                return;
+            }
+            *last = Some(now);
+        }
+        tokio::spawn(async move {
+            if let Err(err) = self.cluster.refresh_metadata().await {
+                tracing::debug!(%err, "metadata refresh failed");
+            }
+            self.wake_sender.notify_one();
+        });
+    }
+
+    /// Completes or fails every record of a batch and releases its memory.
+    fn settle(&self, batch: ProducerBatch, result: Result<(i64, i64)>) {
+        let ProducerBatch {
+            topic,
+            partition,
+            records,
+            deliveries,
+            ..
+        } = batch;
+        match result {
+            Ok((base_offset, log_append_time_ms)) => {
+                for (index, (delivery, record)) in deliveries.into_iter().zip(&records).enumerate()
+                {
+                    let _ = delivery.send(Ok(RecordMetadata {
+                        topic: topic.clone(),
+                        partition,
+                        offset: if base_offset < 0 {
+                            -1
+                        } else {
+                            base_offset + index as i64
+                        },
+                        timestamp_ms: if log_append_time_ms >= 0 {
+                            log_append_time_ms
+                        } else {
+                            record.timestamp_ms
+                        },
+                    }));
+                }
+            }
+            Err(err) => {
+                tracing::debug!(topic, partition, %err, "batch failed");
+                for delivery in deliveries {
+                    let _ = delivery.send(Err(duplicate_error(&err)));
+                }
+            }
+        }
+        let incomplete = {
+            let mut accumulator = self.accumulator.lock();
+            accumulator.incomplete_batches = accumulator.incomplete_batches.saturating_sub(1);
+            accumulator.incomplete_batches
+        };
+        self.incomplete.send_replace(incomplete);
+        self.wake_sender.notify_one();
+    }
+
+    /// Applies one partition's outcome to an in-flight batch.
+    fn finish_batch(&self, mut batch: ProducerBatch, outcome: BatchOutcome) -> bool {
+        let now = Instant::now();
+        let settled = {
+            let mut accumulator = self.accumulator.lock();
+            let key = (batch.topic.clone(), batch.partition);
+            let queue = accumulator.partitions.entry(key).or_default();
+            queue.in_flight = queue.in_flight.saturating_sub(1);
+            if let Some(sequence) = batch.base_sequence {
+                queue.in_flight_sequences.remove(&sequence);
+            }
+            match outcome {
+                BatchOutcome::Done {
+                    base_offset,
+                    log_append_time_ms,
+                } => Ok((base_offset, log_append_time_ms)),
+                BatchOutcome::Fail(err) => {
+                    let out_of_order =
+                        err.code() == Some(ResponseError::OutOfOrderSequenceNumber.code());
+                    let caused_by_earlier = batch
+                        .base_sequence
+                        .is_some_and(|s| queue.has_earlier_unresolved(s));
+                    if out_of_order && caused_by_earlier && self.may_retry(&batch, now) {
+                        batch.attempts += 1;
+                        batch.retry_at =
+                            Some(now + Duration::from_millis(self.config.retry_backoff_ms));
+                        queue.requeue(batch);
+                        return false;
+                    }
+                    Err(err)
+                }
+                BatchOutcome::Retry { refresh_metadata } => {
+                    if self.may_retry(&batch, now) {
+                        let _ = refresh_metadata;
+                        batch.attempts += 1;
+                        batch.retry_at =
+                            Some(now + Duration::from_millis(self.config.retry_backoff_ms));
+                        queue.requeue(batch);
+                        return false;
+                    }
+                    Err(ClientError::Timeout)
+                }
+            }
+        };
+        self.settle(batch, settled);
+        true
+    }
+
+    fn may_retry(&self, batch: &ProducerBatch, now: Instant) -> bool {
+        let attempts_left = i64::from(batch.attempts) < i64::from(self.config.retries);
+        let in_time =
+            now < batch.created_at + Duration::from_millis(self.config.delivery_timeout_ms);
+        attempts_left && in_time
+    }
+}
+
+/// Copies an error for every record of a batch (`io::Error` is not `Clone`).
+pub(crate) fn duplicate_error(err: &ClientError) -> ClientError {
+    match err {
+        ClientError::Io(io) => ClientError::Io(std::io::Error::new(io.kind(), io.to_string())),
+        ClientError::Protocol(m) => ClientError::Protocol(m.clone()),
+        ClientError::Kafka {
+            code,
+            name,
+            message,
+        } => ClientError::Kafka {
+            code: *code,
+            name: name.clone(),
+            message: message.clone(),
+        },
+        ClientError::Timeout => ClientError::Timeout,
+        ClientError::UnsupportedVersion {
+            api_key,
+            client_min,
+            client_max,
+            broker,
+        } => ClientError::UnsupportedVersion {
+            api_key: *api_key,
+            client_min: *client_min,
+            client_max: *client_max,
+            broker: *broker,
+        },
+        ClientError::NoBrokers => ClientError::NoBrokers,
+        ClientError::UnknownTopic(t) => ClientError::UnknownTopic(t.clone()),
+        ClientError::UnknownPartition { topic, partition } => ClientError::UnknownPartition {
+            topic: topic.clone(),
+            partition: *partition,
+        },
+        ClientError::Disconnected { addr, reason } => ClientError::Disconnected {
+            addr: addr.clone(),
+            reason: reason.clone(),
+        },
+        ClientError::RecordTooLarge { size, max } => ClientError::RecordTooLarge {
+            size: *size,
+            max: *max,
+        },
+        ClientError::Config(m) => ClientError::Config(m.clone()),
+        ClientError::NoOffset { topic, partition } => ClientError::NoOffset {
+            topic: topic.clone(),
+            partition: *partition,
+        },
+        ClientError::Closed => ClientError::Closed,
+    }
+}
+
+/// Sends one Produce request and settles its batches.
+async fn send_produce(inner: Arc<Inner>, request: DrainedRequest) {
+    let DrainedRequest { broker_id, batches } = request;
+    let result = produce_round_trip(&inner, broker_id, batches).await;
+    {
+        let mut accumulator = inner.accumulator.lock();
+        if let Some(count) = accumulator.in_flight_requests.get_mut(&broker_id) {
+            *count = count.saturating_sub(1);
+        }
+    }
+    let mut refresh = false;
+    for (batch, outcome) in result {
+        if let BatchOutcome::Retry {
+            refresh_metadata: true,
+        } = outcome
+        {
+            refresh = true;
+        }
+        inner.finish_batch(batch, outcome);
+    }
+    if refresh {
+        inner.clone().request_metadata_refresh();
+    }
+    inner.wake_sender.notify_one();
+}
+
+async fn produce_round_trip(
+    inner: &Arc<Inner>,
+    broker_id: i32,
+    mut batches: Vec<ProducerBatch>,
+) -> Vec<(ProducerBatch, BatchOutcome)> {
+    let identity = inner.identity;
+    for batch in batches.iter_mut() {
+        if batch.encoded.is_some() {
+            continue;
+        }
+        let batch_identity = match batch.base_sequence {
+            Some(base_sequence) => BatchIdentity {
+                producer_id: identity.0,
+                producer_epoch: identity.1,
+                base_sequence,
+            },
+            None => BatchIdentity::NONE,
+        };
+        match encode_batch(&batch.records, batch_identity, inner.config.compression) {
+            Ok(encoded) => batch.encoded = Some(encoded),
+            Err(err) => tracing::warn!(%err, "encoding a batch failed"),
+        }
+    }
+    let (encodable, broken): (Vec<ProducerBatch>, Vec<ProducerBatch>) =
+        batches.into_iter().partition(|b| b.encoded.is_some());
+    let mut outcomes: Vec<(ProducerBatch, BatchOutcome)> = broken
+        .into_iter()
+        .map(|b| {
+            (
+                b,
+                BatchOutcome::Fail(ClientError::Protocol("batch could not be encoded".into())),
+            )
+        })
+        .collect();
+    if encodable.is_empty() {
+        return outcomes;
+    }
+
+    let transport_failure = |batches: Vec<ProducerBatch>, err: &ClientError| {
+        batches
+            .into_iter()
+            .map(|b| {
+                let outcome = if err.is_retriable() {
+                    BatchOutcome::Retry {
+                        refresh_metadata: true,
+                    }
+                } else {
+                    BatchOutcome::Fail(duplicate_error(err))
+                };
+                (b, outcome)
+            })
+            .collect::<Vec<_>>()
+    };
+
+    let connection = match inner.cluster.connection(broker_id).await {
+        Ok(connection) => connection,
+        Err(err) => {
+            outcomes.extend(transport_failure(encodable, &err));
+            return outcomes;
+        }
+    };
+    let metadata = inner.cluster.metadata();
+    let mut version = match connection.version_for::<ProduceRequest>() {
+        Ok(version) => version,
+        Err(err) => {
+            outcomes.extend(transport_failure(encodable, &err));
+            return outcomes;
+        }
+    };
+    let topic_ids: HashMap<String, Uuid> = encodable
+        .iter()
+        .map(|b| {
+            let id = metadata
+                .topics
+                .get(&b.topic)
+                .map_or(Uuid::nil(), |t| t.topic_id);
+            (b.topic.clone(), id)
+        })
+        .collect();
+    if version >= 13 && topic_ids.values().any(|id| id.is_nil()) {
+        version = 12;
+    }
+
+    let mut request = ProduceRequest::default();
+    request.acks = inner.config.acks;
+    request.timeout_ms = i32::try_from(inner.config.request_timeout_ms).unwrap_or(i32::MAX);
+    let mut by_topic: Vec<TopicProduceData> = Vec::new();
+    for batch in &encodable {
+        let index = match by_topic
+            .iter()
+            .position(|t| t.name.0.as_str() == batch.topic)
+        {
+            Some(index) => index,
+            None => {
+                let mut topic = TopicProduceData::default();
+                topic.name = TopicName(StrBytes::from_string(batch.topic.clone()));
+                topic.topic_id = topic_ids.get(&batch.topic).copied().unwrap_or_default();
+                by_topic.push(topic);
+                by_topic.len() - 1
+            }
+        };
+        let mut partition = PartitionProduceData::default();
+        partition.index = batch.partition;
+        partition.records = batch.encoded.clone();
+        by_topic[index].partition_data.push(partition);
+    }
+    request.topic_data = by_topic;
+
+    if inner.config.acks == 0 {
+        match connection.send_without_response(request, version).await {
+            Ok(()) => outcomes.extend(encodable.into_iter().map(|b| {
+                (
+                    b,
+                    BatchOutcome::Done {
+                        base_offset: -1,
+                        log_append_time_ms: -1,
+                    },
+                )
+            })),
+            Err(err) => {
+                inner.cluster.forget_connection(&connection).await;
+                outcomes.extend(transport_failure(encodable, &err));
+            }
+        }
+        return outcomes;
+    }
+
+    let response = match connection.send_version(request, version).await {
+        Ok(response) => response,
+        Err(err) => {
+            if matches!(err, ClientError::Io(_) | ClientError::Disconnected { .. }) {
+                inner.cluster.forget_connection(&connection).await;
+            }
+            outcomes.extend(transport_failure(encodable, &err));
+            return outcomes;
+        }
+    };
+    for batch in encodable {
+        let found = response.responses.iter().find_map(|topic| {
+            let matches_topic = if version >= 13 {
+                topic_ids.get(&batch.topic) == Some(&topic.topic_id)
+            } else {
+                topic.name.0.as_str() == batch.topic
+            };
+            if !matches_topic {
+                return None;
+            }
+            topic
+                .partition_responses
+                .iter()
+                .find(|p| p.index == batch.partition)
+        });
+        let outcome = match found {
+            None => BatchOutcome::Retry {
+                refresh_metadata: true,
+            },
+            Some(p)
+                if p.error_code == 0
+                    || p.error_code == ResponseError::DuplicateSequenceNumber.code() =>
+            {
+                BatchOutcome::Done {
+                    base_offset: p.base_offset,
+                    log_append_time_ms: p.log_append_time_ms,
+                }
+            }
+            Some(p) => {
+                let err = ClientError::kafka(p.error_code, p.error_message.as_ref());
+                if err.is_retriable() {
+                    BatchOutcome::Retry {
+                        refresh_metadata: err.needs_metadata_refresh(),
+                    }
+                } else {
+                    BatchOutcome::Fail(err)
+                }
+            }
+        };
+        outcomes.push((batch, outcome));
+    }
+    outcomes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{BrokerMetadata, PartitionMetadata, TopicMetadata};
+
+    fn metadata(partitions: i32, leader_of: impl Fn(i32) -> i32) -> MetadataSnapshot {
+        let mut snapshot = MetadataSnapshot::default();
+        for id in [1, 2] {
+            snapshot.brokers.insert(
+                id,
+                BrokerMetadata {
+                    node_id: id,
+                    host: "localhost".into(),
+                    port: 9092,
+                    rack: None,
+                },
+            );
+        }
+        snapshot.topics.insert(
+            "t".into(),
+            TopicMetadata {
+                name: "t".into(),
+                topic_id: Uuid::nil(),
+                internal: false,
+                error_code: 0,
+                partitions: (0..partitions)
+                    .map(|p| PartitionMetadata {
+                        partition: p,
+                        error_code: 0,
+                        leader: leader_of(p),
+                        leader_epoch: 0,
+                        replicas: vec![],
+                        isr: vec![],
+                        offline: vec![],
+                    })
+                    .collect(),
+            },
+        );
+        snapshot
+    }
+
+    fn record(value_bytes: usize) -> OutgoingRecord {
+        OutgoingRecord {
+            key: None,
+            value: Some(Bytes::from(vec![0u8; value_bytes])),
+            headers: vec![],
+            timestamp_ms: 0,
+        }
+    }
+
+    fn limits(idempotent: bool) -> DrainLimits {
+        DrainLimits {
+            linger: Duration::from_millis(5),
+            max_request_size: 10_000,
+            max_in_flight_per_broker: 2,
+            idempotent,
+            delivery_timeout: Duration::from_secs(120),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn batches_close_at_batch_size_and_wait_for_linger() {
+        let mut acc = Accumulator::default();
+        let now = Instant::now();
+        let size = record(100).estimated_size();
+        let batch_size = BATCH_HEADER_BYTES + 3 * size;
+        let mut closed = Vec::new();
+        for _ in 0..7 {
+            closed.push(
+                acc.append("t", 0, record(100), None, batch_size, now)
+                    .batch_closed,
+            );
+        }
+        // 3 records fill a batch exactly; the 4th and 7th start new ones.
+        assert_eq!(closed, vec![false, false, true, true, false, true, true]);
+        let queue = &acc.partitions[&("t".to_string(), 0)];
+        let counts: Vec<usize> = queue.batches.iter().map(|b| b.records.len()).collect();
+        assert_eq!(counts, vec![3, 3, 1]);
+        assert_eq!(acc.incomplete_batches, 3);
+
+        let meta = metadata(1, |_| 1);
+        // Full batches go at once, one per partition per request.
+        let out = acc.drain(&meta, limits(false), now);
+        assert_eq!(out.requests.len(), 1);
+        assert_eq!(out.requests[0].batches.len(), 1);
+        let out = acc.drain(&meta, limits(false), now);
+        assert_eq!(out.requests.len(), 1);
+        // Two requests in flight to broker 1: the limit holds even though the
+        // last batch would be ready.
+        let later = now + Duration::from_millis(5);
+        let out = acc.drain(&meta, limits(false), later);
+        assert!(out.requests.is_empty());
+        acc.in_flight_requests.insert(1, 0);
+        // The open batch lingers.
+        let out = acc.drain(&meta, limits(false), now + Duration::from_millis(1));
+        assert!(out.requests.is_empty());
+        assert_eq!(out.next_wake, Some(now + Duration::from_millis(5)));
+        let out = acc.drain(&meta, limits(false), later);
+        assert_eq!(out.requests[0].batches[0].records.len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_request_per_broker_within_max_request_size() {
+        let mut acc = Accumulator::default();
+        let now = Instant::now();
+        for partition in 0..6 {
+            acc.append("t", partition, record(4_000), None, 100_000, now);
+        }
+        let meta = metadata(6, |p| if p % 2 == 0 { 1 } else { 2 });
+        let mut limits = limits(false);
+        limits.max_in_flight_per_broker = 5;
+        let out = acc.drain(&meta, limits, now + Duration::from_millis(5));
+        assert_eq!(out.requests.len(), 2);
+        for request in &out.requests {
+            // Three ~4 KB batches per broker but 10 KB per request.
+            let total: usize = request.batches.iter().map(|b| b.size_bytes).sum();
+            assert!(total <= 10_000);
+            assert!(request
+                .batches
+                .iter()
+                .all(|b| meta.topics["t"].partitions[b.partition as usize].leader
+                    == request.broker_id));
+        }
+        let sent: usize = out.requests.iter().map(|r| r.batches.len()).sum();
+        assert_eq!(sent, 6 - 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idempotent_sequences_and_ordered_retries() {
+        let mut acc = Accumulator::default();
+        let now = Instant::now();
+        let batch_size = BATCH_HEADER_BYTES + 2 * record(10).estimated_size();
+        for _ in 0..6 {
+            acc.append("t", 0, record(10), None, batch_size, now);
+        }
+        let meta = metadata(1, |_| 1);
+        let mut limits = limits(true);
+        limits.max_in_flight_per_broker = 5;
+        let mut sent = Vec::new();
+        for _ in 0..3 {
+            let mut out = acc.drain(&meta, limits, now);
+            sent.push(out.requests.remove(0).batches.remove(0));
+        }
+        let sequences: Vec<Option<i32>> = sent.iter().map(|b| b.base_sequence).collect();
+        assert_eq!(sequences, vec![Some(0), Some(2), Some(4)]);
+        let queue = acc
+            .partitions
+            .get_mut(&("t".to_string(), 0))
+            .expect("queue");
+        assert_eq!(queue.next_sequence, 6);
+        assert_eq!(queue.in_flight, 3);
+
+        // The first batch failed retriably, the later ones are still out: an
+        // OUT_OF_ORDER_SEQUENCE on them is explained by the earlier batch.
+        let mut third = sent.pop().expect("third");
+        let second = sent.pop().expect("second");
+        let first = sent.pop().expect("first");
+        queue.in_flight -= 1;
+        queue.in_flight_sequences.remove(&0);
+        queue.requeue(first);
+        assert!(queue.has_earlier_unresolved(4));
+        third.retry_at = Some(now);
+        queue.in_flight -= 1;
+        queue.in_flight_sequences.remove(&4);
+        queue.requeue(third);
+        let order: Vec<Option<i32>> = queue.batches.iter().map(|b| b.base_sequence).collect();
+        assert_eq!(order, vec![Some(0), Some(4)]);
+        // A retry waits until nothing of its partition is in flight.
+        acc.in_flight_requests.clear();
+        let out = acc.drain(&meta, limits, now);
+        assert!(out.requests.is_empty());
+        let queue = acc
+            .partitions
+            .get_mut(&("t".to_string(), 0))
+            .expect("queue");
+        queue.in_flight -= 1;
+        queue.in_flight_sequences.remove(&2);
+        drop(second);
+        let mut out = acc.drain(&meta, limits, now);
+        let retried = out.requests.remove(0).batches;
+        assert_eq!(retried.len(), 1);
+        assert_eq!(retried[0].base_sequence, Some(0));
+        let queue = &acc.partitions[&("t".to_string(), 0)];
+        assert!(!queue.has_earlier_unresolved(0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_leaders_ask_for_metadata_and_old_batches_expire() {
+        let mut acc = Accumulator::default();
+        let now = Instant::now();
+        acc.append("t", 0, record(10), None, 1_000, now);
+        let meta = metadata(1, |_| -1);
+        let out = acc.drain(&meta, limits(false), now + Duration::from_millis(10));
+        assert!(out.needs_metadata && out.requests.is_empty());
+        let out = acc.drain(&meta, limits(false), now + Duration::from_secs(121));
+        assert_eq!(out.expired.len(), 1);
+    }
+}

@@ -1,0 +1,125 @@
+//! Smoke test against a running broker at `KRAFTWERK_TEST_BOOTSTRAP`
+//! (Kraftwerk or Apache Kafka); skipped when the variable is unset.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use kraftwerk_client::{
+    Admin, AutoOffsetReset, ClientConfig, Compression, Consumer, ConsumerConfig, NewTopic,
+    OffsetSpec, Producer, ProducerConfig, ProducerRecord,
+};
+
+/// Upper bound on the whole smoke test.
+const TEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_consume_admin_round_trip() {
+    let Ok(bootstrap) = std::env::var("KRAFTWERK_TEST_BOOTSTRAP") else {
+        println!("skipped: KRAFTWERK_TEST_BOOTSTRAP not set");
+        return;
+    };
+    tokio::time::timeout(TEST_TIMEOUT, run(bootstrap))
+        .await
+        .expect("smoke test timed out");
+}
+
+async fn run(bootstrap: String) {
+    let client = ClientConfig {
+        bootstrap_servers: vec![bootstrap],
+        client_id: "kraftwerk-live-test".into(),
+        request_timeout_ms: 30_000,
+        max_response_bytes: 100 * 1024 * 1024,
+    };
+    let topic = format!("live-{}", uuid::Uuid::new_v4());
+    let admin = Admin::new(client.clone()).await.expect("admin");
+    let cluster = admin.describe_cluster().await.expect("describe cluster");
+    assert!(!cluster.brokers.is_empty());
+
+    let created = admin
+        .create_topics(vec![NewTopic::new(&topic, 3, 1)], false)
+        .await
+        .expect("create topics");
+    assert!(created[0].error.is_none(), "{:?}", created[0].error);
+    assert!(admin
+        .list_topics(false)
+        .await
+        .expect("list")
+        .contains(&topic));
+    let described = admin
+        .describe_topics(std::slice::from_ref(&topic))
+        .await
+        .expect("describe");
+    assert_eq!(described[0].partitions.len(), 3);
+    let configs = admin.describe_configs(&topic).await.expect("configs");
+    assert!(configs.iter().any(|c| c.name == "cleanup.policy"));
+
+    for compression in [Compression::None, Compression::Lz4, Compression::Zstd] {
+        let producer = Producer::new(
+            client.clone(),
+            ProducerConfig {
+                compression,
+                ..ProducerConfig::default()
+            },
+        )
+        .await
+        .expect("producer");
+        let mut deliveries = Vec::new();
+        for i in 0..100 {
+            let record = ProducerRecord::new(&topic, format!("value-{i}"))
+                .with_key(format!("key-{}", i % 7))
+                .with_header("n", Some(Bytes::from(i.to_string())));
+            deliveries.push(producer.send(record).await.expect("send"));
+        }
+        producer.flush().await.expect("flush");
+        for delivery in deliveries {
+            let metadata = delivery.await.expect("delivered");
+            assert!(metadata.offset >= 0);
+        }
+        producer.close().await.expect("close");
+    }
+
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig {
+            auto_offset_reset: AutoOffsetReset::Earliest,
+            ..ConsumerConfig::default()
+        },
+    )
+    .await
+    .expect("consumer");
+    consumer
+        .assign((0..3).map(|p| (topic.clone(), p)).collect())
+        .await
+        .expect("assign");
+    let mut seen = 0;
+    for _ in 0..50 {
+        seen += consumer
+            .poll(Duration::from_millis(500))
+            .await
+            .expect("poll")
+            .len();
+        if seen >= 300 {
+            break;
+        }
+    }
+    assert_eq!(seen, 300);
+    let mut end = 0;
+    for partition in 0..3 {
+        end += admin
+            .list_offsets(&topic, partition, OffsetSpec::Latest)
+            .await
+            .expect("list offsets")
+            .0;
+    }
+    assert_eq!(end, 300);
+
+    admin
+        .create_partitions(&topic, 4)
+        .await
+        .expect("create partitions");
+    let deleted = admin
+        .delete_topics(vec![topic.clone()])
+        .await
+        .expect("delete");
+    assert!(deleted[0].error.is_none(), "{:?}", deleted[0].error);
+}

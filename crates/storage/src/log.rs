@@ -1,0 +1,825 @@
+//! `Log`: one partition's segmented, append-only log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use kraftwerk_protocol::batch::{self, BatchHeader, ATTR_TIMESTAMP_TYPE};
+use kraftwerk_types::{LogConfig, TimestampType};
+use parking_lot::RwLock;
+
+use crate::leader_epoch::{sync_dir, LeaderEpochCache};
+use crate::producer_state::{ProducerEntry, ProducerStateManager, SequenceCheck};
+use crate::segment::{
+    delete_segment_files, BatchScanner, Segment, SegmentSettings, SegmentView, DELETED_SUFFIX,
+    LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
+};
+use crate::StorageError;
+
+/// Written by `close` after a final flush, removed on open and before the
+/// next write: its presence means no write can have been torn.
+pub const CLEAN_SHUTDOWN_FILE: &str = ".kraftwerk_cleanshutdown";
+
+/// Leftovers of interrupted deletions, compactions and checkpoint writes,
+/// removed on open.
+const STRAY_SUFFIXES: [&str; 4] = [DELETED_SUFFIX, "cleaned", "swap", "tmp"];
+
+/// A read fetches at most this much per pread beyond what the caller asked
+/// for while looking for batch boundaries.
+const READ_CHUNK_BYTES_MAX: usize = 1024 * 1024;
+
+/// The outcome of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    /// The broker's time stamped into the batches, or -1 unless the topic
+    /// uses `message.timestamp.type=LogAppendTime`.
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+    /// A retried idempotent batch: nothing was written, the offsets are
+    /// those of the original.
+    pub duplicate: bool,
+}
+
+/// One partition's log. All methods take `&self`; a reader-writer lock
+/// guards the segment list, and reads copy file data after releasing it.
+pub struct Log {
+    dir: PathBuf,
+    state: RwLock<LogState>,
+}
+
+struct LogState {
+    config: LogConfig,
+    /// By base offset; never empty: the last one is the active segment.
+    segments: BTreeMap<i64, Segment>,
+    producers: ProducerStateManager,
+    epochs: LeaderEpochCache,
+    unflushed_messages: i64,
+    last_flush_ms: Option<i64>,
+    /// Set when a failed write could not be rolled back.
+    offline: bool,
+    clean_shutdown_marker: bool,
+}
+
+fn settings(config: &LogConfig) -> SegmentSettings {
+    SegmentSettings {
+        index_interval_bytes: config.index_interval_bytes,
+    }
+}
+
+/// The base offset in a segment file name, if it is one.
+fn parse_base_offset(name: &str, suffix: &str) -> Option<i64> {
+    let stem = name.strip_suffix(suffix)?.strip_suffix('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    stem.parse().ok()
+}
+
+impl Log {
+    /// Opens (creating if missing) the log in `dir` and recovers it.
+    pub fn open(dir: PathBuf, config: LogConfig) -> Result<Log, StorageError> {
+        fs::create_dir_all(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = marker.exists();
+        if clean {
+            fs::remove_file(&marker).map_err(|e| StorageError::io(&marker, e))?;
+            sync_dir(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        }
+
+        let mut log_bases = Vec::new();
+        let mut index_files = Vec::new();
+        let entries = fs::read_dir(&dir).map_err(|e| StorageError::io(&dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| StorageError::io(&dir, e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            let path = entry.path();
+            if STRAY_SUFFIXES
+                .iter()
+                .any(|s| name.ends_with(&format!(".{s}")))
+            {
+                tracing::info!(file = %path.display(), "removing leftover file");
+                fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
+            } else if let Some(base) = parse_base_offset(&name, LOG_SUFFIX) {
+                log_bases.push(base);
+            } else if let Some(base) = parse_base_offset(&name, OFFSET_INDEX_SUFFIX)
+                .or_else(|| parse_base_offset(&name, TIME_INDEX_SUFFIX))
+            {
+                index_files.push((base, path));
+            }
+        }
+        log_bases.sort_unstable();
+        for (base, path) in index_files {
+            if log_bases.binary_search(&base).is_err() {
+                fs::remove_file(&path).map_err(|e| StorageError::io(&path, e))?;
+            }
+        }
+
+        let segment_settings = settings(&config);
+        let mut producers = ProducerStateManager::default();
+        let mut segments: BTreeMap<i64, Segment> = BTreeMap::new();
+        let mut next_offset: Option<i64> = None;
+        for (i, &base) in log_bases.iter().enumerate() {
+            let last = i + 1 == log_bases.len();
+            let overlaps = next_offset.is_some_and(|n| base < n);
+            let damaged_before = segments.len() < i;
+            if overlaps || damaged_before {
+                // Everything after a cut or an overlap is unreachable by
+                // offset; Kafka drops it the same way.
+                tracing::warn!(dir = %dir.display(), base, "dropping segment after a damaged one");
+                delete_segment_files(&dir, base).map_err(|e| StorageError::io(&dir, e))?;
+                continue;
+            }
+            let recovered =
+                Segment::recover(&dir, base, last && !clean, segment_settings, &mut |h| {
+                    producers.update(h)
+                })
+                .map_err(|e| {
+                    StorageError::io(crate::segment::segment_path(&dir, base, LOG_SUFFIX), e)
+                })?;
+            next_offset = Some(recovered.segment.next_offset);
+            let cut = recovered.truncated_bytes > 0;
+            segments.insert(base, recovered.segment);
+            if cut && !last {
+                // Make the following segments count as damaged.
+                next_offset = Some(i64::MAX);
+            }
+        }
+        if segments.is_empty() {
+            let segment = Segment::create(&dir, 0).map_err(|e| StorageError::io(&dir, e))?;
+            segments.insert(0, segment);
+        }
+
+        let mut epochs = LeaderEpochCache::load(&dir);
+        let log_start_offset = segments.keys().next().copied().unwrap_or(0);
+        let log_end_offset = segments.values().next_back().map_or(0, |s| s.next_offset);
+        epochs.truncate_from_end(log_end_offset)?;
+        epochs.truncate_from_start(log_start_offset)?;
+
+        tracing::debug!(
+            dir = %dir.display(),
+            segments = segments.len(),
+            log_start_offset,
+            log_end_offset,
+            clean,
+            "opened log"
+        );
+        Ok(Log {
+            dir,
+            state: RwLock::new(LogState {
+                config,
+                segments,
+                producers,
+                epochs,
+                unflushed_messages: 0,
+                last_flush_ms: None,
+                offline: false,
+                clean_shutdown_marker: false,
+            }),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Leader path: assigns offsets, stamps the leader epoch (and the
+    /// append time for LogAppendTime topics), checks idempotent-producer
+    /// sequences, and writes all batches in one write, or none.
+    pub fn append_as_leader(
+        &self,
+        batches: Vec<(BatchHeader, Bytes)>,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let mut state = self.state.write();
+        state.check_writable(&self.dir)?;
+        let log_end_offset = state.log_end_offset();
+        let log_start_offset = state.log_start_offset();
+        let max_message_bytes = state.config.max_message_bytes;
+        let log_append_time = state.config.timestamp_type == TimestampType::LogAppendTime;
+
+        let total_bytes: usize = batches.iter().map(|(_, b)| b.len()).sum();
+        let mut data = Vec::with_capacity(total_bytes);
+        let mut placed: Vec<(BatchHeader, u64)> = Vec::with_capacity(batches.len());
+        let mut staged: HashMap<i64, Option<ProducerEntry>> = HashMap::new();
+        let mut next_offset = log_end_offset;
+        let mut records = 0i64;
+        for (given, bytes) in &batches {
+            if bytes.len() > max_message_bytes {
+                return Err(StorageError::MessageTooLarge {
+                    size: bytes.len(),
+                    max: max_message_bytes,
+                });
+            }
+            if given.total_bytes() != bytes.len() {
+                return Err(StorageError::Corrupt {
+                    reason: format!(
+                        "batch header says {} bytes, payload has {}",
+                        given.total_bytes(),
+                        bytes.len()
+                    ),
+                });
+            }
+            let mut header = *given;
+            header.base_offset = next_offset;
+            header.partition_leader_epoch = leader_epoch;
+            if log_append_time {
+                header.max_timestamp = now_ms;
+                header.attributes |= ATTR_TIMESTAMP_TYPE;
+            }
+            if header.has_producer_id() {
+                let entry = staged
+                    .entry(header.producer_id)
+                    .or_insert_with(|| state.producers.entry(header.producer_id).cloned());
+                match ProducerStateManager::check(entry.as_ref(), &header)? {
+                    SequenceCheck::Duplicate(original) => {
+                        tracing::debug!(
+                            producer_id = header.producer_id,
+                            base_offset = original.base_offset,
+                            "duplicate idempotent batch"
+                        );
+                        return Ok(AppendInfo {
+                            base_offset: original.base_offset,
+                            last_offset: original.last_offset,
+                            log_append_time_ms: -1,
+                            log_start_offset,
+                            duplicate: true,
+                        });
+                    }
+                    SequenceCheck::Append => ProducerStateManager::apply(entry, &header),
+                }
+            }
+            let position = data.len();
+            data.extend_from_slice(bytes);
+            let copy = &mut data[position..];
+            batch::set_base_offset(copy, next_offset);
+            batch::set_partition_leader_epoch(copy, leader_epoch);
+            if log_append_time {
+                batch::set_log_append_time(copy, now_ms);
+            }
+            placed.push((header, position as u64));
+            next_offset = header.last_offset() + 1;
+            records += header.last_offset_delta as i64 + 1;
+        }
+        if placed.is_empty() {
+            return Ok(AppendInfo {
+                base_offset: log_end_offset,
+                last_offset: log_end_offset - 1,
+                log_append_time_ms: -1,
+                log_start_offset,
+                duplicate: false,
+            });
+        }
+
+        state.write_batches(&self.dir, &data, &placed, now_ms)?;
+        state.producers.commit(
+            staged
+                .into_iter()
+                .filter_map(|(id, e)| e.map(|e| (id, e)))
+                .collect(),
+        );
+        let newer_epoch = state.epochs.latest_epoch().is_none_or(|e| leader_epoch > e);
+        if newer_epoch {
+            if let Err(e) = state.epochs.assign(leader_epoch, log_end_offset) {
+                tracing::warn!(error = %e, "leader-epoch checkpoint not written");
+            }
+        }
+        state.after_write(records, now_ms)?;
+        Ok(AppendInfo {
+            base_offset: log_end_offset,
+            last_offset: next_offset - 1,
+            log_append_time_ms: if log_append_time { now_ms } else { -1 },
+            log_start_offset,
+            duplicate: false,
+        })
+    }
+
+    /// Follower path: stores batches with the offsets and leader epochs
+    /// they carry; they must continue the log at its end.
+    pub fn append_as_follower(&self, records: Bytes) -> Result<AppendInfo, StorageError> {
+        let batches = batch::validate_all(&records).map_err(|e| StorageError::Corrupt {
+            reason: e.to_string(),
+        })?;
+        let mut state = self.state.write();
+        state.check_writable(&self.dir)?;
+        let log_end_offset = state.log_end_offset();
+        let log_start_offset = state.log_start_offset();
+        let mut expected = log_end_offset;
+        let mut placed = Vec::with_capacity(batches.len());
+        let mut position = 0u64;
+        let mut records_count = 0i64;
+        for (header, bytes) in &batches {
+            let contiguous = if placed.is_empty() {
+                header.base_offset == expected
+            } else {
+                header.base_offset >= expected
+            };
+            if !contiguous {
+                return Err(StorageError::NonContiguousOffsets {
+                    expected,
+                    got: header.base_offset,
+                });
+            }
+            placed.push((*header, position));
+            position += bytes.len() as u64;
+            expected = header.last_offset() + 1;
+            records_count += header.last_offset_delta as i64 + 1;
+        }
+        if placed.is_empty() {
+            return Ok(AppendInfo {
+                base_offset: log_end_offset,
+                last_offset: log_end_offset - 1,
+                log_append_time_ms: -1,
+                log_start_offset,
+                duplicate: false,
+            });
+        }
+        let now_ms = wall_clock_ms();
+        state.write_batches(&self.dir, &records, &placed, now_ms)?;
+        for (header, _) in &placed {
+            state.producers.update(header);
+            let newer = state
+                .epochs
+                .latest_epoch()
+                .is_none_or(|e| header.partition_leader_epoch > e);
+            if newer && header.partition_leader_epoch >= 0 {
+                if let Err(e) = state
+                    .epochs
+                    .assign(header.partition_leader_epoch, header.base_offset)
+                {
+                    tracing::warn!(error = %e, "leader-epoch checkpoint not written");
+                }
+            }
+        }
+        state.after_write(records_count, now_ms)?;
+        Ok(AppendInfo {
+            base_offset: log_end_offset,
+            last_offset: expected - 1,
+            log_append_time_ms: -1,
+            log_start_offset,
+            duplicate: false,
+        })
+    }
+
+    /// Whole batches from the one holding `start_offset`, at most
+    /// `max_bytes` (but one whole batch when `min_one_batch`), all below
+    /// `max_offset`. Reads from one segment per call, as Kafka does.
+    pub fn read(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        min_one_batch: bool,
+    ) -> Result<Bytes, StorageError> {
+        let view = {
+            let state = self.state.read();
+            let log_start_offset = state.log_start_offset();
+            let log_end_offset = state.log_end_offset();
+            if start_offset < log_start_offset || start_offset > log_end_offset {
+                return Err(StorageError::OffsetOutOfRange {
+                    offset: start_offset,
+                    log_start_offset,
+                    log_end_offset,
+                });
+            }
+            if start_offset == log_end_offset || start_offset >= max_offset {
+                return Ok(Bytes::new());
+            }
+            let floor = state
+                .segments
+                .range(..=start_offset)
+                .next_back()
+                .map_or(log_start_offset, |(base, _)| *base);
+            match state
+                .segments
+                .range(floor..)
+                .map(|(_, s)| s)
+                .find(|s| s.next_offset > start_offset)
+            {
+                Some(segment) => segment.view(),
+                None => return Ok(Bytes::new()),
+            }
+        };
+        read_from_segment(&view, start_offset, max_bytes, max_offset, min_one_batch)
+            .map_err(|e| StorageError::io(self.dir.clone(), e))?
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.state.read().log_start_offset()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.state.read().log_end_offset()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.state
+            .read()
+            .segments
+            .values()
+            .map(Segment::size_bytes)
+            .sum()
+    }
+
+    /// The number of segments (for tests and metrics).
+    pub fn segment_count(&self) -> usize {
+        self.state.read().segments.len()
+    }
+
+    /// (offset, timestamp) of the first batch whose max timestamp is >= `ts`:
+    /// the batch's base offset and its max timestamp.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        let view = {
+            let state = self.state.read();
+            match state.segments.values().find(|s| s.max_timestamp() >= ts) {
+                Some(segment) => segment.view(),
+                None => return Ok(None),
+            }
+        };
+        let found =
+            find_by_timestamp(&view, ts).map_err(|e| StorageError::io(self.dir.clone(), e))?;
+        Ok(found)
+    }
+
+    /// (timestamp, offset) of the batch with the largest max timestamp: its
+    /// last offset, the earliest such batch on ties.
+    pub fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
+        let state = self.state.read();
+        let mut best: Option<(i64, i64)> = None;
+        for segment in state.segments.values() {
+            let timestamp = segment.max_timestamp();
+            if timestamp >= 0 && best.is_none_or(|(t, _)| timestamp > t) {
+                best = Some((timestamp, segment.last_offset_of_max_timestamp()));
+            }
+        }
+        best
+    }
+
+    /// Fsyncs the active segment and its indexes (older segments were
+    /// synced when they were rolled).
+    pub fn flush(&self) -> Result<(), StorageError> {
+        let mut state = self.state.write();
+        state.flush()
+    }
+
+    /// Applies `flush.ms`; `flush.messages` is applied by the appends.
+    pub fn maybe_flush(&self, now_ms: i64) -> Result<(), StorageError> {
+        let mut state = self.state.write();
+        let last = *state.last_flush_ms.get_or_insert(now_ms);
+        if state.unflushed_messages > 0 && now_ms.saturating_sub(last) >= state.config.flush_ms {
+            state.flush()?;
+            state.last_flush_ms = Some(now_ms);
+        } else if state.unflushed_messages == 0 {
+            state.last_flush_ms = Some(now_ms);
+        }
+        Ok(())
+    }
+
+    /// Deletes whole segments past `retention.ms` (by their largest
+    /// timestamp) or beyond `retention.bytes`, oldest first, never the
+    /// active one. Returns how many were deleted.
+    pub fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        let mut state = self.state.write();
+        if !state.config.cleanup_policy.delete {
+            return Ok(0);
+        }
+        let retention_ms = state.config.retention_ms;
+        let retention_bytes = state.config.retention_bytes;
+        let mut excess_bytes = if retention_bytes >= 0 {
+            state
+                .segments
+                .values()
+                .map(Segment::size_bytes)
+                .sum::<u64>() as i64
+                - retention_bytes
+        } else {
+            0
+        };
+        let mut doomed = Vec::new();
+        let candidates = state.segments.len().saturating_sub(1);
+        for segment in state.segments.values().take(candidates) {
+            let expired =
+                retention_ms >= 0 && now_ms.saturating_sub(segment.max_timestamp()) > retention_ms;
+            let over_size = retention_bytes >= 0 && excess_bytes - segment.size_bytes() as i64 >= 0;
+            if !expired && !over_size {
+                break;
+            }
+            excess_bytes -= segment.size_bytes() as i64;
+            doomed.push(segment.base_offset);
+        }
+        for base in &doomed {
+            if let Some(segment) = state.segments.remove(base) {
+                let path = segment.log_path().to_path_buf();
+                tracing::info!(segment = %path.display(), "deleting segment by retention");
+                segment
+                    .delete(&self.dir)
+                    .map_err(|e| StorageError::io(path, e))?;
+            }
+        }
+        if !doomed.is_empty() {
+            let log_start_offset = state.log_start_offset();
+            state.producers.remove_before(log_start_offset);
+            state.epochs.truncate_from_start(log_start_offset)?;
+        }
+        Ok(doomed.len())
+    }
+
+    /// Removes every batch at or past `offset` (a batch holding `offset`
+    /// goes whole). Below the log start offset, the log is emptied and
+    /// restarts at `offset`.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), StorageError> {
+        let mut state = self.state.write();
+        state.check_writable(&self.dir)?;
+        if offset >= state.log_end_offset() {
+            return Ok(());
+        }
+        let dir = self.dir.clone();
+        let io_error = |e| StorageError::io(dir.clone(), e);
+        state.remove_clean_shutdown_marker(&self.dir)?;
+        let doomed: Vec<i64> = if offset <= state.log_start_offset() {
+            state.segments.keys().copied().collect()
+        } else {
+            state.segments.range(offset..).map(|(b, _)| *b).collect()
+        };
+        for base in doomed.iter().rev() {
+            if let Some(segment) = state.segments.remove(base) {
+                segment.delete(&self.dir).map_err(io_error)?;
+            }
+        }
+        let segment_settings = settings(&state.config);
+        match state.segments.pop_last() {
+            None => {
+                let segment = Segment::create(&self.dir, offset.max(0)).map_err(io_error)?;
+                state.segments.insert(segment.base_offset, segment);
+            }
+            Some((base, segment)) => {
+                let segment = segment
+                    .truncate_to(&self.dir, offset, segment_settings)
+                    .map_err(io_error)?;
+                state.segments.insert(base, segment);
+            }
+        }
+        state.rebuild_producers().map_err(io_error)?;
+        let log_end_offset = state.log_end_offset();
+        state.epochs.truncate_from_end(log_end_offset)?;
+        Ok(())
+    }
+
+    pub fn update_config(&self, config: LogConfig) {
+        self.state.write().config = config;
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.state.read().config.clone()
+    }
+
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.state.read().epochs.latest_epoch()
+    }
+
+    /// Kafka's OffsetsForLeaderEpoch: the largest epoch <= `epoch` and the
+    /// start offset of the next one (the log end offset for the latest).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let state = self.state.read();
+        state.epochs.end_offset_for(epoch, state.log_end_offset())
+    }
+
+    /// The leader-epoch cache as (epoch, start offset) pairs.
+    pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
+        let state = self.state.read();
+        state
+            .epochs
+            .entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect()
+    }
+
+    /// Flushes everything and marks the shutdown clean, so the next open
+    /// skips the CRC scan of the active segment.
+    pub fn close(&self) -> Result<(), StorageError> {
+        let mut state = self.state.write();
+        if state.offline {
+            return Ok(());
+        }
+        state.flush()?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        fs::File::create(&marker).map_err(|e| StorageError::io(&marker, e))?;
+        sync_dir(&self.dir).map_err(|e| StorageError::io(&self.dir, e))?;
+        state.clean_shutdown_marker = true;
+        Ok(())
+    }
+}
+
+impl LogState {
+    fn log_start_offset(&self) -> i64 {
+        self.segments.keys().next().copied().unwrap_or(0)
+    }
+
+    fn log_end_offset(&self) -> i64 {
+        self.segments
+            .values()
+            .next_back()
+            .map_or(0, |s| s.next_offset)
+    }
+
+    fn check_writable(&self, dir: &Path) -> Result<(), StorageError> {
+        if self.offline {
+            return Err(StorageError::LogDirOffline {
+                dir: dir.to_path_buf(),
+            });
+        }
+        Ok(())
+    }
+
+    fn remove_clean_shutdown_marker(&mut self, dir: &Path) -> Result<(), StorageError> {
+        if self.clean_shutdown_marker {
+            let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+            match fs::remove_file(&marker) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(StorageError::io(marker, e)),
+            }
+            self.clean_shutdown_marker = false;
+        }
+        Ok(())
+    }
+
+    fn active(&mut self) -> &mut Segment {
+        match self.segments.values_mut().next_back() {
+            Some(segment) => segment,
+            None => unreachable!("a log always has an active segment"),
+        }
+    }
+
+    /// Kafka's roll rules, checked before an append of `append_bytes`
+    /// ending at `last_offset`.
+    fn should_roll(&self, append_bytes: u64, last_offset: i64, now_ms: i64) -> bool {
+        let Some(active) = self.segments.values().next_back() else {
+            return false;
+        };
+        if active.is_empty() {
+            return false;
+        }
+        let config = &self.config;
+        active.size_bytes() + append_bytes > config.segment_bytes
+            || active
+                .first_append_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) > config.segment_ms)
+            || active.indexes_full(config.segment_index_bytes)
+            || last_offset - active.base_offset > i32::MAX as i64
+            || active.size_bytes() + append_bytes > u32::MAX as u64
+    }
+
+    fn roll(&mut self, dir: &Path, now_ms: i64) -> Result<(), StorageError> {
+        let base_offset = self.log_end_offset();
+        // Kafka flushes a segment once it stops being active.
+        self.flush()?;
+        self.last_flush_ms = Some(now_ms);
+        let segment = Segment::create(dir, base_offset).map_err(|e| StorageError::io(dir, e))?;
+        sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
+        tracing::debug!(dir = %dir.display(), base_offset, "rolled a new segment");
+        self.segments.insert(base_offset, segment);
+        Ok(())
+    }
+
+    /// Rolls if needed, then writes `data` in one write to the active segment.
+    fn write_batches(
+        &mut self,
+        dir: &Path,
+        data: &[u8],
+        placed: &[(BatchHeader, u64)],
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        self.remove_clean_shutdown_marker(dir)?;
+        let last_offset = placed.last().map_or(-1, |(h, _)| h.last_offset());
+        if self.should_roll(data.len() as u64, last_offset, now_ms) {
+            self.roll(dir, now_ms)?;
+        }
+        let segment_settings = settings(&self.config);
+        let active = self.active();
+        let path = active.log_path().to_path_buf();
+        if let Err(failure) = active.append(data, placed, segment_settings, now_ms) {
+            if failure.rolled_back {
+                tracing::warn!(segment = %path.display(), error = %failure.source, "append failed and was rolled back");
+            } else {
+                tracing::error!(segment = %path.display(), error = %failure.source, "append failed and could not be rolled back; log offline");
+                self.offline = true;
+            }
+            return Err(StorageError::io(path, failure.source));
+        }
+        Ok(())
+    }
+
+    fn after_write(&mut self, records: i64, now_ms: i64) -> Result<(), StorageError> {
+        self.last_flush_ms.get_or_insert(now_ms);
+        self.unflushed_messages += records;
+        if self.unflushed_messages >= self.config.flush_messages {
+            self.flush()?;
+            self.last_flush_ms = Some(now_ms);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StorageError> {
+        let active = self.active();
+        let path = active.log_path().to_path_buf();
+        active.sync().map_err(|e| StorageError::io(path, e))?;
+        self.unflushed_messages = 0;
+        Ok(())
+    }
+
+    fn rebuild_producers(&mut self) -> io::Result<()> {
+        self.producers.clear();
+        for segment in self.segments.values() {
+            let view = segment.view();
+            let mut scanner = BatchScanner::new(&view.log, view.size_bytes);
+            let mut position = 0u64;
+            while let Ok(Some(header)) = scanner.batch_at(position, false)? {
+                self.producers.update(&header);
+                position += header.total_bytes() as u64;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The read itself, with no lock held: find the batch holding
+/// `start_offset` from the nearest index entry, then take whole batches.
+fn read_from_segment(
+    view: &SegmentView,
+    start_offset: i64,
+    max_bytes: usize,
+    max_offset: i64,
+    min_one_batch: bool,
+) -> io::Result<Result<Bytes, StorageError>> {
+    let mut position = view.position_near(start_offset)?;
+    let mut scanner = BatchScanner::new(&view.log, view.size_bytes)
+        .with_chunk_bytes(max_bytes.clamp(1, READ_CHUNK_BYTES_MAX));
+    loop {
+        match scanner.batch_at(position, false)? {
+            Ok(Some(header)) if header.last_offset() < start_offset => {
+                position += header.total_bytes() as u64;
+            }
+            Ok(Some(_)) => break,
+            Ok(None) => return Ok(Ok(Bytes::new())),
+            Err(reason) => return Ok(Err(StorageError::Corrupt { reason })),
+        }
+    }
+    let start = position;
+    let mut end = start;
+    loop {
+        let header = match scanner.batch_at(end, false)? {
+            Ok(Some(header)) => header,
+            Ok(None) => break,
+            Err(reason) if end == start => return Ok(Err(StorageError::Corrupt { reason })),
+            Err(_) => break,
+        };
+        if header.last_offset() >= max_offset {
+            break;
+        }
+        let total = header.total_bytes() as u64;
+        if end - start + total > max_bytes as u64 {
+            if end == start && min_one_batch {
+                end += total;
+            }
+            break;
+        }
+        end += total;
+    }
+    let len = (end - start) as usize;
+    if len == 0 {
+        return Ok(Ok(Bytes::new()));
+    }
+    if let Some(buffered) = scanner.buffered(start, len) {
+        return Ok(Ok(Bytes::copy_from_slice(buffered)));
+    }
+    let mut data = vec![0u8; len];
+    view.log.read_exact_at(&mut data, start)?;
+    Ok(Ok(Bytes::from(data)))
+}
+
+fn find_by_timestamp(view: &SegmentView, ts: i64) -> io::Result<Option<(i64, i64)>> {
+    let mut position = view.position_near_timestamp(ts)?;
+    let mut scanner = BatchScanner::new(&view.log, view.size_bytes);
+    while let Ok(Some(header)) = scanner.batch_at(position, false)? {
+        if header.max_timestamp >= ts {
+            return Ok(Some((header.base_offset, header.max_timestamp)));
+        }
+        position += header.total_bytes() as u64;
+    }
+    Ok(None)
+}

@@ -1,0 +1,270 @@
+//! Idempotent-producer state: per producer id, its epoch and its last five
+//! batches, rebuilt from batch headers and checked before every leader append.
+//!
+//! Pure bookkeeping, no I/O: the log feeds it headers (from the network on
+//! the leader path, from disk on recovery and the follower path).
+
+use std::collections::{HashMap, VecDeque};
+
+use kraftwerk_protocol::batch::BatchHeader;
+
+use crate::StorageError;
+
+/// How many batches per producer are remembered for duplicate detection;
+/// Kafka's `max.in.flight.requests.per.connection` for idempotence is 5.
+pub(crate) const PRODUCER_BATCHES_MAX: usize = 5;
+
+/// One remembered batch of a producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProducerBatch {
+    pub(crate) first_sequence: i32,
+    pub(crate) last_sequence: i32,
+    pub(crate) base_offset: i64,
+    pub(crate) last_offset: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProducerEntry {
+    pub(crate) producer_epoch: i16,
+    pub(crate) batches: VecDeque<ProducerBatch>,
+}
+
+impl ProducerEntry {
+    fn last_offset(&self) -> Option<i64> {
+        self.batches.back().map(|b| b.last_offset)
+    }
+}
+
+/// The verdict on one batch from a producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SequenceCheck {
+    /// New data: append it.
+    Append,
+    /// A retry of a batch already in the log: answer with its offsets.
+    Duplicate(ProducerBatch),
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ProducerStateManager {
+    producers: HashMap<i64, ProducerEntry>,
+}
+
+/// The sequence after `sequence`, wrapping at `i32::MAX` like Kafka.
+fn next_sequence(sequence: i32) -> i32 {
+    if sequence == i32::MAX {
+        0
+    } else {
+        sequence + 1
+    }
+}
+
+impl ProducerStateManager {
+    pub(crate) fn entry(&self, producer_id: i64) -> Option<&ProducerEntry> {
+        self.producers.get(&producer_id)
+    }
+
+    /// Checks a leader-path batch against `entry` (the producer's state,
+    /// including earlier batches of the same append).
+    pub(crate) fn check(
+        entry: Option<&ProducerEntry>,
+        header: &BatchHeader,
+    ) -> Result<SequenceCheck, StorageError> {
+        let Some(entry) = entry else {
+            // Unknown producer (new, or its state expired with retention).
+            return Ok(SequenceCheck::Append);
+        };
+        let producer_id = header.producer_id;
+        if header.producer_epoch < entry.producer_epoch {
+            return Err(StorageError::InvalidProducerEpoch {
+                producer_id,
+                known_epoch: entry.producer_epoch,
+                batch_epoch: header.producer_epoch,
+            });
+        }
+        if header.base_sequence < 0 {
+            // No sequence numbers: nothing to deduplicate.
+            return Ok(SequenceCheck::Append);
+        }
+        if header.producer_epoch > entry.producer_epoch {
+            if header.base_sequence != 0 {
+                return Err(StorageError::OutOfOrderSequence {
+                    producer_id,
+                    producer_epoch: header.producer_epoch,
+                    expected_sequence: 0,
+                    first_sequence: header.base_sequence,
+                });
+            }
+            return Ok(SequenceCheck::Append);
+        }
+        let (first, last) = (header.base_sequence, header.last_sequence());
+        if let Some(original) = entry
+            .batches
+            .iter()
+            .find(|b| b.first_sequence == first && b.last_sequence == last)
+        {
+            return Ok(SequenceCheck::Duplicate(*original));
+        }
+        match entry.batches.back() {
+            Some(latest) if latest.last_sequence >= 0 => {
+                let expected = next_sequence(latest.last_sequence);
+                if first != expected {
+                    return Err(StorageError::OutOfOrderSequence {
+                        producer_id,
+                        producer_epoch: header.producer_epoch,
+                        expected_sequence: expected,
+                        first_sequence: first,
+                    });
+                }
+                Ok(SequenceCheck::Append)
+            }
+            _ => Ok(SequenceCheck::Append),
+        }
+    }
+
+    /// Records a batch that is (or is about to be) in the log, with its
+    /// final offsets. Used by every path, so no checks here.
+    pub(crate) fn apply(entry: &mut Option<ProducerEntry>, header: &BatchHeader) {
+        let batch = ProducerBatch {
+            first_sequence: header.base_sequence,
+            last_sequence: header.last_sequence(),
+            base_offset: header.base_offset,
+            last_offset: header.last_offset(),
+        };
+        match entry {
+            Some(existing) if existing.producer_epoch == header.producer_epoch => {
+                existing.batches.push_back(batch);
+                while existing.batches.len() > PRODUCER_BATCHES_MAX {
+                    existing.batches.pop_front();
+                }
+            }
+            Some(existing) if existing.producer_epoch > header.producer_epoch => {
+                // Only the follower/recovery path gets here (the leader path
+                // refused it); keep the newer epoch, as the log already did.
+            }
+            _ => {
+                *entry = Some(ProducerEntry {
+                    producer_epoch: header.producer_epoch,
+                    batches: VecDeque::from([batch]),
+                });
+            }
+        }
+    }
+
+    /// Applies one batch header directly to the state (recovery, follower).
+    pub(crate) fn update(&mut self, header: &BatchHeader) {
+        if !header.has_producer_id() {
+            return;
+        }
+        let mut entry = self.producers.remove(&header.producer_id);
+        Self::apply(&mut entry, header);
+        if let Some(entry) = entry {
+            self.producers.insert(header.producer_id, entry);
+        }
+    }
+
+    pub(crate) fn commit(&mut self, staged: HashMap<i64, ProducerEntry>) {
+        self.producers.extend(staged);
+    }
+
+    /// Forgets producers whose every remembered batch is below the log start
+    /// offset, as Kafka does when retention removes their data.
+    pub(crate) fn remove_before(&mut self, log_start_offset: i64) {
+        self.producers
+            .retain(|_, entry| entry.last_offset().is_some_and(|o| o >= log_start_offset));
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.producers.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(epoch: i16, first_sequence: i32, records: i32, base_offset: i64) -> BatchHeader {
+        BatchHeader {
+            base_offset,
+            batch_length: 100,
+            partition_leader_epoch: 0,
+            magic: 2,
+            crc: 0,
+            attributes: 0,
+            last_offset_delta: records - 1,
+            base_timestamp: 0,
+            max_timestamp: 0,
+            producer_id: 42,
+            producer_epoch: epoch,
+            base_sequence: first_sequence,
+            record_count: records,
+        }
+    }
+
+    #[derive(Debug)]
+    enum Want {
+        Append,
+        Duplicate(i64),
+        OutOfOrder,
+        Fenced,
+    }
+
+    #[test]
+    fn sequence_checks_follow_kafka() {
+        // State: epoch 1, batches seq 0..=2 at offset 10, seq 3..=4 at offset 13.
+        let mut state = ProducerStateManager::default();
+        state.update(&header(1, 0, 3, 10));
+        state.update(&header(1, 3, 2, 13));
+        let cases = [
+            ("next in order", header(1, 5, 1, 0), Want::Append),
+            (
+                "retry of the latest",
+                header(1, 3, 2, 0),
+                Want::Duplicate(13),
+            ),
+            (
+                "retry of an older one",
+                header(1, 0, 3, 0),
+                Want::Duplicate(10),
+            ),
+            ("gap", header(1, 7, 1, 0), Want::OutOfOrder),
+            ("older epoch", header(0, 5, 1, 0), Want::Fenced),
+            ("new epoch from zero", header(2, 0, 1, 0), Want::Append),
+            (
+                "new epoch not from zero",
+                header(2, 5, 1, 0),
+                Want::OutOfOrder,
+            ),
+        ];
+        for (name, batch, want) in cases {
+            let got = ProducerStateManager::check(state.entry(42), &batch);
+            let ok = match (&want, &got) {
+                (Want::Append, Ok(SequenceCheck::Append)) => true,
+                (Want::Duplicate(offset), Ok(SequenceCheck::Duplicate(b))) => {
+                    b.base_offset == *offset
+                }
+                (Want::OutOfOrder, Err(StorageError::OutOfOrderSequence { .. })) => true,
+                (Want::Fenced, Err(StorageError::InvalidProducerEpoch { .. })) => true,
+                _ => false,
+            };
+            assert!(ok, "{name}: want {want:?}, got {got:?}");
+        }
+    }
+
+    #[test]
+    fn sequences_wrap_and_only_five_batches_are_remembered() {
+        let mut state = ProducerStateManager::default();
+        state.update(&header(0, i32::MAX - 1, 2, 0));
+        assert_eq!(
+            ProducerStateManager::check(state.entry(42), &header(0, 0, 1, 0)).ok(),
+            Some(SequenceCheck::Append)
+        );
+        for n in 0..6 {
+            state.update(&header(0, n, 1, 10 + n as i64));
+        }
+        let entry = state.entry(42).expect("entry");
+        assert_eq!(entry.batches.len(), PRODUCER_BATCHES_MAX);
+        assert_eq!(entry.batches.front().map(|b| b.first_sequence), Some(1));
+        state.remove_before(100);
+        assert!(state.entry(42).is_none());
+    }
+}

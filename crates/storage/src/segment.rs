@@ -1,0 +1,644 @@
+//! One segment of a partition log: `<base offset>.log` with its `.index` and
+//! `.timeindex`.
+//!
+//! Design: the `.log` file holds record batches byte for byte, appended with
+//! positional `write(2)` calls (`write_all_at`) on a shared `Arc<File>`, so
+//! readers can `pread` concurrently with no file cursor to fight over. A
+//! batch is acknowledged once it is in the page cache: that survives a
+//! process crash (kill -9) without fsync; fsync is the flush policy's job.
+//!
+//! Recovery scans batch headers front to back. Every segment's headers are
+//! scanned on open anyway, because the idempotent-producer state is rebuilt
+//! from them, so the same pass also rebuilds the sparse indexes in memory and
+//! rewrites an index file only when it differs. Segments that may hold a torn
+//! write (the last one after an unclean shutdown) or whose index looks
+//! damaged are scanned with full CRC validation; the file is cut at the first
+//! batch that fails. A batch whose offsets do not increase is treated as
+//! corrupt too.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kraftwerk_protocol::batch::{self, BatchHeader, HEADER_BYTES};
+
+use crate::index::{
+    encode_offset_entry, encode_time_entry, IndexFile, IndexKind, IndexView, OFFSET_ENTRY_BYTES,
+    TIME_ENTRY_BYTES,
+};
+
+pub(crate) const LOG_SUFFIX: &str = "log";
+pub(crate) const OFFSET_INDEX_SUFFIX: &str = "index";
+pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
+pub(crate) const DELETED_SUFFIX: &str = "deleted";
+
+/// How much a header scan reads at once: many small batches per read.
+const SCAN_CHUNK_BYTES: usize = 64 * 1024;
+
+/// `<dir>/<20-digit base offset>.<suffix>`, Kafka's segment file name.
+pub(crate) fn segment_path(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{suffix}"))
+}
+
+/// Reads consecutive batch headers (and, when asked, whole batches) from a
+/// file with few large reads.
+pub(crate) struct BatchScanner<'a> {
+    file: &'a File,
+    end: u64,
+    buffer: Vec<u8>,
+    buffer_start: u64,
+    chunk_bytes: usize,
+}
+
+impl<'a> BatchScanner<'a> {
+    pub(crate) fn new(file: &'a File, end: u64) -> BatchScanner<'a> {
+        BatchScanner {
+            file,
+            end,
+            buffer: Vec::new(),
+            buffer_start: 0,
+            chunk_bytes: SCAN_CHUNK_BYTES,
+        }
+    }
+
+    /// Reads this much at once instead of the default (a fetch of
+    /// `max_bytes` reads its whole range with one pread).
+    pub(crate) fn with_chunk_bytes(mut self, chunk_bytes: usize) -> BatchScanner<'a> {
+        self.chunk_bytes = chunk_bytes.max(HEADER_BYTES);
+        self
+    }
+
+    /// `[position, position + len)` if it is already in the buffer.
+    pub(crate) fn buffered(&self, position: u64, len: usize) -> Option<&[u8]> {
+        let buffer_end = self.buffer_start + self.buffer.len() as u64;
+        if position >= self.buffer_start && position + len as u64 <= buffer_end {
+            Some(self.slice(position, len))
+        } else {
+            None
+        }
+    }
+
+    /// Makes `[position, position + len)` available in the buffer; false
+    /// when the file ends first.
+    fn ensure(&mut self, position: u64, len: usize) -> io::Result<bool> {
+        let buffer_end = self.buffer_start + self.buffer.len() as u64;
+        if position >= self.buffer_start && position + len as u64 <= buffer_end {
+            return Ok(true);
+        }
+        if position + len as u64 > self.end {
+            return Ok(false);
+        }
+        let want = (len.max(self.chunk_bytes) as u64).min(self.end - position) as usize;
+        self.buffer.resize(want, 0);
+        let mut filled = 0;
+        while filled < want {
+            let n = self
+                .file
+                .read_at(&mut self.buffer[filled..], position + filled as u64)?;
+            if n == 0 {
+                break;
+            }
+            filled += n;
+        }
+        self.buffer.truncate(filled);
+        self.buffer_start = position;
+        Ok(filled >= len)
+    }
+
+    fn slice(&self, position: u64, len: usize) -> &[u8] {
+        let at = (position - self.buffer_start) as usize;
+        &self.buffer[at..at + len]
+    }
+
+    /// The batch at `position`: Ok(Some) when whole (and CRC-valid if
+    /// `validate_crc`), Ok(None) at a clean end, Err(reason) when torn or
+    /// corrupt there.
+    pub(crate) fn batch_at(
+        &mut self,
+        position: u64,
+        validate_crc: bool,
+    ) -> io::Result<Result<Option<BatchHeader>, String>> {
+        if position == self.end {
+            return Ok(Ok(None));
+        }
+        if !self.ensure(position, HEADER_BYTES)? {
+            return Ok(Err(format!(
+                "{} bytes at the end, less than a batch header",
+                self.end - position
+            )));
+        }
+        let header = match BatchHeader::parse(self.slice(position, HEADER_BYTES)) {
+            Ok(header) => header,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let total = header.total_bytes();
+        if position + total as u64 > self.end {
+            return Ok(Err(format!(
+                "batch of {total} bytes runs past the end of the file"
+            )));
+        }
+        if validate_crc {
+            if !self.ensure(position, total)? {
+                return Ok(Err("file shorter than expected".to_string()));
+            }
+            if let Err(e) = batch::validate_one(self.slice(position, total)) {
+                return Ok(Err(e.to_string()));
+            }
+        }
+        Ok(Ok(Some(header)))
+    }
+}
+
+/// The rule that decides index entries, shared by appends and rebuilds.
+#[derive(Debug, Clone, Default)]
+struct IndexCursor {
+    bytes_since_last_entry: u64,
+    max_timestamp: i64,
+    last_offset_of_max_timestamp: i64,
+    last_time_entry_timestamp: Option<i64>,
+}
+
+/// Entries to add to the offset and time indexes for one batch.
+#[derive(Debug, Default)]
+struct IndexEntries {
+    offset: Option<(u32, u32)>,
+    time: Option<(i64, u32)>,
+}
+
+impl IndexCursor {
+    fn new() -> IndexCursor {
+        IndexCursor {
+            max_timestamp: -1,
+            last_offset_of_max_timestamp: -1,
+            ..Default::default()
+        }
+    }
+
+    /// Kafka's rule: once more than `index.interval.bytes` were appended
+    /// since the last entry, index this batch (its last offset and its
+    /// position), and add a time index entry if the max timestamp grew.
+    fn observe(
+        &mut self,
+        header: &BatchHeader,
+        position: u64,
+        base_offset: i64,
+        index_interval_bytes: u64,
+    ) -> IndexEntries {
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            self.last_offset_of_max_timestamp = header.last_offset();
+        }
+        let mut entries = IndexEntries::default();
+        if self.bytes_since_last_entry > index_interval_bytes {
+            let relative = (header.last_offset() - base_offset) as u32;
+            entries.offset = Some((relative, position as u32));
+            if self.max_timestamp >= 0
+                && self
+                    .last_time_entry_timestamp
+                    .is_none_or(|t| self.max_timestamp > t)
+            {
+                let relative = (self.last_offset_of_max_timestamp - base_offset) as u32;
+                entries.time = Some((self.max_timestamp, relative));
+                self.last_time_entry_timestamp = Some(self.max_timestamp);
+            }
+            self.bytes_since_last_entry = 0;
+        }
+        self.bytes_since_last_entry += header.total_bytes() as u64;
+        entries
+    }
+}
+
+/// The result of recovering one segment.
+pub(crate) struct Recovered {
+    pub(crate) segment: Segment,
+    /// Bytes cut from the end because they were torn or corrupt.
+    pub(crate) truncated_bytes: u64,
+}
+
+/// Settings a segment needs from the log config.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SegmentSettings {
+    pub(crate) index_interval_bytes: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) base_offset: i64,
+    log_path: PathBuf,
+    log: Arc<File>,
+    size_bytes: u64,
+    offset_index: IndexFile,
+    time_index: IndexFile,
+    /// One past the last offset in this segment (the base offset if empty).
+    pub(crate) next_offset: i64,
+    cursor: IndexCursor,
+    /// Wall clock of the first append, for segment.ms; after a restart the
+    /// first batch's timestamp stands in, as in Kafka.
+    pub(crate) first_append_ms: Option<i64>,
+}
+
+/// What a reader needs from a segment, taken under the log's lock.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentView {
+    pub(crate) base_offset: i64,
+    pub(crate) log: Arc<File>,
+    pub(crate) size_bytes: u64,
+    pub(crate) offset_index: IndexView,
+    pub(crate) time_index: IndexView,
+}
+
+/// A failed append: whether the partial write was cut back off.
+#[derive(Debug)]
+pub(crate) struct AppendFailure {
+    pub(crate) source: io::Error,
+    pub(crate) rolled_back: bool,
+}
+
+impl Segment {
+    /// Creates an empty segment, replacing files left under its name.
+    pub(crate) fn create(dir: &Path, base_offset: i64) -> io::Result<Segment> {
+        let log_path = segment_path(dir, base_offset, LOG_SUFFIX);
+        let log = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&log_path)?;
+        let (offset_index, _) = IndexFile::open_with_entries(
+            IndexKind::Offset,
+            &segment_path(dir, base_offset, OFFSET_INDEX_SUFFIX),
+            &[],
+        )?;
+        let (time_index, _) = IndexFile::open_with_entries(
+            IndexKind::Time,
+            &segment_path(dir, base_offset, TIME_INDEX_SUFFIX),
+            &[],
+        )?;
+        Ok(Segment {
+            base_offset,
+            log_path,
+            log: Arc::new(log),
+            size_bytes: 0,
+            offset_index,
+            time_index,
+            next_offset: base_offset,
+            cursor: IndexCursor::new(),
+            first_append_ms: None,
+        })
+    }
+
+    /// Opens an existing segment, scanning its batch headers (all of each
+    /// batch with CRC when `validate_crc`, or when an index looks damaged),
+    /// cutting a torn or corrupt tail, and rebuilding the indexes. Every
+    /// valid header is passed to `visit` in order.
+    pub(crate) fn recover(
+        dir: &Path,
+        base_offset: i64,
+        validate_crc: bool,
+        settings: SegmentSettings,
+        visit: &mut dyn FnMut(&BatchHeader),
+    ) -> io::Result<Recovered> {
+        let log_path = segment_path(dir, base_offset, LOG_SUFFIX);
+        let log = OpenOptions::new().read(true).write(true).open(&log_path)?;
+        let file_bytes = log.metadata()?.len();
+        let offset_index_path = segment_path(dir, base_offset, OFFSET_INDEX_SUFFIX);
+        let time_index_path = segment_path(dir, base_offset, TIME_INDEX_SUFFIX);
+        let indexes_sound =
+            IndexFile::looks_sound(IndexKind::Offset, &offset_index_path, file_bytes)
+                && IndexFile::looks_sound(IndexKind::Time, &time_index_path, file_bytes);
+        let validate_crc = validate_crc || !indexes_sound;
+
+        let mut scanner = BatchScanner::new(&log, file_bytes);
+        let mut cursor = IndexCursor::new();
+        let mut offset_entries = Vec::new();
+        let mut time_entries = Vec::new();
+        let mut position = 0u64;
+        let mut next_offset = base_offset;
+        let mut first_timestamp = None;
+        let mut stop_reason = None;
+        loop {
+            let header = match scanner.batch_at(position, validate_crc)? {
+                Ok(Some(header)) => header,
+                Ok(None) => break,
+                Err(reason) => {
+                    stop_reason = Some(reason);
+                    break;
+                }
+            };
+            if header.base_offset < next_offset
+                || header.last_offset() - base_offset > i32::MAX as i64
+                || position + header.total_bytes() as u64 > u32::MAX as u64
+            {
+                stop_reason = Some(format!(
+                    "batch at offset {} does not follow offset {}",
+                    header.base_offset,
+                    next_offset - 1
+                ));
+                break;
+            }
+            let entries = cursor.observe(
+                &header,
+                position,
+                base_offset,
+                settings.index_interval_bytes,
+            );
+            if let Some((relative, at)) = entries.offset {
+                encode_offset_entry(&mut offset_entries, relative, at);
+            }
+            if let Some((timestamp, relative)) = entries.time {
+                encode_time_entry(&mut time_entries, timestamp, relative);
+            }
+            first_timestamp.get_or_insert(header.max_timestamp);
+            next_offset = header.last_offset() + 1;
+            position += header.total_bytes() as u64;
+            visit(&header);
+        }
+        let mut truncated_bytes = 0;
+        if let Some(reason) = stop_reason {
+            truncated_bytes = file_bytes - position;
+            tracing::warn!(
+                segment = %log_path.display(),
+                position,
+                truncated_bytes,
+                %reason,
+                "cutting a torn or corrupt tail off a segment"
+            );
+            log.set_len(position)?;
+            log.sync_data()?;
+        }
+        let (offset_index, offset_rewritten) =
+            IndexFile::open_with_entries(IndexKind::Offset, &offset_index_path, &offset_entries)?;
+        let (time_index, time_rewritten) =
+            IndexFile::open_with_entries(IndexKind::Time, &time_index_path, &time_entries)?;
+        if offset_rewritten || time_rewritten {
+            tracing::info!(segment = %log_path.display(), "rebuilt segment indexes");
+        }
+        let segment = Segment {
+            base_offset,
+            log_path,
+            log: Arc::new(log),
+            size_bytes: position,
+            offset_index,
+            time_index,
+            next_offset,
+            cursor,
+            first_append_ms: first_timestamp.filter(|t| *t >= 0),
+        };
+        Ok(Recovered {
+            segment,
+            truncated_bytes,
+        })
+    }
+
+    pub(crate) fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    pub(crate) fn max_timestamp(&self) -> i64 {
+        self.cursor.max_timestamp
+    }
+
+    pub(crate) fn last_offset_of_max_timestamp(&self) -> i64 {
+        self.cursor.last_offset_of_max_timestamp
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.size_bytes == 0
+    }
+
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// Whether either index would outgrow `segment.index.bytes` by one more entry.
+    pub(crate) fn indexes_full(&self, segment_index_bytes: u64) -> bool {
+        self.offset_index.size_bytes() + OFFSET_ENTRY_BYTES > segment_index_bytes
+            || self.time_index.size_bytes() + TIME_ENTRY_BYTES > segment_index_bytes
+    }
+
+    /// Appends `data` (whole batches, already given their final offsets) in
+    /// one write. `batches` are the headers with their positions in `data`.
+    /// On failure the partial write is cut off again when possible.
+    pub(crate) fn append(
+        &mut self,
+        data: &[u8],
+        batches: &[(BatchHeader, u64)],
+        settings: SegmentSettings,
+        now_ms: i64,
+    ) -> Result<(), AppendFailure> {
+        let start = self.size_bytes;
+        debug_assert!(start + data.len() as u64 <= u32::MAX as u64);
+        if let Err(source) = self.log.write_all_at(data, start) {
+            let rolled_back = self.log.set_len(start).is_ok();
+            return Err(AppendFailure {
+                source,
+                rolled_back,
+            });
+        }
+        self.size_bytes = start + data.len() as u64;
+        for (header, relative_position) in batches {
+            debug_assert!(header.base_offset >= self.next_offset);
+            let position = start + relative_position;
+            let entries = self.cursor.observe(
+                header,
+                position,
+                self.base_offset,
+                settings.index_interval_bytes,
+            );
+            // An index entry that fails to be written is only a missing
+            // sparse entry; the next open rebuilds the file anyway.
+            if let Some((relative, at)) = entries.offset {
+                let mut entry = Vec::with_capacity(OFFSET_ENTRY_BYTES as usize);
+                encode_offset_entry(&mut entry, relative, at);
+                if let Err(e) = self.offset_index.append(&entry) {
+                    tracing::warn!(index = %self.offset_index.path().display(), error = %e, "offset index entry not written");
+                }
+            }
+            if let Some((timestamp, relative)) = entries.time {
+                let mut entry = Vec::with_capacity(TIME_ENTRY_BYTES as usize);
+                encode_time_entry(&mut entry, timestamp, relative);
+                if let Err(e) = self.time_index.append(&entry) {
+                    tracing::warn!(index = %self.time_index.path().display(), error = %e, "time index entry not written");
+                }
+            }
+            self.next_offset = header.last_offset() + 1;
+        }
+        self.first_append_ms.get_or_insert(now_ms);
+        Ok(())
+    }
+
+    /// Cuts the segment before the first batch whose last offset is >=
+    /// `offset`, then rescans it so its indexes and timestamps are exact.
+    pub(crate) fn truncate_to(
+        self,
+        dir: &Path,
+        offset: i64,
+        settings: SegmentSettings,
+    ) -> io::Result<Segment> {
+        let view = self.view();
+        let start = match view.offset_index.floor(offset - self.base_offset)? {
+            Some((_, position)) if (position as u64) < self.size_bytes => position as u64,
+            _ => 0,
+        };
+        let mut scanner = BatchScanner::new(&self.log, self.size_bytes);
+        let mut position = start;
+        while let Ok(Some(header)) = scanner.batch_at(position, false)? {
+            if header.last_offset() >= offset {
+                break;
+            }
+            position += header.total_bytes() as u64;
+        }
+        self.log.set_len(position)?;
+        let base_offset = self.base_offset;
+        drop(self);
+        let recovered = Segment::recover(dir, base_offset, false, settings, &mut |_| {})?;
+        Ok(recovered.segment)
+    }
+
+    pub(crate) fn sync(&self) -> io::Result<()> {
+        self.log.sync_data()?;
+        self.offset_index.sync()?;
+        self.time_index.sync()
+    }
+
+    pub(crate) fn view(&self) -> SegmentView {
+        SegmentView {
+            base_offset: self.base_offset,
+            log: Arc::clone(&self.log),
+            size_bytes: self.size_bytes,
+            offset_index: self.offset_index.view(),
+            time_index: self.time_index.view(),
+        }
+    }
+
+    /// Removes the segment's files without ever leaving a `.log` that looks
+    /// live but is partly gone: each file is first renamed to `.deleted`.
+    pub(crate) fn delete(self, dir: &Path) -> io::Result<()> {
+        let base_offset = self.base_offset;
+        drop(self);
+        delete_segment_files(dir, base_offset)
+    }
+
+    /// (offset index, time index) entry counts.
+    #[cfg(test)]
+    pub(crate) fn index_entries(&self) -> (u64, u64) {
+        (self.offset_index.entries(), self.time_index.entries())
+    }
+}
+
+pub(crate) fn delete_segment_files(dir: &Path, base_offset: i64) -> io::Result<()> {
+    // The log goes first: once it is renamed the segment no longer exists
+    // for recovery, and stray index files are cleaned on the next open.
+    for suffix in [LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        let path = segment_path(dir, base_offset, suffix);
+        let mut deleted = path.as_os_str().to_owned();
+        deleted.push(".");
+        deleted.push(DELETED_SUFFIX);
+        match fs::rename(&path, &deleted) {
+            Ok(()) => fs::remove_file(&deleted)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+impl SegmentView {
+    /// The position of a batch at or before the one holding `offset`.
+    pub(crate) fn position_near(&self, offset: i64) -> io::Result<u64> {
+        let relative = (offset - self.base_offset).max(0);
+        Ok(match self.offset_index.floor(relative)? {
+            Some((_, position)) if (position as u64) < self.size_bytes => position as u64,
+            _ => 0,
+        })
+    }
+
+    /// The position of a batch at or before the first one whose max
+    /// timestamp is >= `timestamp`.
+    pub(crate) fn position_near_timestamp(&self, timestamp: i64) -> io::Result<u64> {
+        match self.time_index.floor(timestamp)? {
+            Some((_, relative)) => self.position_near(self.base_offset + relative as i64),
+            None => Ok(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fake but well-formed batch header (recovery without CRC reads only
+    /// headers, so the body can be zeros).
+    fn batch_bytes(base_offset: i64, records: i32, timestamp: i64, total_bytes: usize) -> Vec<u8> {
+        let mut b = vec![0u8; total_bytes];
+        b[0..8].copy_from_slice(&base_offset.to_be_bytes());
+        b[8..12].copy_from_slice(&((total_bytes - 12) as i32).to_be_bytes());
+        b[16] = 2;
+        b[23..27].copy_from_slice(&(records - 1).to_be_bytes());
+        b[27..35].copy_from_slice(&timestamp.to_be_bytes());
+        b[35..43].copy_from_slice(&timestamp.to_be_bytes());
+        b[43..51].copy_from_slice(&(-1i64).to_be_bytes());
+        b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+        b[57..61].copy_from_slice(&records.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn appended_indexes_equal_rebuilt_indexes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = SegmentSettings {
+            index_interval_bytes: 250,
+        };
+        let mut segment = Segment::create(dir.path(), 100).expect("create");
+        let mut offset = 100;
+        for i in 0..40i64 {
+            // Timestamps that sometimes go back in time.
+            let timestamp = if i % 7 == 3 { 5 } else { 1000 + i };
+            let bytes = batch_bytes(offset, 3, timestamp, 100 + (i as usize % 3) * 10);
+            let header = BatchHeader::parse(&bytes).expect("header");
+            segment
+                .append(&bytes, &[(header, 0)], settings, 0)
+                .unwrap_or_else(|f| panic!("append: {}", f.source));
+            offset += 3;
+        }
+        let counts = segment.index_entries();
+        assert!(counts.0 > 5 && counts.1 > 5, "{counts:?}");
+        let offset_index =
+            fs::read(segment_path(dir.path(), 100, OFFSET_INDEX_SUFFIX)).expect("index");
+        let time_index =
+            fs::read(segment_path(dir.path(), 100, TIME_INDEX_SUFFIX)).expect("timeindex");
+        drop(segment);
+
+        let mut seen = 0;
+        let recovered = Segment::recover(dir.path(), 100, false, settings, &mut |_| seen += 1)
+            .expect("recover");
+        assert_eq!(seen, 40);
+        assert_eq!(recovered.truncated_bytes, 0);
+        assert_eq!(recovered.segment.next_offset, 220);
+        assert_eq!(recovered.segment.index_entries(), counts);
+        assert_eq!(
+            fs::read(segment_path(dir.path(), 100, OFFSET_INDEX_SUFFIX)).expect("index"),
+            offset_index
+        );
+        assert_eq!(
+            fs::read(segment_path(dir.path(), 100, TIME_INDEX_SUFFIX)).expect("timeindex"),
+            time_index
+        );
+        let view = recovered.segment.view();
+        // Offset 150 is in the batch starting at 148, the 17th.
+        let position = view.position_near(150).expect("lookup");
+        let mut scanner = BatchScanner::new(&view.log, view.size_bytes);
+        let mut at = position;
+        let mut found = None;
+        while let Ok(Some(header)) = scanner.batch_at(at, false).expect("scan") {
+            if header.last_offset() >= 150 {
+                found = Some(header.base_offset);
+                break;
+            }
+            at += header.total_bytes() as u64;
+        }
+        assert_eq!(found, Some(148));
+    }
+}

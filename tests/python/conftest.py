@@ -1,0 +1,114 @@
+"""Starts real `kraftwerk server` processes for the Python client tests.
+
+The binary is `$KRAFTWERK_BIN`, or `target/debug/kraftwerk` under the
+repository root (`scripts/test` builds it first).
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+STARTUP_TIMEOUT_S = 30
+
+
+def kraftwerk_bin() -> str:
+    path = os.environ.get("KRAFTWERK_BIN") or str(ROOT / "target" / "debug" / "kraftwerk")
+    if not Path(path).exists():
+        pytest.fail(f"{path} does not exist: build it with `cargo build --bin kraftwerk` or set KRAFTWERK_BIN")
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"kraftwerk exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"kraftwerk did not listen on {port} within {timeout_s}s")
+
+
+class Broker:
+    """One `kraftwerk server` process with its own data directory."""
+
+    def __init__(self, data_dir: str, port: int, extra=()):
+        self.data_dir = data_dir
+        self.port = port
+        self.extra = list(extra)
+        self.proc = None
+        self.log_path = Path(data_dir).parent / f"broker-{port}.log"
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self):
+        args = [
+            kraftwerk_bin(), "server",
+            "--data-dir", self.data_dir,
+            "--listeners", f"PLAINTEXT://127.0.0.1:{self.port}",
+            *self.extra,
+        ]
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, self.proc)
+        return self
+
+    def kill(self):
+        """SIGKILL: no chance to flush or close anything."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+
+    def log_tail(self, n=40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+@pytest.fixture
+def broker_factory():
+    made = []
+    tmp = tempfile.TemporaryDirectory(prefix="kraftwerk-test-")
+
+    def make(port=None, extra=()):
+        data = os.path.join(tmp.name, f"data-{len(made)}")
+        b = Broker(data, port or free_port(), extra)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.stop()
+    tmp.cleanup()
+
+
+@pytest.fixture
+def broker(broker_factory):
+    return broker_factory().start()
