@@ -28,11 +28,13 @@ def test_produce_and_consume_100k_with_codec(broker, codec):
     delivered = {}
     errors = []
 
-    def on_delivery(err, msg):
-        if err is not None:
-            errors.append(err)
-        else:
-            delivered[int(msg.headers()[0][1])] = (msg.partition(), msg.offset(), msg.timestamp()[1])
+    def on_delivery(i):
+        def report(err, msg):
+            if err is not None:
+                errors.append(err)
+            else:
+                delivered[i] = (msg.partition(), msg.offset(), msg.timestamp()[1])
+        return report
 
     producer = Producer({
         "bootstrap.servers": broker.bootstrap,
@@ -45,7 +47,7 @@ def test_produce_and_consume_100k_with_codec(broker, codec):
             try:
                 producer.produce(topic, key=f"key-{i % 1000}".encode(), value=payload(i),
                                  headers=[("seq", str(i).encode()), ("codec", codec.encode())],
-                                 timestamp=1_700_000_000_000 + i, on_delivery=on_delivery)
+                                 timestamp=1_700_000_000_000 + i, on_delivery=on_delivery(i))
                 break
             except BufferError:
                 producer.poll(0.1)

@@ -102,6 +102,7 @@ impl Connection {
             read_half,
             shared.clone(),
             config.max_response_bytes,
+            addr.to_string(),
         ));
         let mut connection = Connection {
             addr: addr.to_string(),
@@ -185,6 +186,55 @@ impl Connection {
         response_header_version: Option<i16>,
         encode_body: impl FnOnce(&mut BytesMut) -> Result<()>,
     ) -> Result<Option<Bytes>> {
+        let in_flight = self
+            .write_request(
+                api_key,
+                api_version,
+                request_header_version,
+                response_header_version,
+                encode_body,
+            )
+            .await?;
+        match in_flight {
+            Some(in_flight) => in_flight.response().await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes `req` now and returns a handle to await its response later.
+    /// Requests written one after another from one task reach the broker in
+    /// that order (the producer relies on it for sequence numbers).
+    pub async fn send_pipelined<R: Request>(
+        &self,
+        req: R,
+        version: i16,
+    ) -> Result<PipelinedResponse<R::Response>> {
+        let in_flight = self
+            .write_request(
+                R::KEY,
+                version,
+                R::header_version(version),
+                Some(<R::Response as HeaderVersion>::header_version(version)),
+                |buf| req.encode(buf, version).map_err(codec),
+            )
+            .await?
+            .ok_or_else(|| ClientError::Protocol("missing response handle".into()))?;
+        Ok(PipelinedResponse {
+            in_flight,
+            version,
+            _response: std::marker::PhantomData,
+        })
+    }
+
+    /// Registers the waiter (if a response is expected) and writes the frame.
+    async fn write_request(
+        &self,
+        api_key: i16,
+        api_version: i16,
+        request_header_version: i16,
+        response_header_version: Option<i16>,
+        encode_body: impl FnOnce(&mut BytesMut) -> Result<()>,
+    ) -> Result<Option<InFlight>> {
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         let permit = tokio::time::timeout_at(deadline, self.in_flight.clone().acquire_owned())
             .await
@@ -246,24 +296,14 @@ impl Connection {
             return Err(err);
         }
 
-        let Some(receiver) = receiver else {
-            drop(permit);
-            return Ok(None);
-        };
-        let outcome = tokio::time::timeout_at(deadline, receiver).await;
-        drop(permit);
-        match outcome {
-            Ok(Ok(result)) => result.map(Some),
-            Ok(Err(_)) => Err(self.disconnected("reader stopped")),
-            Err(_) => {
-                self.shared
-                    .pending
-                    .lock()
-                    .by_correlation_id
-                    .remove(&correlation_id);
-                Err(ClientError::Timeout)
-            }
-        }
+        Ok(receiver.map(|receiver| InFlight {
+            receiver,
+            _permit: permit,
+            deadline,
+            correlation_id,
+            shared: self.shared.clone(),
+            addr: self.addr.clone(),
+        }))
     }
 
     fn disconnected(&self, reason: &str) -> ClientError {
@@ -330,11 +370,63 @@ impl Connection {
     }
 }
 
+/// A written request whose response has not been read yet.
+struct InFlight {
+    receiver: oneshot::Receiver<Result<Bytes>>,
+    /// Holds a slot of [`CONNECTION_IN_FLIGHT_MAX`] until the answer arrives.
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    deadline: tokio::time::Instant,
+    correlation_id: i32,
+    shared: Arc<Shared>,
+    addr: String,
+}
+
+impl InFlight {
+    async fn response(self) -> Result<Bytes> {
+        let outcome = tokio::time::timeout_at(self.deadline, self.receiver).await;
+        match outcome {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ClientError::Disconnected {
+                addr: self.addr,
+                reason: "reader stopped".into(),
+            }),
+            Err(_) => {
+                self.shared
+                    .pending
+                    .lock()
+                    .by_correlation_id
+                    .remove(&self.correlation_id);
+                Err(ClientError::Timeout)
+            }
+        }
+    }
+}
+
+/// The response of a request sent with [`Connection::send_pipelined`].
+pub struct PipelinedResponse<T> {
+    in_flight: InFlight,
+    version: i16,
+    _response: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T: Decodable> PipelinedResponse<T> {
+    /// Waits for and decodes the response (bounded by `request.timeout.ms`).
+    pub async fn wait(self) -> Result<T> {
+        let body = self.in_flight.response().await?;
+        decode_body::<T>(body, self.version)
+    }
+}
+
 fn decode_body<M: Decodable>(mut body: Bytes, version: i16) -> Result<M> {
     M::decode(&mut body, version).map_err(codec)
 }
 
-async fn read_loop(mut socket: OwnedReadHalf, shared: Arc<Shared>, max_response_bytes: usize) {
+async fn read_loop(
+    mut socket: OwnedReadHalf,
+    shared: Arc<Shared>,
+    max_response_bytes: usize,
+    addr: String,
+) {
     let mut buf = BytesMut::with_capacity(READ_BUFFER_INITIAL_BYTES);
     let reason = loop {
         match kraftwerk_protocol::frame::take_frame(&mut buf, max_response_bytes) {
@@ -351,7 +443,7 @@ async fn read_loop(mut socket: OwnedReadHalf, shared: Arc<Shared>, max_response_
             Err(err) => break err.to_string(),
         }
     };
-    tracing::debug!(%reason, "connection reader stopped");
+    tracing::debug!(addr, %reason, "connection reader stopped");
     let waiting = {
         let mut pending = shared.pending.lock();
         pending.closed_reason.get_or_insert(reason.clone());
@@ -359,7 +451,7 @@ async fn read_loop(mut socket: OwnedReadHalf, shared: Arc<Shared>, max_response_
     };
     for (_, waiter) in waiting {
         let _ = waiter.reply.send(Err(ClientError::Disconnected {
-            addr: String::new(),
+            addr: addr.clone(),
             reason: reason.clone(),
         }));
     }

@@ -25,16 +25,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, TopicName};
+use kafka_protocol::messages::{InitProducerIdRequest, ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::Compression;
 use parking_lot::Mutex;
-use tokio::sync::{oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::cluster::{Cluster, MetadataSnapshot};
+use crate::connection::{Connection, PipelinedResponse};
 use crate::error::{ClientError, Result};
 use crate::partitioner::{partition_for_key, StickyPartitioner};
 use crate::records::{
@@ -476,6 +477,8 @@ struct Inner {
     incomplete: watch::Sender<usize>,
     memory: Arc<Semaphore>,
     last_metadata_refresh: Mutex<Option<Instant>>,
+    /// One ordered writer per broker, fed by the sender task.
+    broker_writers: Mutex<HashMap<i32, mpsc::Sender<Vec<ProducerBatch>>>>,
 }
 
 /// An asynchronous Kafka producer.
@@ -494,7 +497,9 @@ impl std::fmt::Debug for Producer {
 
 impl Producer {
     /// Connects, and with idempotence obtains a producer id.
-    pub async fn new(client: ClientConfig, config: ProducerConfig) -> Result<Producer> {
+    /// The producer's `request.timeout.ms` also bounds its connections' waits.
+    pub async fn new(mut client: ClientConfig, config: ProducerConfig) -> Result<Producer> {
+        client.request_timeout_ms = config.request_timeout_ms;
         let cluster = Cluster::connect(client).await?;
         Self::with_cluster(cluster, config).await
     }
@@ -525,6 +530,7 @@ impl Producer {
             wake_sender: Notify::new(),
             incomplete: watch::channel(0).0,
             last_metadata_refresh: Mutex::new(None),
+            broker_writers: Mutex::new(HashMap::new()),
             config,
         });
         let sender = tokio::spawn(run_sender(inner.clone()));
@@ -736,7 +742,7 @@ async fn run_sender(inner: Arc<Inner>) {
             inner.clone().request_metadata_refresh();
         }
         for request in outcome.requests {
-            tokio::spawn(send_produce(inner.clone(), request));
+            inner.dispatch(request);
         }
         let mut wake = outcome.next_wake;
         if outcome.needs_metadata {
@@ -752,6 +758,8 @@ async fn run_sender(inner: Arc<Inner>) {
             None => inner.wake_sender.notified().await,
         }
     }
+    // Dropping the senders ends the broker writers.
+    inner.broker_writers.lock().clear();
 }
 
 enum BatchOutcome {
@@ -933,10 +941,12 @@ pub(crate) fn duplicate_error(err: &ClientError) -> ClientError {
     }
 }
 
-/// Sends one Produce request and settles its batches.
-async fn send_produce(inner: Arc<Inner>, request: DrainedRequest) {
-    let DrainedRequest { broker_id, batches } = request;
-    let result = produce_round_trip(&inner, broker_id, batches).await;
+/// Settles the batches of one finished Produce request.
+fn finish_request(
+    inner: &Arc<Inner>,
+    broker_id: i32,
+    outcomes: Vec<(ProducerBatch, BatchOutcome)>,
+) {
     {
         let mut accumulator = inner.accumulator.lock();
         if let Some(count) = accumulator.in_flight_requests.get_mut(&broker_id) {
@@ -944,7 +954,7 @@ async fn send_produce(inner: Arc<Inner>, request: DrainedRequest) {
         }
     }
     let mut refresh = false;
-    for (batch, outcome) in result {
+    for (batch, outcome) in outcomes {
         if let BatchOutcome::Retry {
             refresh_metadata: true,
         } = outcome
@@ -959,11 +969,122 @@ async fn send_produce(inner: Arc<Inner>, request: DrainedRequest) {
     inner.wake_sender.notify_one();
 }
 
-async fn produce_round_trip(
+impl Inner {
+    /// Hands a drained request to its broker's writer, which writes requests
+    /// in drain order so sequence numbers reach the broker in order.
+    fn dispatch(self: &Arc<Self>, request: DrainedRequest) {
+        let DrainedRequest { broker_id, batches } = request;
+        let sender = {
+            let mut writers = self.broker_writers.lock();
+            writers
+                .entry(broker_id)
+                .or_insert_with(|| {
+                    // Holds at most the requests the drain lets be in flight.
+                    let (sender, receiver) =
+                        mpsc::channel(self.config.max_in_flight_requests_per_connection + 1);
+                    tokio::spawn(broker_writer(self.clone(), broker_id, receiver));
+                    sender
+                })
+                .clone()
+        };
+        if let Err(err) = sender.try_send(batches) {
+            let batches = match err {
+                mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
+            };
+            self.broker_writers.lock().remove(&broker_id);
+            let outcomes = batches
+                .into_iter()
+                .map(|b| {
+                    (
+                        b,
+                        BatchOutcome::Retry {
+                            refresh_metadata: false,
+                        },
+                    )
+                })
+                .collect();
+            finish_request(self, broker_id, outcomes);
+        }
+    }
+}
+
+/// Writes one broker's Produce requests in order; responses are awaited in
+/// separate tasks so requests pipeline.
+async fn broker_writer(
+    inner: Arc<Inner>,
+    broker_id: i32,
+    mut requests: mpsc::Receiver<Vec<ProducerBatch>>,
+) {
+    while let Some(batches) = requests.recv().await {
+        match start_produce(&inner, broker_id, batches).await {
+            Started::Settled(outcomes) => finish_request(&inner, broker_id, outcomes),
+            Started::Waiting(waiting) => {
+                let inner = inner.clone();
+                tokio::spawn(async move {
+                    let Waiting {
+                        response,
+                        connection,
+                        batches,
+                        version,
+                        topic_ids,
+                    } = waiting;
+                    let outcomes = match response.wait().await {
+                        Ok(response) => {
+                            match_produce_response(response, batches, version, &topic_ids)
+                        }
+                        Err(err) => {
+                            if matches!(err, ClientError::Io(_) | ClientError::Disconnected { .. })
+                            {
+                                inner.cluster.forget_connection(&connection).await;
+                            }
+                            transport_failure(batches, &err)
+                        }
+                    };
+                    finish_request(&inner, broker_id, outcomes);
+                });
+            }
+        }
+    }
+}
+
+struct Waiting {
+    response: PipelinedResponse<ProduceResponse>,
+    connection: Arc<Connection>,
+    batches: Vec<ProducerBatch>,
+    version: i16,
+    topic_ids: HashMap<String, Uuid>,
+}
+
+enum Started {
+    Settled(Vec<(ProducerBatch, BatchOutcome)>),
+    Waiting(Waiting),
+}
+
+fn transport_failure(
+    batches: Vec<ProducerBatch>,
+    err: &ClientError,
+) -> Vec<(ProducerBatch, BatchOutcome)> {
+    batches
+        .into_iter()
+        .map(|b| {
+            let outcome = if err.is_retriable() {
+                BatchOutcome::Retry {
+                    refresh_metadata: true,
+                }
+            } else {
+                BatchOutcome::Fail(duplicate_error(err))
+            };
+            (b, outcome)
+        })
+        .collect()
+}
+
+/// Encodes the batches and writes the Produce request.
+async fn start_produce(
     inner: &Arc<Inner>,
     broker_id: i32,
     mut batches: Vec<ProducerBatch>,
-) -> Vec<(ProducerBatch, BatchOutcome)> {
+) -> Started {
     let identity = inner.identity;
     for batch in batches.iter_mut() {
         if batch.encoded.is_some() {
@@ -994,30 +1115,14 @@ async fn produce_round_trip(
         })
         .collect();
     if encodable.is_empty() {
-        return outcomes;
+        return Started::Settled(outcomes);
     }
-
-    let transport_failure = |batches: Vec<ProducerBatch>, err: &ClientError| {
-        batches
-            .into_iter()
-            .map(|b| {
-                let outcome = if err.is_retriable() {
-                    BatchOutcome::Retry {
-                        refresh_metadata: true,
-                    }
-                } else {
-                    BatchOutcome::Fail(duplicate_error(err))
-                };
-                (b, outcome)
-            })
-            .collect::<Vec<_>>()
-    };
 
     let connection = match inner.cluster.connection(broker_id).await {
         Ok(connection) => connection,
         Err(err) => {
             outcomes.extend(transport_failure(encodable, &err));
-            return outcomes;
+            return Started::Settled(outcomes);
         }
     };
     let metadata = inner.cluster.metadata();
@@ -1025,7 +1130,7 @@ async fn produce_round_trip(
         Ok(version) => version,
         Err(err) => {
             outcomes.extend(transport_failure(encodable, &err));
-            return outcomes;
+            return Started::Settled(outcomes);
         }
     };
     let topic_ids: HashMap<String, Uuid> = encodable
@@ -1083,61 +1188,88 @@ async fn produce_round_trip(
                 outcomes.extend(transport_failure(encodable, &err));
             }
         }
-        return outcomes;
+        return Started::Settled(outcomes);
     }
 
-    let response = match connection.send_version(request, version).await {
-        Ok(response) => response,
+    match connection.send_pipelined(request, version).await {
+        Ok(response) if outcomes.is_empty() => Started::Waiting(Waiting {
+            response,
+            connection,
+            batches: encodable,
+            version,
+            topic_ids,
+        }),
+        Ok(response) => {
+            // Rare: some batches failed to encode; wait inline for the rest.
+            match response.wait().await {
+                Ok(response) => outcomes.extend(match_produce_response(
+                    response, encodable, version, &topic_ids,
+                )),
+                Err(err) => outcomes.extend(transport_failure(encodable, &err)),
+            }
+            Started::Settled(outcomes)
+        }
         Err(err) => {
             if matches!(err, ClientError::Io(_) | ClientError::Disconnected { .. }) {
                 inner.cluster.forget_connection(&connection).await;
             }
             outcomes.extend(transport_failure(encodable, &err));
-            return outcomes;
+            Started::Settled(outcomes)
         }
-    };
-    for batch in encodable {
-        let found = response.responses.iter().find_map(|topic| {
-            let matches_topic = if version >= 13 {
-                topic_ids.get(&batch.topic) == Some(&topic.topic_id)
-            } else {
-                topic.name.0.as_str() == batch.topic
-            };
-            if !matches_topic {
-                return None;
-            }
-            topic
-                .partition_responses
-                .iter()
-                .find(|p| p.index == batch.partition)
-        });
-        let outcome = match found {
-            None => BatchOutcome::Retry {
-                refresh_metadata: true,
-            },
-            Some(p)
-                if p.error_code == 0
-                    || p.error_code == ResponseError::DuplicateSequenceNumber.code() =>
-            {
-                BatchOutcome::Done {
-                    base_offset: p.base_offset,
-                    log_append_time_ms: p.log_append_time_ms,
-                }
-            }
-            Some(p) => {
-                let err = ClientError::kafka(p.error_code, p.error_message.as_ref());
-                if err.is_retriable() {
-                    BatchOutcome::Retry {
-                        refresh_metadata: err.needs_metadata_refresh(),
-                    }
-                } else {
-                    BatchOutcome::Fail(err)
-                }
-            }
-        };
-        outcomes.push((batch, outcome));
     }
-    outcomes
+}
+
+/// Pairs each batch with its partition's answer in a Produce response.
+fn match_produce_response(
+    response: ProduceResponse,
+    batches: Vec<ProducerBatch>,
+    version: i16,
+    topic_ids: &HashMap<String, Uuid>,
+) -> Vec<(ProducerBatch, BatchOutcome)> {
+    batches
+        .into_iter()
+        .map(|batch| {
+            let found = response.responses.iter().find_map(|topic| {
+                let matches_topic = if version >= 13 {
+                    topic_ids.get(&batch.topic) == Some(&topic.topic_id)
+                } else {
+                    topic.name.0.as_str() == batch.topic
+                };
+                if !matches_topic {
+                    return None;
+                }
+                topic
+                    .partition_responses
+                    .iter()
+                    .find(|p| p.index == batch.partition)
+            });
+            let outcome = match found {
+                None => BatchOutcome::Retry {
+                    refresh_metadata: true,
+                },
+                Some(p)
+                    if p.error_code == 0
+                        || p.error_code == ResponseError::DuplicateSequenceNumber.code() =>
+                {
+                    BatchOutcome::Done {
+                        base_offset: p.base_offset,
+                        log_append_time_ms: p.log_append_time_ms,
+                    }
+                }
+                Some(p) => {
+                    let err = ClientError::kafka(p.error_code, p.error_message.as_ref());
+                    if err.is_retriable() {
+                        BatchOutcome::Retry {
+                            refresh_metadata: err.needs_metadata_refresh(),
+                        }
+                    } else {
+                        BatchOutcome::Fail(err)
+                    }
+                }
+            };
+            (batch, outcome)
+        })
+        .collect()
 }
 
 #[cfg(test)]
