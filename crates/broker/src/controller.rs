@@ -165,7 +165,6 @@ const METADATA_FILE: &str = "metadata.json";
 pub struct LocalController {
     image: Arc<ImageCell>,
     dir: PathBuf,
-    node_id: i32,
     state: tokio::sync::Mutex<LocalState>,
 }
 
@@ -228,7 +227,6 @@ impl LocalController {
         let controller = LocalController {
             image: image.clone(),
             dir,
-            node_id: config.node_id,
             state: tokio::sync::Mutex::new(LocalState {
                 producer_id_block_end: start,
                 next_producer_id: start,
@@ -485,7 +483,6 @@ impl ClusterControl for LocalController {
             }
             let id = state.next_producer_id;
             state.next_producer_id += 1;
-            let _ = self.node_id;
             Ok(id)
         })
     }
@@ -497,7 +494,7 @@ mod tests {
 
     #[test]
     fn replicas_and_leaders_spread_evenly() {
-        let a = assign_replicas(&[1, 2, 3], 0, 6, 3).unwrap();
+        let a = assign_replicas(&[1, 2, 3], 0, 6, 3).expect("three brokers fit rf 3");
         let mut leaders = BTreeMap::new();
         for r in &a {
             assert_eq!(r.len(), 3);

@@ -7,6 +7,8 @@
 //! * [`versions`]: the API version ranges Kraftwerk serves, one table that
 //!   ApiVersions, the request router and `docs/compatibility.md` all use.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod batch;
 pub mod frame;
 pub mod versions;

@@ -25,13 +25,12 @@ pub async fn handle(
     if body.transactional_id.is_some() {
         return failed(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
     }
-    if body.producer_id.0 >= 0 && body.producer_epoch >= 0 {
-        if body.producer_epoch < i16::MAX - 1 {
-            return InitProducerIdResponse::default()
-                .with_producer_id(body.producer_id)
-                .with_producer_epoch(body.producer_epoch + 1);
-        }
-        // Epoch exhausted: a fresh id follows, as in Kafka.
+    // A known producer gets its epoch bumped; once the epoch is exhausted a
+    // fresh id follows, as in Kafka.
+    if body.producer_id.0 >= 0 && body.producer_epoch >= 0 && body.producer_epoch < i16::MAX - 1 {
+        return InitProducerIdResponse::default()
+            .with_producer_id(body.producer_id)
+            .with_producer_epoch(body.producer_epoch + 1);
     }
     match state.control.allocate_producer_id().await {
         Ok(id) => InitProducerIdResponse::default()

@@ -28,7 +28,7 @@ pub async fn handle(
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
             let outcome: Result<(i64, i64, i64), (ErrorCode, String)> = (|| {
-                if !matches!(acks, -1 | 0 | 1) {
+                if !(-1..=1).contains(&acks) {
                     return Err((
                         ErrorCode::INVALID_REQUIRED_ACKS,
                         format!("acks={acks} is not one of -1, 0, 1"),
