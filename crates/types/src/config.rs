@@ -591,3 +591,24 @@ mod tests {
         assert!(c.auto_create_topics_enable);
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    /// `docs/configuration.md` names every key with its default.
+    #[test]
+    fn configuration_doc_lists_every_key() {
+        let doc = include_str!("../../../docs/configuration.md");
+        for d in TOPIC_CONFIGS {
+            let row = format!("| `{}` | `{}` | `{}` |", d.key, d.broker_key, d.default);
+            assert!(doc.contains(&row), "docs/configuration.md lacks: {row}");
+        }
+        for (k, v) in BROKER_CONFIGS {
+            assert!(
+                doc.contains(&format!("| `{k}` | `{v}` |")),
+                "docs/configuration.md lacks broker key {k}"
+            );
+        }
+    }
+}
