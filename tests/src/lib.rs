@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+const PORT_ATTEMPTS: usize = 5;
 
 /// The `kraftwerk` binary: `$KRAFTWERK_BIN`, else `target/debug/kraftwerk`.
 pub fn kraftwerk_bin() -> PathBuf {
@@ -59,6 +60,15 @@ impl BrokerProcess {
 
     /// Starts the process again on the same port and data directory.
     pub fn restart(&mut self) {
+        assert!(
+            self.try_start(),
+            "broker exited before listening on {}",
+            self.addr
+        );
+    }
+
+    /// Starts the process; false when it exited before listening.
+    fn try_start(&mut self) -> bool {
         let bin = kraftwerk_bin();
         assert!(
             bin.exists(),
@@ -84,15 +94,19 @@ impl BrokerProcess {
                 "broker did not listen on {} in time",
                 self.addr
             );
-            if let Some(status) = self
+            if self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
+                .is_some()
             {
-                panic!("broker exited early: {status}");
+                self.child = None;
+                return false;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        // Listening, and it is our process that listens.
+        self.is_running()
     }
 
     /// SIGKILL, no chance to clean up.

@@ -1,0 +1,240 @@
+//! The `kraftwerk` CLI against a real broker, the way a person uses it.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use kraftwerk_tests::{kraftwerk_bin, BrokerProcess};
+
+fn kraftwerk(b: &BrokerProcess, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(kraftwerk_bin())
+        .args(args)
+        .arg("--bootstrap-server")
+        .arg(b.bootstrap())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kraftwerk");
+    {
+        let mut input = child.stdin.take().expect("stdin");
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).expect("write stdin");
+        }
+    }
+    child.wait_with_output().expect("kraftwerk output")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "kraftwerk failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn topics_produce_and_consume_from_the_command_line() {
+    let b = BrokerProcess::start();
+    ok(&kraftwerk(
+        &b,
+        &[
+            "topics",
+            "create",
+            "--topic",
+            "cli",
+            "--partitions",
+            "2",
+            "--config",
+            "retention.ms=3600000",
+        ],
+        None,
+    ));
+
+    let again = kraftwerk(
+        &b,
+        &["topics", "create", "--topic", "cli", "--partitions", "2"],
+        None,
+    );
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    ok(&kraftwerk(
+        &b,
+        &["topics", "create", "--topic", "cli", "--if-not-exists"],
+        None,
+    ));
+
+    let bad = kraftwerk(
+        &b,
+        &[
+            "topics",
+            "create",
+            "--topic",
+            "bad",
+            "--config",
+            "retention.ms=soon",
+        ],
+        None,
+    );
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("retention.ms"));
+
+    assert_eq!(
+        ok(&kraftwerk(&b, &["topics", "list"], None))
+            .lines()
+            .collect::<Vec<_>>(),
+        vec!["cli"]
+    );
+
+    let described: String = ok(&kraftwerk(
+        &b,
+        &["topics", "describe", "--topic", "cli", "--output", "json"],
+        None,
+    ));
+    assert!(described.contains("\"partition_count\":2"), "{described}");
+    assert!(described.contains("retention.ms=3600000"), "{described}");
+
+    ok(&kraftwerk(
+        &b,
+        &[
+            "produce",
+            "--topic",
+            "cli",
+            "--key-separator",
+            ":",
+            "--partition",
+            "1",
+        ],
+        Some("k1:v1\nk2:v2\nk3:v3\n"),
+    ));
+    let consumed = ok(&kraftwerk(
+        &b,
+        &[
+            "consume",
+            "--topic",
+            "cli",
+            "--partition",
+            "1",
+            "--offset",
+            "1",
+            "--max-messages",
+            "2",
+            "--timeout-ms",
+            "10000",
+            "--output",
+            "json",
+        ],
+        None,
+    ));
+    let lines: Vec<&str> = consumed.lines().collect();
+    assert_eq!(lines.len(), 2, "{consumed}");
+    assert!(
+        lines[0].contains("\"offset\":1")
+            && lines[0].contains("\"key\":\"k2\"")
+            && lines[0].contains("\"value\":\"v2\""),
+        "{consumed}"
+    );
+    assert!(
+        lines[1].contains("\"offset\":2") && lines[1].contains("\"value\":\"v3\""),
+        "{consumed}"
+    );
+
+    let human = ok(&kraftwerk(
+        &b,
+        &[
+            "consume",
+            "--topic",
+            "cli",
+            "--from-beginning",
+            "--print-key",
+            "--max-messages",
+            "3",
+            "--timeout-ms",
+            "10000",
+        ],
+        None,
+    ));
+    assert_eq!(
+        human.lines().collect::<Vec<_>>(),
+        vec!["k1\tv1", "k2\tv2", "k3\tv3"]
+    );
+
+    ok(&kraftwerk(
+        &b,
+        &[
+            "topics",
+            "alter",
+            "--topic",
+            "cli",
+            "--partitions",
+            "3",
+            "--config",
+            "segment.bytes=1048576",
+        ],
+        None,
+    ));
+    let described = ok(&kraftwerk(
+        &b,
+        &["topics", "describe", "--topic", "cli"],
+        None,
+    ));
+    assert!(
+        described.contains("PartitionCount: 3") && described.contains("segment.bytes=1048576"),
+        "{described}"
+    );
+
+    ok(&kraftwerk(
+        &b,
+        &["topics", "delete", "--topic", "cli"],
+        None,
+    ));
+    assert_eq!(ok(&kraftwerk(&b, &["topics", "list"], None)).trim(), "");
+}
+
+#[test]
+fn topics_survive_a_restart() {
+    let mut b = BrokerProcess::start();
+    ok(&kraftwerk(
+        &b,
+        &[
+            "topics",
+            "create",
+            "--topic",
+            "durable",
+            "--partitions",
+            "4",
+        ],
+        None,
+    ));
+    ok(&kraftwerk(
+        &b,
+        &["produce", "--topic", "durable", "--partition", "3"],
+        Some("x\ny\n"),
+    ));
+    b.kill();
+    b.restart();
+    let described = ok(&kraftwerk(
+        &b,
+        &["topics", "describe", "--topic", "durable"],
+        None,
+    ));
+    assert!(described.contains("PartitionCount: 4"), "{described}");
+    let out = ok(&kraftwerk(
+        &b,
+        &[
+            "consume",
+            "--topic",
+            "durable",
+            "--partition",
+            "3",
+            "--offset",
+            "earliest",
+            "--max-messages",
+            "2",
+            "--timeout-ms",
+            "10000",
+        ],
+        None,
+    ));
+    assert_eq!(out.lines().collect::<Vec<_>>(), vec!["x", "y"]);
+}
