@@ -26,6 +26,7 @@ async fn run(bootstrap: String) {
         client_id: "kraftwerk-client-test".into(),
         request_timeout_ms: 30_000,
         max_response_bytes: 100 * 1024 * 1024,
+        allow_auto_topic_creation: false,
     };
     let topic = "client-round-trip".to_string();
     let admin = Admin::new(client.clone()).await.expect("admin");

@@ -203,7 +203,10 @@ impl ClientContext for Logged {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        eprintln!("[{}] librdkafka error {error}: {reason}", self.name);
+        // End of partition is expected here and handled by the poll loop.
+        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+            eprintln!("[{}] librdkafka error {error}: {reason}", self.name);
+        }
     }
 }
 

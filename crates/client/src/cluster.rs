@@ -177,7 +177,7 @@ impl Cluster {
         let connection = self.any_connection().await?;
         let version = connection.version_for::<MetadataRequest>()?;
         let mut request = MetadataRequest::default();
-        request.allow_auto_topic_creation = false;
+        request.allow_auto_topic_creation = self.config.allow_auto_topic_creation;
         request.topics = match topics {
             None if version == 0 => Some(Vec::new()),
             None => None,

@@ -45,6 +45,9 @@ pub struct ClientConfig {
     pub request_timeout_ms: u64,
     /// Largest response frame accepted; larger frames close the connection.
     pub max_response_bytes: usize,
+    /// Ask the broker to create unknown topics on Metadata requests, as the
+    /// Java producer does (the broker's `auto.create.topics.enable` decides).
+    pub allow_auto_topic_creation: bool,
 }
 
 impl Default for ClientConfig {
@@ -54,6 +57,7 @@ impl Default for ClientConfig {
             client_id: "kraftwerk-client".to_string(),
             request_timeout_ms: 30_000,
             max_response_bytes: 100 * 1024 * 1024,
+            allow_auto_topic_creation: false,
         }
     }
 }

@@ -500,6 +500,7 @@ impl Producer {
     /// The producer's `request.timeout.ms` also bounds its connections' waits.
     pub async fn new(mut client: ClientConfig, config: ProducerConfig) -> Result<Producer> {
         client.request_timeout_ms = config.request_timeout_ms;
+        client.allow_auto_topic_creation = true;
         let cluster = Cluster::connect(client).await?;
         Self::with_cluster(cluster, config).await
     }
