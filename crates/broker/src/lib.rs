@@ -2,13 +2,13 @@
 //!
 //! Owns the Kafka listener ([`server`]), one handler per Kafka API
 //! ([`handlers`]), the partitions stored here ([`replica_manager`]) and the
-//! broker's copy of cluster metadata ([`metadata`]). Metadata changes go
+//! broker's copy of cluster metadata ([`metadata`], from `kraftwerk-metadata`). Metadata changes go
 //! through [`controller::ClusterControl`]; the single-node
 //! [`controller::LocalController`] is the implementation used today.
 
 pub mod controller;
 pub mod handlers;
-pub mod metadata;
+pub use kraftwerk_metadata as metadata;
 pub mod replica_manager;
 pub mod server;
 

@@ -1,10 +1,9 @@
-//! The metadata image: what the broker knows about brokers, topics and
-//! partitions, as one immutable, versioned value.
+//! Layer 0: the cluster metadata image: brokers, topics and partitions as
+//! one immutable, versioned value.
 //!
-//! Handlers read the current image through [`ImageCell`] and never lock it
-//! for long. Whoever owns cluster metadata (the single-node
-//! [`crate::controller::LocalController`] today, the Raft quorum later)
-//! publishes a new image; the replica manager reacts to the change.
+//! The controller produces images (the single-node `LocalController` in the
+//! broker crate today, the Raft quorum in `kraftwerk-controller`); brokers
+//! read the current one through [`ImageCell`] and never lock it for long.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
