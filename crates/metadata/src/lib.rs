@@ -5,7 +5,7 @@
 //! broker crate today, the Raft quorum in `kraftwerk-controller`); brokers
 //! read the current one through [`ImageCell`] and never lock it for long.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use kraftwerk_types::TopicId;
@@ -57,6 +57,15 @@ pub struct MetadataImage {
     pub controller_id: i32,
     pub brokers: BTreeMap<i32, BrokerRegistration>,
     pub topics: BTreeMap<String, TopicRecord>,
+    /// Each registered broker's epoch: the metadata offset of its registration.
+    #[serde(default)]
+    pub broker_epochs: BTreeMap<i32, i64>,
+    /// Brokers in controlled shutdown.
+    #[serde(default)]
+    pub shutting_down: BTreeSet<i32>,
+    /// Producer ids below this were handed out.
+    #[serde(default)]
+    pub next_producer_id: i64,
     #[serde(skip)]
     ids: HashMap<TopicId, String>,
 }

@@ -1,0 +1,13 @@
+//! Generates the gRPC code from `proto/` with a pure-Rust protobuf compiler,
+//! so building needs no `protoc` on the machine.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_dir = "../../proto";
+    let files = ["raft.proto", "controller.proto"];
+    for f in files {
+        println!("cargo:rerun-if-changed={proto_dir}/{f}");
+    }
+    let descriptors = protox::compile(files, [proto_dir])?;
+    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! Layer 0: the gRPC services and messages generated from `proto/`.
+//!
+//! Generated code is never edited by hand; change the `.proto` files.
+
+#![allow(clippy::all, clippy::unwrap_used)]
+
+pub mod raft {
+    tonic::include_proto!("kraftwerk.raft");
+}
+
+pub mod controller {
+    tonic::include_proto!("kraftwerk.controller");
+}
