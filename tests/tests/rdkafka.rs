@@ -145,7 +145,7 @@ impl Rng {
 
 fn spec(seq: usize) -> Spec {
     let mut rng = Rng(seq as u64);
-    let compressible = seq % 2 == 0;
+    let compressible = seq & 1 == 0;
     let key = match seq % 50 {
         7 => None,
         11 => Some(Vec::new()),
@@ -154,7 +154,7 @@ fn spec(seq: usize) -> Spec {
     };
     let value = match seq % 1000 {
         3 => None,
-        n if n % 100 == 0 => Some(Vec::new()),
+        n if matches!(n % 100, 0) => Some(Vec::new()),
         n if n % 250 == 1 => {
             let len = 16_384 + rng.below(16_384);
             Some(rng.bytes(len, compressible))
@@ -165,17 +165,17 @@ fn spec(seq: usize) -> Spec {
         }
     };
     let mut headers = vec![("seq".to_string(), Some(seq.to_string().into_bytes()))];
-    if seq % 3 == 0 {
+    if matches!(seq % 3, 0) {
         headers.push(("null".to_string(), None));
     }
-    if seq % 5 == 0 {
+    if matches!(seq % 5, 0) {
         let len = rng.below(64);
         headers.push(("bin".to_string(), Some(rng.bytes(len, false))));
     }
-    if seq % 7 == 0 {
+    if matches!(seq % 7, 0) {
         headers.push((String::new(), Some(Vec::new())));
     }
-    if seq % 4 == 0 {
+    if matches!(seq % 4, 0) {
         headers.push(("seq".to_string(), Some(b"duplicate key".to_vec())));
     }
     Spec {
@@ -204,7 +204,9 @@ impl ClientContext for Logged {
 
     fn error(&self, error: KafkaError, reason: &str) {
         // End of partition is expected here and handled by the poll loop.
-        if error.rdkafka_error_code() != Some(RDKafkaErrorCode::PartitionEOF) {
+        let end_of_partition = matches!(error, KafkaError::PartitionEOF(_))
+            || error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF);
+        if !end_of_partition {
             eprintln!("[{}] librdkafka error {error}: {reason}", self.name);
         }
     }
