@@ -54,8 +54,15 @@ impl BrokerProcess {
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        b.restart();
-        b
+        // Another test may grab the same free port between our probe and the
+        // broker's bind; then the broker exits and we try a new port.
+        for _ in 0..PORT_ATTEMPTS {
+            if b.try_start() {
+                return b;
+            }
+            b.addr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        }
+        panic!("broker could not bind a free port in {PORT_ATTEMPTS} attempts");
     }
 
     /// Starts the process again on the same port and data directory.

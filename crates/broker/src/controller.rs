@@ -41,6 +41,12 @@ pub enum ControllerError {
     InvalidConfig(String),
     #[error("metadata could not be stored: {0}")]
     Storage(#[from] std::io::Error),
+    /// The controller quorum refused the change with this Kafka error code.
+    #[error("{message}")]
+    Remote { code: i16, message: String },
+    /// No active controller could be reached in time.
+    #[error("controller unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl ControllerError {
@@ -54,6 +60,8 @@ impl ControllerError {
             ControllerError::InvalidReplicaAssignment(_) => ErrorCode(39),
             ControllerError::InvalidConfig(_) => ErrorCode::INVALID_CONFIG,
             ControllerError::Storage(_) => ErrorCode::KAFKA_STORAGE_ERROR,
+            ControllerError::Remote { code, .. } => ErrorCode(*code),
+            ControllerError::Unavailable(_) => ErrorCode::REQUEST_TIMED_OUT,
         }
     }
 }

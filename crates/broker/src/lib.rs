@@ -5,9 +5,14 @@
 //! broker's copy of cluster metadata ([`metadata`], from `kraftwerk-metadata`). Metadata changes go
 //! through [`controller::ClusterControl`]; the single-node
 //! [`controller::LocalController`] is the implementation used today.
+//! Consumer groups are coordinated by [`group`], which keeps its state in
+//! the internal topic `__consumer_offsets`.
 
 pub mod controller;
+pub mod group;
 pub mod handlers;
+pub mod lifecycle;
+pub mod remote;
 pub use kraftwerk_metadata as metadata;
 pub mod replica_manager;
 pub mod server;
@@ -32,7 +37,10 @@ pub struct BrokerState {
     pub image: Arc<ImageCell>,
     pub control: Arc<dyn ClusterControl>,
     pub replicas: ReplicaManager,
+    pub groups: group::GroupCoordinator,
     pub shutdown: CancellationToken,
+    /// The controller quorum, when this broker is part of a cluster.
+    pub quorum: Option<Arc<remote::ControllerClient>>,
     applied_image_version: parking_lot::Mutex<u64>,
 }
 
@@ -80,6 +88,8 @@ pub enum BrokerError {
     },
     #[error(transparent)]
     Controller(#[from] controller::ControllerError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
 }
 
 /// A running broker: its bound address and the means to stop it.
@@ -87,6 +97,8 @@ pub struct Broker {
     pub local_addr: SocketAddr,
     state: Arc<BrokerState>,
     tracker: TaskTracker,
+    quorum: Option<Arc<remote::ControllerClient>>,
+    registration: Arc<lifecycle::Registration>,
 }
 
 impl Broker {
@@ -124,7 +136,18 @@ impl Broker {
             }
         }
         let image = Arc::new(ImageCell::default());
-        let control = Arc::new(LocalController::open(&config, image.clone())?);
+        // With `controller.quorum.voters` the metadata comes from the Raft
+        // quorum; without it this node is its own single-node controller.
+        let quorum = match config.raw.get("controller.quorum.voters") {
+            Some(v) => Some(Arc::new(remote::ControllerClient::new(
+                remote::parse_voters(v).map_err(BrokerError::Config)?,
+            ))),
+            None => None,
+        };
+        let control: Arc<dyn ClusterControl> = match &quorum {
+            Some(client) => Arc::new(remote::RemoteControl::new(client.clone(), image.clone())),
+            None => Arc::new(LocalController::open(&config, image.clone())?),
+        };
         let replicas = ReplicaManager::new(&config);
         replicas.clean_deleted_dirs();
         let state = Arc::new(BrokerState {
@@ -132,26 +155,65 @@ impl Broker {
             image,
             control,
             replicas,
+            groups: group::GroupCoordinator::new(group::CoordinatorConfig::from_broker(&config)),
             shutdown: shutdown.clone(),
+            quorum: quorum.clone(),
             applied_image_version: parking_lot::Mutex::new(0),
         });
-        state.sync_replicas();
-        write_meta_properties(&config, &state.image.load().cluster_id);
-
         let tracker = TaskTracker::new();
-        tracker.spawn(server::serve(
-            listener,
-            state.clone(),
-            shutdown.clone(),
-            tracker.clone(),
-        ));
+        let registration = Arc::new(lifecycle::Registration::default());
+        if let Some(client) = &quorum {
+            let heartbeat_ms: u64 = config
+                .raw
+                .get("broker.heartbeat.interval.ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(2000);
+            tracker.spawn(lifecycle::follow_metadata(
+                state.clone(),
+                client.clone(),
+                shutdown.clone(),
+            ));
+            tracker.spawn(lifecycle::heartbeat_loop(
+                state.clone(),
+                client.clone(),
+                registration.clone(),
+                Duration::from_millis(heartbeat_ms),
+                shutdown.clone(),
+            ));
+        } else {
+            state.sync_replicas();
+            write_meta_properties(&config, &state.image.load().cluster_id);
+        }
+
+        let serving = state.clone();
+        let serve_shutdown = shutdown.clone();
+        let serve_tracker = tracker.clone();
+        tracker.spawn(async move {
+            // A broker of a cluster answers clients once it has metadata.
+            while serving.image.load().version == 0 && !serve_shutdown.is_cancelled() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            server::serve(listener, serving, serve_shutdown, serve_tracker).await;
+        });
         tracker.spawn(housekeeping(state.clone(), shutdown.clone()));
-        tracing::info!(node_id = config.node_id, %local_addr, cluster_id = %state.image.load().cluster_id, "broker started");
+        // Loads the __consumer_offsets partitions led here, then keeps group timers.
+        tracker.spawn(group::run(state.clone(), shutdown.clone()));
+        tracing::info!(node_id = config.node_id, %local_addr, "broker started");
         Ok(Broker {
             local_addr,
             state,
             tracker,
+            quorum,
+            registration,
         })
+    }
+
+    /// Controlled shutdown (a cluster broker): leadership moves to other
+    /// replicas before the process stops, so clients lose no availability.
+    pub async fn controlled_shutdown(&self) {
+        if let Some(client) = &self.quorum {
+            lifecycle::controlled_shutdown(&self.state, client, &self.registration).await;
+        }
     }
 
     /// Waits for every task to finish after the shutdown token fired, then

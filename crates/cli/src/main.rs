@@ -3,7 +3,9 @@
 
 mod admin;
 mod bench;
+mod cluster;
 mod console;
+mod dev;
 mod server;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -48,13 +50,17 @@ enum Command {
     Produce(console::ProduceArgs),
     /// Print records of a topic.
     Consume(console::ConsumeArgs),
+    /// Start a local cluster of N broker+controller nodes as separate processes.
+    Dev(dev::DevArgs),
+    /// Describe the cluster's brokers or its metadata quorum.
+    Cluster(cluster::ClusterArgs),
     /// Measure produce or consume throughput and latency (like kafka-producer-perf-test).
     Bench(bench::BenchArgs),
 }
 
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -86,6 +92,8 @@ fn main() -> std::process::ExitCode {
             Command::Produce(args) => console::produce(args).await,
             Command::Consume(args) => console::consume(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Dev(args) => dev::run(args).await,
+            Command::Cluster(args) => cluster::run(args).await,
         }
     });
     match result {

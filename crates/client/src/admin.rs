@@ -122,6 +122,19 @@ pub struct BrokerDescription {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    /// Fenced brokers lead nothing (DescribeCluster v2+; false otherwise).
+    pub fenced: bool,
+}
+
+/// The metadata quorum as DescribeQuorum reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuorumDescription {
+    /// The active controller, -1 when there is none.
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+    pub high_watermark: i64,
+    /// Each voter's id and log end offset (-1 when unknown).
+    pub voters: Vec<(i32, i64)>,
 }
 
 /// The cluster as DescribeCluster (or Metadata) reports it.
@@ -484,6 +497,7 @@ impl Admin {
                     host: b.host.to_string(),
                     port: b.port,
                     rack: b.rack.as_ref().map(|r| r.to_string()),
+                    fenced: b.is_fenced,
                 })
                 .collect();
             brokers.sort_by_key(|b| b.id);
@@ -505,7 +519,39 @@ impl Admin {
                     host: b.host.clone(),
                     port: b.port,
                     rack: b.rack.clone(),
+                    fenced: false,
                 })
+                .collect(),
+        })
+    }
+
+    /// The metadata quorum: leader, epoch, high watermark, voters (DescribeQuorum).
+    pub async fn describe_quorum(&self) -> Result<QuorumDescription> {
+        use kafka_protocol::messages::describe_quorum_request::{PartitionData, TopicData};
+        let connection = self.cluster.any_connection().await?;
+        let request = kafka_protocol::messages::DescribeQuorumRequest::default().with_topics(vec![
+            TopicData::default()
+                .with_topic_name(TopicName(str_bytes("__cluster_metadata")))
+                .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+        ]);
+        let response = connection.send(request).await?;
+        ClientError::check(response.error_code, response.error_message.as_ref())?;
+        let p = response
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or_else(|| {
+                ClientError::Protocol("DescribeQuorum answer has no partition".into())
+            })?;
+        ClientError::check(p.error_code, p.error_message.as_ref())?;
+        Ok(QuorumDescription {
+            leader_id: p.leader_id.0,
+            leader_epoch: p.leader_epoch,
+            high_watermark: p.high_watermark,
+            voters: p
+                .current_voters
+                .iter()
+                .map(|v| (v.replica_id.0, v.log_end_offset))
                 .collect(),
         })
     }

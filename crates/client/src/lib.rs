@@ -22,7 +22,7 @@ pub mod records;
 
 pub use admin::{
     Admin, BrokerDescription, ClusterDescription, ConfigEntry, CreateTopicResult, NewTopic,
-    OffsetSpec, PartitionDescription, TopicDescription, TopicResult,
+    OffsetSpec, PartitionDescription, QuorumDescription, TopicDescription, TopicResult,
 };
 pub use bench::{BenchProduceOptions, BenchReport};
 pub use cluster::Cluster;

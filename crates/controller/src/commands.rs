@@ -16,26 +16,63 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataCommand {
     /// Sets the cluster id once; later ones are ignored.
-    InitCluster { cluster_id: String },
+    InitCluster {
+        cluster_id: String,
+    },
     /// A broker process (re)starts. It stays fenced until it heartbeats.
-    RegisterBroker { broker_id: i32, incarnation_id: String, host: String, port: u16, rack: Option<String> },
+    RegisterBroker {
+        broker_id: i32,
+        incarnation_id: String,
+        host: String,
+        port: u16,
+        rack: Option<String>,
+    },
     /// The broker caught up with the metadata log and heartbeats: it may lead.
-    UnfenceBroker { broker_id: i32 },
+    UnfenceBroker {
+        broker_id: i32,
+    },
     /// The broker missed its session timeout: it leads nothing any more.
-    FenceBroker { broker_id: i32 },
+    FenceBroker {
+        broker_id: i32,
+    },
     /// Controlled shutdown: leadership moves away, then the broker exits.
-    ShutdownBroker { broker_id: i32 },
-    CreateTopic { name: String, topic_id: TopicId, assignments: Vec<Vec<i32>>, configs: BTreeMap<String, String> },
-    DeleteTopic { name: String },
-    CreatePartitions { name: String, assignments: Vec<Vec<i32>> },
+    ShutdownBroker {
+        broker_id: i32,
+    },
+    CreateTopic {
+        name: String,
+        topic_id: TopicId,
+        assignments: Vec<Vec<i32>>,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        assignments: Vec<Vec<i32>>,
+    },
     /// `Some` sets a topic config override, `None` removes it.
-    AlterTopicConfigs { name: String, changes: Vec<(String, Option<String>)> },
+    AlterTopicConfigs {
+        name: String,
+        changes: Vec<(String, Option<String>)>,
+    },
     /// Reserves `count` producer ids; the result is the first one.
-    AllocateProducerIds { count: i64 },
+    AllocateProducerIds {
+        count: i64,
+    },
     /// Moves leadership to the preferred replica where it is live and in the ISR.
-    ElectPreferredLeaders { partitions: Option<Vec<(String, i32)>> },
+    ElectPreferredLeaders {
+        partitions: Option<Vec<(String, i32)>>,
+    },
     /// A leader's ISR change, accepted only with the current partition epoch.
-    AlterPartition { topic: String, partition: i32, leader_id: i32, partition_epoch: i32, isr: Vec<i32> },
+    AlterPartition {
+        topic: String,
+        partition: i32,
+        leader_id: i32,
+        partition_epoch: i32,
+        isr: Vec<i32>,
+    },
 }
 
 /// What applying a command produced.
@@ -46,22 +83,36 @@ pub enum CommandResult {
     Topic(TopicRecord),
     ProducerIdStart(i64),
     /// The command was refused; nothing changed.
-    Error { code: i16, message: String },
+    Error {
+        code: i16,
+        message: String,
+    },
 }
 
 fn refused(code: ErrorCode, message: impl Into<String>) -> CommandResult {
-    CommandResult::Error { code: code.code(), message: message.into() }
+    CommandResult::Error {
+        code: code.code(),
+        message: message.into(),
+    }
 }
 
 /// Applies one committed command at `log_index` to the image.
-pub fn apply(image: &mut MetadataImage, command: &MetadataCommand, log_index: u64) -> CommandResult {
+pub fn apply(
+    image: &mut MetadataImage,
+    command: &MetadataCommand,
+    log_index: u64,
+) -> CommandResult {
     let result = apply_inner(image, command, log_index);
     image.version = log_index;
     image.reindex();
     result
 }
 
-fn apply_inner(image: &mut MetadataImage, command: &MetadataCommand, log_index: u64) -> CommandResult {
+fn apply_inner(
+    image: &mut MetadataImage,
+    command: &MetadataCommand,
+    log_index: u64,
+) -> CommandResult {
     match command {
         MetadataCommand::InitCluster { cluster_id } => {
             if image.cluster_id.is_empty() {
@@ -69,10 +120,22 @@ fn apply_inner(image: &mut MetadataImage, command: &MetadataCommand, log_index: 
             }
             CommandResult::Ok
         }
-        MetadataCommand::RegisterBroker { broker_id, incarnation_id: _, host, port, rack } => {
+        MetadataCommand::RegisterBroker {
+            broker_id,
+            incarnation_id: _,
+            host,
+            port,
+            rack,
+        } => {
             image.brokers.insert(
                 *broker_id,
-                BrokerRegistration { node_id: *broker_id, host: host.clone(), port: *port, rack: rack.clone(), fenced: true },
+                BrokerRegistration {
+                    node_id: *broker_id,
+                    host: host.clone(),
+                    port: *port,
+                    rack: rack.clone(),
+                    fenced: true,
+                },
             );
             image.broker_epochs.insert(*broker_id, log_index as i64);
             image.shutting_down.remove(broker_id);
@@ -80,7 +143,10 @@ fn apply_inner(image: &mut MetadataImage, command: &MetadataCommand, log_index: 
         }
         MetadataCommand::UnfenceBroker { broker_id } => {
             let Some(b) = image.brokers.get_mut(broker_id) else {
-                return refused(ErrorCode(69), format!("broker {broker_id} is not registered"));
+                return refused(
+                    ErrorCode(69),
+                    format!("broker {broker_id} is not registered"),
+                );
             };
             b.fenced = false;
             image.shutting_down.remove(broker_id);
@@ -96,9 +162,13 @@ fn apply_inner(image: &mut MetadataImage, command: &MetadataCommand, log_index: 
             }
             CommandResult::Ok
         }
-        MetadataCommand::FenceBroker { broker_id } | MetadataCommand::ShutdownBroker { broker_id } => {
+        MetadataCommand::FenceBroker { broker_id }
+        | MetadataCommand::ShutdownBroker { broker_id } => {
             let Some(b) = image.brokers.get_mut(broker_id) else {
-                return refused(ErrorCode(69), format!("broker {broker_id} is not registered"));
+                return refused(
+                    ErrorCode(69),
+                    format!("broker {broker_id} is not registered"),
+                );
             };
             b.fenced = true;
             if matches!(command, MetadataCommand::ShutdownBroker { .. }) {
@@ -107,14 +177,26 @@ fn apply_inner(image: &mut MetadataImage, command: &MetadataCommand, log_index: 
             move_leadership_away(image, *broker_id);
             CommandResult::Ok
         }
-        MetadataCommand::CreateTopic { name, topic_id, assignments, configs } => {
+        MetadataCommand::CreateTopic {
+            name,
+            topic_id,
+            assignments,
+            configs,
+        } => {
             if image.topics.contains_key(name) {
-                return refused(ErrorCode::TOPIC_ALREADY_EXISTS, format!("topic '{name}' already exists"));
+                return refused(
+                    ErrorCode::TOPIC_ALREADY_EXISTS,
+                    format!("topic '{name}' already exists"),
+                );
             }
             let record = TopicRecord {
                 name: name.clone(),
                 id: *topic_id,
-                partitions: assignments.iter().enumerate().map(|(i, r)| new_partition(image, i as i32, r)).collect(),
+                partitions: assignments
+                    .iter()
+                    .enumerate()
+                    .map(|(i, r)| new_partition(image, i as i32, r))
+                    .collect(),
                 configs: configs.clone(),
             };
             image.topics.insert(name.clone(), record.clone());
@@ -122,14 +204,23 @@ fn apply_inner(image: &mut MetadataImage, command: &MetadataCommand, log_index: 
         }
         MetadataCommand::DeleteTopic { name } => match image.topics.remove(name) {
             Some(_) => CommandResult::Ok,
-            None => refused(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("topic '{name}' does not exist")),
+            None => refused(
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("topic '{name}' does not exist"),
+            ),
         },
         MetadataCommand::CreatePartitions { name, assignments } => {
             let Some(current) = image.topics.get(name).map(|t| t.partitions.len() as i32) else {
-                return refused(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("topic '{name}' does not exist"));
+                return refused(
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("topic '{name}' does not exist"),
+                );
             };
-            let added: Vec<PartitionRecord> =
-                assignments.iter().enumerate().map(|(i, r)| new_partition(image, current + i as i32, r)).collect();
+            let added: Vec<PartitionRecord> = assignments
+                .iter()
+                .enumerate()
+                .map(|(i, r)| new_partition(image, current + i as i32, r))
+                .collect();
             if let Some(t) = image.topics.get_mut(name) {
                 t.partitions.extend(added);
             }
@@ -137,7 +228,10 @@ fn apply_inner(image: &mut MetadataImage, command: &MetadataCommand, log_index: 
         }
         MetadataCommand::AlterTopicConfigs { name, changes } => {
             let Some(t) = image.topics.get_mut(name) else {
-                return refused(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("topic '{name}' does not exist"));
+                return refused(
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("topic '{name}' does not exist"),
+                );
             };
             for (k, v) in changes {
                 match v {
@@ -161,12 +255,20 @@ fn apply_inner(image: &mut MetadataImage, command: &MetadataCommand, log_index: 
             for topic in image.topics.values_mut() {
                 for p in &mut topic.partitions {
                     if let Some(wanted) = partitions {
-                        if !wanted.iter().any(|(t, i)| *t == topic.name && *i == p.partition) {
+                        if !wanted
+                            .iter()
+                            .any(|(t, i)| *t == topic.name && *i == p.partition)
+                        {
                             continue;
                         }
                     }
-                    let Some(&preferred) = p.replicas.first() else { continue };
-                    if p.leader != preferred && live.contains(&preferred) && p.isr.contains(&preferred) {
+                    let Some(&preferred) = p.replicas.first() else {
+                        continue;
+                    };
+                    if p.leader != preferred
+                        && live.contains(&preferred)
+                        && p.isr.contains(&preferred)
+                    {
                         p.leader = preferred;
                         p.leader_epoch += 1;
                         p.partition_epoch += 1;
@@ -175,24 +277,55 @@ fn apply_inner(image: &mut MetadataImage, command: &MetadataCommand, log_index: 
             }
             CommandResult::Ok
         }
-        MetadataCommand::AlterPartition { topic, partition, leader_id, partition_epoch, isr } => {
+        MetadataCommand::AlterPartition {
+            topic,
+            partition,
+            leader_id,
+            partition_epoch,
+            isr,
+        } => {
             let live: Vec<i32> = image.live_brokers().map(|b| b.node_id).collect();
-            let Some(p) = image.topics.get_mut(topic).and_then(|t| t.partitions.get_mut(*partition as usize)) else {
-                return refused(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION, format!("{topic}-{partition} does not exist"));
+            let Some(p) = image
+                .topics
+                .get_mut(topic)
+                .and_then(|t| t.partitions.get_mut(*partition as usize))
+            else {
+                return refused(
+                    ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                    format!("{topic}-{partition} does not exist"),
+                );
             };
             if p.leader != *leader_id {
-                return refused(ErrorCode::NOT_LEADER_OR_FOLLOWER, format!("broker {leader_id} does not lead {topic}-{partition}"));
+                return refused(
+                    ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                    format!("broker {leader_id} does not lead {topic}-{partition}"),
+                );
             }
             if p.partition_epoch != *partition_epoch {
                 // INVALID_UPDATE_VERSION: the leader works from a stale partition state.
-                return refused(ErrorCode(95), format!("partition epoch {partition_epoch} is not the current {}", p.partition_epoch));
+                return refused(
+                    ErrorCode(95),
+                    format!(
+                        "partition epoch {partition_epoch} is not the current {}",
+                        p.partition_epoch
+                    ),
+                );
             }
-            if isr.is_empty() || !isr.contains(leader_id) || isr.iter().any(|r| !p.replicas.contains(r)) {
-                return refused(ErrorCode::INVALID_REQUEST, "the ISR must hold the leader and only replicas".to_string());
+            if isr.is_empty()
+                || !isr.contains(leader_id)
+                || isr.iter().any(|r| !p.replicas.contains(r))
+            {
+                return refused(
+                    ErrorCode::INVALID_REQUEST,
+                    "the ISR must hold the leader and only replicas".to_string(),
+                );
             }
             if let Some(r) = isr.iter().find(|r| **r != *leader_id && !live.contains(r)) {
                 // INELIGIBLE_REPLICA: a fenced broker cannot join the ISR.
-                return refused(ErrorCode(107), format!("broker {r} is fenced and cannot join the ISR"));
+                return refused(
+                    ErrorCode(107),
+                    format!("broker {r} is fenced and cannot join the ISR"),
+                );
             }
             p.isr = isr.clone();
             p.partition_epoch += 1;
@@ -204,8 +337,19 @@ fn apply_inner(image: &mut MetadataImage, command: &MetadataCommand, log_index: 
 fn new_partition(image: &MetadataImage, partition: i32, replicas: &[i32]) -> PartitionRecord {
     let live: Vec<i32> = image.live_brokers().map(|b| b.node_id).collect();
     // The preferred (first) live replica leads; all replicas start in the ISR.
-    let leader = replicas.iter().copied().find(|r| live.contains(r)).unwrap_or(-1);
-    PartitionRecord { partition, replicas: replicas.to_vec(), isr: replicas.to_vec(), leader, leader_epoch: 0, partition_epoch: 0 }
+    let leader = replicas
+        .iter()
+        .copied()
+        .find(|r| live.contains(r))
+        .unwrap_or(-1);
+    PartitionRecord {
+        partition,
+        replicas: replicas.to_vec(),
+        isr: replicas.to_vec(),
+        leader,
+        leader_epoch: 0,
+        partition_epoch: 0,
+    }
 }
 
 /// A broker stopped leading: every partition it led elects a new leader from
@@ -216,7 +360,11 @@ fn new_partition(image: &MetadataImage, partition: i32, replicas: &[i32]) -> Par
 fn move_leadership_away(image: &mut MetadataImage, broker_id: i32) {
     let live: Vec<i32> = image.live_brokers().map(|b| b.node_id).collect();
     for topic in image.topics.values_mut() {
-        let unclean = topic.configs.get("unclean.leader.election.enable").map(|v| v == "true").unwrap_or(false);
+        let unclean = topic
+            .configs
+            .get("unclean.leader.election.enable")
+            .map(|v| v == "true")
+            .unwrap_or(false);
         for p in &mut topic.partitions {
             if !p.replicas.contains(&broker_id) {
                 continue;
@@ -227,10 +375,18 @@ fn move_leadership_away(image: &mut MetadataImage, broker_id: i32) {
                 changed = true;
             }
             if p.leader == broker_id {
-                let clean = p.replicas.iter().copied().find(|r| *r != broker_id && live.contains(r) && p.isr.contains(r));
+                let clean = p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|r| *r != broker_id && live.contains(r) && p.isr.contains(r));
                 let next = match clean {
                     Some(r) => Some(r),
-                    None if unclean => p.replicas.iter().copied().find(|r| *r != broker_id && live.contains(r)),
+                    None if unclean => p
+                        .replicas
+                        .iter()
+                        .copied()
+                        .find(|r| *r != broker_id && live.contains(r)),
                     None => None,
                 };
                 match next {
@@ -263,17 +419,45 @@ mod tests {
             index += 1;
             apply(image, &c, index)
         };
-        step(&mut image, MetadataCommand::InitCluster { cluster_id: "c1".into() });
+        step(
+            &mut image,
+            MetadataCommand::InitCluster {
+                cluster_id: "c1".into(),
+            },
+        );
         for b in brokers {
-            step(&mut image, MetadataCommand::RegisterBroker { broker_id: *b, incarnation_id: format!("i{b}"), host: "h".into(), port: 9000 + *b as u16, rack: None });
+            step(
+                &mut image,
+                MetadataCommand::RegisterBroker {
+                    broker_id: *b,
+                    incarnation_id: format!("i{b}"),
+                    host: "h".into(),
+                    port: 9000 + *b as u16,
+                    rack: None,
+                },
+            );
             step(&mut image, MetadataCommand::UnfenceBroker { broker_id: *b });
         }
         (image, index)
     }
 
-    fn topic(image: &mut MetadataImage, index: &mut u64, name: &str, assignments: Vec<Vec<i32>>) -> CommandResult {
+    fn topic(
+        image: &mut MetadataImage,
+        index: &mut u64,
+        name: &str,
+        assignments: Vec<Vec<i32>>,
+    ) -> CommandResult {
         *index += 1;
-        apply(image, &MetadataCommand::CreateTopic { name: name.into(), topic_id: TopicId::random(), assignments, configs: BTreeMap::new() }, *index)
+        apply(
+            image,
+            &MetadataCommand::CreateTopic {
+                name: name.into(),
+                topic_id: TopicId::random(),
+                assignments,
+                configs: BTreeMap::new(),
+            },
+            *index,
+        )
     }
 
     fn run(image: &mut MetadataImage, index: &mut u64, c: MetadataCommand) -> CommandResult {
@@ -284,26 +468,54 @@ mod tests {
     #[test]
     fn registration_fences_until_unfenced_and_epoch_is_the_log_index() {
         let mut image = MetadataImage::default();
-        let r = apply(&mut image, &MetadataCommand::RegisterBroker { broker_id: 7, incarnation_id: "x".into(), host: "h".into(), port: 1, rack: Some("r1".into()) }, 42);
+        let r = apply(
+            &mut image,
+            &MetadataCommand::RegisterBroker {
+                broker_id: 7,
+                incarnation_id: "x".into(),
+                host: "h".into(),
+                port: 1,
+                rack: Some("r1".into()),
+            },
+            42,
+        );
         assert_eq!(r, CommandResult::BrokerEpoch(42));
         assert!(image.brokers[&7].fenced);
         assert_eq!(image.version, 42);
-        apply(&mut image, &MetadataCommand::UnfenceBroker { broker_id: 7 }, 43);
+        apply(
+            &mut image,
+            &MetadataCommand::UnfenceBroker { broker_id: 7 },
+            43,
+        );
         assert!(!image.brokers[&7].fenced);
-        assert!(matches!(apply(&mut image, &MetadataCommand::UnfenceBroker { broker_id: 8 }, 44), CommandResult::Error { .. }));
+        assert!(matches!(
+            apply(
+                &mut image,
+                &MetadataCommand::UnfenceBroker { broker_id: 8 },
+                44
+            ),
+            CommandResult::Error { .. }
+        ));
     }
 
     #[test]
     fn fencing_a_leader_elects_from_the_isr_and_bumps_epochs() {
         let (mut image, mut i) = cluster(&[1, 2, 3]);
         topic(&mut image, &mut i, "t", vec![vec![1, 2, 3], vec![2, 3, 1]]);
-        run(&mut image, &mut i, MetadataCommand::FenceBroker { broker_id: 1 });
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::FenceBroker { broker_id: 1 },
+        );
         let p0 = &image.topics["t"].partitions[0];
         assert_eq!(p0.leader, 2);
         assert_eq!(p0.isr, vec![2, 3]);
         assert_eq!((p0.leader_epoch, p0.partition_epoch), (1, 1));
         let p1 = &image.topics["t"].partitions[1];
-        assert_eq!(p1.leader, 2, "a partition the fenced broker did not lead keeps its leader");
+        assert_eq!(
+            p1.leader, 2,
+            "a partition the fenced broker did not lead keeps its leader"
+        );
         assert_eq!((p1.leader_epoch, p1.isr.clone()), (0, vec![2, 3]));
     }
 
@@ -311,15 +523,31 @@ mod tests {
     fn the_last_isr_member_is_kept_and_the_partition_goes_leaderless() {
         let (mut image, mut i) = cluster(&[1, 2]);
         topic(&mut image, &mut i, "t", vec![vec![1, 2]]);
-        run(&mut image, &mut i, MetadataCommand::FenceBroker { broker_id: 2 });
-        run(&mut image, &mut i, MetadataCommand::FenceBroker { broker_id: 1 });
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::FenceBroker { broker_id: 2 },
+        );
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::FenceBroker { broker_id: 1 },
+        );
         let p = &image.topics["t"].partitions[0];
         assert_eq!(p.leader, -1);
         assert_eq!(p.isr, vec![1]);
         // Broker 2 is not in the ISR: its return does not make it leader (no unclean election).
-        run(&mut image, &mut i, MetadataCommand::UnfenceBroker { broker_id: 2 });
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::UnfenceBroker { broker_id: 2 },
+        );
         assert_eq!(image.topics["t"].partitions[0].leader, -1);
-        run(&mut image, &mut i, MetadataCommand::UnfenceBroker { broker_id: 1 });
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::UnfenceBroker { broker_id: 1 },
+        );
         let p = &image.topics["t"].partitions[0];
         assert_eq!((p.leader, p.leader_epoch), (1, 2));
     }
@@ -329,12 +557,41 @@ mod tests {
         for (unclean, expected_leader) in [(false, -1), (true, 2)] {
             let (mut image, mut i) = cluster(&[1, 2]);
             let mut configs = BTreeMap::new();
-            configs.insert("unclean.leader.election.enable".to_string(), unclean.to_string());
-            run(&mut image, &mut i, MetadataCommand::CreateTopic { name: "t".into(), topic_id: TopicId::random(), assignments: vec![vec![1, 2]], configs });
+            configs.insert(
+                "unclean.leader.election.enable".to_string(),
+                unclean.to_string(),
+            );
+            run(
+                &mut image,
+                &mut i,
+                MetadataCommand::CreateTopic {
+                    name: "t".into(),
+                    topic_id: TopicId::random(),
+                    assignments: vec![vec![1, 2]],
+                    configs,
+                },
+            );
             // Broker 2 drops out of the ISR, then the leader dies.
-            run(&mut image, &mut i, MetadataCommand::AlterPartition { topic: "t".into(), partition: 0, leader_id: 1, partition_epoch: 0, isr: vec![1] });
-            run(&mut image, &mut i, MetadataCommand::FenceBroker { broker_id: 1 });
-            assert_eq!(image.topics["t"].partitions[0].leader, expected_leader, "unclean={unclean}");
+            run(
+                &mut image,
+                &mut i,
+                MetadataCommand::AlterPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                    leader_id: 1,
+                    partition_epoch: 0,
+                    isr: vec![1],
+                },
+            );
+            run(
+                &mut image,
+                &mut i,
+                MetadataCommand::FenceBroker { broker_id: 1 },
+            );
+            assert_eq!(
+                image.topics["t"].partitions[0].leader, expected_leader,
+                "unclean={unclean}"
+            );
         }
     }
 
@@ -342,14 +599,61 @@ mod tests {
     fn alter_partition_needs_the_current_partition_epoch_and_live_members() {
         let (mut image, mut i) = cluster(&[1, 2, 3]);
         topic(&mut image, &mut i, "t", vec![vec![1, 2, 3]]);
-        let stale = run(&mut image, &mut i, MetadataCommand::AlterPartition { topic: "t".into(), partition: 0, leader_id: 1, partition_epoch: 5, isr: vec![1] });
+        let stale = run(
+            &mut image,
+            &mut i,
+            MetadataCommand::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader_id: 1,
+                partition_epoch: 5,
+                isr: vec![1],
+            },
+        );
         assert!(matches!(stale, CommandResult::Error { code: 95, .. }));
-        let not_leader = run(&mut image, &mut i, MetadataCommand::AlterPartition { topic: "t".into(), partition: 0, leader_id: 2, partition_epoch: 0, isr: vec![2] });
+        let not_leader = run(
+            &mut image,
+            &mut i,
+            MetadataCommand::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader_id: 2,
+                partition_epoch: 0,
+                isr: vec![2],
+            },
+        );
         assert!(matches!(not_leader, CommandResult::Error { code: 6, .. }));
-        assert_eq!(run(&mut image, &mut i, MetadataCommand::AlterPartition { topic: "t".into(), partition: 0, leader_id: 1, partition_epoch: 0, isr: vec![1, 3] }), CommandResult::Ok);
+        assert_eq!(
+            run(
+                &mut image,
+                &mut i,
+                MetadataCommand::AlterPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                    leader_id: 1,
+                    partition_epoch: 0,
+                    isr: vec![1, 3]
+                }
+            ),
+            CommandResult::Ok
+        );
         assert_eq!(image.topics["t"].partitions[0].partition_epoch, 1);
-        run(&mut image, &mut i, MetadataCommand::FenceBroker { broker_id: 2 });
-        let fenced = run(&mut image, &mut i, MetadataCommand::AlterPartition { topic: "t".into(), partition: 0, leader_id: 1, partition_epoch: 1, isr: vec![1, 2, 3] });
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::FenceBroker { broker_id: 2 },
+        );
+        let fenced = run(
+            &mut image,
+            &mut i,
+            MetadataCommand::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader_id: 1,
+                partition_epoch: 1,
+                isr: vec![1, 2, 3],
+            },
+        );
         assert!(matches!(fenced, CommandResult::Error { code: 107, .. }));
     }
 
@@ -357,29 +661,102 @@ mod tests {
     fn preferred_leaders_come_back_and_shutdown_moves_leadership() {
         let (mut image, mut i) = cluster(&[1, 2, 3]);
         topic(&mut image, &mut i, "t", vec![vec![1, 2, 3]]);
-        run(&mut image, &mut i, MetadataCommand::ShutdownBroker { broker_id: 1 });
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::ShutdownBroker { broker_id: 1 },
+        );
         assert_eq!(image.topics["t"].partitions[0].leader, 2);
         assert!(image.shutting_down.contains(&1));
-        run(&mut image, &mut i, MetadataCommand::RegisterBroker { broker_id: 1, incarnation_id: "new".into(), host: "h".into(), port: 1, rack: None });
-        run(&mut image, &mut i, MetadataCommand::UnfenceBroker { broker_id: 1 });
-        run(&mut image, &mut i, MetadataCommand::AlterPartition { topic: "t".into(), partition: 0, leader_id: 2, partition_epoch: 1, isr: vec![2, 3, 1] });
-        run(&mut image, &mut i, MetadataCommand::ElectPreferredLeaders { partitions: None });
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::RegisterBroker {
+                broker_id: 1,
+                incarnation_id: "new".into(),
+                host: "h".into(),
+                port: 1,
+                rack: None,
+            },
+        );
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::UnfenceBroker { broker_id: 1 },
+        );
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader_id: 2,
+                partition_epoch: 1,
+                isr: vec![2, 3, 1],
+            },
+        );
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::ElectPreferredLeaders { partitions: None },
+        );
         assert_eq!(image.topics["t"].partitions[0].leader, 1);
     }
 
     #[test]
     fn topics_partitions_configs_and_producer_ids() {
         let (mut image, mut i) = cluster(&[1]);
-        assert!(matches!(topic(&mut image, &mut i, "t", vec![vec![1]]), CommandResult::Topic(_)));
-        assert!(matches!(topic(&mut image, &mut i, "t", vec![vec![1]]), CommandResult::Error { code: 36, .. }));
-        run(&mut image, &mut i, MetadataCommand::CreatePartitions { name: "t".into(), assignments: vec![vec![1], vec![1]] });
+        assert!(matches!(
+            topic(&mut image, &mut i, "t", vec![vec![1]]),
+            CommandResult::Topic(_)
+        ));
+        assert!(matches!(
+            topic(&mut image, &mut i, "t", vec![vec![1]]),
+            CommandResult::Error { code: 36, .. }
+        ));
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::CreatePartitions {
+                name: "t".into(),
+                assignments: vec![vec![1], vec![1]],
+            },
+        );
         assert_eq!(image.topics["t"].partitions.len(), 3);
         assert_eq!(image.topics["t"].partitions[2].partition, 2);
-        run(&mut image, &mut i, MetadataCommand::AlterTopicConfigs { name: "t".into(), changes: vec![("retention.ms".into(), Some("5".into()))] });
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::AlterTopicConfigs {
+                name: "t".into(),
+                changes: vec![("retention.ms".into(), Some("5".into()))],
+            },
+        );
         assert_eq!(image.topics["t"].configs["retention.ms"], "5");
-        assert_eq!(run(&mut image, &mut i, MetadataCommand::AllocateProducerIds { count: 1000 }), CommandResult::ProducerIdStart(0));
-        assert_eq!(run(&mut image, &mut i, MetadataCommand::AllocateProducerIds { count: 1000 }), CommandResult::ProducerIdStart(1000));
-        assert_eq!(run(&mut image, &mut i, MetadataCommand::DeleteTopic { name: "t".into() }), CommandResult::Ok);
+        assert_eq!(
+            run(
+                &mut image,
+                &mut i,
+                MetadataCommand::AllocateProducerIds { count: 1000 }
+            ),
+            CommandResult::ProducerIdStart(0)
+        );
+        assert_eq!(
+            run(
+                &mut image,
+                &mut i,
+                MetadataCommand::AllocateProducerIds { count: 1000 }
+            ),
+            CommandResult::ProducerIdStart(1000)
+        );
+        assert_eq!(
+            run(
+                &mut image,
+                &mut i,
+                MetadataCommand::DeleteTopic { name: "t".into() }
+            ),
+            CommandResult::Ok
+        );
         assert!(image.topics.is_empty());
         assert_eq!(image.cluster_id, "c1");
     }

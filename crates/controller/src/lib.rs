@@ -10,3 +10,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod commands;
+pub mod node;
+pub mod raft;
+pub mod service;
+
+pub use node::{ControllerConfig, ControllerError, ControllerNode, QuorumStatus};

@@ -412,6 +412,15 @@ pub static BROKER_CONFIGS: &[(&str, &str)] = &[
     ("socket.request.max.bytes", "104857600"),
     ("log.retention.check.interval.ms", "300000"),
     ("cluster.id", ""),
+    ("offsets.topic.num.partitions", "50"),
+    ("offsets.topic.replication.factor", "3"),
+    ("offsets.topic.segment.bytes", "104857600"),
+    ("offsets.retention.minutes", "10080"),
+    ("offsets.retention.check.interval.ms", "600000"),
+    ("offsets.commit.timeout.ms", "5000"),
+    ("group.initial.rebalance.delay.ms", "3000"),
+    ("group.min.session.timeout.ms", "6000"),
+    ("group.max.session.timeout.ms", "1800000"),
 ];
 
 impl BrokerConfig {

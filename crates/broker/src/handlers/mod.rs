@@ -17,17 +17,29 @@ use crate::BrokerState;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod describe_log_dirs;
+mod describe_quorum;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod incremental_alter_configs;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod sync_group;
 
 /// What the connection does after one request.
 pub enum Outcome {
@@ -108,6 +120,15 @@ pub async fn handle_frame(state: &BrokerState, frame: Bytes, peer: SocketAddr) -
         Fetch => fetch,
         ListOffsets => list_offsets,
         Metadata => metadata,
+        OffsetCommit => offset_commit,
+        OffsetFetch => offset_fetch,
+        FindCoordinator => find_coordinator,
+        JoinGroup => join_group,
+        Heartbeat => heartbeat,
+        LeaveGroup => leave_group,
+        SyncGroup => sync_group,
+        DescribeGroups => describe_groups,
+        ListGroups => list_groups,
         ApiVersions => api_versions,
         CreateTopics => create_topics,
         DeleteTopics => delete_topics,
@@ -116,8 +137,11 @@ pub async fn handle_frame(state: &BrokerState, frame: Bytes, peer: SocketAddr) -
         DescribeConfigs => describe_configs,
         DescribeLogDirs => describe_log_dirs,
         CreatePartitions => create_partitions,
+        DeleteGroups => delete_groups,
         IncrementalAlterConfigs => incremental_alter_configs,
+        OffsetDelete => offset_delete,
         DescribeCluster => describe_cluster,
+        DescribeQuorum => describe_quorum,
     }
 }
 

@@ -1,0 +1,694 @@
+//! The consumer-group coordinator (Kafka's classic group protocol).
+//!
+//! A group belongs to one partition of `__consumer_offsets`:
+//! `abs(java_hash(group_id)) % offsets.topic.num.partitions`. Its
+//! coordinator is whichever broker leads that partition, and everything the
+//! coordinator knows (committed offsets, membership after each rebalance)
+//! is written to that partition as Kafka-format records ([`records`]).
+//! A broker that becomes leader of an offsets partition rebuilds the
+//! partition's groups by replaying it ([`GroupCoordinator::load_partitions`]),
+//! so once partitions are replicated a new leader takes over the groups of
+//! a failed one with nothing else to copy.
+//!
+//! Locks: the group table is a `parking_lot::RwLock` of per-group
+//! `parking_lot::Mutex`es. Neither is held across `.await`; delayed
+//! JoinGroup/SyncGroup answers travel through oneshot channels. Appends to
+//! `__consumer_offsets` are synchronous writes done under the group's lock,
+//! so a group's records are stored in the order its state changed.
+//!
+//! Timers: one task ([`run`]) ticks every [`TICK`] and drives rebalance
+//! deadlines, session expiry, offset retention and partition loading.
+
+pub mod records;
+pub mod state;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ConsumerProtocolSubscription;
+use kafka_protocol::protocol::Decodable;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use kraftwerk_types::ErrorCode;
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Notify;
+use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::controller::NewTopic;
+use crate::BrokerState;
+use records::{OffsetValue, RecordKey};
+use state::{Group, GroupSettings, GroupState};
+
+pub use state::{JoinRequest, JoinResult, Reply, SyncResult};
+
+/// Kafka's internal topic for offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// How often the timer task looks at groups and partitions.
+pub const TICK: Duration = Duration::from_millis(100);
+/// Kafka's `offset.metadata.max.bytes` default.
+pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+/// How much one read of a partition being loaded asks for.
+const LOAD_READ_BYTES: usize = 1024 * 1024;
+
+/// Kafka's `Utils.abs(groupId.hashCode()) % partitions`.
+pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
+    let mut h: i32 = 0;
+    for unit in group_id.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(unit as i32);
+    }
+    (h & 0x7fff_ffff) % partitions.max(1)
+}
+
+/// Topics of a `consumer` protocol subscription (member metadata).
+pub fn parse_subscription(metadata: &Bytes) -> Option<Vec<String>> {
+    if metadata.len() < 2 {
+        return None;
+    }
+    let version = i16::from_be_bytes([metadata[0], metadata[1]]).clamp(0, 3);
+    let mut body = metadata.slice(2..);
+    let sub = ConsumerProtocolSubscription::decode(&mut body, version).ok()?;
+    Some(sub.topics.iter().map(|t| t.to_string()).collect())
+}
+
+/// Broker settings of the coordinator.
+#[derive(Debug, Clone)]
+pub struct CoordinatorConfig {
+    pub offsets_partitions: i32,
+    pub offsets_replication_factor: i16,
+    pub offsets_segment_bytes: i64,
+    pub offsets_retention_ms: i64,
+    pub offsets_retention_check_interval_ms: u64,
+    pub offsets_commit_timeout_ms: u64,
+    pub group: GroupSettings,
+}
+
+impl CoordinatorConfig {
+    pub fn from_broker(config: &kraftwerk_types::BrokerConfig) -> CoordinatorConfig {
+        let num = |key: &str| -> i64 {
+            config
+                .value_of(key)
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        CoordinatorConfig {
+            offsets_partitions: num("offsets.topic.num.partitions").clamp(1, 1000) as i32,
+            offsets_replication_factor: num("offsets.topic.replication.factor").clamp(1, 100)
+                as i16,
+            offsets_segment_bytes: num("offsets.topic.segment.bytes").max(1024),
+            offsets_retention_ms: num("offsets.retention.minutes").max(1) * 60_000,
+            offsets_retention_check_interval_ms: num("offsets.retention.check.interval.ms").max(1)
+                as u64,
+            offsets_commit_timeout_ms: num("offsets.commit.timeout.ms").max(1) as u64,
+            group: GroupSettings {
+                min_session_timeout_ms: num("group.min.session.timeout.ms") as i32,
+                max_session_timeout_ms: num("group.max.session.timeout.ms") as i32,
+                initial_rebalance_delay_ms: num("group.initial.rebalance.delay.ms").max(0) as i32,
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Load {
+    Loading,
+    /// Loaded while leading at this leader epoch.
+    Loaded(i32),
+}
+
+type GroupRef = Arc<Mutex<Group>>;
+
+pub struct GroupCoordinator {
+    pub config: CoordinatorConfig,
+    groups: RwLock<HashMap<String, GroupRef>>,
+    partitions: Mutex<HashMap<i32, Load>>,
+    /// Wakes the timer task to load partitions now (after FindCoordinator).
+    load_wanted: Notify,
+}
+
+/// A group a handler may act on: loaded here and led here.
+pub struct Owned {
+    pub partition: i32,
+}
+
+fn now_ms() -> i64 {
+    crate::handlers_now_ms()
+}
+
+impl GroupCoordinator {
+    pub fn new(config: CoordinatorConfig) -> GroupCoordinator {
+        GroupCoordinator {
+            config,
+            groups: RwLock::new(HashMap::new()),
+            partitions: Mutex::new(HashMap::new()),
+            load_wanted: Notify::new(),
+        }
+    }
+
+    /// The leader of a group's offsets partition per the image, or an error
+    /// to answer FindCoordinator with.
+    pub async fn find_coordinator(
+        &self,
+        state: &BrokerState,
+        group_id: &str,
+    ) -> Result<(i32, String, i32), (ErrorCode, String)> {
+        self.ensure_offsets_topic(state).await?;
+        let image = state.image.load();
+        let p = partition_for(group_id, self.partition_count(state));
+        let leader = image
+            .partition(OFFSETS_TOPIC, p)
+            .map(|r| r.leader)
+            .unwrap_or(-1);
+        let Some(broker) = image.brokers.get(&leader).filter(|b| !b.fenced) else {
+            return Err((
+                ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                format!("{OFFSETS_TOPIC}-{p} has no live leader"),
+            ));
+        };
+        if leader == state.config.node_id {
+            self.load_wanted.notify_one();
+        }
+        Ok((broker.node_id, broker.host.clone(), broker.port as i32))
+    }
+
+    fn partition_count(&self, state: &BrokerState) -> i32 {
+        // The topic as created wins over the config (which may have changed since).
+        state
+            .image
+            .load()
+            .topic(OFFSETS_TOPIC)
+            .map(|t| t.partitions.len() as i32)
+            .filter(|n| *n > 0)
+            .unwrap_or(self.config.offsets_partitions)
+    }
+
+    async fn ensure_offsets_topic(&self, state: &BrokerState) -> Result<(), (ErrorCode, String)> {
+        if state.image.load().topic(OFFSETS_TOPIC).is_some() {
+            return Ok(());
+        }
+        let live = state.image.load().live_brokers().count();
+        let rf = self.config.offsets_replication_factor;
+        if (live as i64) < rf as i64 {
+            let msg = format!(
+                "{OFFSETS_TOPIC} needs offsets.topic.replication.factor={rf} brokers but {live} are alive"
+            );
+            tracing::warn!("{msg}");
+            return Err((ErrorCode::COORDINATOR_NOT_AVAILABLE, msg));
+        }
+        let mut configs = BTreeMap::new();
+        configs.insert("cleanup.policy".to_string(), "compact".to_string());
+        configs.insert(
+            "segment.bytes".to_string(),
+            self.config.offsets_segment_bytes.to_string(),
+        );
+        let topic = NewTopic {
+            name: OFFSETS_TOPIC.to_string(),
+            num_partitions: self.config.offsets_partitions,
+            replication_factor: rf,
+            assignments: None,
+            configs,
+        };
+        match state.control.create_topic(topic, false).await {
+            Ok(_) => tracing::info!(
+                partitions = self.config.offsets_partitions,
+                "created {OFFSETS_TOPIC}"
+            ),
+            Err(e) => {
+                if state.image.load().topic(OFFSETS_TOPIC).is_none() {
+                    tracing::warn!(error = %e, "could not create {OFFSETS_TOPIC}");
+                    return Err((ErrorCode::COORDINATOR_NOT_AVAILABLE, e.to_string()));
+                }
+            }
+        }
+        state.sync_replicas();
+        Ok(())
+    }
+
+    /// Whether this broker coordinates `group_id` right now.
+    pub fn owns(&self, state: &BrokerState, group_id: &str) -> Result<Owned, ErrorCode> {
+        if group_id.is_empty() {
+            return Err(ErrorCode::INVALID_GROUP_ID);
+        }
+        let image = state.image.load();
+        if image.topic(OFFSETS_TOPIC).is_none() {
+            return Err(ErrorCode::NOT_COORDINATOR);
+        }
+        let p = partition_for(group_id, self.partition_count(state));
+        let Some(record) = image.partition(OFFSETS_TOPIC, p) else {
+            return Err(ErrorCode::NOT_COORDINATOR);
+        };
+        if record.leader != state.config.node_id {
+            return Err(ErrorCode::NOT_COORDINATOR);
+        }
+        match self.partitions.lock().get(&p) {
+            Some(Load::Loaded(epoch)) if *epoch == record.leader_epoch => {
+                Ok(Owned { partition: p })
+            }
+            Some(Load::Loaded(_)) | Some(Load::Loading) => {
+                Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)
+            }
+            None => {
+                self.load_wanted.notify_one();
+                Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)
+            }
+        }
+    }
+
+    pub fn group(&self, group_id: &str) -> Option<GroupRef> {
+        self.groups.read().get(group_id).cloned()
+    }
+
+    pub fn group_or_new(&self, group_id: &str) -> GroupRef {
+        if let Some(g) = self.group(group_id) {
+            return g;
+        }
+        self.groups
+            .write()
+            .entry(group_id.to_string())
+            .or_insert_with(|| Arc::new(Mutex::new(Group::new(group_id, now_ms()))))
+            .clone()
+    }
+
+    /// Groups on the partitions this broker coordinates.
+    pub fn all_groups(&self) -> Vec<GroupRef> {
+        self.groups.read().values().cloned().collect()
+    }
+
+    pub fn remove_group(&self, group_id: &str) {
+        self.groups.write().remove(group_id);
+    }
+
+    /// Appends records to an offsets partition this broker leads, as one
+    /// v2 batch. Returns the offset of the last record.
+    pub fn append(
+        &self,
+        state: &BrokerState,
+        partition: i32,
+        records: Vec<(Bytes, Option<Bytes>)>,
+    ) -> Result<i64, ErrorCode> {
+        if records.is_empty() {
+            return Ok(-1);
+        }
+        let image = state.image.load();
+        let led = image
+            .partition(OFFSETS_TOPIC, partition)
+            .is_some_and(|r| r.leader == state.config.node_id);
+        let Some(log) = state.replicas.get(OFFSETS_TOPIC, partition).filter(|_| led) else {
+            return Err(ErrorCode::NOT_COORDINATOR);
+        };
+        let now = now_ms();
+        let batch: Vec<Record> = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, (key, value))| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: -1,
+                timestamp: now,
+                key: Some(key),
+                value,
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let options = RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        };
+        if let Err(e) = RecordBatchEncoder::encode(&mut buf, &batch, &options) {
+            tracing::error!(error = %e, "could not encode a {OFFSETS_TOPIC} batch");
+            return Err(ErrorCode::UNKNOWN_SERVER_ERROR);
+        }
+        let bytes = buf.freeze();
+        let batches = kraftwerk_protocol::batch::validate_all(&bytes).map_err(|e| {
+            tracing::error!(error = %e, "encoded {OFFSETS_TOPIC} batch does not validate");
+            ErrorCode::UNKNOWN_SERVER_ERROR
+        })?;
+        let info = log
+            .log
+            .append_as_leader(batches, log.leader_epoch(), now)
+            .map_err(|e| {
+                tracing::error!(partition, error = %e, "append to {OFFSETS_TOPIC} failed");
+                match e.error_code() {
+                    ErrorCode::MESSAGE_TOO_LARGE | ErrorCode::RECORD_LIST_TOO_LARGE => {
+                        ErrorCode::INVALID_COMMIT_OFFSET_SIZE
+                    }
+                    _ => ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                }
+            })?;
+        state.replicas.notify_appended();
+        Ok(info.last_offset)
+    }
+
+    /// Waits until `offset` of an offsets partition is committed (below the
+    /// high watermark), at most `offsets.commit.timeout.ms`. On a single
+    /// node the high watermark is the log end offset, so this returns at
+    /// once; with replication it waits for the ISR, as acks=all does.
+    pub async fn await_committed(
+        &self,
+        state: &BrokerState,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), ErrorCode> {
+        if offset < 0 {
+            return Ok(());
+        }
+        let deadline =
+            Instant::now() + Duration::from_millis(self.config.offsets_commit_timeout_ms);
+        let mut appended = state.replicas.subscribe_appends();
+        loop {
+            appended.borrow_and_update();
+            let Some(p) = state.replicas.get(OFFSETS_TOPIC, partition) else {
+                return Err(ErrorCode::NOT_COORDINATOR);
+            };
+            if p.high_watermark() > offset {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return Err(ErrorCode::REQUEST_TIMED_OUT),
+                _ = appended.changed() => {}
+                _ = state.shutdown.cancelled() => return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+            }
+        }
+    }
+
+    /// Persists a group's membership if it changed (or its tombstone when it died).
+    pub fn store_if_dirty(
+        &self,
+        state: &BrokerState,
+        partition: i32,
+        group: &mut Group,
+    ) -> Result<(), ErrorCode> {
+        if !group.take_dirty() {
+            return Ok(());
+        }
+        self.store_group(state, partition, group).map(|_| ())
+    }
+
+    pub fn store_group(
+        &self,
+        state: &BrokerState,
+        partition: i32,
+        group: &Group,
+    ) -> Result<i64, ErrorCode> {
+        let value =
+            (group.state != GroupState::Dead).then(|| records::group_value(&group.stored_value()));
+        self.append(state, partition, vec![(records::group_key(&group.group_id), value)])
+            .inspect_err(|e| {
+                tracing::warn!(group = %group.group_id, code = e.code(), "storing group metadata failed");
+            })
+    }
+
+    /// Loads offsets partitions this broker leads but has not loaded, and
+    /// unloads the ones it no longer leads.
+    pub async fn load_partitions(&self, state: &Arc<BrokerState>) {
+        let image = state.image.load();
+        let Some(topic) = image.topic(OFFSETS_TOPIC) else {
+            return;
+        };
+        let led: HashMap<i32, i32> = topic
+            .partitions
+            .iter()
+            .filter(|p| p.leader == state.config.node_id)
+            .map(|p| (p.partition, p.leader_epoch))
+            .collect();
+        let (to_unload, to_load) = {
+            let mut parts = self.partitions.lock();
+            let to_unload: Vec<i32> = parts
+                .iter()
+                .filter(|(p, l)| match (led.get(p), l) {
+                    (None, _) => true,
+                    (Some(e), Load::Loaded(loaded)) => e != loaded,
+                    (Some(_), Load::Loading) => false,
+                })
+                .map(|(p, _)| *p)
+                .collect();
+            for p in &to_unload {
+                parts.remove(p);
+            }
+            let to_load: Vec<(i32, i32)> = led
+                .iter()
+                .filter(|(p, _)| !parts.contains_key(p))
+                .map(|(p, e)| (*p, *e))
+                .collect();
+            for (p, _) in &to_load {
+                parts.insert(*p, Load::Loading);
+            }
+            (to_unload, to_load)
+        };
+        let count = topic.partitions.len() as i32;
+        for p in to_unload {
+            self.unload(p, count);
+        }
+        for (p, epoch) in to_load {
+            let s = state.clone();
+            let started = std::time::Instant::now();
+            let loaded = tokio::task::spawn_blocking(move || replay(&s, p)).await;
+            match loaded {
+                Ok(Ok(groups)) => {
+                    let n = groups.len();
+                    {
+                        let mut table = self.groups.write();
+                        for g in groups {
+                            table.insert(g.group_id.clone(), Arc::new(Mutex::new(g)));
+                        }
+                    }
+                    self.partitions.lock().insert(p, Load::Loaded(epoch));
+                    let elapsed_ms = started.elapsed().as_millis() as u64;
+                    if n > 0 {
+                        tracing::info!(
+                            partition = p,
+                            groups = n,
+                            elapsed_ms,
+                            "loaded {OFFSETS_TOPIC} partition"
+                        );
+                    } else {
+                        tracing::debug!(
+                            partition = p,
+                            elapsed_ms,
+                            "loaded empty {OFFSETS_TOPIC} partition"
+                        );
+                    }
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(partition = p, error = %e, "loading {OFFSETS_TOPIC} partition failed; will retry");
+                    self.partitions.lock().remove(&p);
+                }
+                Err(e) => {
+                    tracing::error!(partition = p, error = %e, "loading task failed; will retry");
+                    self.partitions.lock().remove(&p);
+                }
+            }
+        }
+    }
+
+    fn unload(&self, partition: i32, count: i32) {
+        let mut table = self.groups.write();
+        let gone: Vec<String> = table
+            .keys()
+            .filter(|g| partition_for(g, count) == partition)
+            .cloned()
+            .collect();
+        for g in gone {
+            if let Some(group) = table.remove(&g) {
+                group.lock().shut_down(ErrorCode::NOT_COORDINATOR);
+            }
+        }
+        tracing::info!(partition, "unloaded {OFFSETS_TOPIC} partition");
+    }
+
+    /// Timer duties for every group.
+    pub fn tick(&self, state: &BrokerState) {
+        let now = Instant::now();
+        let now_ms = now_ms();
+        let count = self.partition_count(state);
+        for group in self.all_groups() {
+            let mut g = group.lock();
+            g.tick(&self.config.group, now, now_ms);
+            let p = partition_for(&g.group_id, count);
+            let _ = self.store_if_dirty(state, p, &mut g);
+        }
+    }
+
+    /// Deletes offsets of empty groups past `offsets.retention.minutes`,
+    /// and empty groups left without offsets.
+    pub fn expire_offsets(&self, state: &BrokerState) {
+        let now_ms = now_ms();
+        let count = self.partition_count(state);
+        for group in self.all_groups() {
+            let mut g = group.lock();
+            let expired = g.expired_offsets(now_ms, self.config.offsets_retention_ms);
+            let p = partition_for(&g.group_id, count);
+            if !expired.is_empty() {
+                let tombstones = expired
+                    .iter()
+                    .map(|(t, part)| (records::offset_key(&g.group_id, t, *part), None))
+                    .collect();
+                if self.append(state, p, tombstones).is_err() {
+                    continue;
+                }
+                for k in &expired {
+                    g.offsets.remove(k);
+                }
+                tracing::info!(group = %g.group_id, offsets = expired.len(), "expired committed offsets");
+            }
+            if g.state == GroupState::Empty && g.offsets.is_empty() && g.is_empty() {
+                g.mark_dead(now_ms);
+                if g.generation > 0 && self.store_group(state, p, &g).is_err() {
+                    continue;
+                }
+                let id = g.group_id.clone();
+                drop(g);
+                self.remove_group(&id);
+            }
+        }
+    }
+}
+
+/// Rebuilds the groups of one offsets partition from its log.
+fn replay(state: &BrokerState, partition: i32) -> Result<Vec<Group>, String> {
+    let Some(p) = state.replicas.get(OFFSETS_TOPIC, partition) else {
+        return Ok(Vec::new());
+    };
+    let now = Instant::now();
+    let mut offsets: HashMap<String, BTreeMap<(String, i32), OffsetValue>> = HashMap::new();
+    let mut metadata: HashMap<String, Option<records::GroupValue>> = HashMap::new();
+    let end = p.log.log_end_offset();
+    let mut at = p.log.log_start_offset();
+    while at < end {
+        let chunk = p
+            .log
+            .read(at, LOAD_READ_BYTES, end, true)
+            .map_err(|e| e.to_string())?;
+        if chunk.is_empty() {
+            break;
+        }
+        let mut buf = chunk;
+        let mut next = at;
+        while !buf.is_empty() {
+            let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
+            for r in set.records {
+                next = next.max(r.offset + 1);
+                if r.control {
+                    continue;
+                }
+                let Some(key) = r.key else { continue };
+                let key = match records::decode_key(&key) {
+                    Ok(k) => k,
+                    Err(e) => {
+                        tracing::warn!(partition, offset = r.offset, error = %e, "skipping unreadable key");
+                        continue;
+                    }
+                };
+                match key {
+                    RecordKey::Offset {
+                        group,
+                        topic,
+                        partition: tp,
+                    } => {
+                        let entry = offsets.entry(group).or_default();
+                        match r.value.as_deref().map(records::decode_offset_value) {
+                            None => {
+                                entry.remove(&(topic, tp));
+                            }
+                            Some(Ok(v)) => {
+                                entry.insert((topic, tp), v);
+                            }
+                            Some(Err(e)) => {
+                                tracing::warn!(partition, offset = r.offset, error = %e, "skipping unreadable offset value")
+                            }
+                        }
+                    }
+                    RecordKey::Group { group } => {
+                        match r.value.as_deref().map(records::decode_group_value) {
+                            None => {
+                                metadata.insert(group.clone(), None);
+                                // A deleted group's earlier offsets are gone too.
+                                offsets.remove(&group);
+                            }
+                            Some(Ok(v)) => {
+                                metadata.insert(group, Some(v));
+                            }
+                            Some(Err(e)) => {
+                                tracing::warn!(partition, offset = r.offset, error = %e, "skipping unreadable group value")
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if next <= at {
+            return Err(format!("no progress reading offset {at}"));
+        }
+        at = next;
+    }
+    let now_ms = now_ms();
+    let mut groups: BTreeMap<String, Group> = BTreeMap::new();
+    for (id, value) in metadata {
+        if let Some(v) = value {
+            let mut g = Group::new(&id, now_ms);
+            g.restore(v, now);
+            groups.insert(id, g);
+        }
+    }
+    for (id, o) in offsets {
+        if o.is_empty() {
+            continue;
+        }
+        groups
+            .entry(id.clone())
+            .or_insert_with(|| Group::new(&id, now_ms))
+            .offsets = o;
+    }
+    Ok(groups.into_values().collect())
+}
+
+/// The coordinator's timer task, owned by the broker's shutdown token.
+pub async fn run(state: Arc<BrokerState>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let retention_every =
+        Duration::from_millis(state.groups.config.offsets_retention_check_interval_ms);
+    let mut next_retention = Instant::now() + retention_every;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+            _ = state.groups.load_wanted.notified() => {}
+        }
+        state.groups.load_partitions(&state).await;
+        state.groups.tick(&state);
+        if Instant::now() >= next_retention {
+            next_retention = Instant::now() + retention_every;
+            state.groups.expire_offsets(&state);
+        }
+    }
+    for g in state.groups.all_groups() {
+        g.lock().shut_down(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_matches_java_string_hash_code() {
+        assert_eq!(partition_for("", 50), 0);
+        assert_eq!(partition_for("a", 50), 97 % 50);
+        // "ab".hashCode() = 97 * 31 + 98 = 3105
+        assert_eq!(partition_for("ab", 50), 3105 % 50);
+        // Negative hash: "polygenelubricants".hashCode() == Integer.MIN_VALUE, abs → 0.
+        assert_eq!(partition_for("polygenelubricants", 50), 0);
+        // "test-group": the 31-polynomial over UTF-16 units, masked to 627841412.
+        assert_eq!(partition_for("test-group", 50), 627_841_412 % 50);
+    }
+}

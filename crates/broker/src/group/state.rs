@@ -1,0 +1,1112 @@
+//! One consumer group's state machine (Kafka's classic group protocol).
+//!
+//! Plain synchronous code: every method takes the current time and changes
+//! the group; nothing here does I/O or awaits. Delayed JoinGroup and
+//! SyncGroup answers are oneshot senders kept on the member and completed
+//! when the group moves on. The coordinator persists the group whenever
+//! [`Group::take_dirty`] says the stored membership changed.
+//!
+//! States, as Kafka names them:
+//! `Empty` → (join) `PreparingRebalance` → (all joined, or rebalance
+//! timeout) `CompletingRebalance` → (leader's SyncGroup) `Stable`; a join
+//! with new metadata, a leave or an expired session sends `Stable` or
+//! `CompletingRebalance` back to `PreparingRebalance`. `Dead` is a deleted
+//! group, which the coordinator removes.
+//!
+//! Timing rules: a member's session expires `session.timeout.ms` after its
+//! last heartbeat (members waiting for a JoinGroup or SyncGroup answer are
+//! kept alive); a rebalance ends at the latest `rebalance.timeout.ms`
+//! (the largest of the members') after it began; the first rebalance of
+//! an empty group waits `group.initial.rebalance.delay.ms`, extended by the
+//! same delay while new members arrive, never past the rebalance timeout.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use bytes::Bytes;
+use indexmap::IndexMap;
+use kraftwerk_types::ErrorCode;
+use tokio::sync::oneshot;
+use tokio::time::{Duration, Instant};
+
+use super::records::{GroupValue, MemberValue, OffsetValue};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupState {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+    Dead,
+}
+
+impl GroupState {
+    pub fn name(self) -> &'static str {
+        match self {
+            GroupState::Empty => "Empty",
+            GroupState::PreparingRebalance => "PreparingRebalance",
+            GroupState::CompletingRebalance => "CompletingRebalance",
+            GroupState::Stable => "Stable",
+            GroupState::Dead => "Dead",
+        }
+    }
+}
+
+/// Broker settings the state machine obeys.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupSettings {
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    pub initial_rebalance_delay_ms: i32,
+}
+
+/// The answer to a JoinGroup.
+#[derive(Debug, Clone)]
+pub struct JoinResult {
+    pub error: ErrorCode,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    pub skip_assignment: bool,
+    /// Filled for the leader only: (member id, group instance id, metadata).
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+impl JoinResult {
+    pub fn error(error: ErrorCode, member_id: &str) -> JoinResult {
+        JoinResult {
+            error,
+            generation: -1,
+            protocol_type: None,
+            protocol: None,
+            leader: String::new(),
+            member_id: member_id.to_string(),
+            skip_assignment: false,
+            members: Vec::new(),
+        }
+    }
+}
+
+/// The answer to a SyncGroup.
+#[derive(Debug, Clone)]
+pub struct SyncResult {
+    pub error: ErrorCode,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncResult {
+    pub fn error(error: ErrorCode) -> SyncResult {
+        SyncResult {
+            error,
+            protocol_type: None,
+            protocol: None,
+            assignment: Bytes::new(),
+        }
+    }
+}
+
+pub enum Reply<T> {
+    Now(T),
+    Later(oneshot::Receiver<T>),
+}
+
+/// A JoinGroup request, as the state machine needs it.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a new dynamic member first gets its id with MEMBER_ID_REQUIRED.
+    pub require_known_member_id: bool,
+    /// JoinGroup v9+: a rejoining static leader can be told to keep its assignment.
+    pub supports_skip_assignment: bool,
+}
+
+pub struct Member {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    pub assignment: Bytes,
+    join_waiter: Option<oneshot::Sender<JoinResult>>,
+    sync_waiter: Option<oneshot::Sender<SyncResult>>,
+    last_heartbeat: Instant,
+}
+
+impl Member {
+    /// The metadata this member sent for `protocol`.
+    pub fn metadata(&self, protocol: &str) -> Option<&Bytes> {
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == protocol)
+            .map(|(_, m)| m)
+    }
+
+    fn session_expired(&self, now: Instant) -> bool {
+        now >= self.last_heartbeat + ms(self.session_timeout_ms)
+    }
+}
+
+struct InitialDelay {
+    deadline: Instant,
+    limit: Instant,
+    new_member_added: bool,
+}
+
+pub struct Group {
+    pub group_id: String,
+    pub state: GroupState,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub members: IndexMap<String, Member>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, until they join or expire.
+    pending_members: HashMap<String, Instant>,
+    /// group.instance.id → member id.
+    static_members: HashMap<String, String>,
+    pub offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// Wall-clock time of the last state change (Kafka's currentStateTimestamp).
+    pub state_timestamp_ms: i64,
+    rebalance_deadline: Option<Instant>,
+    initial_delay: Option<InitialDelay>,
+    initial_delay_ms: i32,
+    dirty: bool,
+}
+
+fn ms(v: i32) -> Duration {
+    Duration::from_millis(v.max(0) as u64)
+}
+
+fn new_member_id(prefix: &str) -> String {
+    format!("{prefix}-{}", uuid::Uuid::new_v4())
+}
+
+impl Group {
+    pub fn new(group_id: &str, now_ms: i64) -> Group {
+        Group {
+            group_id: group_id.to_string(),
+            state: GroupState::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: IndexMap::new(),
+            pending_members: HashMap::new(),
+            static_members: HashMap::new(),
+            offsets: BTreeMap::new(),
+            state_timestamp_ms: now_ms,
+            rebalance_deadline: None,
+            initial_delay: None,
+            initial_delay_ms: 0,
+            dirty: false,
+        }
+    }
+
+    /// A group as stored in `__consumer_offsets`. Its members' sessions
+    /// start now: they expire unless the clients heartbeat to this broker.
+    pub fn restore(&mut self, v: GroupValue, now: Instant) {
+        self.generation = v.generation;
+        self.protocol_type = Some(v.protocol_type).filter(|s| !s.is_empty());
+        self.protocol = v.protocol;
+        self.leader = v.leader;
+        self.state_timestamp_ms = v.current_state_timestamp_ms;
+        self.members.clear();
+        self.static_members.clear();
+        for m in v.members {
+            if let Some(i) = &m.group_instance_id {
+                self.static_members.insert(i.clone(), m.member_id.clone());
+            }
+            let protocols = match &self.protocol {
+                Some(p) => vec![(p.clone(), m.subscription)],
+                None => Vec::new(),
+            };
+            self.members.insert(
+                m.member_id.clone(),
+                Member {
+                    member_id: m.member_id,
+                    group_instance_id: m.group_instance_id,
+                    client_id: m.client_id,
+                    client_host: m.client_host,
+                    session_timeout_ms: m.session_timeout_ms,
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    protocol_type: self.protocol_type.clone().unwrap_or_default(),
+                    protocols,
+                    assignment: m.assignment,
+                    join_waiter: None,
+                    sync_waiter: None,
+                    last_heartbeat: now,
+                },
+            );
+        }
+        self.state = if self.members.is_empty() {
+            GroupState::Empty
+        } else {
+            GroupState::Stable
+        };
+    }
+
+    /// What is written to `__consumer_offsets` for this group.
+    pub fn stored_value(&self) -> GroupValue {
+        let protocol = self.protocol.clone();
+        GroupValue {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            protocol: protocol.clone(),
+            leader: self.leader.clone(),
+            current_state_timestamp_ms: self.state_timestamp_ms,
+            members: self
+                .members
+                .values()
+                .map(|m| MemberValue {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    session_timeout_ms: m.session_timeout_ms,
+                    subscription: protocol
+                        .as_deref()
+                        .and_then(|p| m.metadata(p))
+                        .cloned()
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// True once after the stored membership changed.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::take(&mut self.dirty)
+    }
+
+    fn transition(&mut self, to: GroupState, now_ms: i64) {
+        tracing::debug!(group = %self.group_id, from = self.state.name(), to = to.name(), generation = self.generation, "group state");
+        self.state = to;
+        self.state_timestamp_ms = now_ms;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.pending_members.is_empty()
+    }
+
+    /// Checks a request's member id and instance id against the group.
+    fn check_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), ErrorCode> {
+        if let Some(instance) = instance_id {
+            match self.static_members.get(instance) {
+                Some(known) if known != member_id => return Err(ErrorCode::FENCED_INSTANCE_ID),
+                Some(_) => {}
+                None if self.members.contains_key(member_id) => {}
+                None => return Err(ErrorCode::UNKNOWN_MEMBER_ID),
+            }
+        }
+        if !self.members.contains_key(member_id) {
+            return Err(ErrorCode::UNKNOWN_MEMBER_ID);
+        }
+        Ok(())
+    }
+
+    /// A protocol every member supports, chosen by the members' first
+    /// preferences among those.
+    fn select_protocol(&self) -> Option<String> {
+        let mut candidates: Option<BTreeSet<&str>> = None;
+        for m in self.members.values() {
+            let names: BTreeSet<&str> = m.protocols.iter().map(|(n, _)| n.as_str()).collect();
+            candidates = Some(match candidates {
+                None => names,
+                Some(c) => c.intersection(&names).copied().collect(),
+            });
+        }
+        let candidates = candidates?;
+        let mut votes: IndexMap<&str, usize> = IndexMap::new();
+        for m in self.members.values() {
+            if let Some((name, _)) = m
+                .protocols
+                .iter()
+                .find(|(n, _)| candidates.contains(n.as_str()))
+            {
+                *votes.entry(name.as_str()).or_default() += 1;
+            }
+        }
+        // Most votes wins; ties go to the first member's preference.
+        let best = votes.values().copied().max()?;
+        votes
+            .iter()
+            .find(|(_, v)| **v == best)
+            .map(|(n, _)| n.to_string())
+    }
+
+    /// Would the group still agree on a protocol with these protocols for one member?
+    fn supports(&self, protocol_type: &str, protocols: &[(String, Bytes)]) -> bool {
+        if protocols.is_empty() || protocol_type.is_empty() {
+            return false;
+        }
+        if self.members.is_empty() {
+            return true;
+        }
+        if self.protocol_type.as_deref() != Some(protocol_type) {
+            return false;
+        }
+        let mut common: BTreeSet<&str> = protocols.iter().map(|(n, _)| n.as_str()).collect();
+        for m in self.members.values() {
+            let names: BTreeSet<&str> = m.protocols.iter().map(|(n, _)| n.as_str()).collect();
+            common = common.intersection(&names).copied().collect();
+        }
+        !common.is_empty()
+    }
+
+    pub fn join(
+        &mut self,
+        req: JoinRequest,
+        settings: &GroupSettings,
+        now: Instant,
+        now_ms: i64,
+    ) -> Reply<JoinResult> {
+        self.initial_delay_ms = settings.initial_rebalance_delay_ms;
+        let err = |e: ErrorCode| Reply::Now(JoinResult::error(e, &req.member_id));
+        if req.session_timeout_ms < settings.min_session_timeout_ms
+            || req.session_timeout_ms > settings.max_session_timeout_ms
+        {
+            return err(ErrorCode::INVALID_SESSION_TIMEOUT);
+        }
+        if self.state == GroupState::Dead {
+            return err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        }
+        let is_known = self.members.contains_key(&req.member_id);
+        // A member may change its own protocols; check against the others.
+        let compatible = if is_known && self.members.len() == 1 {
+            !req.protocols.is_empty()
+        } else {
+            let saved = if is_known {
+                self.members.shift_remove(&req.member_id)
+            } else {
+                None
+            };
+            let ok = self.supports(&req.protocol_type, &req.protocols);
+            if let Some(m) = saved {
+                self.members.insert(m.member_id.clone(), m);
+            }
+            ok
+        };
+        if !compatible {
+            return err(ErrorCode::INCONSISTENT_GROUP_PROTOCOL);
+        }
+        if req.member_id.is_empty() {
+            self.join_new_member(req, now, now_ms)
+        } else {
+            self.join_known_member(req, now, now_ms)
+        }
+    }
+
+    fn join_new_member(
+        &mut self,
+        req: JoinRequest,
+        now: Instant,
+        now_ms: i64,
+    ) -> Reply<JoinResult> {
+        if let Some(instance) = req.group_instance_id.clone() {
+            if let Some(old_id) = self.static_members.get(&instance).cloned() {
+                return self.replace_static_member(req, &instance, &old_id, now, now_ms);
+            }
+            let member_id = new_member_id(&instance);
+            self.static_members.insert(instance, member_id.clone());
+            return self.add_member_and_rebalance(req, member_id, now, now_ms);
+        }
+        let member_id = new_member_id(&req.client_id);
+        if req.require_known_member_id {
+            // KIP-394: the member learns its id first, and joins with it.
+            let session = ms(req.session_timeout_ms);
+            self.pending_members
+                .insert(member_id.clone(), now + session);
+            return Reply::Now(JoinResult::error(ErrorCode::MEMBER_ID_REQUIRED, &member_id));
+        }
+        self.add_member_and_rebalance(req, member_id, now, now_ms)
+    }
+
+    fn join_known_member(
+        &mut self,
+        req: JoinRequest,
+        now: Instant,
+        now_ms: i64,
+    ) -> Reply<JoinResult> {
+        if self.pending_members.remove(&req.member_id).is_some() {
+            let member_id = req.member_id.clone();
+            return self.add_member_and_rebalance(req, member_id, now, now_ms);
+        }
+        if let Err(e) = self.check_member(&req.member_id, req.group_instance_id.as_deref()) {
+            return Reply::Now(JoinResult::error(e, &req.member_id));
+        }
+        let member_id = req.member_id.clone();
+        let Some(member) = self.members.get_mut(&member_id) else {
+            return Reply::Now(JoinResult::error(ErrorCode::UNKNOWN_MEMBER_ID, &member_id));
+        };
+        member.last_heartbeat = now;
+        let unchanged = member.protocols == req.protocols;
+        match self.state {
+            GroupState::PreparingRebalance => {
+                self.update_member(&member_id, req);
+                let rx = self.wait_join(&member_id);
+                self.maybe_complete_join(now, now_ms);
+                rx
+            }
+            GroupState::CompletingRebalance if unchanged => {
+                // A repeated join: answer with the current generation.
+                Reply::Now(self.join_result_for(&member_id, false))
+            }
+            GroupState::Stable if unchanged && self.leader.as_deref() != Some(&member_id) => {
+                // A repeated join: answer with the current generation.
+                Reply::Now(self.join_result_for(&member_id, false))
+            }
+            GroupState::CompletingRebalance | GroupState::Stable => {
+                self.update_member(&member_id, req);
+                let rx = self.wait_join(&member_id);
+                self.prepare_rebalance(
+                    now,
+                    now_ms,
+                    "member rejoined with new metadata or as leader",
+                );
+                rx
+            }
+            GroupState::Empty | GroupState::Dead => {
+                Reply::Now(JoinResult::error(ErrorCode::UNKNOWN_MEMBER_ID, &member_id))
+            }
+        }
+    }
+
+    fn replace_static_member(
+        &mut self,
+        req: JoinRequest,
+        instance: &str,
+        old_id: &str,
+        now: Instant,
+        now_ms: i64,
+    ) -> Reply<JoinResult> {
+        let Some(mut member) = self.members.shift_remove(old_id) else {
+            self.static_members.remove(instance);
+            let member_id = new_member_id(instance);
+            self.static_members
+                .insert(instance.to_string(), member_id.clone());
+            return self.add_member_and_rebalance(req, member_id, now, now_ms);
+        };
+        let new_id = new_member_id(instance);
+        if let Some(w) = member.join_waiter.take() {
+            let _ = w.send(JoinResult::error(ErrorCode::FENCED_INSTANCE_ID, old_id));
+        }
+        if let Some(w) = member.sync_waiter.take() {
+            let _ = w.send(SyncResult::error(ErrorCode::FENCED_INSTANCE_ID));
+        }
+        let unchanged = member.protocols == req.protocols;
+        member.member_id = new_id.clone();
+        member.last_heartbeat = now;
+        self.members.insert(new_id.clone(), member);
+        self.static_members
+            .insert(instance.to_string(), new_id.clone());
+        let was_leader = self.leader.as_deref() == Some(old_id);
+        if was_leader {
+            self.leader = Some(new_id.clone());
+        }
+        if self.state == GroupState::Stable
+            && unchanged
+            && (!was_leader || req.supports_skip_assignment)
+        {
+            if let Some(m) = self.members.get_mut(&new_id) {
+                m.client_id = req.client_id;
+                m.client_host = req.client_host;
+                m.session_timeout_ms = req.session_timeout_ms;
+                m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+            }
+            // The member id changed: persist the mapping.
+            self.dirty = true;
+            return Reply::Now(self.join_result_for(&new_id, was_leader));
+        }
+        self.update_member(&new_id, req);
+        let rx = self.wait_join(&new_id);
+        if self.state == GroupState::PreparingRebalance {
+            self.maybe_complete_join(now, now_ms);
+        } else {
+            self.prepare_rebalance(now, now_ms, "static member rejoined with new metadata");
+        }
+        rx
+    }
+
+    fn update_member(&mut self, member_id: &str, req: JoinRequest) {
+        if let Some(m) = self.members.get_mut(member_id) {
+            m.client_id = req.client_id;
+            m.client_host = req.client_host;
+            m.session_timeout_ms = req.session_timeout_ms;
+            m.rebalance_timeout_ms = req.rebalance_timeout_ms;
+            m.protocol_type = req.protocol_type;
+            m.protocols = req.protocols;
+        }
+    }
+
+    fn wait_join(&mut self, member_id: &str) -> Reply<JoinResult> {
+        let (tx, rx) = oneshot::channel();
+        if let Some(m) = self.members.get_mut(member_id) {
+            if let Some(old) = m.join_waiter.replace(tx) {
+                let _ = old.send(JoinResult::error(
+                    ErrorCode::REBALANCE_IN_PROGRESS,
+                    member_id,
+                ));
+            }
+        }
+        Reply::Later(rx)
+    }
+
+    fn add_member_and_rebalance(
+        &mut self,
+        req: JoinRequest,
+        member_id: String,
+        now: Instant,
+        now_ms: i64,
+    ) -> Reply<JoinResult> {
+        if self.members.is_empty() {
+            self.protocol_type = Some(req.protocol_type.clone());
+        }
+        let member = Member {
+            member_id: member_id.clone(),
+            group_instance_id: req.group_instance_id,
+            client_id: req.client_id,
+            client_host: req.client_host,
+            session_timeout_ms: req.session_timeout_ms,
+            rebalance_timeout_ms: req.rebalance_timeout_ms,
+            protocol_type: req.protocol_type,
+            protocols: req.protocols,
+            assignment: Bytes::new(),
+            join_waiter: None,
+            sync_waiter: None,
+            last_heartbeat: now,
+        };
+        self.members.insert(member_id.clone(), member);
+        if let Some(d) = &mut self.initial_delay {
+            d.new_member_added = true;
+        }
+        let rx = self.wait_join(&member_id);
+        if self.state == GroupState::PreparingRebalance {
+            self.maybe_complete_join(now, now_ms);
+        } else {
+            self.prepare_rebalance(now, now_ms, "new member joined");
+        }
+        rx
+    }
+
+    fn rebalance_timeout(&self) -> Duration {
+        ms(self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout_ms)
+            .max()
+            .unwrap_or(0))
+    }
+
+    fn prepare_rebalance(&mut self, now: Instant, now_ms: i64, reason: &str) {
+        tracing::info!(group = %self.group_id, generation = self.generation, reason, "rebalance");
+        if self.state == GroupState::CompletingRebalance {
+            self.reset_assignments(ErrorCode::REBALANCE_IN_PROGRESS);
+        }
+        let timeout = self.rebalance_timeout();
+        if self.state == GroupState::Empty {
+            self.initial_delay = Some(InitialDelay {
+                deadline: (now + ms(self.initial_delay_ms)).min(now + timeout),
+                limit: now + timeout,
+                new_member_added: false,
+            });
+        } else {
+            self.initial_delay = None;
+        }
+        self.rebalance_deadline = Some(now + timeout);
+        self.transition(GroupState::PreparingRebalance, now_ms);
+        // Nobody left to wait for (e.g. the last member left): finish now.
+        self.maybe_complete_join(now, now_ms);
+    }
+
+    fn reset_assignments(&mut self, error: ErrorCode) {
+        for m in self.members.values_mut() {
+            m.assignment = Bytes::new();
+            if let Some(w) = m.sync_waiter.take() {
+                let _ = w.send(SyncResult::error(error));
+            }
+        }
+    }
+
+    fn all_joined(&self) -> bool {
+        self.pending_members.is_empty() && self.members.values().all(|m| m.join_waiter.is_some())
+    }
+
+    fn maybe_complete_join(&mut self, now: Instant, now_ms: i64) {
+        if self.state != GroupState::PreparingRebalance {
+            return;
+        }
+        if let Some(d) = &mut self.initial_delay {
+            if now < d.deadline {
+                return;
+            }
+            if d.new_member_added && now < d.limit {
+                // Members keep arriving: wait one more delay, up to the rebalance timeout.
+                d.new_member_added = false;
+                d.deadline = (now + ms(self.initial_delay_ms)).min(d.limit);
+                return;
+            }
+            self.complete_join(now, now_ms);
+            return;
+        }
+        let timed_out = self.rebalance_deadline.is_some_and(|d| now >= d);
+        if self.all_joined() || timed_out {
+            self.complete_join(now, now_ms);
+        }
+    }
+
+    fn complete_join(&mut self, now: Instant, now_ms: i64) {
+        self.initial_delay = None;
+        self.rebalance_deadline = None;
+        let missing: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| m.join_waiter.is_none())
+            .map(|m| m.member_id.clone())
+            .collect();
+        for id in missing {
+            tracing::info!(group = %self.group_id, member = %id, "member did not rejoin in time; removed");
+            self.drop_member(&id);
+        }
+        self.pending_members.clear();
+        self.generation += 1;
+        self.dirty = true;
+        if self.members.is_empty() {
+            self.protocol = None;
+            self.leader = None;
+            self.transition(GroupState::Empty, now_ms);
+            return;
+        }
+        self.protocol = self.select_protocol();
+        if self
+            .leader
+            .as_ref()
+            .is_none_or(|l| !self.members.contains_key(l))
+        {
+            self.leader = self.members.keys().next().cloned();
+        }
+        self.transition(GroupState::CompletingRebalance, now_ms);
+        let ids: Vec<String> = self.members.keys().cloned().collect();
+        for id in ids {
+            let result = self.join_result_for(&id, false);
+            if let Some(m) = self.members.get_mut(&id) {
+                m.last_heartbeat = now;
+                if let Some(w) = m.join_waiter.take() {
+                    let _ = w.send(result);
+                }
+            }
+        }
+    }
+
+    fn join_result_for(&self, member_id: &str, skip_assignment: bool) -> JoinResult {
+        let is_leader = self.leader.as_deref() == Some(member_id);
+        let protocol = self.protocol.clone().unwrap_or_default();
+        JoinResult {
+            error: ErrorCode::NONE,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol: self.protocol.clone(),
+            leader: self.leader.clone().unwrap_or_default(),
+            member_id: member_id.to_string(),
+            skip_assignment,
+            members: if is_leader {
+                self.members
+                    .values()
+                    .map(|m| {
+                        (
+                            m.member_id.clone(),
+                            m.group_instance_id.clone(),
+                            m.metadata(&protocol).cloned().unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// Takes a member out without changing the state.
+    fn drop_member(&mut self, member_id: &str) {
+        if let Some(mut m) = self.members.shift_remove(member_id) {
+            if let Some(i) = &m.group_instance_id {
+                if self.static_members.get(i).map(String::as_str) == Some(member_id) {
+                    self.static_members.remove(i);
+                }
+            }
+            if let Some(w) = m.join_waiter.take() {
+                let _ = w.send(JoinResult::error(ErrorCode::UNKNOWN_MEMBER_ID, member_id));
+            }
+            if let Some(w) = m.sync_waiter.take() {
+                let _ = w.send(SyncResult::error(ErrorCode::UNKNOWN_MEMBER_ID));
+            }
+        }
+        if self.leader.as_deref() == Some(member_id) {
+            self.leader = self.members.keys().next().cloned();
+        }
+    }
+
+    fn remove_member_and_rebalance(
+        &mut self,
+        member_id: &str,
+        now: Instant,
+        now_ms: i64,
+        reason: &str,
+    ) {
+        self.drop_member(member_id);
+        match self.state {
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                self.prepare_rebalance(now, now_ms, reason)
+            }
+            GroupState::PreparingRebalance => self.maybe_complete_join(now, now_ms),
+            GroupState::Empty | GroupState::Dead => {}
+        }
+    }
+
+    pub fn sync(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        protocol_type: Option<&str>,
+        protocol: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+    ) -> (Reply<SyncResult>, bool) {
+        let now_err = |e| (Reply::Now(SyncResult::error(e)), false);
+        if let Err(e) = self.check_member(member_id, instance_id) {
+            return now_err(e);
+        }
+        if generation != self.generation {
+            return now_err(ErrorCode::ILLEGAL_GENERATION);
+        }
+        if protocol_type.is_some_and(|t| Some(t) != self.protocol_type.as_deref())
+            || protocol.is_some_and(|p| Some(p) != self.protocol.as_deref())
+        {
+            return now_err(ErrorCode::INCONSISTENT_GROUP_PROTOCOL);
+        }
+        match self.state {
+            GroupState::Empty | GroupState::Dead => now_err(ErrorCode::UNKNOWN_MEMBER_ID),
+            GroupState::PreparingRebalance => now_err(ErrorCode::REBALANCE_IN_PROGRESS),
+            GroupState::Stable => {
+                let assignment = self
+                    .members
+                    .get(member_id)
+                    .map(|m| m.assignment.clone())
+                    .unwrap_or_default();
+                (Reply::Now(self.sync_ok(assignment)), false)
+            }
+            GroupState::CompletingRebalance => {
+                let (tx, rx) = oneshot::channel();
+                if let Some(m) = self.members.get_mut(member_id) {
+                    m.sync_waiter = Some(tx);
+                }
+                let is_leader = self.leader.as_deref() == Some(member_id);
+                if is_leader {
+                    let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    for m in self.members.values_mut() {
+                        m.assignment = given.remove(&m.member_id).unwrap_or_default();
+                    }
+                }
+                (Reply::Later(rx), is_leader)
+            }
+        }
+    }
+
+    fn sync_ok(&self, assignment: Bytes) -> SyncResult {
+        SyncResult {
+            error: ErrorCode::NONE,
+            protocol_type: self.protocol_type.clone(),
+            protocol: self.protocol.clone(),
+            assignment,
+        }
+    }
+
+    /// After the leader's assignments were stored (or failed to be).
+    pub fn finish_sync(&mut self, stored: Result<(), ErrorCode>, now: Instant, now_ms: i64) {
+        if self.state != GroupState::CompletingRebalance {
+            return;
+        }
+        match stored {
+            Ok(()) => {
+                self.transition(GroupState::Stable, now_ms);
+                let ok: Vec<(String, SyncResult)> = self
+                    .members
+                    .values()
+                    .map(|m| (m.member_id.clone(), self.sync_ok(m.assignment.clone())))
+                    .collect();
+                for (id, result) in ok {
+                    if let Some(w) = self.members.get_mut(&id).and_then(|m| m.sync_waiter.take()) {
+                        let _ = w.send(result);
+                    }
+                }
+            }
+            Err(e) => {
+                self.reset_assignments(e);
+                self.prepare_rebalance(now, now_ms, "storing the assignment failed");
+            }
+        }
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now: Instant,
+    ) -> ErrorCode {
+        if let Err(e) = self.check_member(member_id, instance_id) {
+            return e;
+        }
+        if generation != self.generation {
+            return ErrorCode::ILLEGAL_GENERATION;
+        }
+        let state = self.state;
+        if let Some(m) = self.members.get_mut(member_id) {
+            m.last_heartbeat = now;
+        }
+        match state {
+            GroupState::PreparingRebalance => ErrorCode::REBALANCE_IN_PROGRESS,
+            GroupState::CompletingRebalance | GroupState::Stable => ErrorCode::NONE,
+            GroupState::Empty | GroupState::Dead => ErrorCode::UNKNOWN_MEMBER_ID,
+        }
+    }
+
+    /// One member of a LeaveGroup; `member_id` may be empty when an instance id is given.
+    pub fn leave(
+        &mut self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        now: Instant,
+        now_ms: i64,
+    ) -> ErrorCode {
+        let target = match instance_id {
+            Some(i) => match self.static_members.get(i) {
+                Some(known) if !member_id.is_empty() && known != member_id => {
+                    return ErrorCode::FENCED_INSTANCE_ID
+                }
+                Some(known) => known.clone(),
+                None => return ErrorCode::UNKNOWN_MEMBER_ID,
+            },
+            None => member_id.to_string(),
+        };
+        if self.pending_members.remove(&target).is_some() {
+            self.maybe_complete_join(now, now_ms);
+            return ErrorCode::NONE;
+        }
+        if !self.members.contains_key(&target) {
+            return ErrorCode::UNKNOWN_MEMBER_ID;
+        }
+        self.remove_member_and_rebalance(&target, now, now_ms, "member left the group");
+        ErrorCode::NONE
+    }
+
+    /// Who may commit offsets for this group (Kafka's validateOffsetCommit).
+    pub fn validate_commit(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ErrorCode> {
+        if self.state == GroupState::Dead {
+            return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        }
+        if generation < 0 && self.state == GroupState::Empty {
+            return Ok(());
+        }
+        if self.state == GroupState::CompletingRebalance {
+            return Err(ErrorCode::REBALANCE_IN_PROGRESS);
+        }
+        self.check_member(member_id, instance_id)?;
+        if generation != self.generation {
+            return Err(ErrorCode::ILLEGAL_GENERATION);
+        }
+        Ok(())
+    }
+
+    /// Timer duties: the initial delay, the rebalance timeout, expired sessions.
+    pub fn tick(&mut self, settings: &GroupSettings, now: Instant, now_ms: i64) {
+        self.initial_delay_ms = settings.initial_rebalance_delay_ms;
+        self.maybe_complete_join(now, now_ms);
+        self.pending_members.retain(|_, deadline| now < *deadline);
+        let expired: Vec<String> = self
+            .members
+            .values()
+            .filter(|m| {
+                m.join_waiter.is_none() && m.sync_waiter.is_none() && m.session_expired(now)
+            })
+            .map(|m| m.member_id.clone())
+            .collect();
+        for id in expired {
+            tracing::info!(group = %self.group_id, member = %id, "session expired");
+            self.remove_member_and_rebalance(&id, now, now_ms, "member session expired");
+        }
+        self.maybe_complete_join(now, now_ms);
+    }
+
+    /// Topics the members subscribed to, for a `consumer` group.
+    pub fn subscribed_topics(&self) -> Option<BTreeSet<String>> {
+        if self.protocol_type.as_deref() != Some("consumer") || self.members.is_empty() {
+            return None;
+        }
+        let mut topics = BTreeSet::new();
+        for m in self.members.values() {
+            let metadata = match &self.protocol {
+                Some(p) => m.metadata(p),
+                None => m.protocols.first().map(|(_, b)| b),
+            };
+            let Some(metadata) = metadata else { continue };
+            topics.extend(super::parse_subscription(metadata)?);
+        }
+        Some(topics)
+    }
+
+    /// Offsets of an empty group that passed retention (Kafka 2.1+ rule:
+    /// counted from the later of the commit and the group becoming empty).
+    pub fn expired_offsets(&self, now_ms: i64, retention_ms: i64) -> Vec<(String, i32)> {
+        if self.state != GroupState::Empty {
+            return Vec::new();
+        }
+        self.offsets
+            .iter()
+            .filter(|(_, v)| {
+                v.commit_timestamp_ms
+                    .max(self.state_timestamp_ms)
+                    .saturating_add(retention_ms)
+                    <= now_ms
+            })
+            .map(|(k, _)| k.clone())
+            .collect()
+    }
+
+    /// Drops every waiter, e.g. when this broker stops coordinating the group.
+    pub fn shut_down(&mut self, error: ErrorCode) {
+        for m in self.members.values_mut() {
+            if let Some(w) = m.join_waiter.take() {
+                let _ = w.send(JoinResult::error(error, &m.member_id));
+            }
+            if let Some(w) = m.sync_waiter.take() {
+                let _ = w.send(SyncResult::error(error));
+            }
+        }
+    }
+
+    pub fn mark_dead(&mut self, now_ms: i64) {
+        self.shut_down(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        self.transition(GroupState::Dead, now_ms);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SETTINGS: GroupSettings = GroupSettings {
+        min_session_timeout_ms: 6000,
+        max_session_timeout_ms: 1_800_000,
+        initial_rebalance_delay_ms: 0,
+    };
+
+    fn request(member_id: &str, session_timeout_ms: i32, v4: bool) -> JoinRequest {
+        JoinRequest {
+            member_id: member_id.to_string(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms,
+            rebalance_timeout_ms: 10_000,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            require_known_member_id: v4,
+            supports_skip_assignment: false,
+        }
+    }
+
+    fn now_result(r: Reply<JoinResult>) -> JoinResult {
+        match r {
+            Reply::Now(r) => r,
+            Reply::Later(mut rx) => rx.try_recv().expect("join completed"),
+        }
+    }
+
+    /// (session timeout, JoinGroup v4+, expected error)
+    #[test]
+    fn first_join_outcomes() {
+        let cases = [
+            (5999, false, ErrorCode::INVALID_SESSION_TIMEOUT),
+            (1_800_001, true, ErrorCode::INVALID_SESSION_TIMEOUT),
+            (6000, true, ErrorCode::MEMBER_ID_REQUIRED),
+            (6000, false, ErrorCode::NONE),
+        ];
+        for (session, v4, expected) in cases {
+            let mut g = Group::new("g", 0);
+            let r = now_result(g.join(request("", session, v4), &SETTINGS, Instant::now(), 0));
+            assert_eq!(r.error, expected, "session {session} v4 {v4}");
+        }
+    }
+
+    #[test]
+    fn member_lifecycle_and_session_expiry() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g", 0);
+        let first = now_result(g.join(request("", 6000, true), &SETTINGS, t0, 0));
+        assert_eq!(first.error, ErrorCode::MEMBER_ID_REQUIRED);
+        let joined = now_result(g.join(request(&first.member_id, 6000, true), &SETTINGS, t0, 0));
+        assert_eq!((joined.error, joined.generation), (ErrorCode::NONE, 1));
+        assert_eq!(joined.leader, first.member_id);
+        assert_eq!(joined.members.len(), 1);
+        assert_eq!(g.state, GroupState::CompletingRebalance);
+        let (reply, leader) = g.sync(
+            &first.member_id,
+            None,
+            1,
+            None,
+            None,
+            vec![(first.member_id.clone(), Bytes::from_static(b"a"))],
+        );
+        assert!(leader);
+        g.finish_sync(Ok(()), t0, 0);
+        let Reply::Later(mut rx) = reply else {
+            panic!("the leader waits for its assignment to be stored")
+        };
+        assert_eq!(&rx.try_recv().expect("sync answered").assignment[..], b"a");
+        assert_eq!(g.state, GroupState::Stable);
+        let cases = [
+            ("nobody", 1, ErrorCode::UNKNOWN_MEMBER_ID),
+            (first.member_id.as_str(), 0, ErrorCode::ILLEGAL_GENERATION),
+            (first.member_id.as_str(), 1, ErrorCode::NONE),
+        ];
+        for (member, generation, expected) in cases {
+            assert_eq!(g.heartbeat(member, None, generation, t0), expected);
+        }
+        g.tick(&SETTINGS, t0 + Duration::from_millis(5999), 0);
+        assert_eq!(g.members.len(), 1);
+        g.tick(&SETTINGS, t0 + Duration::from_millis(6000), 0);
+        assert!(g.members.is_empty());
+        assert_eq!((g.state, g.generation), (GroupState::Empty, 2));
+        assert!(g.take_dirty());
+    }
+
+    #[test]
+    fn simple_groups_commit_with_generation_minus_one() {
+        let g = Group::new("g", 0);
+        assert_eq!(g.validate_commit("", None, -1), Ok(()));
+        assert_eq!(
+            g.validate_commit("x", None, 3),
+            Err(ErrorCode::UNKNOWN_MEMBER_ID)
+        );
+    }
+}

@@ -1,0 +1,64 @@
+//! DescribeQuorum (55): the metadata quorum's leader, epoch, high
+//! watermark and each voter's log end offset, as `kafka-metadata-quorum
+//! describe --status` shows it. Brokers forward it to the controller quorum.
+
+use kafka_protocol::messages::describe_quorum_response::{PartitionData, ReplicaState, TopicData};
+use kafka_protocol::messages::{
+    BrokerId, DescribeQuorumRequest, DescribeQuorumResponse, TopicName,
+};
+use kraftwerk_types::ErrorCode;
+
+use super::{str_bytes, Request};
+use crate::BrokerState;
+
+/// Kafka's name of the metadata log's one partition.
+const METADATA_TOPIC: &str = "__cluster_metadata";
+
+pub async fn handle(
+    state: &BrokerState,
+    _req: &Request<'_>,
+    _body: DescribeQuorumRequest,
+) -> DescribeQuorumResponse {
+    let partition = match &state.quorum {
+        None => {
+            // A single node is its own quorum of one.
+            let version = state.image.load().version as i64;
+            let me = ReplicaState::default()
+                .with_replica_id(BrokerId(state.config.node_id))
+                .with_log_end_offset(version);
+            PartitionData::default()
+                .with_leader_id(BrokerId(state.config.node_id))
+                .with_leader_epoch(0)
+                .with_high_watermark(version)
+                .with_current_voters(vec![me])
+        }
+        Some(client) => match client.quorum_status().await {
+            Ok(s) => {
+                let voters = s
+                    .voters
+                    .iter()
+                    .map(|v| {
+                        ReplicaState::default()
+                            .with_replica_id(BrokerId(v.node_id as i32))
+                            .with_log_end_offset(v.matched_index.map(|i| i as i64).unwrap_or(-1))
+                            .with_last_fetch_timestamp(-1)
+                            .with_last_caught_up_timestamp(-1)
+                    })
+                    .collect();
+                PartitionData::default()
+                    .with_leader_id(BrokerId(s.leader_id.map(|l| l as i32).unwrap_or(-1)))
+                    .with_leader_epoch(s.term as i32)
+                    .with_high_watermark(s.commit_index.map(|c| c as i64).unwrap_or(-1))
+                    .with_current_voters(voters)
+            }
+            Err(e) => {
+                return DescribeQuorumResponse::default()
+                    .with_error_code(ErrorCode::REQUEST_TIMED_OUT.code())
+                    .with_error_message(Some(str_bytes(e.to_string())))
+            }
+        },
+    };
+    DescribeQuorumResponse::default().with_topics(vec![TopicData::default()
+        .with_topic_name(TopicName(str_bytes(METADATA_TOPIC)))
+        .with_partitions(vec![partition.with_partition_index(0)])])
+}

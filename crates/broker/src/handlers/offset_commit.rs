@@ -1,0 +1,124 @@
+//! OffsetCommit (8): offsets are written to `__consumer_offsets` and
+//! answered once the write is committed (acks=all semantics).
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+use kraftwerk_types::ErrorCode;
+
+use super::Request;
+use crate::group::records::{self, OffsetValue};
+use crate::group::OFFSET_METADATA_MAX_BYTES;
+use crate::BrokerState;
+
+pub async fn handle(
+    state: &BrokerState,
+    _req: &Request<'_>,
+    body: OffsetCommitRequest,
+) -> OffsetCommitResponse {
+    let group_id = body.group_id.0.to_string();
+    let now = crate::handlers_now_ms();
+    let image = state.image.load();
+    // Per-partition outcome; None means "to be written".
+    let mut outcome: BTreeMap<(String, i32), Option<ErrorCode>> = BTreeMap::new();
+    let mut wanted: Vec<((String, i32), OffsetValue)> = Vec::new();
+    for t in &body.topics {
+        let topic = t.name.0.to_string();
+        for p in &t.partitions {
+            let key = (topic.clone(), p.partition_index);
+            let metadata = p
+                .committed_metadata
+                .as_ref()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            let code = if image.partition(&topic, p.partition_index).is_none() {
+                Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)
+            } else if metadata.len() > OFFSET_METADATA_MAX_BYTES {
+                Some(ErrorCode::OFFSET_METADATA_TOO_LARGE)
+            } else {
+                wanted.push((
+                    key.clone(),
+                    OffsetValue {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata,
+                        commit_timestamp_ms: now,
+                    },
+                ));
+                None
+            };
+            outcome.insert(key, code);
+        }
+    }
+    let result = commit(state, &group_id, &body, wanted).await;
+    let mut topics: BTreeMap<String, Vec<OffsetCommitResponsePartition>> = BTreeMap::new();
+    for ((topic, partition), code) in outcome {
+        let code = code.unwrap_or(match result {
+            Ok(()) => ErrorCode::NONE,
+            Err(e) => e,
+        });
+        topics.entry(topic).or_default().push(
+            OffsetCommitResponsePartition::default()
+                .with_partition_index(partition)
+                .with_error_code(code.code()),
+        );
+    }
+    OffsetCommitResponse::default().with_topics(
+        topics
+            .into_iter()
+            .map(|(name, partitions)| {
+                OffsetCommitResponseTopic::default()
+                    .with_name(kafka_protocol::messages::TopicName(super::str_bytes(name)))
+                    .with_partitions(partitions)
+            })
+            .collect(),
+    )
+}
+
+async fn commit(
+    state: &BrokerState,
+    group_id: &str,
+    body: &OffsetCommitRequest,
+    wanted: Vec<((String, i32), OffsetValue)>,
+) -> Result<(), ErrorCode> {
+    let owned = state.groups.owns(state, group_id)?;
+    let generation = body.generation_id_or_member_epoch;
+    let group = match state.groups.group(group_id) {
+        Some(g) => g,
+        // A "simple" group (assign() with a group id) commits with generation -1.
+        None if generation < 0 => state.groups.group_or_new(group_id),
+        None => return Err(ErrorCode::ILLEGAL_GENERATION),
+    };
+    let last_offset = {
+        let mut g = group.lock();
+        g.validate_commit(
+            body.member_id.as_str(),
+            body.group_instance_id.as_deref(),
+            generation,
+        )?;
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let batch = wanted
+            .iter()
+            .map(|((t, p), v)| {
+                (
+                    records::offset_key(group_id, t, *p),
+                    Some(records::offset_value(v)),
+                )
+            })
+            .collect();
+        let last = state.groups.append(state, owned.partition, batch)?;
+        for (k, v) in wanted {
+            g.offsets.insert(k, v);
+        }
+        last
+    };
+    state
+        .groups
+        .await_committed(state, owned.partition, last_offset)
+        .await
+}

@@ -1,0 +1,156 @@
+//! OffsetFetch (9): committed offsets, -1 where there is none. All of a
+//! group's offsets when `topics` is null; v8+ asks for several groups.
+//! `require_stable` is ignored: without transactions nothing is pending.
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kraftwerk_types::ErrorCode;
+
+use super::{str_bytes, Request};
+use crate::group::records::OffsetValue;
+use crate::BrokerState;
+
+type Fetched = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
+
+pub async fn handle(
+    state: &BrokerState,
+    req: &Request<'_>,
+    body: OffsetFetchRequest,
+) -> OffsetFetchResponse {
+    let v = req.version;
+    if v >= 8 {
+        let groups = body
+            .groups
+            .iter()
+            .map(|g| {
+                let topics = g.topics.as_ref().map(|ts| {
+                    ts.iter()
+                        .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                        .collect()
+                });
+                let group_id = g.group_id.0.to_string();
+                let (code, fetched) = match fetch(state, &group_id, topics) {
+                    Ok(f) => (ErrorCode::NONE, f),
+                    Err(e) => (e, Vec::new()),
+                };
+                OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id.clone())
+                    .with_error_code(code.code())
+                    .with_topics(
+                        fetched
+                            .into_iter()
+                            .map(|(name, parts)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(str_bytes(name)))
+                                    .with_partitions(
+                                        parts
+                                            .into_iter()
+                                            .map(|(p, o)| {
+                                                let (offset, epoch, meta) = split(o);
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(offset)
+                                                    .with_committed_leader_epoch(epoch)
+                                                    .with_metadata(Some(str_bytes(meta)))
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    )
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let group_id = body.group_id.0.to_string();
+    let requested: Option<Vec<(String, Vec<i32>)>> = body.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    let (code, fetched) = match fetch(state, &group_id, requested.clone()) {
+        Ok(f) => (ErrorCode::NONE, f),
+        // v1 has no top-level error: each requested partition carries it.
+        Err(e) => (
+            e,
+            requested
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(t, ps)| (t, ps.into_iter().map(|p| (p, None)).collect()))
+                .collect(),
+        ),
+    };
+    let partition_code = if v < 2 { code } else { ErrorCode::NONE };
+    let topics = fetched
+        .into_iter()
+        .map(|(name, parts)| {
+            OffsetFetchResponseTopic::default()
+                .with_name(TopicName(str_bytes(name)))
+                .with_partitions(
+                    parts
+                        .into_iter()
+                        .map(|(p, o)| {
+                            let (offset, epoch, meta) = split(o);
+                            OffsetFetchResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_committed_offset(offset)
+                                .with_committed_leader_epoch(if v >= 5 { epoch } else { -1 })
+                                .with_metadata(Some(str_bytes(meta)))
+                                .with_error_code(partition_code.code())
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    let mut resp = OffsetFetchResponse::default().with_topics(topics);
+    if v >= 2 {
+        resp = resp.with_error_code(code.code());
+    }
+    resp
+}
+
+fn split(o: Option<OffsetValue>) -> (i64, i32, String) {
+    match o {
+        Some(v) => (v.offset, v.leader_epoch, v.metadata),
+        None => (-1, -1, String::new()),
+    }
+}
+
+fn fetch(
+    state: &BrokerState,
+    group_id: &str,
+    topics: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<Fetched, ErrorCode> {
+    state.groups.owns(state, group_id)?;
+    let group = state.groups.group(group_id);
+    let guard = group.as_ref().map(|g| g.lock());
+    let offsets = guard.as_ref().map(|g| &g.offsets);
+    Ok(match topics {
+        Some(topics) => topics
+            .into_iter()
+            .map(|(t, parts)| {
+                let found = parts
+                    .into_iter()
+                    .map(|p| {
+                        let v = offsets.and_then(|o| o.get(&(t.clone(), p))).cloned();
+                        (p, v)
+                    })
+                    .collect();
+                (t, found)
+            })
+            .collect(),
+        None => {
+            let mut out: Fetched = Vec::new();
+            for ((t, p), v) in offsets.into_iter().flatten() {
+                match out.last_mut() {
+                    Some((last, parts)) if last == t => parts.push((*p, Some(v.clone()))),
+                    _ => out.push((t.clone(), vec![(*p, Some(v.clone()))])),
+                }
+            }
+            out
+        }
+    })
+}

@@ -1,0 +1,445 @@
+//! The broker's side of the controller quorum: a gRPC client that finds the
+//! active controller, and [`RemoteControl`], the [`ClusterControl`] that
+//! turns topic admin and producer-id requests into metadata commands.
+//!
+//! Placement is decided here, on the broker, from its current image (live,
+//! unfenced brokers), and travels inside the command; the controller only
+//! checks and applies it, so the metadata log stays deterministic.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kraftwerk_controller::commands::{CommandResult, MetadataCommand};
+use kraftwerk_metadata::{validate_topic_name, ImageCell, TopicRecord};
+use kraftwerk_rpc::controller as pb;
+use kraftwerk_rpc::controller::controller_client::ControllerClient as GrpcClient;
+use kraftwerk_types::config::validate_topic_configs;
+use kraftwerk_types::TopicId;
+use parking_lot::Mutex;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::controller::{
+    assign_replicas, BoxFuture, ClusterControl, ConfigChange, ControllerError, NewTopic,
+};
+
+/// Attempts of one call across controller nodes before giving up.
+const CALL_ATTEMPTS_MAX: usize = 40;
+/// Pause between attempts while no controller answers or leadership moves.
+const CALL_BACKOFF: Duration = Duration::from_millis(250);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longer than the longest FetchMetadata long poll.
+const RPC_TIMEOUT: Duration = Duration::from_secs(40);
+/// How long a broker waits to see its own write in its metadata image.
+const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(10);
+/// Producer ids reserved per controller round trip.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+/// Kafka's NOT_CONTROLLER.
+const NOT_CONTROLLER: i32 = 41;
+
+/// Parses `controller.quorum.voters`: `1@host:port,2@host:port,...`.
+pub fn parse_voters(value: &str) -> Result<BTreeMap<u64, String>, String> {
+    let mut voters = BTreeMap::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item
+            .split_once('@')
+            .ok_or_else(|| format!("'{item}' is not id@host:port"))?;
+        let id: u64 = id
+            .parse()
+            .map_err(|_| format!("'{id}' in '{item}' is not a node id"))?;
+        if !addr.contains(':') {
+            return Err(format!("'{addr}' in '{item}' has no port"));
+        }
+        voters.insert(id, addr.to_string());
+    }
+    if voters.is_empty() {
+        return Err("controller.quorum.voters lists no voter".into());
+    }
+    Ok(voters)
+}
+
+/// Talks to whichever controller node is active, following NOT_CONTROLLER hints.
+pub struct ControllerClient {
+    voters: BTreeMap<u64, String>,
+    channels: Mutex<HashMap<u64, Channel>>,
+    active: Mutex<Option<u64>>,
+    next: Mutex<usize>,
+}
+
+impl ControllerClient {
+    pub fn new(voters: BTreeMap<u64, String>) -> ControllerClient {
+        ControllerClient {
+            voters,
+            channels: Mutex::new(HashMap::new()),
+            active: Mutex::new(None),
+            next: Mutex::new(0),
+        }
+    }
+
+    fn channel(&self, id: u64) -> Result<Channel, ControllerError> {
+        if let Some(c) = self.channels.lock().get(&id) {
+            return Ok(c.clone());
+        }
+        let addr = self
+            .voters
+            .get(&id)
+            .ok_or_else(|| ControllerError::Unavailable(format!("unknown controller {id}")))?;
+        let channel = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| {
+                ControllerError::Unavailable(format!("bad controller address {addr}: {e}"))
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(RPC_TIMEOUT)
+            .connect_lazy();
+        self.channels.lock().insert(id, channel.clone());
+        Ok(channel)
+    }
+
+    fn pick(&self) -> u64 {
+        if let Some(id) = *self.active.lock() {
+            return id;
+        }
+        let ids: Vec<u64> = self.voters.keys().copied().collect();
+        let mut next = self.next.lock();
+        *next = (*next + 1) % ids.len().max(1);
+        ids.get(*next).copied().unwrap_or(0)
+    }
+
+    pub fn active_controller(&self) -> Option<u64> {
+        *self.active.lock()
+    }
+
+    /// Runs `f` against the active controller, retrying on other nodes while
+    /// the quorum has no leader or leadership moves.
+    pub async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, ControllerError>
+    where
+        F: Fn(GrpcClient<Channel>) -> Fut,
+        Fut: Future<Output = Result<(Option<pb::ControllerStatus>, T), tonic::Status>>,
+    {
+        let mut last_error = String::new();
+        for _ in 0..CALL_ATTEMPTS_MAX {
+            let id = self.pick();
+            let client = GrpcClient::new(self.channel(id)?);
+            match f(client).await {
+                Ok((status, value)) => match status {
+                    Some(s) if s.error_code == NOT_CONTROLLER => {
+                        *self.active.lock() = s.active_controller_id.filter(|l| *l != id);
+                        last_error = format!("controller {id} is not active");
+                    }
+                    Some(s) if s.error_code != 0 => {
+                        *self.active.lock() = Some(id);
+                        return Err(ControllerError::Remote {
+                            code: s.error_code as i16,
+                            message: s.message,
+                        });
+                    }
+                    _ => {
+                        *self.active.lock() = Some(id);
+                        return Ok(value);
+                    }
+                },
+                Err(status) => {
+                    *self.active.lock() = None;
+                    last_error = format!("controller {id}: {}", status.message());
+                }
+            }
+            tokio::time::sleep(CALL_BACKOFF).await;
+        }
+        Err(ControllerError::Unavailable(format!(
+            "{what}: no active controller answered ({last_error})"
+        )))
+    }
+
+    /// Any node's committed image newer than `known_version` (long poll).
+    pub async fn fetch_metadata(
+        &self,
+        known_version: u64,
+        max_wait_ms: u32,
+    ) -> Result<pb::FetchMetadataResponse, ControllerError> {
+        self.call("fetch metadata", |mut c| async move {
+            let r = c
+                .fetch_metadata(pb::FetchMetadataRequest {
+                    known_version,
+                    max_wait_ms,
+                })
+                .await?
+                .into_inner();
+            Ok((None, r))
+        })
+        .await
+    }
+
+    pub async fn quorum_status(&self) -> Result<pb::QuorumStatusResponse, ControllerError> {
+        self.call("quorum status", |mut c| async move {
+            Ok((
+                None,
+                c.quorum_status(pb::QuorumStatusRequest {})
+                    .await?
+                    .into_inner(),
+            ))
+        })
+        .await
+    }
+
+    /// Proposes a command; returns its result and the version that holds it.
+    pub async fn write(
+        &self,
+        command: &MetadataCommand,
+    ) -> Result<(CommandResult, u64), ControllerError> {
+        let bytes =
+            serde_json::to_vec(command).map_err(|e| ControllerError::Unavailable(e.to_string()))?;
+        let (result, version) = self
+            .call("metadata write", |mut c| {
+                let bytes = bytes.clone();
+                async move {
+                    let r = c
+                        .write(pb::WriteRequest { command: bytes })
+                        .await?
+                        .into_inner();
+                    Ok((r.status, (r.result, r.applied_version)))
+                }
+            })
+            .await?;
+        let result: CommandResult = serde_json::from_slice(&result)
+            .map_err(|e| ControllerError::Unavailable(format!("bad controller answer: {e}")))?;
+        Ok((result, version))
+    }
+}
+
+/// [`ClusterControl`] backed by the controller quorum.
+pub struct RemoteControl {
+    client: Arc<ControllerClient>,
+    image: Arc<ImageCell>,
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
+}
+
+impl RemoteControl {
+    pub fn new(client: Arc<ControllerClient>, image: Arc<ImageCell>) -> RemoteControl {
+        RemoteControl {
+            client,
+            image,
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
+        }
+    }
+
+    /// Writes a command and waits until this broker's image includes it.
+    async fn write(&self, command: MetadataCommand) -> Result<CommandResult, ControllerError> {
+        let (result, version) = self.client.write(&command).await?;
+        let deadline = tokio::time::Instant::now() + READ_YOUR_WRITE_WAIT;
+        while self.image.load().version < version && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        match result {
+            CommandResult::Error { code, message } => {
+                Err(ControllerError::Remote { code, message })
+            }
+            other => Ok(other),
+        }
+    }
+
+    fn placement_brokers(&self) -> Vec<i32> {
+        let image = self.image.load();
+        image
+            .live_brokers()
+            .filter(|b| !image.shutting_down.contains(&b.node_id))
+            .map(|b| b.node_id)
+            .collect()
+    }
+}
+
+impl ClusterControl for RemoteControl {
+    fn create_topic(
+        &self,
+        topic: NewTopic,
+        validate_only: bool,
+    ) -> BoxFuture<'_, Result<TopicRecord, ControllerError>> {
+        Box::pin(async move {
+            validate_topic_name(&topic.name).map_err(ControllerError::InvalidTopic)?;
+            validate_topic_configs(topic.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
+            if self.image.load().topic(&topic.name).is_some() {
+                return Err(ControllerError::TopicAlreadyExists(topic.name));
+            }
+            let brokers = self.placement_brokers();
+            let assignments = match topic.assignments {
+                Some(a) => a,
+                None => {
+                    if topic.num_partitions < 1 {
+                        return Err(ControllerError::InvalidPartitions(
+                            "number of partitions must be at least 1".into(),
+                        ));
+                    }
+                    let mut sorted = brokers.clone();
+                    sorted.sort_unstable();
+                    // Start the round-robin at a broker chosen by the name, so
+                    // many single-partition topics do not all land on one broker.
+                    let shift = topic
+                        .name
+                        .bytes()
+                        .fold(0usize, |h, b| h.wrapping_mul(31).wrapping_add(b as usize));
+                    if !sorted.is_empty() {
+                        let k = shift % sorted.len();
+                        sorted.rotate_left(k);
+                    }
+                    assign_replicas(&sorted, 0, topic.num_partitions, topic.replication_factor)?
+                }
+            };
+            let command = MetadataCommand::CreateTopic {
+                name: topic.name.clone(),
+                topic_id: TopicId::random(),
+                assignments,
+                configs: topic.configs,
+            };
+            if validate_only {
+                if let MetadataCommand::CreateTopic {
+                    name,
+                    topic_id,
+                    assignments,
+                    configs,
+                } = command
+                {
+                    let mut scratch = kraftwerk_metadata::MetadataImage::default();
+                    scratch.brokers = self.image.load().brokers.clone();
+                    if let CommandResult::Topic(t) = kraftwerk_controller::commands::apply(
+                        &mut scratch,
+                        &MetadataCommand::CreateTopic {
+                            name,
+                            topic_id,
+                            assignments,
+                            configs,
+                        },
+                        0,
+                    ) {
+                        return Ok(t);
+                    }
+                }
+                return Err(ControllerError::InvalidTopic("validation failed".into()));
+            }
+            match self.write(command).await? {
+                CommandResult::Topic(t) => Ok(t),
+                other => Err(ControllerError::Unavailable(format!(
+                    "unexpected controller answer {other:?}"
+                ))),
+            }
+        })
+    }
+
+    fn delete_topic(&self, name: String) -> BoxFuture<'_, Result<TopicId, ControllerError>> {
+        Box::pin(async move {
+            let id = self
+                .image
+                .load()
+                .topic(&name)
+                .map(|t| t.id)
+                .ok_or_else(|| ControllerError::UnknownTopic(name.clone()))?;
+            self.write(MetadataCommand::DeleteTopic { name }).await?;
+            Ok(id)
+        })
+    }
+
+    fn create_partitions(
+        &self,
+        name: String,
+        total: i32,
+        assignments: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> BoxFuture<'_, Result<(), ControllerError>> {
+        Box::pin(async move {
+            let image = self.image.load();
+            let topic = image
+                .topic(&name)
+                .ok_or_else(|| ControllerError::UnknownTopic(name.clone()))?;
+            let current = topic.partitions.len() as i32;
+            if total <= current {
+                return Err(ControllerError::InvalidPartitions(format!(
+                    "topic '{name}' has {current} partitions; the new count must be larger, not {total}"
+                )));
+            }
+            let rf = topic
+                .partitions
+                .first()
+                .map(|p| p.replicas.len())
+                .unwrap_or(1) as i16;
+            let added = match assignments {
+                Some(a) => a,
+                None => assign_replicas(&self.placement_brokers(), current, total - current, rf)?,
+            };
+            if validate_only {
+                return Ok(());
+            }
+            self.write(MetadataCommand::CreatePartitions {
+                name,
+                assignments: added,
+            })
+            .await
+            .map(|_| ())
+        })
+    }
+
+    fn alter_topic_configs(
+        &self,
+        name: String,
+        changes: Vec<ConfigChange>,
+        validate_only: bool,
+    ) -> BoxFuture<'_, Result<(), ControllerError>> {
+        Box::pin(async move {
+            for (k, v) in &changes {
+                if let Some(v) = v {
+                    validate_topic_configs([(k.as_str(), v.as_str())])
+                        .map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
+                }
+            }
+            if self.image.load().topic(&name).is_none() {
+                return Err(ControllerError::UnknownTopic(name));
+            }
+            if validate_only {
+                return Ok(());
+            }
+            self.write(MetadataCommand::AlterTopicConfigs { name, changes })
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn allocate_producer_id(&self) -> BoxFuture<'_, Result<i64, ControllerError>> {
+        Box::pin(async move {
+            let mut block = self.producer_ids.lock().await;
+            if block.0 >= block.1 {
+                match self
+                    .write(MetadataCommand::AllocateProducerIds {
+                        count: PRODUCER_ID_BLOCK,
+                    })
+                    .await?
+                {
+                    CommandResult::ProducerIdStart(start) => {
+                        *block = (start, start + PRODUCER_ID_BLOCK)
+                    }
+                    other => {
+                        return Err(ControllerError::Unavailable(format!(
+                            "unexpected controller answer {other:?}"
+                        )))
+                    }
+                }
+            }
+            let id = block.0;
+            block.0 += 1;
+            Ok(id)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voters_parse_like_kafka() {
+        let v = parse_voters("1@127.0.0.1:9192, 2@127.0.0.1:9193,3@localhost:9194").expect("valid");
+        assert_eq!(v.len(), 3);
+        assert_eq!(v[&3], "localhost:9194");
+        assert!(parse_voters("").is_err());
+        assert!(parse_voters("x@h:1").is_err());
+        assert!(parse_voters("1@h").is_err());
+    }
+}

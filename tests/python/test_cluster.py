@@ -1,0 +1,158 @@
+"""A three-node cluster with a Raft metadata quorum, real processes, real clients."""
+
+import tempfile
+import threading
+import time
+from collections import Counter
+
+import pytest
+from confluent_kafka import Producer
+
+from cluster_harness import Cluster
+
+SESSION_TIMEOUT_MS = 4000
+
+
+@pytest.fixture
+def cluster():
+    tmp = tempfile.TemporaryDirectory(prefix="kraftwerk-cluster-")
+    c = Cluster(tmp.name, extra={"broker.session.timeout.ms": SESSION_TIMEOUT_MS, "broker.heartbeat.interval.ms": 1000})
+    try:
+        c.start_all()
+        yield c
+    finally:
+        c.stop_all()
+        tmp.cleanup()
+
+
+def test_six_partitions_rf3_give_each_broker_two_preferred_leaders(cluster):
+    cluster.cli("topics", "create", "--topic", "spread", "--partitions", "6", "--replication-factor", "3")
+    t = cluster.describe("spread")
+    assert t["replication_factor"] == 3
+    preferred = Counter(p["replicas"][0] for p in t["partitions"])
+    leaders = Counter(p["leader"] for p in t["partitions"])
+    assert preferred == {1: 2, 2: 2, 3: 2}
+    assert leaders == {1: 2, 2: 2, 3: 2}
+    for p in t["partitions"]:
+        assert sorted(p["replicas"]) == [1, 2, 3] and sorted(p["isr"]) == [1, 2, 3]
+
+
+def test_killing_the_active_controller_elects_another(cluster):
+    active = cluster.cluster_info()["active_controller"]
+    cluster.kill(active)
+    others = cluster.bootstrap_without(active)
+    started = time.monotonic()
+    while True:
+        out = cluster.cli("topics", "create", "--topic", "after-failover", "--partitions", "3", "--replication-factor", "2",
+                          bootstrap=others, check=False)
+        if out.returncode == 0:
+            break
+        assert time.monotonic() - started < 15, f"CreateTopics kept failing: {out.stderr}"
+        time.sleep(0.5)
+    assert time.monotonic() - started < 15
+    info = cluster.cluster_info(bootstrap=others)
+    assert info["active_controller"] not in (-1, active)
+    # The killed node restarts and rejoins: registered, unfenced, caught up.
+    cluster.start(active)
+    cluster.wait_until(cluster.all_unfenced, 30, "the restarted node is unfenced")
+    quorum = __import__("json").loads(cluster.cli("cluster", "quorum", "--output", "json").stdout)
+    cluster.wait_until(
+        lambda: all(v["lag"] == 0 for v in __import__("json").loads(cluster.cli("cluster", "quorum", "--output", "json").stdout)["voters"]),
+        30, "every voter caught up")
+    assert len(quorum["voters"]) == 3
+
+
+def test_killing_a_broker_moves_its_leaders_within_the_session_timeout(cluster):
+    cluster.cli("topics", "create", "--topic", "moving", "--partitions", "6", "--replication-factor", "3")
+    active = cluster.cluster_info()["active_controller"]
+    victim = next(n for n in (1, 2, 3) if n != active)
+    led = [p["partition"] for p in cluster.describe("moving")["partitions"] if p["leader"] == victim]
+    assert led
+    errors, acked = [], []
+    stop = threading.Event()
+
+    def produce():
+        p = Producer({"bootstrap.servers": cluster.bootstrap_without(victim), "acks": "all", "linger.ms": 5,
+                      "message.timeout.ms": 30000})
+        i = 0
+        while not stop.is_set():
+            p.produce("moving", value=str(i).encode(),
+                      on_delivery=lambda err, msg: errors.append(err) if err else acked.append(msg.partition()))
+            p.poll(0.01)
+            i += 1
+        p.flush(30)
+
+    t = threading.Thread(target=produce)
+    t.start()
+    time.sleep(1)
+    cluster.kill(victim)
+    killed_at = time.monotonic()
+    others = cluster.bootstrap_without(victim)
+    cluster.wait_until(
+        lambda: all(p["leader"] not in (victim, -1) for p in cluster.describe("moving", bootstrap=others)["partitions"]),
+        SESSION_TIMEOUT_MS / 1000 + 5, "new leaders for the killed broker's partitions")
+    moved_after = time.monotonic() - killed_at
+    time.sleep(2)
+    stop.set()
+    t.join(60)
+    assert moved_after <= SESSION_TIMEOUT_MS / 1000 + 1, f"leaders moved after {moved_after:.1f}s"
+    assert errors == [], errors[:3]
+    # Records went on reaching the partitions that changed leader.
+    assert set(led) & set(acked[-200:]), "no record reached a partition after its leader moved"
+
+
+def test_kafka_python_keeps_producing_across_a_broker_kill(cluster):
+    from kafka import KafkaProducer
+    cluster.cli("topics", "create", "--topic", "kp", "--partitions", "3", "--replication-factor", "3")
+    victim = next(n for n in (1, 2, 3) if n != cluster.cluster_info()["active_controller"])
+    producer = KafkaProducer(bootstrap_servers=cluster.bootstrap_without(victim).split(","), acks="all", retries=50,
+                             request_timeout_ms=5000, retry_backoff_ms=200)
+    for i in range(30):
+        producer.send("kp", str(i).encode()).get(timeout=30)
+    cluster.kill(victim)
+    deadline = time.monotonic() + 60
+    sent = 0
+    while sent < 60:
+        producer.send("kp", f"after-{sent}".encode()).get(timeout=30)
+        sent += 1
+        assert time.monotonic() < deadline
+    producer.close()
+
+
+def test_sigterm_moves_leadership_before_exit_so_produces_do_not_fail(cluster):
+    cluster.cli("topics", "create", "--topic", "rolling", "--partitions", "6", "--replication-factor", "3")
+    errors, acked = [], []
+    stop = threading.Event()
+
+    def produce():
+        p = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 5,
+                      "retries": 1, "retry.backoff.ms": 200, "message.timeout.ms": 10000})
+        while not stop.is_set():
+            p.produce("rolling", value=b"x", on_delivery=lambda err, msg: errors.append(err) if err else acked.append(1))
+            p.poll(0.005)
+        p.flush(30)
+
+    t = threading.Thread(target=produce)
+    t.start()
+    time.sleep(1)
+    victim = next(n for n in (1, 2, 3) if n != cluster.cluster_info()["active_controller"])
+    cluster.terminate(victim)
+    time.sleep(2)
+    stop.set()
+    t.join(60)
+    assert errors == [], errors[:3]
+    assert len(acked) > 100
+    leaders = {p["leader"] for p in cluster.describe("rolling", bootstrap=cluster.bootstrap_without(victim))["partitions"]}
+    assert victim not in leaders
+
+
+def test_metadata_survives_a_full_cluster_restart(cluster):
+    cluster.cli("topics", "create", "--topic", "keep", "--partitions", "4", "--replication-factor", "2", "--config", "retention.ms=123456")
+    before = cluster.describe("keep")
+    for n in (1, 2, 3):
+        cluster.kill(n)
+    cluster.start_all()
+    after = cluster.describe("keep")
+    assert after["topic_id"] == before["topic_id"]
+    assert [p["replicas"] for p in after["partitions"]] == [p["replicas"] for p in before["partitions"]]
+    assert "retention.ms=123456" in after["configs"]
