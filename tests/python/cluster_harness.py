@@ -13,22 +13,33 @@ from conftest import free_port, kraftwerk_bin, wait_for_port
 
 
 class Cluster:
-    def __init__(self, root: str, nodes: int = 3, extra: dict = None):
+    def __init__(self, root: str, nodes: int = 3, extra: dict = None, controllers: int = 0):
+        """`nodes` combined nodes, or with `controllers` > 0: that many
+        dedicated controllers (ids 1..c) plus `nodes` dedicated brokers."""
         self.root = Path(root)
         self.count = nodes
-        self.kafka_ports = {n: free_port() for n in range(1, nodes + 1)}
-        self.controller_ports = {n: free_port() for n in range(1, nodes + 1)}
+        self.controller_ids = list(range(1, controllers + 1)) if controllers else list(range(1, nodes + 1))
+        self.broker_ids = list(range(controllers + 1, controllers + nodes + 1)) if controllers else list(range(1, nodes + 1))
+        self.kafka_ports = {n: free_port() for n in self.broker_ids}
+        self.controller_ports = {n: free_port() for n in self.controller_ids}
         self.procs = {}
         voters = ",".join(f"{n}@127.0.0.1:{p}" for n, p in self.controller_ports.items())
-        for n in range(1, nodes + 1):
+        for n in sorted(set(self.controller_ids) | set(self.broker_ids)):
+            roles = [r for r, ids in (("broker", self.broker_ids), ("controller", self.controller_ids)) if n in ids]
+            listeners = []
+            if n in self.kafka_ports:
+                listeners.append(f"PLAINTEXT://127.0.0.1:{self.kafka_ports[n]}")
+            if n in self.controller_ports:
+                listeners.append(f"CONTROLLER://127.0.0.1:{self.controller_ports[n]}")
             props = {
                 "node.id": n,
-                "process.roles": "broker,controller",
-                "listeners": f"PLAINTEXT://127.0.0.1:{self.kafka_ports[n]},CONTROLLER://127.0.0.1:{self.controller_ports[n]}",
-                "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.kafka_ports[n]}",
+                "process.roles": ",".join(roles),
+                "listeners": ",".join(listeners),
                 "controller.quorum.voters": voters,
                 "log.dirs": str(self.root / f"node-{n}"),
             }
+            if n in self.kafka_ports:
+                props["advertised.listeners"] = f"PLAINTEXT://127.0.0.1:{self.kafka_ports[n]}"
             props.update(extra or {})
             (self.root / f"node-{n}.properties").write_text("".join(f"{k}={v}\n" for k, v in props.items()))
 
@@ -39,19 +50,24 @@ class Cluster:
     def bootstrap_without(self, n: int) -> str:
         return ",".join(f"127.0.0.1:{p}" for m, p in self.kafka_ports.items() if m != n)
 
-    def start(self, n: int):
+    def _spawn(self, n: int):
         log = open(self.root / f"node-{n}.log", "ab")
         self.procs[n] = subprocess.Popen([kraftwerk_bin(), "server", "--config", str(self.root / f"node-{n}.properties")],
                                          stdout=log, stderr=subprocess.STDOUT)
-        wait_for_port(self.kafka_ports[n], self.procs[n])
+
+    def _wait_listening(self, n: int):
+        wait_for_port(self.kafka_ports.get(n) or self.controller_ports[n], self.procs[n])
+
+    def start(self, n: int):
+        self._spawn(n)
+        self._wait_listening(n)
 
     def start_all(self):
-        for n in range(1, self.count + 1):
-            log = open(self.root / f"node-{n}.log", "ab")
-            self.procs[n] = subprocess.Popen([kraftwerk_bin(), "server", "--config", str(self.root / f"node-{n}.properties")],
-                                             stdout=log, stderr=subprocess.STDOUT)
-        for n in range(1, self.count + 1):
-            wait_for_port(self.kafka_ports[n], self.procs[n])
+        nodes = sorted(set(self.controller_ids) | set(self.broker_ids))
+        for n in nodes:
+            self._spawn(n)
+        for n in nodes:
+            self._wait_listening(n)
         self.wait_until(lambda: self.all_unfenced(), 30, "every broker registered and unfenced")
 
     def kill(self, n: int):

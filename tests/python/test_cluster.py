@@ -1,6 +1,7 @@
 """A three-node cluster with a Raft metadata quorum, real processes, real clients."""
 
 import tempfile
+from pathlib import Path
 import threading
 import time
 from collections import Counter
@@ -156,3 +157,74 @@ def test_metadata_survives_a_full_cluster_restart(cluster):
     assert after["topic_id"] == before["topic_id"]
     assert [p["replicas"] for p in after["partitions"]] == [p["replicas"] for p in before["partitions"]]
     assert "retention.ms=123456" in after["configs"]
+
+
+def test_dedicated_controllers_and_brokers():
+    tmp = tempfile.TemporaryDirectory(prefix="kraftwerk-dedicated-")
+    c = Cluster(tmp.name, nodes=2, controllers=3,
+                extra={"broker.session.timeout.ms": SESSION_TIMEOUT_MS, "broker.heartbeat.interval.ms": 1000})
+    try:
+        c.start_all()
+        info = c.cluster_info()
+        assert sorted(b["id"] for b in info["brokers"]) == [4, 5]
+        assert info["active_controller"] in (1, 2, 3)
+        c.cli("topics", "create", "--topic", "dedicated", "--partitions", "4", "--replication-factor", "2")
+        assert {p["leader"] for p in c.describe("dedicated")["partitions"]} == {4, 5}
+        # Losing one controller of three keeps the quorum writable.
+        c.kill(info["active_controller"])
+        deadline = time.monotonic() + 15
+        while c.cli("topics", "create", "--topic", "after", "--partitions", "1", "--replication-factor", "2", check=False).returncode != 0:
+            assert time.monotonic() < deadline, "no controller took over"
+            time.sleep(0.5)
+    finally:
+        c.stop_all()
+        tmp.cleanup()
+
+
+def test_dev_command_runs_a_local_cluster_and_stops_it():
+    import socket
+    import subprocess
+    from conftest import kraftwerk_bin
+
+    def free_run(ports_from_base):
+        """A base port such that base + each offset is free."""
+        for base in range(21000, 60000, 97):
+            ok = True
+            for port in (base + o for o in ports_from_base):
+                with socket.socket() as s:
+                    try:
+                        s.bind(("127.0.0.1", port))
+                    except OSError:
+                        ok = False
+                        break
+            if ok:
+                return base
+        raise RuntimeError("no free port range")
+
+    kafka_base = free_run([0, 1, 2, 100, 101, 102])
+    controller_base = kafka_base + 100
+    tmp = tempfile.TemporaryDirectory(prefix="kraftwerk-dev-")
+    dev = subprocess.Popen([kraftwerk_bin(), "dev", "--brokers", "3", "--data-dir", tmp.name,
+                            "--base-port", str(kafka_base), "--controller-base-port", str(controller_base)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        bootstrap = f"127.0.0.1:{kafka_base}"
+        deadline = time.monotonic() + 40
+        while True:
+            out = subprocess.run([kraftwerk_bin(), "cluster", "describe", "--output", "json", "--bootstrap-server", bootstrap],
+                                 capture_output=True, text=True, timeout=30)
+            if out.returncode == 0:
+                import json
+                brokers = json.loads(out.stdout)["brokers"]
+                if len(brokers) == 3 and not any(b["fenced"] for b in brokers):
+                    break
+            assert time.monotonic() < deadline, out.stderr
+            time.sleep(0.5)
+        for n in (1, 2, 3):
+            assert (Path(tmp.name) / f"node-{n}.properties").exists()
+    finally:
+        dev.send_signal(__import__("signal").SIGINT)
+        output, _ = dev.communicate(timeout=60)
+        tmp.cleanup()
+    assert dev.returncode == 0, output
+    assert "bootstrap servers" in output and "stopped" in output

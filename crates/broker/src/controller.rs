@@ -102,6 +102,12 @@ pub trait ClusterControl: Send + Sync {
     ) -> BoxFuture<'_, Result<(), ControllerError>>;
     /// A fresh producer id, never handed out before on this cluster.
     fn allocate_producer_id(&self) -> BoxFuture<'_, Result<i64, ControllerError>>;
+    /// Moves leadership to each partition's preferred replica where it is
+    /// live and in the ISR (`None`: every partition).
+    fn elect_preferred_leaders(
+        &self,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> BoxFuture<'_, Result<(), ControllerError>>;
 }
 
 /// Spreads `count` partitions starting at `first_partition` over `brokers`:
@@ -473,6 +479,14 @@ impl ClusterControl for LocalController {
             }
             self.commit(&state, image)
         })
+    }
+
+    fn elect_preferred_leaders(
+        &self,
+        _partitions: Option<Vec<(String, i32)>>,
+    ) -> BoxFuture<'_, Result<(), ControllerError>> {
+        // A single node is the preferred leader of everything it stores.
+        Box::pin(async { Ok(()) })
     }
 
     fn allocate_producer_id(&self) -> BoxFuture<'_, Result<i64, ControllerError>> {

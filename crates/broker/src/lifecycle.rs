@@ -156,12 +156,9 @@ async fn heartbeat(
         want_shutdown,
     };
     client
-        .call("broker heartbeat", |mut c| {
-            let request = request.clone();
-            async move {
-                let r = c.broker_heartbeat(request).await?.into_inner();
-                Ok((r.status.clone(), r))
-            }
+        .call("broker heartbeat", |mut c| async move {
+            let r = c.broker_heartbeat(request).await?.into_inner();
+            Ok((r.status.clone(), r))
         })
         .await
 }

@@ -271,7 +271,6 @@ impl ClusterControl for RemoteControl {
                         ));
                     }
                     let mut sorted = brokers.clone();
-                    sorted.sort_unstable();
                     // Start the round-robin at a broker chosen by the name, so
                     // many single-partition topics do not all land on one broker.
                     let shift = topic
@@ -402,6 +401,17 @@ impl ClusterControl for RemoteControl {
         })
     }
 
+    fn elect_preferred_leaders(
+        &self,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> BoxFuture<'_, Result<(), ControllerError>> {
+        Box::pin(async move {
+            self.write(MetadataCommand::ElectPreferredLeaders { partitions })
+                .await
+                .map(|_| ())
+        })
+    }
+
     fn allocate_producer_id(&self) -> BoxFuture<'_, Result<i64, ControllerError>> {
         Box::pin(async move {
             let mut block = self.producer_ids.lock().await;
@@ -429,9 +439,60 @@ impl ClusterControl for RemoteControl {
     }
 }
 
+/// Orders brokers so that racks alternate: `r1b1, r2b1, r3b1, r1b2, ...`.
+/// Without racks (or with one) the order is by broker id.
+pub fn rack_alternated(mut brokers: Vec<(i32, Option<String>)>) -> Vec<i32> {
+    brokers.sort_by_key(|(id, _)| *id);
+    if brokers.iter().all(|(_, r)| r.is_none()) {
+        return brokers.into_iter().map(|(id, _)| id).collect();
+    }
+    let mut by_rack: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+    for (id, rack) in brokers {
+        by_rack
+            .entry(rack.unwrap_or_default())
+            .or_default()
+            .push(id);
+    }
+    let longest = by_rack.values().map(Vec::len).max().unwrap_or(0);
+    let mut out = Vec::new();
+    for i in 0..longest {
+        for ids in by_rack.values() {
+            if let Some(id) = ids.get(i) {
+                out.push(*id);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn racks_alternate_so_replicas_spread_across_racks() {
+        let brokers = vec![
+            (1, Some("a".into())),
+            (2, Some("a".into())),
+            (3, Some("b".into())),
+            (4, Some("b".into())),
+            (5, Some("c".into())),
+            (6, Some("c".into())),
+        ];
+        let order = rack_alternated(brokers.clone());
+        assert_eq!(order, vec![1, 3, 5, 2, 4, 6]);
+        let racks: BTreeMap<i32, String> = brokers
+            .into_iter()
+            .map(|(id, r)| (id, r.unwrap_or_default()))
+            .collect();
+        for replicas in assign_replicas(&order, 0, 12, 3).expect("fits") {
+            let mut seen: Vec<&String> = replicas.iter().map(|r| &racks[r]).collect();
+            seen.sort();
+            seen.dedup();
+            assert_eq!(seen.len(), 3, "replicas {replicas:?} share a rack");
+        }
+        assert_eq!(rack_alternated(vec![(3, None), (1, None)]), vec![1, 3]);
+    }
 
     #[test]
     fn voters_parse_like_kafka() {

@@ -421,6 +421,13 @@ pub static BROKER_CONFIGS: &[(&str, &str)] = &[
     ("group.initial.rebalance.delay.ms", "3000"),
     ("group.min.session.timeout.ms", "6000"),
     ("group.max.session.timeout.ms", "1800000"),
+    ("controller.quorum.voters", ""),
+    ("controller.listener.names", "CONTROLLER"),
+    ("broker.session.timeout.ms", "9000"),
+    ("broker.heartbeat.interval.ms", "2000"),
+    ("broker.rack", ""),
+    ("auto.leader.rebalance.enable", "true"),
+    ("leader.imbalance.check.interval.seconds", "300"),
 ];
 
 impl BrokerConfig {

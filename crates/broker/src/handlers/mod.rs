@@ -24,6 +24,7 @@ mod describe_configs;
 mod describe_groups;
 mod describe_log_dirs;
 mod describe_quorum;
+mod elect_leaders;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -142,6 +143,7 @@ pub async fn handle_frame(state: &BrokerState, frame: Bytes, peer: SocketAddr) -
         OffsetDelete => offset_delete,
         DescribeCluster => describe_cluster,
         DescribeQuorum => describe_quorum,
+        ElectLeaders => elect_leaders,
     }
 }
 
