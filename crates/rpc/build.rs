@@ -3,7 +3,7 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = "../../proto";
-    let files = ["raft.proto", "controller.proto"];
+    let files = ["raft.proto", "controller.proto", "replication.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={proto_dir}/{f}");
     }
@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Replicated record batches stay `Bytes` from the wire to the log.
+        .bytes(".kraftwerk.replication")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -100,11 +100,15 @@ class Cluster:
         return json.loads(self.cli("cluster", "describe", "--output", "json", bootstrap=bootstrap).stdout)
 
     def all_unfenced(self):
-        try:
-            brokers = self.cluster_info()["brokers"]
-        except Exception:
-            return False
-        return len(brokers) == self.count and not any(b["fenced"] for b in brokers)
+        """Every broker, asked on its own, sees every broker registered and unfenced."""
+        for port in self.kafka_ports.values():
+            try:
+                brokers = self.cluster_info(bootstrap=f"127.0.0.1:{port}")["brokers"]
+            except Exception:
+                return False
+            if len(brokers) != self.count or any(b["fenced"] for b in brokers):
+                return False
+        return True
 
     @staticmethod
     def wait_until(cond, timeout_s, what):

@@ -153,6 +153,10 @@ def test_metadata_survives_a_full_cluster_restart(cluster):
     for n in (1, 2, 3):
         cluster.kill(n)
     cluster.start_all()
+    # A restarted quorum first serves the image it had stored, then the
+    # committed entries after it; the topic must be back shortly.
+    cluster.wait_until(lambda: cluster.cli("topics", "describe", "--topic", "keep", check=False).returncode == 0, 30,
+                       "topic keep is described again")
     after = cluster.describe("keep")
     assert after["topic_id"] == before["topic_id"]
     assert [p["replicas"] for p in after["partitions"]] == [p["replicas"] for p in before["partitions"]]

@@ -224,6 +224,7 @@ impl LocalController {
                 port: listener.port,
                 rack: config.raw.get("broker.rack").cloned(),
                 fenced: false,
+                replication_endpoint: None,
             },
         );
         // A single node leads everything it stores.

@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod remote;
 pub use kraftwerk_metadata as metadata;
 pub mod replica_manager;
+pub mod replication;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -115,7 +116,7 @@ impl Broker {
         let listener_config = config
             .listeners
             .iter()
-            .find(|l| l.name != "CONTROLLER")
+            .find(|l| l.name != "CONTROLLER" && l.name != replication::LISTENER_NAME)
             .unwrap_or(&config.listeners[0])
             .clone();
         let addr = listener_config.bind_addr();
@@ -168,6 +169,10 @@ impl Broker {
                 .get("broker.heartbeat.interval.ms")
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(2000);
+            // Before registering: the registration carries the endpoint.
+            let endpoint =
+                replication::start(&state, client.clone(), shutdown.clone(), &tracker).await?;
+            state.replicas.set_replication_endpoint(endpoint);
             tracker.spawn(lifecycle::follow_metadata(
                 state.clone(),
                 client.clone(),

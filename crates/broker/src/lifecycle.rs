@@ -126,15 +126,20 @@ async fn register(
             port: listener.port as u32,
         }],
         rack: state.config.raw.get("broker.rack").cloned(),
+        replication_endpoint: state.replicas.replication_endpoint(),
     };
     let epoch = client
-        .call("register broker", |mut c| {
-            let request = request.clone();
-            async move {
-                let r = c.register_broker(request).await?.into_inner();
-                Ok((r.status, r.broker_epoch))
-            }
-        })
+        .call(
+            "register broker",
+            crate::remote::ATTEMPT_TIMEOUT,
+            |mut c| {
+                let request = request.clone();
+                async move {
+                    let r = c.register_broker(request).await?.into_inner();
+                    Ok((r.status, r.broker_epoch))
+                }
+            },
+        )
         .await?;
     tracing::info!(
         broker_epoch = epoch,
@@ -156,10 +161,14 @@ async fn heartbeat(
         want_shutdown,
     };
     client
-        .call("broker heartbeat", |mut c| async move {
-            let r = c.broker_heartbeat(request).await?.into_inner();
-            Ok((r.status.clone(), r))
-        })
+        .call(
+            "broker heartbeat",
+            crate::remote::ATTEMPT_TIMEOUT,
+            |mut c| async move {
+                let r = c.broker_heartbeat(request).await?.into_inner();
+                Ok((r.status.clone(), r))
+            },
+        )
         .await
 }
 

@@ -37,6 +37,13 @@ const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(10);
 const PRODUCER_ID_BLOCK: i64 = 1000;
 /// Kafka's NOT_CONTROLLER.
 const NOT_CONTROLLER: i32 = 41;
+/// How long one controller node may take to answer a quick call (quorum
+/// status, registration, heartbeat) before the next node is tried; well
+/// below `broker.session.timeout.ms`, so a hung controller cannot make
+/// brokers miss their session with the new one.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The same for a metadata write, which waits for a Raft commit.
+const WRITE_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Parses `controller.quorum.voters`: `1@host:port,2@host:port,...`.
 pub fn parse_voters(value: &str) -> Result<BTreeMap<u64, String>, String> {
@@ -112,7 +119,12 @@ impl ControllerClient {
 
     /// Runs `f` against the active controller, retrying on other nodes while
     /// the quorum has no leader or leadership moves.
-    pub async fn call<T, F, Fut>(&self, what: &str, f: F) -> Result<T, ControllerError>
+    pub async fn call<T, F, Fut>(
+        &self,
+        what: &str,
+        attempt_timeout: Duration,
+        f: F,
+    ) -> Result<T, ControllerError>
     where
         F: Fn(GrpcClient<Channel>) -> Fut,
         Fut: Future<Output = Result<(Option<pb::ControllerStatus>, T), tonic::Status>>,
@@ -121,7 +133,15 @@ impl ControllerClient {
         for _ in 0..CALL_ATTEMPTS_MAX {
             let id = self.pick();
             let client = GrpcClient::new(self.channel(id)?);
-            match f(client).await {
+            // A stopped (SIGSTOP) or cut-off controller accepts connections
+            // but never answers: give up on it after the attempt timeout.
+            let attempt = match tokio::time::timeout(attempt_timeout, f(client)).await {
+                Ok(r) => r,
+                Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+                    "no answer within {attempt_timeout:?}"
+                ))),
+            };
+            match attempt {
                 Ok((status, value)) => match status {
                     Some(s) if s.error_code == NOT_CONTROLLER => {
                         *self.active.lock() = s.active_controller_id.filter(|l| *l != id);
@@ -157,21 +177,25 @@ impl ControllerClient {
         known_version: u64,
         max_wait_ms: u32,
     ) -> Result<pb::FetchMetadataResponse, ControllerError> {
-        self.call("fetch metadata", |mut c| async move {
-            let r = c
-                .fetch_metadata(pb::FetchMetadataRequest {
-                    known_version,
-                    max_wait_ms,
-                })
-                .await?
-                .into_inner();
-            Ok((None, r))
-        })
+        self.call(
+            "fetch metadata",
+            Duration::from_millis(max_wait_ms as u64) + ATTEMPT_TIMEOUT,
+            |mut c| async move {
+                let r = c
+                    .fetch_metadata(pb::FetchMetadataRequest {
+                        known_version,
+                        max_wait_ms,
+                    })
+                    .await?
+                    .into_inner();
+                Ok((None, r))
+            },
+        )
         .await
     }
 
     pub async fn quorum_status(&self) -> Result<pb::QuorumStatusResponse, ControllerError> {
-        self.call("quorum status", |mut c| async move {
+        self.call("quorum status", ATTEMPT_TIMEOUT, |mut c| async move {
             Ok((
                 None,
                 c.quorum_status(pb::QuorumStatusRequest {})
@@ -190,7 +214,7 @@ impl ControllerClient {
         let bytes =
             serde_json::to_vec(command).map_err(|e| ControllerError::Unavailable(e.to_string()))?;
         let (result, version) = self
-            .call("metadata write", |mut c| {
+            .call("metadata write", WRITE_ATTEMPT_TIMEOUT, |mut c| {
                 let bytes = bytes.clone();
                 async move {
                     let r = c

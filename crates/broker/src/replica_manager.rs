@@ -2,16 +2,22 @@
 //!
 //! Every change of the image goes through [`ReplicaManager::apply_image`]:
 //! new partitions get a log, deleted topics lose theirs, config changes
-//! reach the logs. Leadership and the high watermark live here too; on a
-//! single node the leader is this broker and the high watermark is the log
-//! end offset. Replication plugs in at [`Partition`].
+//! reach the logs, and each partition's replication state learns its
+//! leader, epochs and ISR. Partitions led elsewhere are handed to the
+//! follower fetchers (`kraftwerk-replication`); the high watermark is the
+//! ISR's minimum log end offset (on a single node, the log end offset).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
+use kraftwerk_replication::fetcher::{FetcherManager, FollowAssignment};
+use kraftwerk_replication::{
+    checkpoint, CommitWaitError, LocalReplica, PartitionReplication, PartitionView, ReplicaSource,
+};
 use kraftwerk_storage::{Log, StorageError};
-use kraftwerk_types::{BrokerConfig, TopicId, TopicPartition};
+use kraftwerk_types::{BrokerConfig, ErrorCode, TopicId, TopicPartition};
 use parking_lot::RwLock;
 use tokio::sync::watch;
 
@@ -23,22 +29,88 @@ pub struct Partition {
     pub topic_id: TopicId,
     pub log: Log,
     pub dir: PathBuf,
-    leader_epoch: parking_lot::Mutex<i32>,
+    pub replication: PartitionReplication,
 }
 
 impl Partition {
     pub fn leader_epoch(&self) -> i32 {
-        *self.leader_epoch.lock()
+        self.replication.leader_epoch()
     }
 
     /// Offsets below this are committed and visible to consumers.
     pub fn high_watermark(&self) -> i64 {
-        self.log.log_end_offset()
+        self.replication.high_watermark()
     }
 
     /// With no transactions, the last stable offset is the high watermark.
     pub fn last_stable_offset(&self) -> i64 {
         self.high_watermark()
+    }
+
+    /// Call after every leader append: on a single node (ISR = this
+    /// broker) the high watermark moves at once.
+    pub fn after_leader_append(&self) {
+        self.replication.on_leader_append(self.log.log_end_offset());
+    }
+
+    /// Waits until `last_offset` is committed, as acks=all needs.
+    pub async fn wait_committed(
+        &self,
+        last_offset: i64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), ErrorCode> {
+        self.replication
+            .wait_committed(last_offset, deadline)
+            .await
+            .map_err(|e| match e {
+                CommitWaitError::NotLeader => ErrorCode::NOT_LEADER_OR_FOLLOWER,
+                CommitWaitError::NotEnoughReplicasAfterAppend => {
+                    ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+                }
+                CommitWaitError::Timeout => ErrorCode::REQUEST_TIMED_OUT,
+            })
+    }
+}
+
+impl LocalReplica for Partition {
+    fn log(&self) -> &Log {
+        &self.log
+    }
+    fn replication(&self) -> &PartitionReplication {
+        &self.replication
+    }
+}
+
+/// The partitions, shared with the replication tasks.
+pub struct PartitionTable {
+    partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// Ticks on every append and high-watermark advance, so long-polling
+    /// fetches wake up.
+    appended: watch::Sender<u64>,
+}
+
+impl ReplicaSource for PartitionTable {
+    fn replica(&self, tp: &TopicPartition) -> Option<Arc<dyn LocalReplica>> {
+        self.partitions
+            .read()
+            .get(tp)
+            .map(|p| p.clone() as Arc<dyn LocalReplica>)
+    }
+
+    fn all_replicas(&self) -> Vec<(TopicPartition, Arc<dyn LocalReplica>)> {
+        self.partitions
+            .read()
+            .iter()
+            .map(|(tp, p)| (tp.clone(), p.clone() as Arc<dyn LocalReplica>))
+            .collect()
+    }
+
+    fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    fn notify_appended(&self) {
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -46,9 +118,13 @@ pub struct ReplicaManager {
     node_id: i32,
     log_dir: PathBuf,
     config: BrokerConfig,
-    partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
-    /// Ticks on every append, so long-polling fetches wake up.
-    appended: watch::Sender<u64>,
+    table: Arc<PartitionTable>,
+    /// High watermarks from `replication-offset-checkpoint` at start.
+    checkpointed: HashMap<TopicPartition, i64>,
+    /// Set in a cluster; a single node follows nothing.
+    fetchers: OnceLock<Arc<FetcherManager>>,
+    /// This broker's advertised replication `host:port`, in a cluster.
+    replication_endpoint: OnceLock<String>,
 }
 
 impl ReplicaManager {
@@ -58,8 +134,13 @@ impl ReplicaManager {
             node_id: config.node_id,
             log_dir: config.log_dirs[0].clone(),
             config: config.clone(),
-            partitions: RwLock::new(HashMap::new()),
-            appended,
+            table: Arc::new(PartitionTable {
+                partitions: RwLock::new(HashMap::new()),
+                appended,
+            }),
+            checkpointed: checkpoint::read(&config.log_dirs[0]),
+            fetchers: OnceLock::new(),
+            replication_endpoint: OnceLock::new(),
         }
     }
 
@@ -67,23 +148,43 @@ impl ReplicaManager {
         &self.log_dir
     }
 
+    /// The partitions as `kraftwerk-replication` sees them.
+    pub fn source(&self) -> Arc<dyn ReplicaSource> {
+        self.table.clone()
+    }
+
+    pub fn set_fetchers(&self, fetchers: Arc<FetcherManager>) {
+        if self.fetchers.set(fetchers).is_err() {
+            tracing::warn!("replica fetchers were already set");
+        }
+    }
+
+    pub fn set_replication_endpoint(&self, endpoint: String) {
+        let _ = self.replication_endpoint.set(endpoint);
+    }
+
+    pub fn replication_endpoint(&self) -> Option<String> {
+        self.replication_endpoint.get().cloned()
+    }
+
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
-        self.partitions
+        self.table
+            .partitions
             .read()
             .get(&TopicPartition::new(topic, partition))
             .cloned()
     }
 
     pub fn all(&self) -> Vec<Arc<Partition>> {
-        self.partitions.read().values().cloned().collect()
+        self.table.partitions.read().values().cloned().collect()
     }
 
     pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
-        self.appended.subscribe()
+        self.table.subscribe_appends()
     }
 
     pub fn notify_appended(&self) {
-        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        self.table.notify_appended();
     }
 
     fn partition_dir(&self, tp: &TopicPartition) -> PathBuf {
@@ -93,28 +194,47 @@ impl ReplicaManager {
     /// Brings local replicas in line with `image`. Errors opening one log
     /// are logged and leave that partition offline; the others go on.
     pub fn apply_image(&self, image: &MetadataImage) {
-        let mut wanted: HashMap<
-            TopicPartition,
-            (TopicId, i32, std::collections::BTreeMap<String, String>),
-        > = HashMap::new();
+        struct Wanted {
+            topic_id: TopicId,
+            configs: BTreeMap<String, String>,
+            view: PartitionView,
+        }
+        let mut wanted: HashMap<TopicPartition, Wanted> = HashMap::new();
         for topic in image.topics.values() {
             for p in &topic.partitions {
                 if p.replicas.contains(&self.node_id) {
                     wanted.insert(
                         TopicPartition::new(topic.name.clone(), p.partition),
-                        (topic.id, p.leader_epoch, topic.configs.clone()),
+                        Wanted {
+                            topic_id: topic.id,
+                            configs: topic.configs.clone(),
+                            view: PartitionView {
+                                leader: p.leader,
+                                leader_epoch: p.leader_epoch,
+                                partition_epoch: p.partition_epoch,
+                                replicas: p.replicas.clone(),
+                                isr: p.isr.clone(),
+                                min_insync_replicas: 1,
+                                fenced: p
+                                    .replicas
+                                    .iter()
+                                    .copied()
+                                    .filter(|r| image.brokers.get(r).is_none_or(|b| b.fenced))
+                                    .collect(),
+                            },
+                        },
                     );
                 }
             }
         }
-        let mut partitions = self.partitions.write();
+        let mut partitions = self.table.partitions.write();
         // Removed topics, or a topic deleted and created again under a new id.
         let stale: Vec<TopicPartition> = partitions
             .iter()
             .filter(|(tp, p)| {
                 wanted
                     .get(*tp)
-                    .map(|(id, _, _)| *id != p.topic_id)
+                    .map(|w| w.topic_id != p.topic_id)
                     .unwrap_or(true)
             })
             .map(|(tp, _)| tp.clone())
@@ -124,29 +244,46 @@ impl ReplicaManager {
                 self.delete_partition_dir(&p);
             }
         }
-        for (tp, (topic_id, leader_epoch, configs)) in wanted {
-            let log_config = self.config.log_config(&configs);
+        let mut views = Vec::with_capacity(wanted.len());
+        for (tp, w) in wanted {
+            let log_config = self.config.log_config(&w.configs);
+            let mut view = w.view;
+            view.min_insync_replicas = log_config.min_insync_replicas;
             if let Some(p) = partitions.get(&tp) {
                 if p.log.config() != log_config {
                     p.log.update_config(log_config);
                 }
-                *p.leader_epoch.lock() = leader_epoch;
+                views.push((p.clone(), view));
                 continue;
             }
             let dir = self.partition_dir(&tp);
             match Log::open(dir.clone(), log_config) {
                 Ok(log) => {
-                    write_partition_metadata(&dir, &topic_id);
-                    partitions.insert(
-                        tp.clone(),
-                        Arc::new(Partition {
-                            topic_partition: tp,
-                            topic_id,
-                            log,
-                            dir,
-                            leader_epoch: parking_lot::Mutex::new(leader_epoch),
-                        }),
-                    );
+                    write_partition_metadata(&dir, &w.topic_id);
+                    let high_watermark = self
+                        .checkpointed
+                        .get(&tp)
+                        .copied()
+                        .unwrap_or(0)
+                        .min(log.log_end_offset());
+                    // Starts as a follower of nobody; the view below sets the role.
+                    let initial = PartitionView {
+                        leader: -1,
+                        ..view.clone()
+                    };
+                    let p = Arc::new(Partition {
+                        topic_partition: tp.clone(),
+                        topic_id: w.topic_id,
+                        log,
+                        dir,
+                        replication: PartitionReplication::new(
+                            self.node_id,
+                            initial,
+                            high_watermark,
+                        ),
+                    });
+                    partitions.insert(tp, p.clone());
+                    views.push((p, view));
                 }
                 Err(e) => {
                     tracing::error!(partition = %tp, error = %e, "could not open partition log; it stays offline")
@@ -154,6 +291,26 @@ impl ReplicaManager {
             }
         }
         drop(partitions);
+        let now = Instant::now();
+        let mut follow = Vec::new();
+        for (p, view) in views {
+            if view.leader >= 0 && view.leader != self.node_id {
+                follow.push(FollowAssignment {
+                    tp: p.topic_partition.clone(),
+                    leader: view.leader,
+                    leader_epoch: view.leader_epoch,
+                });
+            }
+            p.replication.apply_view(view, p.log.log_end_offset(), now);
+        }
+        if let Some(fetchers) = self.fetchers.get() {
+            let endpoints: HashMap<i32, String> = image
+                .brokers
+                .values()
+                .filter_map(|b| b.replication_endpoint.clone().map(|e| (b.node_id, e)))
+                .collect();
+            fetchers.update(&follow, &endpoints);
+        }
         self.notify_appended();
     }
 
@@ -214,6 +371,9 @@ impl ReplicaManager {
     }
 
     pub fn close_all(&self) {
+        if self.fetchers.get().is_some() {
+            kraftwerk_replication::isr::write_checkpoint(&*self.table, &self.log_dir);
+        }
         for p in self.all() {
             if let Err(e) = p.log.close() {
                 tracing::error!(partition = %p.topic_partition, error = %e, "closing log failed");

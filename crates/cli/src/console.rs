@@ -1,6 +1,7 @@
 //! `kraftwerk produce` and `kraftwerk consume`: Kafka's console producer and
 //! consumer, with the same idea of flags.
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use bytes::Bytes;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use kraftwerk_client::{
-    AutoOffsetReset, Compression, Consumer, ConsumerConfig, Producer, ProducerConfig,
+    AutoOffsetReset, Compression, Consumer, ConsumerConfig, GroupConfig, Producer, ProducerConfig,
     ProducerRecord,
 };
 use serde_json::json;
@@ -167,7 +168,8 @@ pub struct ConsumeArgs {
     /// Exit when no record arrives for this long.
     #[arg(long)]
     timeout_ms: Option<u64>,
-    /// Consumer group (consumer groups are not served by the broker yet).
+    /// Consumer group: join it, resume from its committed offsets and commit
+    /// what was printed.
     #[arg(long)]
     group: Option<String>,
     /// Print the key (human output).
@@ -192,8 +194,8 @@ fn text(b: &Option<Bytes>) -> String {
 }
 
 pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
-    if let Some(g) = &args.group {
-        bail!("--group {g}: consumer groups are not available yet; use --partition/--offset or --from-beginning without a group");
+    if args.group.is_some() && (args.partition.is_some() || args.offset.is_some()) {
+        bail!("--group cannot be used with --partition or --offset");
     }
     if args.offset.is_some() && args.partition.is_none() {
         bail!("--offset needs --partition");
@@ -212,32 +214,49 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     )
     .await
     .context("connecting to the cluster")?;
-    let partitions: Vec<(String, i32)> = match args.partition {
-        Some(p) => vec![(args.topic.clone(), p)],
-        None => {
-            let meta = consumer
-                .cluster()
-                .topic(&args.topic)
+    match &args.group {
+        Some(group) => {
+            // Kafka's console consumer: a member of the group, starting from
+            // the committed offsets (else --from-beginning / the end) and
+            // auto-committing what it has printed.
+            consumer
+                .subscribe(
+                    vec![args.topic.clone()],
+                    GroupConfig::new(group.clone()),
+                    None,
+                )
                 .await
-                .with_context(|| format!("looking up topic {}", args.topic))?;
-            meta.partitions
-                .iter()
-                .map(|p| (args.topic.clone(), p.partition))
-                .collect()
+                .with_context(|| format!("joining group {group}"))?;
         }
-    };
-    consumer.assign(partitions.clone()).await?;
-    match args.offset.as_deref() {
-        Some("earliest") => consumer.seek_to_beginning(&partitions).await?,
-        Some("latest") => consumer.seek_to_end(&partitions).await?,
-        Some(n) => {
-            let offset: i64 = n
-                .parse()
-                .with_context(|| format!("--offset '{n}' is not a number, earliest or latest"))?;
-            consumer.seek(&args.topic, partitions[0].1, offset);
+        None => {
+            let partitions: Vec<(String, i32)> = match args.partition {
+                Some(p) => vec![(args.topic.clone(), p)],
+                None => {
+                    let meta = consumer
+                        .cluster()
+                        .topic(&args.topic)
+                        .await
+                        .with_context(|| format!("looking up topic {}", args.topic))?;
+                    meta.partitions
+                        .iter()
+                        .map(|p| (args.topic.clone(), p.partition))
+                        .collect()
+                }
+            };
+            consumer.assign(partitions.clone()).await?;
+            match args.offset.as_deref() {
+                Some("earliest") => consumer.seek_to_beginning(&partitions).await?,
+                Some("latest") => consumer.seek_to_end(&partitions).await?,
+                Some(n) => {
+                    let offset: i64 = n.parse().with_context(|| {
+                        format!("--offset '{n}' is not a number, earliest or latest")
+                    })?;
+                    consumer.seek(&args.topic, partitions[0].1, offset);
+                }
+                None if args.from_beginning => consumer.seek_to_beginning(&partitions).await?,
+                None => consumer.seek_to_end(&partitions).await?,
+            }
         }
-        None if args.from_beginning => consumer.seek_to_beginning(&partitions).await?,
-        None => consumer.seek_to_end(&partitions).await?,
     }
     let json = args.connect.output == Output::Json;
     let mut count = 0u64;
@@ -259,9 +278,14 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         if !records.is_empty() {
             last_record = Instant::now();
         }
+        let mut rewound: HashSet<(String, i32)> = HashSet::new();
         for r in records {
             if args.max_messages.is_some_and(|m| count >= m) {
-                break;
+                // Not printed: the group's commit must not pass it.
+                if rewound.insert((r.topic.clone(), r.partition)) {
+                    consumer.seek(&r.topic, r.partition, r.offset);
+                }
+                continue;
             }
             count += 1;
             if json {
@@ -305,5 +329,9 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     if !json {
         eprintln!("Processed a total of {count} messages");
     }
+    consumer
+        .close()
+        .await
+        .context("committing offsets and leaving the group")?;
     Ok(())
 }

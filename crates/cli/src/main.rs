@@ -6,6 +6,7 @@ mod bench;
 mod cluster;
 mod console;
 mod dev;
+mod groups;
 mod server;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -52,6 +53,8 @@ enum Command {
     Consume(console::ConsumeArgs),
     /// Start a local cluster of N broker+controller nodes as separate processes.
     Dev(dev::DevArgs),
+    /// List, describe, reset offsets of and delete consumer groups (like kafka-consumer-groups.sh).
+    Groups(groups::GroupsArgs),
     /// Describe the cluster's brokers or its metadata quorum.
     Cluster(cluster::ClusterArgs),
     /// Measure produce or consume throughput and latency (like kafka-producer-perf-test).
@@ -94,6 +97,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(args) => bench::run(args).await,
             Command::Dev(args) => dev::run(args).await,
             Command::Cluster(args) => cluster::run(args).await,
+            Command::Groups(args) => groups::run(args).await,
         }
     });
     match result {

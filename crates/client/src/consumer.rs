@@ -1,8 +1,8 @@
 //! The consumer: manual assignment, positions, the Fetch loop and offset
 //! resets through ListOffsets.
 //!
-//! Positions live in [`Consumer`]; group membership (subscribe, commits) is
-//! meant to sit beside this module and drive `assign` and `seek`.
+//! Positions live in [`Consumer`]; group membership (subscribe, commits)
+//! lives in [`crate::group`] and replaces the assignment on each rebalance.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -96,17 +96,19 @@ pub struct ConsumerRecord {
 }
 
 #[derive(Debug, Clone, Default)]
-struct PartitionState {
+pub(crate) struct PartitionState {
     /// Next offset to fetch; `None` until reset by `auto.offset.reset`.
-    position: Option<i64>,
-    high_watermark: Option<i64>,
+    pub(crate) position: Option<i64>,
+    pub(crate) high_watermark: Option<i64>,
 }
 
 /// A consumer with manually assigned partitions.
 pub struct Consumer {
-    cluster: Arc<Cluster>,
+    pub(crate) cluster: Arc<Cluster>,
     config: ConsumerConfig,
-    assignment: IndexMap<(String, i32), PartitionState>,
+    pub(crate) assignment: IndexMap<(String, i32), PartitionState>,
+    /// Set by [`Consumer::subscribe`]; then rebalances own the assignment.
+    pub(crate) group: Option<crate::group::GroupMembership>,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -130,6 +132,7 @@ impl Consumer {
             cluster,
             config,
             assignment: IndexMap::new(),
+            group: None,
         }
     }
 
@@ -230,6 +233,7 @@ impl Consumer {
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
         loop {
+            self.group_duties().await?;
             self.reset_missing_positions().await?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let records = self.fetch_once(remaining).await?;

@@ -7,8 +7,8 @@
 //! consumer's fetch loop and positions ([`Consumer`]), topic and cluster
 //! administration ([`Admin`]) and the perf-test style benchmarks ([`bench`]).
 //! All codecs come from the `kafka-protocol` crate; framing from
-//! `kraftwerk-protocol`. Group membership (subscribe, commits) will live in its
-//! own module beside [`consumer`] and drive [`Consumer::assign`] and positions.
+//! `kraftwerk-protocol`. Group membership (subscribe, rebalances, heartbeats,
+//! commits) and the group half of [`Admin`] live in [`group`].
 
 pub mod admin;
 pub mod bench;
@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod connection;
 pub mod consumer;
 pub mod error;
+pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod records;
@@ -29,6 +30,9 @@ pub use cluster::Cluster;
 pub use connection::Connection;
 pub use consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel};
 pub use error::ClientError;
+pub use group::{
+    Assignor, GroupConfig, GroupDescription, ListedGroup, MemberDescription, RebalanceListener,
+};
 pub use kafka_protocol::records::{Compression, TimestampType};
 pub use producer::{
     DeliveryFuture, Partitioner, Producer, ProducerConfig, ProducerRecord, RecordMetadata,

@@ -26,6 +26,9 @@ pub enum MetadataCommand {
         host: String,
         port: u16,
         rack: Option<String>,
+        /// Where followers fetch from this broker (`host:port`).
+        #[serde(default)]
+        replication_endpoint: Option<String>,
     },
     /// The broker caught up with the metadata log and heartbeats: it may lead.
     UnfenceBroker {
@@ -126,7 +129,16 @@ fn apply_inner(
             host,
             port,
             rack,
+            replication_endpoint,
         } => {
+            // A new process of a broker that was registered before: the old
+            // incarnation is gone with its in-memory state, so it leads
+            // nothing from now on (as when it is fenced) and comes back as a
+            // follower that must catch up.
+            if let Some(previous) = image.brokers.get_mut(broker_id) {
+                previous.fenced = true;
+                move_leadership_away(image, *broker_id);
+            }
             image.brokers.insert(
                 *broker_id,
                 BrokerRegistration {
@@ -135,6 +147,7 @@ fn apply_inner(
                     port: *port,
                     rack: rack.clone(),
                     fenced: true,
+                    replication_endpoint: replication_endpoint.clone(),
                 },
             );
             image.broker_epochs.insert(*broker_id, log_index as i64);
@@ -434,6 +447,7 @@ mod tests {
                     host: "h".into(),
                     port: 9000 + *b as u16,
                     rack: None,
+                    replication_endpoint: None,
                 },
             );
             step(&mut image, MetadataCommand::UnfenceBroker { broker_id: *b });
@@ -476,6 +490,7 @@ mod tests {
                 host: "h".into(),
                 port: 1,
                 rack: Some("r1".into()),
+                replication_endpoint: None,
             },
             42,
         );
@@ -677,6 +692,7 @@ mod tests {
                 host: "h".into(),
                 port: 1,
                 rack: None,
+                replication_endpoint: None,
             },
         );
         run(
@@ -701,6 +717,28 @@ mod tests {
             MetadataCommand::ElectPreferredLeaders { partitions: None },
         );
         assert_eq!(image.topics["t"].partitions[0].leader, 1);
+    }
+
+    #[test]
+    fn a_restarted_broker_gives_up_its_leaderships_when_it_registers_again() {
+        let (mut image, mut i) = cluster(&[1, 2, 3]);
+        topic(&mut image, &mut i, "t", vec![vec![1, 2, 3]]);
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::RegisterBroker {
+                broker_id: 1,
+                incarnation_id: "again".into(),
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                replication_endpoint: None,
+            },
+        );
+        let p = &image.topics["t"].partitions[0];
+        assert_eq!((p.leader, p.leader_epoch), (2, 1));
+        assert_eq!(p.isr, vec![2, 3]);
+        assert!(image.brokers[&1].fenced);
     }
 
     #[test]

@@ -231,6 +231,7 @@ impl Controller for ControllerGrpc {
             host: listener.host,
             port,
             rack: r.rack,
+            replication_endpoint: r.replication_endpoint,
         };
         let response = match self.propose(command).await {
             Ok(CommandResult::BrokerEpoch(epoch)) => {

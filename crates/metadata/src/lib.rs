@@ -20,6 +20,9 @@ pub struct BrokerRegistration {
     pub port: u16,
     pub rack: Option<String>,
     pub fenced: bool,
+    /// `host:port` of the broker's replication gRPC listener.
+    #[serde(default)]
+    pub replication_endpoint: Option<String>,
 }
 
 /// Placement and leadership of one partition.

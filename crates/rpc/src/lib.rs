@@ -11,3 +11,7 @@ pub mod raft {
 pub mod controller {
     tonic::include_proto!("kraftwerk.controller");
 }
+
+pub mod replication {
+    tonic::include_proto!("kraftwerk.replication");
+}

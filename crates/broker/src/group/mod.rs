@@ -344,6 +344,7 @@ impl GroupCoordinator {
                     _ => ErrorCode::COORDINATOR_NOT_AVAILABLE,
                 }
             })?;
+        log.after_leader_append();
         state.replicas.notify_appended();
         Ok(info.last_offset)
     }
@@ -363,20 +364,20 @@ impl GroupCoordinator {
         }
         let deadline =
             Instant::now() + Duration::from_millis(self.config.offsets_commit_timeout_ms);
-        let mut appended = state.replicas.subscribe_appends();
-        loop {
-            appended.borrow_and_update();
-            let Some(p) = state.replicas.get(OFFSETS_TOPIC, partition) else {
-                return Err(ErrorCode::NOT_COORDINATOR);
-            };
-            if p.high_watermark() > offset {
-                return Ok(());
+        let Some(p) = state.replicas.get(OFFSETS_TOPIC, partition) else {
+            return Err(ErrorCode::NOT_COORDINATOR);
+        };
+        let result = tokio::select! {
+            r = p.wait_committed(offset, deadline) => r,
+            _ = state.shutdown.cancelled() => return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(ErrorCode::NOT_LEADER_OR_FOLLOWER) => Err(ErrorCode::NOT_COORDINATOR),
+            Err(ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND) => {
+                Err(ErrorCode::COORDINATOR_NOT_AVAILABLE)
             }
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => return Err(ErrorCode::REQUEST_TIMED_OUT),
-                _ = appended.changed() => {}
-                _ = state.shutdown.cancelled() => return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
-            }
+            Err(code) => Err(code),
         }
     }
 

@@ -1,5 +1,15 @@
 //! Produce (0): batches are checked (length, magic, CRC32C) and appended as
 //! received; records inside are never decoded.
+//!
+//! acks=all (-1): refused with NOT_ENOUGH_REPLICAS before the append when
+//! the ISR is smaller than `min.insync.replicas`; after the append the
+//! answer waits (up to the request's `timeout_ms`) until the high watermark
+//! passes the last appended offset: NOT_ENOUGH_REPLICAS_AFTER_APPEND if the
+//! ISR shrank below the minimum meanwhile, REQUEST_TIMED_OUT if it never
+//! got there (for example on a leader that lost its followers).
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
@@ -7,7 +17,14 @@ use kraftwerk_protocol::batch::{validate_all, BatchError};
 use kraftwerk_types::ErrorCode;
 
 use super::{str_bytes, Request};
+use crate::replica_manager::Partition;
 use crate::BrokerState;
+
+/// (base offset, log append time, log start offset, last offset, partition).
+type Appended = (i64, i64, i64, i64, Arc<Partition>);
+
+/// The longest acks=all wait, whatever the request's `timeout_ms` says.
+const ACKS_ALL_WAIT_MAX: Duration = Duration::from_secs(300);
 
 pub async fn handle(
     state: &BrokerState,
@@ -18,6 +35,8 @@ pub async fn handle(
     let image = state.image.load();
     let mut responses = Vec::with_capacity(body.topic_data.len());
     let mut appended_any = false;
+    // acks=all: (topic index, partition index, partition, last offset).
+    let mut to_commit: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
     for topic in body.topic_data {
         let name = topic.name.0.to_string();
         let mut partition_responses = Vec::with_capacity(topic.partition_data.len());
@@ -27,7 +46,7 @@ pub async fn handle(
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let outcome: Result<(i64, i64, i64), (ErrorCode, String)> = (|| {
+            let outcome: Result<Appended, (ErrorCode, String)> = (|| {
                 if !(-1..=1).contains(&acks) {
                     return Err((
                         ErrorCode::INVALID_REQUIRED_ACKS,
@@ -52,7 +71,7 @@ pub async fn handle(
                         format!("{name}-{} is not stored on this broker", pd.index),
                     ));
                 };
-                if record.leader != state.config.node_id {
+                if record.leader != state.config.node_id || !partition.replication.is_leader() {
                     return Err((
                         ErrorCode::NOT_LEADER_OR_FOLLOWER,
                         format!("broker {} leads {name}-{}", record.leader, pd.index),
@@ -99,15 +118,26 @@ pub async fn handle(
                     .log
                     .append_as_leader(batches, partition.leader_epoch(), now_ms())
                     .map_err(|e| (e.error_code(), e.to_string()))?;
+                partition.after_leader_append();
                 Ok((
                     info.base_offset,
                     info.log_append_time_ms,
                     info.log_start_offset,
+                    info.last_offset,
+                    partition,
                 ))
             })();
             match outcome {
-                Ok((base_offset, log_append_time_ms, log_start_offset)) => {
+                Ok((base_offset, log_append_time_ms, log_start_offset, last_offset, partition)) => {
                     appended_any = true;
+                    if acks == -1 {
+                        to_commit.push((
+                            responses.len(),
+                            partition_responses.len(),
+                            partition,
+                            last_offset,
+                        ));
+                    }
                     resp = resp
                         .with_error_code(0)
                         .with_base_offset(base_offset)
@@ -134,6 +164,26 @@ pub async fn handle(
     }
     if acks == 0 {
         return None;
+    }
+    if !to_commit.is_empty() {
+        let wait = Duration::from_millis(body.timeout_ms.max(0) as u64).min(ACKS_ALL_WAIT_MAX);
+        let deadline = tokio::time::Instant::now() + wait;
+        for (t, p, partition, last_offset) in to_commit {
+            let result = tokio::select! {
+                r = partition.wait_committed(last_offset, deadline) => r,
+                _ = state.shutdown.cancelled() => Err(ErrorCode::REQUEST_TIMED_OUT),
+            };
+            if let Err(code) = result {
+                tracing::debug!(partition = %partition.topic_partition, last_offset, code = code.code(), "acks=all write not committed");
+                if let Some(resp) = responses
+                    .get_mut(t)
+                    .and_then(|r: &mut TopicProduceResponse| r.partition_responses.get_mut(p))
+                {
+                    resp.error_code = code.code();
+                    resp.base_offset = -1;
+                }
+            }
+        }
     }
     Some(ProduceResponse::default().with_responses(responses))
 }

@@ -1,0 +1,151 @@
+//! The leader's answer to a follower fetch: checks the follower's leader
+//! epoch (FENCED_LEADER_EPOCH when the follower's is older, so a stale
+//! follower refreshes; UNKNOWN_LEADER_EPOCH when it is newer, so this stale
+//! leader stops being fed), checks its last fetched epoch against the
+//! leader-epoch cache (a diverging epoch tells it where to truncate),
+//! records its progress (which may advance the high watermark) and returns
+//! whole batches up to the log end offset, as stored.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kraftwerk_rpc::replication as pb;
+use kraftwerk_storage::StorageError;
+use kraftwerk_types::{ErrorCode, TopicPartition};
+use tokio_util::sync::CancellationToken;
+
+use crate::ReplicaSource;
+
+/// The longest a leader holds a follower fetch, whatever the follower asks.
+pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(5);
+/// Per-partition bytes cap, whatever the follower asks.
+const PARTITION_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Answers one follower fetch, long-polling up to `max_wait_ms` for
+/// `min_bytes`.
+pub async fn serve_fetch(
+    source: &dyn ReplicaSource,
+    request: &pb::FetchRequest,
+    shutdown: &CancellationToken,
+) -> pb::FetchResponse {
+    let wait = Duration::from_millis(request.max_wait_ms as u64).min(FETCH_WAIT_MAX);
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut appended = source.subscribe_appends();
+    loop {
+        appended.borrow_and_update();
+        let (partitions, bytes, urgent) = read_once(source, request);
+        if urgent
+            || bytes >= request.min_bytes.max(0) as usize
+            || tokio::time::Instant::now() >= deadline
+            || shutdown.is_cancelled()
+        {
+            return pb::FetchResponse { partitions };
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {}
+            _ = appended.changed() => {}
+            _ = shutdown.cancelled() => {}
+        }
+    }
+}
+
+/// One pass over the requested partitions: (answers, bytes, urgent). An
+/// answer is urgent when it carries an error or a diverging epoch.
+fn read_once(
+    source: &dyn ReplicaSource,
+    request: &pb::FetchRequest,
+) -> (Vec<pb::FetchedPartition>, usize, bool) {
+    let mut out = Vec::with_capacity(request.partitions.len());
+    let mut bytes = 0usize;
+    let mut urgent = false;
+    let mut high_watermark_moved = false;
+    let per_partition = (request.max_bytes.max(1) as usize).min(PARTITION_BYTES_MAX);
+    for fp in &request.partitions {
+        let mut answer = pb::FetchedPartition {
+            topic: fp.topic.clone(),
+            partition: fp.partition,
+            error_code: 0,
+            high_watermark: -1,
+            log_start_offset: -1,
+            log_end_offset: -1,
+            records: Bytes::new(),
+            diverging_epoch: None,
+        };
+        match read_partition(source, request.replica_id, fp, per_partition, &mut answer) {
+            Ok(moved) => {
+                high_watermark_moved |= moved;
+                bytes += answer.records.len();
+                urgent |= answer.diverging_epoch.is_some();
+            }
+            Err(code) => {
+                answer.error_code = code.code() as i32;
+                urgent = true;
+            }
+        }
+        out.push(answer);
+    }
+    if high_watermark_moved {
+        // Consumers long-polling on this broker and acks=all waiters.
+        source.notify_appended();
+    }
+    (out, bytes, urgent)
+}
+
+fn read_partition(
+    source: &dyn ReplicaSource,
+    replica_id: i32,
+    fp: &pb::FetchPartition,
+    max_bytes: usize,
+    answer: &mut pb::FetchedPartition,
+) -> Result<bool, ErrorCode> {
+    let tp = TopicPartition::new(fp.topic.clone(), fp.partition);
+    let replica = source
+        .replica(&tp)
+        .ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
+    let state = replica.replication();
+    let view = state.view();
+    if view.leader != state.local_id() {
+        return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+    }
+    if fp.current_leader_epoch < view.leader_epoch {
+        return Err(ErrorCode::FENCED_LEADER_EPOCH);
+    }
+    if fp.current_leader_epoch > view.leader_epoch {
+        return Err(ErrorCode::UNKNOWN_LEADER_EPOCH);
+    }
+    if !view.replicas.contains(&replica_id) || replica_id == state.local_id() {
+        return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+    }
+    let log = replica.log();
+    answer.log_start_offset = log.log_start_offset();
+    answer.log_end_offset = log.log_end_offset();
+    answer.high_watermark = state.high_watermark();
+    if fp.last_fetched_epoch >= 0 {
+        let diverging = match log.end_offset_for_epoch(fp.last_fetched_epoch) {
+            Some((epoch, end)) => {
+                (epoch < fp.last_fetched_epoch || end < fp.fetch_offset).then_some((epoch, end))
+            }
+            None => Some((-1, -1)),
+        };
+        if let Some((epoch, end_offset)) = diverging {
+            answer.diverging_epoch = Some(pb::EpochEndOffset { epoch, end_offset });
+            return Ok(false);
+        }
+    }
+    let log_end_offset = answer.log_end_offset;
+    if fp.fetch_offset > log_end_offset || fp.fetch_offset < answer.log_start_offset {
+        return Err(ErrorCode::OFFSET_OUT_OF_RANGE);
+    }
+    let moved =
+        state.on_follower_fetch(replica_id, fp.fetch_offset, log_end_offset, Instant::now());
+    answer.high_watermark = state.high_watermark();
+    answer.records = match log.read(fp.fetch_offset, max_bytes, i64::MAX, true) {
+        Ok(records) => records,
+        Err(StorageError::OffsetOutOfRange { .. }) => return Err(ErrorCode::OFFSET_OUT_OF_RANGE),
+        Err(e) => {
+            tracing::error!(partition = %tp.topic, index = tp.partition, error = %e, "replica fetch read failed");
+            return Err(e.error_code());
+        }
+    };
+    Ok(moved)
+}

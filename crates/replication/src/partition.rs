@@ -1,0 +1,495 @@
+//! One partition's replication state on this broker: its view of the
+//! metadata (leader, epochs, replicas, ISR), the high watermark, and, while
+//! it leads, the followers' progress and any ISR change in flight.
+//!
+//! The high watermark lives in a `watch` so that acks=all produce requests
+//! and offset commits wait on it without polling.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::sync::watch;
+
+use crate::progress::{self, FollowerProgress};
+
+/// What the metadata image says about this partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionView {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// The topic's `min.insync.replicas`.
+    pub min_insync_replicas: i32,
+    /// Replicas whose broker is fenced: they cannot join the ISR.
+    pub fenced: Vec<i32>,
+}
+
+impl PartitionView {
+    pub fn single(node_id: i32) -> PartitionView {
+        PartitionView {
+            leader: node_id,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            replicas: vec![node_id],
+            isr: vec![node_id],
+            min_insync_replicas: 1,
+            fenced: Vec::new(),
+        }
+    }
+
+    pub fn min_isr(&self) -> usize {
+        progress::effective_min_isr(self.min_insync_replicas, self.replicas.len())
+    }
+}
+
+/// An ISR change sent to the controller and not yet seen in an image.
+#[derive(Debug, Clone)]
+struct PendingIsr {
+    isr: Vec<i32>,
+    partition_epoch: i32,
+    since: Instant,
+}
+
+/// How long an ISR change may stay unanswered before the leader tries again.
+const PENDING_ISR_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Inner {
+    view: PartitionView,
+    high_watermark: i64,
+    followers: BTreeMap<i32, FollowerProgress>,
+    /// The log end offset when this broker became leader in this epoch.
+    leader_epoch_start_offset: i64,
+    pending_isr: Option<PendingIsr>,
+}
+
+/// Why an acks=all write (or an offset commit) was not committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitWaitError {
+    NotLeader,
+    /// The ISR fell below `min.insync.replicas` while waiting.
+    NotEnoughReplicasAfterAppend,
+    Timeout,
+}
+
+pub struct PartitionReplication {
+    local_id: i32,
+    inner: Mutex<Inner>,
+    /// Ticks when the high watermark, the ISR or the leadership changes.
+    changed: watch::Sender<u64>,
+    /// Held while a follower fetcher truncates or appends, and while the
+    /// role changes, so a fetcher working from an old leader never writes
+    /// after the partition moved on.
+    follower_writes: Mutex<()>,
+}
+
+impl PartitionReplication {
+    pub fn new(local_id: i32, view: PartitionView, high_watermark: i64) -> PartitionReplication {
+        let (changed, _) = watch::channel(0);
+        PartitionReplication {
+            local_id,
+            inner: Mutex::new(Inner {
+                view,
+                high_watermark: high_watermark.max(0),
+                followers: BTreeMap::new(),
+                leader_epoch_start_offset: 0,
+                pending_isr: None,
+            }),
+            changed,
+            follower_writes: Mutex::new(()),
+        }
+    }
+
+    pub fn local_id(&self) -> i32 {
+        self.local_id
+    }
+
+    pub fn view(&self) -> PartitionView {
+        self.inner.lock().view.clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.inner.lock().view.leader == self.local_id
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.inner.lock().view.leader_epoch
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.inner.lock().high_watermark
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn tick(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Locks out follower writes; see `follower_writes`.
+    pub fn lock_follower_writes(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.follower_writes.lock()
+    }
+
+    /// A new metadata view. Becoming leader (or a new leader epoch) resets
+    /// the followers' progress; the high watermark is recomputed.
+    pub fn apply_view(&self, view: PartitionView, log_end_offset: i64, now: Instant) {
+        let _writes = self.follower_writes.lock();
+        let mut inner = self.inner.lock();
+        if inner.view == view {
+            return;
+        }
+        let was_leader = inner.view.leader == self.local_id;
+        let leads = view.leader == self.local_id;
+        let new_term = !was_leader || inner.view.leader_epoch != view.leader_epoch;
+        if inner.view.partition_epoch != view.partition_epoch
+            || inner.view.leader_epoch != view.leader_epoch
+        {
+            inner.pending_isr = None;
+        }
+        if leads {
+            if new_term {
+                inner.followers.clear();
+                inner.leader_epoch_start_offset = log_end_offset;
+            }
+            for r in view.replicas.iter().filter(|r| **r != self.local_id) {
+                inner
+                    .followers
+                    .entry(*r)
+                    .or_insert_with(|| FollowerProgress::new(now));
+            }
+            inner.followers.retain(|r, _| view.replicas.contains(r));
+        } else {
+            inner.followers.clear();
+        }
+        inner.view = view;
+        if leads {
+            Self::advance_high_watermark(&mut inner, self.local_id, log_end_offset);
+        }
+        drop(inner);
+        self.tick();
+    }
+
+    fn advance_high_watermark(inner: &mut Inner, local_id: i32, log_end_offset: i64) -> bool {
+        let mut isr = inner.view.isr.clone();
+        // The maximal ISR: a member being added counts already.
+        if let Some(p) = &inner.pending_isr {
+            for r in &p.isr {
+                if !isr.contains(r) {
+                    isr.push(*r);
+                }
+            }
+        }
+        let min_isr = inner.view.min_isr();
+        let next = progress::high_watermark(
+            inner.high_watermark,
+            local_id,
+            log_end_offset,
+            &isr,
+            min_isr,
+            &inner.followers,
+        )
+        .min(log_end_offset.max(inner.high_watermark));
+        if next > inner.high_watermark {
+            inner.high_watermark = next;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// After a leader append. Returns whether the high watermark moved.
+    pub fn on_leader_append(&self, log_end_offset: i64) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.view.leader != self.local_id {
+            return false;
+        }
+        let moved = Self::advance_high_watermark(&mut inner, self.local_id, log_end_offset);
+        drop(inner);
+        if moved {
+            self.tick();
+        }
+        moved
+    }
+
+    /// A follower fetched at `fetch_offset`. Returns whether the high
+    /// watermark moved.
+    pub fn on_follower_fetch(
+        &self,
+        replica_id: i32,
+        fetch_offset: i64,
+        leader_log_end_offset: i64,
+        now: Instant,
+    ) -> bool {
+        let mut inner = self.inner.lock();
+        if inner.view.leader != self.local_id {
+            return false;
+        }
+        let Some(p) = inner.followers.get_mut(&replica_id) else {
+            return false;
+        };
+        p.on_fetch(
+            fetch_offset.min(leader_log_end_offset),
+            leader_log_end_offset,
+            now,
+        );
+        let moved = Self::advance_high_watermark(&mut inner, self.local_id, leader_log_end_offset);
+        drop(inner);
+        if moved {
+            self.tick();
+        }
+        moved
+    }
+
+    /// A follower learns the leader's high watermark; its own never passes
+    /// its log end offset.
+    pub fn set_follower_high_watermark(&self, leader_high_watermark: i64, log_end_offset: i64) {
+        let mut inner = self.inner.lock();
+        if inner.view.leader == self.local_id {
+            return;
+        }
+        let next = leader_high_watermark.min(log_end_offset).max(0);
+        if next != inner.high_watermark {
+            inner.high_watermark = next;
+            drop(inner);
+            self.tick();
+        }
+    }
+
+    /// After a truncation the high watermark cannot stay above the log end.
+    pub fn clamp_high_watermark(&self, log_end_offset: i64) {
+        let mut inner = self.inner.lock();
+        if inner.high_watermark > log_end_offset {
+            inner.high_watermark = log_end_offset.max(0);
+        }
+    }
+
+    /// The ISR change due now, if any and none is in flight: drop lagging
+    /// members first, else add caught-up replicas. The change is marked in
+    /// flight; report the controller's answer with [`Self::isr_change_failed`]
+    /// (success shows up as a new view).
+    pub fn isr_change_due(
+        &self,
+        log_end_offset: i64,
+        now: Instant,
+        lag_max: Duration,
+    ) -> Option<(Vec<i32>, i32)> {
+        let mut inner = self.inner.lock();
+        if inner.view.leader != self.local_id {
+            return None;
+        }
+        if let Some(p) = &inner.pending_isr {
+            if now.saturating_duration_since(p.since) < PENDING_ISR_TIMEOUT {
+                return None;
+            }
+            inner.pending_isr = None;
+        }
+        let lagging = progress::lagging_members(
+            self.local_id,
+            log_end_offset,
+            &inner.view.isr,
+            &inner.followers,
+            now,
+            lag_max,
+        );
+        let isr: Vec<i32> = if !lagging.is_empty() {
+            inner
+                .view
+                .isr
+                .iter()
+                .copied()
+                .filter(|r| !lagging.contains(r))
+                .collect()
+        } else {
+            let joining = progress::joinable_replicas(
+                &inner.view.replicas,
+                &inner.view.isr,
+                inner.high_watermark,
+                inner.leader_epoch_start_offset,
+                &inner.followers,
+            );
+            let joining: Vec<i32> = joining
+                .into_iter()
+                .filter(|r| !inner.view.fenced.contains(r))
+                .collect();
+            if joining.is_empty() {
+                return None;
+            }
+            let mut isr = inner.view.isr.clone();
+            isr.extend(joining);
+            isr
+        };
+        let partition_epoch = inner.view.partition_epoch;
+        inner.pending_isr = Some(PendingIsr {
+            isr: isr.clone(),
+            partition_epoch,
+            since: now,
+        });
+        Some((isr, partition_epoch))
+    }
+
+    /// The controller refused the change sent at `partition_epoch`.
+    pub fn isr_change_failed(&self, partition_epoch: i32) {
+        let mut inner = self.inner.lock();
+        if inner
+            .pending_isr
+            .as_ref()
+            .is_some_and(|p| p.partition_epoch == partition_epoch)
+        {
+            inner.pending_isr = None;
+        }
+    }
+
+    /// Waits until `last_offset` is below the high watermark (committed).
+    pub async fn wait_committed(
+        &self,
+        last_offset: i64,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), CommitWaitError> {
+        let mut changed = self.changed.subscribe();
+        loop {
+            changed.borrow_and_update();
+            {
+                let inner = self.inner.lock();
+                if inner.view.leader != self.local_id {
+                    return Err(CommitWaitError::NotLeader);
+                }
+                if inner.high_watermark > last_offset {
+                    return Ok(());
+                }
+                if inner.view.isr.len() < inner.view.min_isr() {
+                    return Err(CommitWaitError::NotEnoughReplicasAfterAppend);
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return Err(CommitWaitError::Timeout),
+                r = changed.changed() => if r.is_err() { return Err(CommitWaitError::NotLeader) },
+            }
+        }
+    }
+
+    /// The leader's current follower positions, for tests and diagnostics.
+    pub fn follower_log_end_offsets(&self) -> BTreeMap<i32, i64> {
+        self.inner
+            .lock()
+            .followers
+            .iter()
+            .map(|(r, p)| (*r, p.log_end_offset))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(leader: i32, epoch: i32, isr: &[i32], min_isr: i32) -> PartitionView {
+        PartitionView {
+            leader,
+            leader_epoch: epoch,
+            partition_epoch: epoch,
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+            min_insync_replicas: min_isr,
+            fenced: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn leader_high_watermark_follows_the_isr() {
+        let now = Instant::now();
+        let p = PartitionReplication::new(1, view(1, 0, &[1, 2, 3], 2), 0);
+        p.apply_view(view(1, 1, &[1, 2, 3], 2), 0, now);
+        assert!(!p.on_leader_append(10), "followers not seen yet");
+        assert!(!p.on_follower_fetch(2, 10, 10, now));
+        assert!(p.on_follower_fetch(3, 6, 10, now));
+        assert_eq!(p.high_watermark(), 6);
+        assert!(p.on_follower_fetch(3, 10, 10, now));
+        assert_eq!(p.high_watermark(), 10);
+        // Losing leadership then getting it back never lowers it.
+        p.apply_view(view(2, 2, &[1, 2, 3], 2), 10, now);
+        p.apply_view(view(1, 3, &[1, 2, 3], 2), 10, now);
+        assert_eq!(p.high_watermark(), 10);
+    }
+
+    #[test]
+    fn isr_below_min_holds_the_high_watermark() {
+        let now = Instant::now();
+        let p = PartitionReplication::new(1, view(1, 1, &[1, 2], 2), 0);
+        p.apply_view(view(1, 2, &[1, 2], 2), 0, now);
+        p.on_follower_fetch(2, 5, 5, now);
+        assert_eq!(p.high_watermark(), 5);
+        p.apply_view(view(1, 2, &[1], 2).with_partition_epoch(3), 5, now);
+        p.on_leader_append(9);
+        assert_eq!(p.high_watermark(), 5, "KIP-966");
+    }
+
+    #[test]
+    fn shrink_then_expand_go_one_at_a_time() {
+        let t0 = Instant::now();
+        let lag = Duration::from_millis(5000);
+        let p = PartitionReplication::new(1, view(1, 0, &[1, 2, 3], 1), 0);
+        p.apply_view(view(1, 1, &[1, 2, 3], 1), 0, t0);
+        p.on_leader_append(10);
+        let t = t0 + Duration::from_millis(1000);
+        p.on_follower_fetch(2, 10, 10, t);
+        p.on_follower_fetch(3, 2, 10, t);
+        assert_eq!(p.isr_change_due(10, t, lag), None);
+        let late = t0 + Duration::from_millis(5001);
+        assert_eq!(p.isr_change_due(10, late, lag), Some((vec![1, 2], 1)));
+        assert_eq!(
+            p.isr_change_due(10, late, lag),
+            None,
+            "one change in flight"
+        );
+        p.isr_change_failed(1);
+        assert_eq!(p.isr_change_due(10, late, lag), Some((vec![1, 2], 1)));
+        p.apply_view(view(1, 1, &[1, 2], 1).with_partition_epoch(2), 10, late);
+        assert_eq!(p.high_watermark(), 10);
+        p.on_follower_fetch(3, 10, 10, late);
+        assert_eq!(p.isr_change_due(10, late, lag), Some((vec![1, 2, 3], 2)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn commit_wait_outcomes() {
+        let now = Instant::now();
+        let p = std::sync::Arc::new(PartitionReplication::new(1, view(1, 1, &[1, 2], 2), 0));
+        p.apply_view(view(1, 2, &[1, 2], 2), 0, now);
+        p.on_leader_append(5);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1000);
+        let waiter = {
+            let p = p.clone();
+            tokio::spawn(async move { p.wait_committed(4, deadline).await })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        p.on_follower_fetch(2, 5, 5, now);
+        assert_eq!(waiter.await.ok(), Some(Ok(())));
+        p.on_leader_append(8);
+        assert_eq!(
+            p.wait_committed(7, deadline).await,
+            Err(CommitWaitError::Timeout)
+        );
+        p.apply_view(view(1, 2, &[1], 2).with_partition_epoch(3), 8, now);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1000);
+        assert_eq!(
+            p.wait_committed(7, deadline).await,
+            Err(CommitWaitError::NotEnoughReplicasAfterAppend)
+        );
+        p.apply_view(view(2, 3, &[2], 2), 8, now);
+        assert_eq!(
+            p.wait_committed(7, deadline).await,
+            Err(CommitWaitError::NotLeader)
+        );
+    }
+
+    impl PartitionView {
+        fn with_partition_epoch(mut self, e: i32) -> PartitionView {
+            self.partition_epoch = e;
+            self
+        }
+    }
+}
