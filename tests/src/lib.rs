@@ -1,13 +1,13 @@
 //! The test harness: real `kraftwerk server` processes on free ports, each
 //! with its own data directory, stopped and removed when dropped.
 
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
-const PORT_ATTEMPTS: usize = 5;
 
 /// The `kraftwerk` binary: `$KRAFTWERK_BIN`, else `target/debug/kraftwerk`.
 pub fn kraftwerk_bin() -> PathBuf {
@@ -42,78 +42,74 @@ impl BrokerProcess {
     }
 
     /// Starts a broker with extra `server` arguments (e.g. `--override k=v`).
+    /// It binds port 0 and the harness learns the port from the line the
+    /// server prints, so parallel tests never race for a port.
     pub fn start_with(extra: &[&str]) -> BrokerProcess {
         let data_dir = tempfile::Builder::new()
             .prefix("kraftwerk-it-")
             .tempdir()
             .expect("tempdir");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let mut b = BrokerProcess {
-            addr,
+            addr: "127.0.0.1:0".parse().expect("addr"),
             data_dir,
             child: None,
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        // Another test may grab the same free port between our probe and the
-        // broker's bind; then the broker exits and we try a new port.
-        for _ in 0..PORT_ATTEMPTS {
-            if b.try_start() {
-                return b;
-            }
-            b.addr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        }
-        panic!("broker could not bind a free port in {PORT_ATTEMPTS} attempts");
+        b.restart();
+        b
     }
 
     /// Starts the process again on the same port and data directory.
     pub fn restart(&mut self) {
-        assert!(
-            self.try_start(),
-            "broker exited before listening on {}",
-            self.addr
-        );
-    }
-
-    /// Starts the process; false when it exited before listening.
-    fn try_start(&mut self) -> bool {
         let bin = kraftwerk_bin();
         assert!(
             bin.exists(),
             "{} is missing: run `cargo build --bin kraftwerk` first",
             bin.display()
         );
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .arg("server")
             .arg("--data-dir")
             .arg(self.data_dir.path())
             .arg("--listeners")
             .arg(format!("PLAINTEXT://{}", self.addr))
             .args(&self.extra)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn kraftwerk");
+        let stdout = child.stdout.take().expect("stdout");
         self.child = Some(child);
+        // The server prints "kraftwerk listening on ADDR" once it is bound.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("kraftwerk listening on ") {
+                    let addr = addr
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_string();
+                    let _ = tx.send(addr);
+                }
+            }
+        });
+        let addr = rx.recv_timeout(STARTUP_TIMEOUT).unwrap_or_else(|_| {
+            panic!(
+                "broker did not start listening (data dir {})",
+                self.data_dir.path().display()
+            )
+        });
+        self.addr = addr.parse().expect("printed address");
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         while TcpStream::connect_timeout(&self.addr, Duration::from_millis(200)).is_err() {
             assert!(
                 Instant::now() < deadline,
-                "broker did not listen on {} in time",
+                "broker did not accept on {} in time",
                 self.addr
             );
-            if self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-                .is_some()
-            {
-                self.child = None;
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(20));
         }
-        // Listening, and it is our process that listens.
-        self.is_running()
     }
 
     /// SIGKILL, no chance to clean up.

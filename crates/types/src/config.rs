@@ -428,6 +428,11 @@ pub static BROKER_CONFIGS: &[(&str, &str)] = &[
     ("broker.rack", ""),
     ("auto.leader.rebalance.enable", "true"),
     ("leader.imbalance.check.interval.seconds", "300"),
+    ("replica.lag.time.max.ms", "30000"),
+    ("replica.fetch.wait.max.ms", "500"),
+    ("replica.fetch.max.bytes", "1048576"),
+    ("replica.fetch.min.bytes", "1"),
+    ("replica.high.watermark.checkpoint.interval.ms", "5000"),
 ];
 
 impl BrokerConfig {
