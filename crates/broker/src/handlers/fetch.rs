@@ -91,23 +91,13 @@ fn read_once(
                 if by_id_missing {
                     return Err(ErrorCode::UNKNOWN_TOPIC_ID);
                 }
-                let Some(record) = image.partition(&name, fp.partition) else {
-                    return Err(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
-                };
-                let partition = state
-                    .replicas
-                    .get(&name, fp.partition)
-                    .ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
-                if record.leader != state.config.node_id {
-                    return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
-                }
-                let epoch = partition.leader_epoch();
-                if fp.current_leader_epoch >= 0 && fp.current_leader_epoch < epoch {
-                    return Err(ErrorCode::FENCED_LEADER_EPOCH);
-                }
-                if fp.current_leader_epoch > epoch {
-                    return Err(ErrorCode::UNKNOWN_LEADER_EPOCH);
-                }
+                let partition = super::led_partition(
+                    state,
+                    &image,
+                    &name,
+                    fp.partition,
+                    fp.current_leader_epoch,
+                )?;
                 let high_watermark = partition.high_watermark();
                 let last_stable = partition.last_stable_offset();
                 pd.high_watermark = high_watermark;

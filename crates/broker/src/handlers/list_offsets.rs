@@ -40,23 +40,14 @@ pub async fn handle(
                         .with_offset(-1)
                         .with_leader_epoch(-1);
                     let result = (|| {
-                        let record = image
-                            .partition(&name, p.partition_index)
-                            .ok_or(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)?;
-                        let partition = state
-                            .replicas
-                            .get(&name, p.partition_index)
-                            .ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
-                        if record.leader != state.config.node_id {
-                            return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
-                        }
+                        let partition = super::led_partition(
+                            state,
+                            &image,
+                            &name,
+                            p.partition_index,
+                            p.current_leader_epoch,
+                        )?;
                         let epoch = partition.leader_epoch();
-                        if p.current_leader_epoch >= 0 && p.current_leader_epoch < epoch {
-                            return Err(ErrorCode::FENCED_LEADER_EPOCH);
-                        }
-                        if p.current_leader_epoch > epoch {
-                            return Err(ErrorCode::UNKNOWN_LEADER_EPOCH);
-                        }
                         let log = &partition.log;
                         let (timestamp, offset) = match p.timestamp {
                             LATEST => (

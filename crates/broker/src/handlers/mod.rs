@@ -169,3 +169,34 @@ fn respond<T: Encodable>(key: ApiKey, header: &RequestHeader, version: i16, body
 pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
+
+/// The local replica of `topic`-`partition` that this broker leads, checked
+/// against the leader epoch the client knows (`-1`: no check), with Kafka's
+/// error for each way it can fail.
+pub(crate) fn led_partition(
+    state: &BrokerState,
+    image: &crate::metadata::MetadataImage,
+    topic: &str,
+    partition: i32,
+    current_leader_epoch: i32,
+) -> Result<std::sync::Arc<crate::replica_manager::Partition>, kraftwerk_types::ErrorCode> {
+    use kraftwerk_types::ErrorCode;
+    let record = image
+        .partition(topic, partition)
+        .ok_or(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)?;
+    let local = state
+        .replicas
+        .get(topic, partition)
+        .ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
+    if record.leader != state.config.node_id {
+        return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+    }
+    let epoch = local.leader_epoch();
+    if current_leader_epoch >= 0 && current_leader_epoch < epoch {
+        return Err(ErrorCode::FENCED_LEADER_EPOCH);
+    }
+    if current_leader_epoch > epoch {
+        return Err(ErrorCode::UNKNOWN_LEADER_EPOCH);
+    }
+    Ok(local)
+}

@@ -30,24 +30,14 @@ pub async fn handle(
                         .with_partition(p.partition)
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
-                    let result = (|| {
-                        let record = image
-                            .partition(&name, p.partition)
-                            .ok_or(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)?;
-                        let partition = state
-                            .replicas
-                            .get(&name, p.partition)
-                            .ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
-                        if record.leader != state.config.node_id {
-                            return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
-                        }
-                        let epoch = partition.leader_epoch();
-                        if p.current_leader_epoch >= 0 && p.current_leader_epoch < epoch {
-                            return Err(ErrorCode::FENCED_LEADER_EPOCH);
-                        }
-                        if p.current_leader_epoch > epoch {
-                            return Err(ErrorCode::UNKNOWN_LEADER_EPOCH);
-                        }
+                    let result = (|| -> Result<(i32, i64), ErrorCode> {
+                        let partition = super::led_partition(
+                            state,
+                            &image,
+                            &name,
+                            p.partition,
+                            p.current_leader_epoch,
+                        )?;
                         Ok(partition
                             .log
                             .end_offset_for_epoch(p.leader_epoch)
