@@ -5,6 +5,7 @@ repository root (`scripts/test` builds it first).
 """
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -25,10 +26,35 @@ def kraftwerk_bin() -> str:
     return path
 
 
+def _ephemeral_range():
+    try:
+        low, high = map(int, open("/proc/sys/net/ipv4/ip_local_port_range").read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port outside the kernel's ephemeral range, so that no outgoing
+    connection can take it between this probe and the broker's bind, nor
+    while a killed node is being restarted on it."""
+    low, high = _ephemeral_range()
+    candidates = [p for p in range(15000, 30000) if not (low <= p <= high)]
+    for _ in range(200):
+        port = random.choice(candidates)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError("no free port outside the ephemeral range")
+
+
+_handed_out = set()
 
 
 def wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
