@@ -163,6 +163,45 @@ fn check_assignments(assignments: &[Vec<i32>], brokers: &[i32]) -> Result<(), Co
     Ok(())
 }
 
+/// The replica lists of the partitions that grow `topic` to `total`: the
+/// client's explicit ones (checked), or placed over `brokers` with the
+/// topic's replication factor.
+pub fn plan_new_partitions(
+    topic: &TopicRecord,
+    total: i32,
+    assignments: Option<Vec<Vec<i32>>>,
+    brokers: &[i32],
+) -> Result<Vec<Vec<i32>>, ControllerError> {
+    let current = topic.partitions.len() as i32;
+    if total <= current {
+        return Err(ControllerError::InvalidPartitions(format!(
+            "topic '{}' has {current} partitions; the new count must be larger, not {total}",
+            topic.name
+        )));
+    }
+    match assignments {
+        Some(a) => {
+            if a.len() as i32 != total - current {
+                return Err(ControllerError::InvalidReplicaAssignment(format!(
+                    "{} assignments given for {} new partitions",
+                    a.len(),
+                    total - current
+                )));
+            }
+            check_assignments(&a, brokers)?;
+            Ok(a)
+        }
+        None => {
+            let rf = topic
+                .partitions
+                .first()
+                .map(|p| p.replicas.len())
+                .unwrap_or(1) as i16;
+            assign_replicas(brokers, current, total - current, rf)
+        }
+    }
+}
+
 /// What the single-node controller keeps on disk.
 #[derive(Debug, Serialize, Deserialize)]
 struct Persisted {
@@ -409,30 +448,7 @@ impl ClusterControl for LocalController {
                 .get_mut(&name)
                 .ok_or_else(|| ControllerError::UnknownTopic(name.clone()))?;
             let current = topic.partitions.len() as i32;
-            if total <= current {
-                return Err(ControllerError::InvalidPartitions(format!(
-                    "topic '{name}' has {current} partitions; the new count must be larger, not {total}"
-                )));
-            }
-            let rf = topic
-                .partitions
-                .first()
-                .map(|p| p.replicas.len())
-                .unwrap_or(1) as i16;
-            let added = match assignments {
-                Some(a) => {
-                    if a.len() as i32 != total - current {
-                        return Err(ControllerError::InvalidReplicaAssignment(format!(
-                            "{} assignments given for {} new partitions",
-                            a.len(),
-                            total - current
-                        )));
-                    }
-                    check_assignments(&a, &brokers)?;
-                    a
-                }
-                None => assign_replicas(&brokers, current, total - current, rf)?,
-            };
+            let added = plan_new_partitions(topic, total, assignments, &brokers)?;
             if validate_only {
                 return Ok(());
             }

@@ -21,7 +21,8 @@ use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::controller::{
-    assign_replicas, BoxFuture, ClusterControl, ConfigChange, ControllerError, NewTopic,
+    assign_replicas, plan_new_partitions, BoxFuture, ClusterControl, ConfigChange, ControllerError,
+    NewTopic,
 };
 
 /// Attempts of one call across controller nodes before giving up.
@@ -373,21 +374,7 @@ impl ClusterControl for RemoteControl {
             let topic = image
                 .topic(&name)
                 .ok_or_else(|| ControllerError::UnknownTopic(name.clone()))?;
-            let current = topic.partitions.len() as i32;
-            if total <= current {
-                return Err(ControllerError::InvalidPartitions(format!(
-                    "topic '{name}' has {current} partitions; the new count must be larger, not {total}"
-                )));
-            }
-            let rf = topic
-                .partitions
-                .first()
-                .map(|p| p.replicas.len())
-                .unwrap_or(1) as i16;
-            let added = match assignments {
-                Some(a) => a,
-                None => assign_replicas(&self.placement_brokers(), current, total - current, rf)?,
-            };
+            let added = plan_new_partitions(topic, total, assignments, &self.placement_brokers())?;
             if validate_only {
                 return Ok(());
             }
