@@ -134,3 +134,49 @@ impl Drop for BrokerProcess {
         self.kill();
     }
 }
+
+/// Who wrote a batch, for idempotent-producer tests.
+#[derive(Debug, Clone, Copy)]
+pub struct ProducerStamp {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+}
+
+/// One uncompressed v2 record batch holding `values`, stamped with a
+/// producer id and sequences when `producer` is given.
+pub fn record_batch(values: &[String], producer: Option<ProducerStamp>) -> bytes::Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: producer.map(|p| p.producer_id).unwrap_or(-1),
+            producer_epoch: producer.map(|p| p.producer_epoch).unwrap_or(-1),
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: producer.map(|p| p.base_sequence + i as i32).unwrap_or(-1),
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(bytes::Bytes::from(v.clone())),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode record batch");
+    buf.freeze()
+}

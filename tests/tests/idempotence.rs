@@ -13,10 +13,7 @@ use kafka_protocol::messages::{
     ListOffsetsResponse, ProduceRequest, ProduceResponse, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
-use kraftwerk_tests::BrokerProcess;
+use kraftwerk_tests::{record_batch, BrokerProcess, ProducerStamp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -64,34 +61,15 @@ impl Conn {
 }
 
 fn batch(producer_id: i64, epoch: i16, base_sequence: i32, count: i32) -> Bytes {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: base_sequence + i,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(Bytes::from(format!("seq-{}", base_sequence + i))),
-            headers: Default::default(),
-        })
+    let values: Vec<String> = (0..count)
+        .map(|i| format!("seq-{}", base_sequence + i))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
+    let stamp = ProducerStamp {
+        producer_id,
+        producer_epoch: epoch,
+        base_sequence,
+    };
+    record_batch(&values, Some(stamp))
 }
 
 async fn produce(c: &mut Conn, records: Bytes) -> (i16, i64) {
