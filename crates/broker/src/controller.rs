@@ -253,17 +253,23 @@ impl LocalController {
         };
         let mut img = persisted.image;
         img.controller_id = config.node_id;
-        let listener = &config.advertised_listeners[0];
+        let endpoints = crate::listeners::advertised_endpoints(config);
+        let Some(primary) = endpoints.first().cloned() else {
+            return Err(ControllerError::InvalidConfig(
+                "`listeners` has no Kafka listener".into(),
+            ));
+        };
         img.brokers.clear();
         img.brokers.insert(
             config.node_id,
             BrokerRegistration {
                 node_id: config.node_id,
-                host: listener.host.clone(),
-                port: listener.port,
+                host: primary.host,
+                port: primary.port,
                 rack: config.raw.get("broker.rack").cloned(),
                 fenced: false,
                 replication_endpoint: None,
+                listeners: endpoints,
             },
         );
         // A single node leads everything it stores.

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod group;
 pub mod handlers;
 pub mod lifecycle;
+pub mod listeners;
 pub mod remote;
 pub use kraftwerk_metadata as metadata;
 pub mod replica_manager;
@@ -113,29 +114,34 @@ impl Broker {
             dir: dir.display().to_string(),
             source,
         })?;
-        let listener_config = config
-            .listeners
-            .iter()
-            .find(|l| l.name != "CONTROLLER" && l.name != replication::LISTENER_NAME)
-            .unwrap_or(&config.listeners[0])
-            .clone();
-        let addr = listener_config.bind_addr();
-        let listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|source| BrokerError::Bind {
-                addr: addr.clone(),
-                source,
-            })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| BrokerError::Bind { addr, source })?;
-        // With port 0 the advertised port is the one actually bound.
-        let mut config = config;
-        for l in config.advertised_listeners.iter_mut() {
-            if l.port == 0 && l.name == listener_config.name {
-                l.port = local_addr.port();
-            }
+        let kafka_listeners = listeners::kafka_listeners(&config);
+        if kafka_listeners.is_empty() {
+            return Err(BrokerError::Config(
+                "`listeners` has no Kafka listener (only controller or REPLICATION ones)".into(),
+            ));
         }
+        let mut bound = Vec::with_capacity(kafka_listeners.len());
+        let mut config = config;
+        for l in &kafka_listeners {
+            let addr = l.bind_addr();
+            let listener = TcpListener::bind(&addr)
+                .await
+                .map_err(|source| BrokerError::Bind {
+                    addr: addr.clone(),
+                    source,
+                })?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| BrokerError::Bind { addr, source })?;
+            // With port 0 the advertised port is the one actually bound.
+            for a in config.advertised_listeners.iter_mut() {
+                if a.port == 0 && a.name == l.name {
+                    a.port = local.port();
+                }
+            }
+            bound.push((Arc::<str>::from(l.name.as_str()), listener, local));
+        }
+        let local_addr = bound[0].2;
         let image = Arc::new(ImageCell::default());
         // With `controller.quorum.voters` the metadata comes from the Raft
         // quorum; without it this node is its own single-node controller.
@@ -198,7 +204,15 @@ impl Broker {
             while serving.image.load().version == 0 && !serve_shutdown.is_cancelled() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            server::serve(listener, serving, serve_shutdown, serve_tracker).await;
+            for (name, listener, _) in bound {
+                serve_tracker.spawn(server::serve(
+                    listener,
+                    name,
+                    serving.clone(),
+                    serve_shutdown.clone(),
+                    serve_tracker.clone(),
+                ));
+            }
         });
         tracker.spawn(housekeeping(state.clone(), shutdown.clone()));
         // Loads the __consumer_offsets partitions led here, then keeps group timers.

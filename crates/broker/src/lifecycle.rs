@@ -116,15 +116,17 @@ async fn register(
     client: &ControllerClient,
     incarnation: &str,
 ) -> Result<i64, ControllerError> {
-    let listener = &state.config.advertised_listeners[0];
     let request = pb::RegisterBrokerRequest {
         broker_id: state.config.node_id,
         incarnation_id: incarnation.to_string(),
-        listeners: vec![pb::Endpoint {
-            name: listener.name.clone(),
-            host: listener.host.clone(),
-            port: listener.port as u32,
-        }],
+        listeners: crate::listeners::advertised_endpoints(&state.config)
+            .into_iter()
+            .map(|e| pb::Endpoint {
+                name: e.name,
+                host: e.host,
+                port: u32::from(e.port),
+            })
+            .collect(),
         rack: state.config.raw.get("broker.rack").cloned(),
         replication_endpoint: state.replicas.replication_endpoint(),
     };

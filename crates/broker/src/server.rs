@@ -21,8 +21,10 @@ use crate::BrokerState;
 /// How many bytes one read from a socket may add to its buffer.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 
+/// Accepts connections on `listener`, the one called `name` in `listeners`.
 pub async fn serve(
     listener: TcpListener,
+    name: Arc<str>,
     state: Arc<BrokerState>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
@@ -35,8 +37,9 @@ pub async fn serve(
                     let _ = stream.set_nodelay(true);
                     let state = state.clone();
                     let shutdown = shutdown.clone();
+                    let name = name.clone();
                     tracker.spawn(async move {
-                        if let Err(reason) = connection(stream, peer, state, shutdown).await {
+                        if let Err(reason) = connection(stream, peer, &name, state, shutdown).await {
                             tracing::debug!(%peer, %reason, "connection closed");
                         }
                     });
@@ -54,6 +57,7 @@ pub async fn serve(
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
+    listener: &str,
     state: Arc<BrokerState>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
@@ -64,20 +68,21 @@ async fn connection(
         // Answer every whole request already buffered, in order.
         loop {
             match take_frame(&mut buf, max_frame_bytes) {
-                Ok(Some(frame)) => match handlers::handle_frame(&state, frame.freeze(), peer).await
-                {
-                    Outcome::Respond(response) => {
-                        out.clear();
-                        out.extend_from_slice(&(response.len() as i32).to_be_bytes());
-                        out.extend_from_slice(&response);
-                        stream.write_all(&out).await.map_err(|e| e.to_string())?;
+                Ok(Some(frame)) => {
+                    match handlers::handle_frame(&state, frame.freeze(), peer, listener).await {
+                        Outcome::Respond(response) => {
+                            out.clear();
+                            out.extend_from_slice(&(response.len() as i32).to_be_bytes());
+                            out.extend_from_slice(&response);
+                            stream.write_all(&out).await.map_err(|e| e.to_string())?;
+                        }
+                        Outcome::NoResponse => {}
+                        Outcome::Close(reason) => {
+                            tracing::info!(%peer, %reason, "closing connection after a request that cannot be served");
+                            return Err(reason);
+                        }
                     }
-                    Outcome::NoResponse => {}
-                    Outcome::Close(reason) => {
-                        tracing::info!(%peer, %reason, "closing connection after a request that cannot be served");
-                        return Err(reason);
-                    }
-                },
+                }
                 Ok(None) => break,
                 Err(FrameError::TooLarge { size, max }) => {
                     tracing::warn!(%peer, size, max, "request frame exceeds socket.request.max.bytes; closing connection");

@@ -8,7 +8,9 @@
 
 use std::collections::BTreeMap;
 
-use kraftwerk_metadata::{BrokerRegistration, MetadataImage, PartitionRecord, TopicRecord};
+use kraftwerk_metadata::{
+    BrokerRegistration, ListenerEndpoint, MetadataImage, PartitionRecord, TopicRecord,
+};
 use kraftwerk_types::{ErrorCode, TopicId};
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +31,9 @@ pub enum MetadataCommand {
         /// Where followers fetch from this broker (`host:port`).
         #[serde(default)]
         replication_endpoint: Option<String>,
+        /// Every advertised Kafka listener; `host:port` is the first.
+        #[serde(default)]
+        listeners: Vec<ListenerEndpoint>,
     },
     /// The broker caught up with the metadata log and heartbeats: it may lead.
     UnfenceBroker {
@@ -130,6 +135,7 @@ fn apply_inner(
             port,
             rack,
             replication_endpoint,
+            listeners,
         } => {
             // A new process of a broker that was registered before: the old
             // incarnation is gone with its in-memory state, so it leads
@@ -148,6 +154,7 @@ fn apply_inner(
                     rack: rack.clone(),
                     fenced: true,
                     replication_endpoint: replication_endpoint.clone(),
+                    listeners: listeners.clone(),
                 },
             );
             image.broker_epochs.insert(*broker_id, log_index as i64);
@@ -448,6 +455,7 @@ mod tests {
                     port: 9000 + *b as u16,
                     rack: None,
                     replication_endpoint: None,
+                    listeners: Vec::new(),
                 },
             );
             step(&mut image, MetadataCommand::UnfenceBroker { broker_id: *b });
@@ -491,6 +499,7 @@ mod tests {
                 port: 1,
                 rack: Some("r1".into()),
                 replication_endpoint: None,
+                listeners: Vec::new(),
             },
             42,
         );
@@ -693,6 +702,7 @@ mod tests {
                 port: 1,
                 rack: None,
                 replication_endpoint: None,
+                listeners: Vec::new(),
             },
         );
         run(
@@ -733,6 +743,7 @@ mod tests {
                 port: 1,
                 rack: None,
                 replication_endpoint: None,
+                listeners: Vec::new(),
             },
         );
         let p = &image.topics["t"].partitions[0];

@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kraftwerk_metadata::ListenerEndpoint;
 use kraftwerk_rpc::controller as pb;
 use kraftwerk_rpc::controller::controller_server::Controller;
 use parking_lot::Mutex;
@@ -222,16 +223,29 @@ impl Controller for ControllerGrpc {
                 broker_epoch: -1,
             }));
         }
-        let listener = r.listeners.first().cloned().unwrap_or_default();
-        let port = u16::try_from(listener.port)
-            .map_err(|_| Status::invalid_argument("listener port out of range"))?;
+        let mut listeners = Vec::with_capacity(r.listeners.len());
+        for l in r.listeners {
+            let port = u16::try_from(l.port)
+                .map_err(|_| Status::invalid_argument("listener port out of range"))?;
+            listeners.push(ListenerEndpoint {
+                name: l.name,
+                host: l.host,
+                port,
+            });
+        }
+        let Some(primary) = listeners.first().cloned() else {
+            return Err(Status::invalid_argument(
+                "a broker registers at least one listener",
+            ));
+        };
         let command = MetadataCommand::RegisterBroker {
             broker_id: r.broker_id,
             incarnation_id: r.incarnation_id,
-            host: listener.host,
-            port,
+            host: primary.host,
+            port: primary.port,
             rack: r.rack,
             replication_endpoint: r.replication_endpoint,
+            listeners,
         };
         let response = match self.propose(command).await {
             Ok(CommandResult::BrokerEpoch(epoch)) => {

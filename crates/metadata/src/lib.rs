@@ -12,10 +12,21 @@ use kraftwerk_types::TopicId;
 use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
 
+/// One advertised Kafka listener of a broker: a client that connected on
+/// the listener called `name` is told to reach the broker at `host:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerEndpoint {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+}
+
 /// One broker's registration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerRegistration {
     pub node_id: i32,
+    /// The broker's first advertised listener (`inter.broker.listener.name`
+    /// when set), for callers that do not know which listener they serve.
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
@@ -23,6 +34,25 @@ pub struct BrokerRegistration {
     /// `host:port` of the broker's replication gRPC listener.
     #[serde(default)]
     pub replication_endpoint: Option<String>,
+    /// Every advertised Kafka listener. Empty in registrations written
+    /// before brokers advertised more than one; `host:port` serves then.
+    #[serde(default)]
+    pub listeners: Vec<ListenerEndpoint>,
+}
+
+impl BrokerRegistration {
+    /// Where a client that connected on `listener` reaches this broker, or
+    /// `None` when the broker has no listener of that name (Kafka answers
+    /// such clients as if the broker did not exist).
+    pub fn endpoint(&self, listener: &str) -> Option<(&str, u16)> {
+        if self.listeners.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.listeners
+            .iter()
+            .find(|l| l.name == listener)
+            .map(|l| (l.host.as_str(), l.port))
+    }
 }
 
 /// Placement and leadership of one partition.

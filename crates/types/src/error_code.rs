@@ -47,6 +47,7 @@ impl ErrorCode {
     pub const POLICY_VIOLATION: ErrorCode = ErrorCode(44);
     pub const UNSUPPORTED_COMPRESSION_TYPE: ErrorCode = ErrorCode(76);
     pub const FETCH_SESSION_ID_NOT_FOUND: ErrorCode = ErrorCode(70);
+    pub const LISTENER_NOT_FOUND: ErrorCode = ErrorCode(72);
     pub const FENCED_LEADER_EPOCH: ErrorCode = ErrorCode(74);
     pub const UNKNOWN_LEADER_EPOCH: ErrorCode = ErrorCode(75);
     pub const INVALID_REPLICA_ASSIGNMENT: ErrorCode = ErrorCode(39);

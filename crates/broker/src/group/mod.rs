@@ -153,6 +153,7 @@ impl GroupCoordinator {
         &self,
         state: &BrokerState,
         group_id: &str,
+        listener: &str,
     ) -> Result<(i32, String, i32), (ErrorCode, String)> {
         self.ensure_offsets_topic(state).await?;
         let image = state.image.load();
@@ -170,7 +171,13 @@ impl GroupCoordinator {
         if leader == state.config.node_id {
             self.load_wanted.notify_one();
         }
-        Ok((broker.node_id, broker.host.clone(), broker.port as i32))
+        let Some((host, port)) = broker.endpoint(listener) else {
+            return Err((
+                ErrorCode::COORDINATOR_NOT_AVAILABLE,
+                format!("the coordinator (broker {leader}) has no listener {listener}"),
+            ));
+        };
+        Ok((broker.node_id, host.to_string(), i32::from(port)))
     }
 
     fn partition_count(&self, state: &BrokerState) -> i32 {

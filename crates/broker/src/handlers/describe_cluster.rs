@@ -12,7 +12,7 @@ const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
     let image = state.image.load();
@@ -25,13 +25,16 @@ pub async fn handle(
     let brokers = image
         .brokers
         .values()
-        .map(|b| {
-            DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(b.node_id))
-                .with_host(str_bytes(b.host.clone()))
-                .with_port(b.port as i32)
-                .with_rack(b.rack.clone().map(str_bytes))
-                .with_is_fenced(b.fenced)
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(req.listener)?;
+            Some(
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(b.node_id))
+                    .with_host(str_bytes(host.to_string()))
+                    .with_port(i32::from(port))
+                    .with_rack(b.rack.clone().map(str_bytes))
+                    .with_is_fenced(b.fenced),
+            )
         })
         .collect();
     DescribeClusterResponse::default()

@@ -31,7 +31,12 @@ pub async fn handle(
                 ErrorCode::INVALID_REQUEST,
                 "the group id is empty".to_string(),
             )),
-            KEY_TYPE_GROUP => state.groups.find_coordinator(state, &key).await,
+            KEY_TYPE_GROUP => {
+                state
+                    .groups
+                    .find_coordinator(state, &key, req.listener)
+                    .await
+            }
             KEY_TYPE_TRANSACTION => Err((
                 ErrorCode::COORDINATOR_NOT_AVAILABLE,
                 "transactions are not supported by this broker".to_string(),

@@ -41,12 +41,13 @@ pub async fn handle(
             }
         }
     }
+    let req_listener = req.listener;
     let image = state.image.load();
     let topics = match wanted {
         None => image
             .topics
             .values()
-            .map(|t| topic_entry(&image, t))
+            .map(|t| topic_entry(&image, t, req_listener))
             .collect(),
         Some(wanted) => wanted
             .into_iter()
@@ -56,7 +57,7 @@ pub async fn handle(
                     None => image.topic_by_id(&kraftwerk_types::TopicId(id)),
                 };
                 match found {
-                    Some(t) => topic_entry(&image, t),
+                    Some(t) => topic_entry(&image, t, req_listener),
                     None => {
                         let code = match &name {
                             Some(n) if validate_topic_name(n).is_err() => {
@@ -76,27 +77,32 @@ pub async fn handle(
             .collect(),
     };
     MetadataResponse::default()
-        .with_brokers(brokers(&image))
+        .with_brokers(brokers(&image, req_listener))
         .with_cluster_id(Some(str_bytes(image.cluster_id.clone())))
         .with_controller_id(BrokerId(image.controller_id))
         .with_topics(topics)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 
-pub(crate) fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
+/// The live brokers as reached through `listener`; a broker without that
+/// listener is left out, as Kafka does.
+fn brokers(image: &MetadataImage, listener: &str) -> Vec<MetadataResponseBroker> {
     image
         .live_brokers()
-        .map(|b| {
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(b.node_id))
-                .with_host(str_bytes(b.host.clone()))
-                .with_port(b.port as i32)
-                .with_rack(b.rack.clone().map(str_bytes))
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(listener)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.node_id))
+                    .with_host(str_bytes(host.to_string()))
+                    .with_port(i32::from(port))
+                    .with_rack(b.rack.clone().map(str_bytes)),
+            )
         })
         .collect()
 }
 
-fn topic_entry(image: &MetadataImage, t: &TopicRecord) -> MetadataResponseTopic {
+fn topic_entry(image: &MetadataImage, t: &TopicRecord, listener: &str) -> MetadataResponseTopic {
     let partitions = t
         .partitions
         .iter()
@@ -112,12 +118,21 @@ fn topic_entry(image: &MetadataImage, t: &TopicRecord) -> MetadataResponseTopic 
                 .filter(|r| image.brokers.get(r).map(|b| b.fenced).unwrap_or(true))
                 .map(|r| BrokerId(*r))
                 .collect();
+            // A live leader the client cannot reach on its listener.
+            let unreachable = leader_live
+                && image
+                    .brokers
+                    .get(&p.leader)
+                    .is_some_and(|b| b.endpoint(listener).is_none());
+            let error = if !leader_live {
+                ErrorCode::LEADER_NOT_AVAILABLE.code()
+            } else if unreachable {
+                ErrorCode::LISTENER_NOT_FOUND.code()
+            } else {
+                0
+            };
             MetadataResponsePartition::default()
-                .with_error_code(if leader_live {
-                    0
-                } else {
-                    ErrorCode::LEADER_NOT_AVAILABLE.code()
-                })
+                .with_error_code(error)
                 .with_partition_index(p.partition)
                 .with_leader_id(BrokerId(if leader_live { p.leader } else { -1 }))
                 .with_leader_epoch(p.leader_epoch)

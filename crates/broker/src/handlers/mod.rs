@@ -57,9 +57,16 @@ pub struct Request<'a> {
     pub header: &'a RequestHeader,
     pub version: i16,
     pub peer: SocketAddr,
+    /// The name of the listener the connection came in on.
+    pub listener: &'a str,
 }
 
-pub async fn handle_frame(state: &BrokerState, frame: Bytes, peer: SocketAddr) -> Outcome {
+pub async fn handle_frame(
+    state: &BrokerState,
+    frame: Bytes,
+    peer: SocketAddr,
+    listener: &str,
+) -> Outcome {
     if frame.len() < 8 {
         return Outcome::Close(format!(
             "request of {} bytes is shorter than a request header",
@@ -95,6 +102,7 @@ pub async fn handle_frame(state: &BrokerState, frame: Bytes, peer: SocketAddr) -
         header: &header,
         version,
         peer,
+        listener,
     };
     tracing::trace!(api = ?key, version, correlation_id, "request");
 
