@@ -245,15 +245,30 @@ impl Broker {
     }
 }
 
-/// Background duties on timers: flush policy and retention.
+/// Background duties on timers: flush policy, retention and the log
+/// cleaner (compaction).
 async fn housekeeping(state: Arc<BrokerState>, shutdown: CancellationToken) {
     let retention_every =
         Duration::from_millis(state.config.log_retention_check_interval_ms.max(1));
     let mut flush_tick = tokio::time::interval(Duration::from_secs(1));
     let mut retention_tick = tokio::time::interval(retention_every);
+    let cleaner_enabled = state.config.log_cleaner_enable;
+    let mut cleaner_tick = tokio::time::interval(Duration::from_millis(
+        state.config.log_cleaner_backoff_ms.max(1),
+    ));
+    cleaner_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A cleaner pass can take long (it rewrites segments), so it runs beside
+    // the other duties rather than in this loop; at most one at a time, and
+    // shutdown waits for it (it stops between partitions).
+    let mut cleaner_pass: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => {
+                if let Some(pass) = cleaner_pass.take() {
+                    let _ = pass.await;
+                }
+                return;
+            }
             _ = flush_tick.tick() => {
                 let s = state.clone();
                 let _ = tokio::task::spawn_blocking(move || s.replicas.flush_due(handlers_now_ms())).await;
@@ -261,6 +276,14 @@ async fn housekeeping(state: Arc<BrokerState>, shutdown: CancellationToken) {
             _ = retention_tick.tick() => {
                 let s = state.clone();
                 let _ = tokio::task::spawn_blocking(move || s.replicas.apply_retention(handlers_now_ms())).await;
+            }
+            _ = cleaner_tick.tick(), if cleaner_enabled => {
+                if cleaner_pass.as_ref().is_none_or(|pass| pass.is_finished()) {
+                    let (s, stop) = (state.clone(), shutdown.clone());
+                    cleaner_pass = Some(tokio::task::spawn_blocking(move || {
+                        s.replicas.compact_due(handlers_now_ms(), &stop)
+                    }));
+                }
             }
         }
     }

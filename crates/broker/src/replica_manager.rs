@@ -301,6 +301,14 @@ impl ReplicaManager {
                     leader_epoch: view.leader_epoch,
                 });
             }
+            let before = p.replication.view();
+            if before.leader != view.leader || before.leader_epoch != view.leader_epoch {
+                if view.leader == self.node_id {
+                    tracing::info!(partition = %p.topic_partition, leader_epoch = view.leader_epoch, isr = ?view.isr, "leading the partition");
+                } else {
+                    tracing::info!(partition = %p.topic_partition, leader = view.leader, leader_epoch = view.leader_epoch, "following the partition's leader");
+                }
+            }
             p.replication.apply_view(view, p.log.log_end_offset(), now);
         }
         if let Some(fetchers) = self.fetchers.get() {
@@ -365,6 +373,42 @@ impl ReplicaManager {
                 }
                 Err(e) => {
                     tracing::error!(partition = %p.topic_partition, error = %e, "retention failed")
+                }
+            }
+        }
+    }
+
+    /// One log-cleaner pass over every partition whose `cleanup.policy`
+    /// includes `compact`: only data below the high watermark (and never
+    /// the active segment) is cleaned. Blocking: run it on a blocking
+    /// thread. Stops between partitions once `stop` is cancelled.
+    pub fn compact_due(&self, now_ms: i64, stop: &tokio_util::sync::CancellationToken) {
+        for p in self.all() {
+            if stop.is_cancelled() {
+                return;
+            }
+            if !p.log.config().cleanup_policy.compact {
+                continue;
+            }
+            match p.log.compact(now_ms, p.high_watermark()) {
+                Ok(stats) if stats.removed_anything() => {
+                    tracing::info!(
+                        partition = %p.topic_partition,
+                        records_removed = stats.records_removed,
+                        tombstones_removed = stats.tombstones_removed,
+                        batches_removed = stats.batches_removed,
+                        segments_replaced = stats.segments_replaced,
+                        segments_written = stats.segments_written,
+                        bytes_before = stats.bytes_before,
+                        bytes_after = stats.bytes_after,
+                        "compacted partition"
+                    )
+                }
+                Ok(stats) => {
+                    tracing::debug!(partition = %p.topic_partition, outcome = ?stats.outcome, "compaction pass")
+                }
+                Err(e) => {
+                    tracing::error!(partition = %p.topic_partition, error = %e, "compaction failed")
                 }
             }
         }

@@ -52,6 +52,10 @@ pub enum StorageError {
     /// Bytes that are not a valid v2 record batch (from the network or disk).
     #[error("corrupt record batch: {reason}")]
     Corrupt { reason: String },
+    /// A well-formed record the log refuses, such as a record without a key
+    /// on a compacted topic; the producer must not retry it.
+    #[error("invalid record: {reason}")]
+    InvalidRecord { reason: String },
 }
 
 impl StorageError {
@@ -73,6 +77,7 @@ impl StorageError {
             StorageError::InvalidProducerEpoch { .. } => ErrorCode::INVALID_PRODUCER_EPOCH,
             StorageError::MessageTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
             StorageError::Corrupt { .. } => ErrorCode::CORRUPT_MESSAGE,
+            StorageError::InvalidRecord { .. } => ErrorCode::INVALID_RECORD,
             StorageError::NonContiguousOffsets { .. } => ErrorCode::UNKNOWN_SERVER_ERROR,
         }
     }
@@ -123,6 +128,12 @@ mod tests {
                     reason: "crc".into(),
                 },
                 ErrorCode::CORRUPT_MESSAGE,
+            ),
+            (
+                StorageError::InvalidRecord {
+                    reason: "no key".into(),
+                },
+                ErrorCode::INVALID_RECORD,
             ),
         ];
         for (error, code) in cases {

@@ -122,6 +122,22 @@ impl IndexFile {
         ))
     }
 
+    /// An index file already written in full with `entries` entries (a
+    /// cleaned segment's), now known under `path`.
+    pub(crate) fn from_written(
+        kind: IndexKind,
+        path: &Path,
+        file: File,
+        entries: u64,
+    ) -> IndexFile {
+        IndexFile {
+            kind,
+            path: path.to_path_buf(),
+            file: Arc::new(file),
+            entries,
+        }
+    }
+
     /// Whether the file on disk looks like a well-formed index for a log of
     /// `log_size_bytes`: whole entries, keys and positions increasing. A file
     /// that fails this is damaged and its segment is fully revalidated.

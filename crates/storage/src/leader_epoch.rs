@@ -137,6 +137,12 @@ impl LeaderEpochCache {
         Ok(())
     }
 
+    /// Forgets every entry (the log was emptied and restarts elsewhere).
+    pub(crate) fn clear(&mut self) -> Result<(), StorageError> {
+        self.entries.clear();
+        self.persist()
+    }
+
     fn persist(&self) -> Result<(), StorageError> {
         let mut text = format!("{CHECKPOINT_VERSION}\n{}\n", self.entries.len());
         for e in &self.entries {

@@ -11,7 +11,8 @@
 //! `leader-epoch-checkpoint`. Record batches are stored byte for byte; the
 //! leader path rewrites only `baseOffset` and `partitionLeaderEpoch` (outside
 //! the CRC) and, for LogAppendTime topics, the timestamp (recomputing the
-//! CRC). Records are never decoded.
+//! CRC). Records are decoded only for compacted topics: to refuse keyless
+//! records on produce, and by the cleaner.
 //!
 //! * **Writes** take the log's write lock, check everything first (size,
 //!   producer sequences), then issue one positional write of all batches,
@@ -28,17 +29,25 @@
 //!   cuts the file at the first torn or corrupt batch (see the `segment` module).
 //! * **Retention** deletes whole segments, oldest first, never the active
 //!   one, via rename to `.deleted` then unlink; leftovers are removed on open.
+//! * **Compaction** (`cleanup.policy=compact`) rewrites closed segments
+//!   keeping the latest record per key, without holding the write lock
+//!   except to swap files; the swap is crash-safe (see the `cleaner` module).
 
+mod cleaner;
 mod error;
 mod index;
 mod leader_epoch;
 mod log;
 mod producer_state;
+mod records;
 mod segment;
 
+pub use cleaner::{CompactOutcome, CompactStats, CLEANER_CHECKPOINT_FILE};
 pub use error::StorageError;
 pub use leader_epoch::CHECKPOINT_FILE as LEADER_EPOCH_CHECKPOINT_FILE;
 pub use log::{AppendInfo, Log, CLEAN_SHUTDOWN_FILE};
 
+#[cfg(test)]
+mod cleaner_tests;
 #[cfg(test)]
 mod tests;

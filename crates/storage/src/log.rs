@@ -9,13 +9,16 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use kraftwerk_protocol::batch::{self, BatchHeader, ATTR_TIMESTAMP_TYPE};
 use kraftwerk_types::{LogConfig, TimestampType};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
+use crate::cleaner;
 use crate::leader_epoch::{sync_dir, LeaderEpochCache};
 use crate::producer_state::{ProducerEntry, ProducerStateManager, SequenceCheck};
+use crate::records::{self, KeyCheck};
 use crate::segment::{
-    delete_segment_files, BatchScanner, Segment, SegmentSettings, SegmentView, DELETED_SUFFIX,
-    LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX,
+    delete_segment_files, mark_deleted, remove_deleted, BatchScanner, Segment, SegmentSettings,
+    SegmentView, CLEANED_SUFFIX, DELETED_SUFFIX, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, SWAP_SUFFIX,
+    TIME_INDEX_SUFFIX,
 };
 use crate::StorageError;
 
@@ -24,8 +27,8 @@ use crate::StorageError;
 pub const CLEAN_SHUTDOWN_FILE: &str = ".kraftwerk_cleanshutdown";
 
 /// Leftovers of interrupted deletions, compactions and checkpoint writes,
-/// removed on open.
-const STRAY_SUFFIXES: [&str; 4] = [DELETED_SUFFIX, "cleaned", "swap", "tmp"];
+/// removed on open (after committed compaction swaps were completed).
+const STRAY_SUFFIXES: [&str; 4] = [DELETED_SUFFIX, CLEANED_SUFFIX, SWAP_SUFFIX, "tmp"];
 
 /// A read fetches at most this much per pread beyond what the caller asked
 /// for while looking for batch boundaries.
@@ -48,31 +51,42 @@ pub struct AppendInfo {
 /// One partition's log. All methods take `&self`; a reader-writer lock
 /// guards the segment list, and reads copy file data after releasing it.
 pub struct Log {
-    dir: PathBuf,
-    state: RwLock<LogState>,
+    pub(crate) dir: PathBuf,
+    pub(crate) state: RwLock<LogState>,
+    /// Held for the whole of a compaction pass: one pass at a time. Never
+    /// taken while `state` is held.
+    pub(crate) cleaner_pass: Mutex<()>,
+    #[cfg(test)]
+    pub(crate) cleaner_hook: Mutex<Option<cleaner::CleanerHook>>,
 }
 
-struct LogState {
-    config: LogConfig,
+pub(crate) struct LogState {
+    pub(crate) config: LogConfig,
     /// By base offset; never empty: the last one is the active segment.
-    segments: BTreeMap<i64, Segment>,
-    producers: ProducerStateManager,
+    pub(crate) segments: BTreeMap<i64, Segment>,
+    pub(crate) producers: ProducerStateManager,
     epochs: LeaderEpochCache,
     unflushed_messages: i64,
     last_flush_ms: Option<i64>,
     /// Set when a failed write could not be rolled back.
-    offline: bool,
+    pub(crate) offline: bool,
     clean_shutdown_marker: bool,
+    /// Offsets below this were covered by a completed compaction pass (as
+    /// in `cleaner-offset-checkpoint`); may lag behind the log start offset.
+    pub(crate) first_dirty_offset: i64,
+    /// Counts truncations, so a compaction pass can tell whether the log
+    /// was cut (and maybe rewritten) while it ran.
+    pub(crate) truncations: u64,
 }
 
-fn settings(config: &LogConfig) -> SegmentSettings {
+pub(crate) fn settings(config: &LogConfig) -> SegmentSettings {
     SegmentSettings {
         index_interval_bytes: config.index_interval_bytes,
     }
 }
 
 /// The base offset in a segment file name, if it is one.
-fn parse_base_offset(name: &str, suffix: &str) -> Option<i64> {
+pub(crate) fn parse_base_offset(name: &str, suffix: &str) -> Option<i64> {
     let stem = name.strip_suffix(suffix)?.strip_suffix('.')?;
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -90,6 +104,9 @@ impl Log {
             fs::remove_file(&marker).map_err(|e| StorageError::io(&marker, e))?;
             sync_dir(&dir).map_err(|e| StorageError::io(&dir, e))?;
         }
+
+        // Before any leftover is removed: a committed swap is completed.
+        cleaner::complete_interrupted_swaps(&dir)?;
 
         let mut log_bases = Vec::new();
         let mut index_files = Vec::new();
@@ -161,6 +178,13 @@ impl Log {
         let log_end_offset = segments.values().next_back().map_or(0, |s| s.next_offset);
         epochs.truncate_from_end(log_end_offset)?;
         epochs.truncate_from_start(log_start_offset)?;
+        let mut first_dirty_offset = cleaner::load_checkpoint(&dir).unwrap_or(log_start_offset);
+        if first_dirty_offset > log_end_offset {
+            // The log was cut after the checkpoint was written: what gets
+            // appended from here on has never been cleaned.
+            first_dirty_offset = log_end_offset;
+            cleaner::write_checkpoint(&dir, first_dirty_offset)?;
+        }
 
         tracing::debug!(
             dir = %dir.display(),
@@ -181,7 +205,12 @@ impl Log {
                 last_flush_ms: None,
                 offline: false,
                 clean_shutdown_marker: false,
+                first_dirty_offset,
+                truncations: 0,
             }),
+            cleaner_pass: Mutex::new(()),
+            #[cfg(test)]
+            cleaner_hook: Mutex::new(None),
         })
     }
 
@@ -198,6 +227,26 @@ impl Log {
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
+        // Decompressing happens before the write lock is taken.
+        let compacted = self.state.read().config.cleanup_policy.compact;
+        if compacted {
+            for (header, bytes) in &batches {
+                match records::check_keys(bytes, header) {
+                    Ok(()) => {}
+                    Err(KeyCheck::Unreadable(reason)) => {
+                        return Err(StorageError::Corrupt { reason })
+                    }
+                    Err(KeyCheck::Keyless { index }) => {
+                        return Err(StorageError::InvalidRecord {
+                            reason: format!(
+                                "compacted topic cannot accept a record without a key \
+                                 (record {index} of the batch)"
+                            ),
+                        })
+                    }
+                }
+            }
+        }
         let mut state = self.state.write();
         state.check_writable(&self.dir)?;
         let log_end_offset = state.log_end_offset();
@@ -302,7 +351,8 @@ impl Log {
     }
 
     /// Follower path: stores batches with the offsets and leader epochs
-    /// they carry; they must continue the log at its end.
+    /// they carry; they must continue the log at its end, or after a gap
+    /// that compaction left on the leader (offsets only ever increase).
     pub fn append_as_follower(&self, records: Bytes) -> Result<AppendInfo, StorageError> {
         let batches = batch::validate_all(&records).map_err(|e| StorageError::Corrupt {
             reason: e.to_string(),
@@ -316,12 +366,7 @@ impl Log {
         let mut position = 0u64;
         let mut records_count = 0i64;
         for (header, bytes) in &batches {
-            let contiguous = if placed.is_empty() {
-                header.base_offset == expected
-            } else {
-                header.base_offset >= expected
-            };
-            if !contiguous {
+            if header.base_offset < expected {
                 return Err(StorageError::NonContiguousOffsets {
                     expected,
                     got: header.base_offset,
@@ -397,11 +442,13 @@ impl Log {
                 .range(..=start_offset)
                 .next_back()
                 .map_or(log_start_offset, |(base, _)| *base);
+            // A segment compaction emptied ends at its base offset; a
+            // non-empty one holds a batch ending at or past `start_offset`.
             match state
                 .segments
                 .range(floor..)
                 .map(|(_, s)| s)
-                .find(|s| s.next_offset > start_offset)
+                .find(|s| s.next_offset > start_offset && !s.is_empty())
             {
                 Some(segment) => segment.view(),
                 None => return Ok(Bytes::new()),
@@ -569,6 +616,67 @@ impl Log {
         state.rebuild_producers().map_err(io_error)?;
         let log_end_offset = state.log_end_offset();
         state.epochs.truncate_from_end(log_end_offset)?;
+        state.truncations += 1;
+        if state.first_dirty_offset > log_end_offset {
+            state.first_dirty_offset = log_end_offset;
+            cleaner::write_checkpoint(&self.dir, log_end_offset)?;
+        }
+        Ok(())
+    }
+
+    /// Kafka's `truncateFullyAndStartAt`: deletes every segment and starts
+    /// an empty log whose log start and log end offsets are `offset`, with
+    /// no producer state and an empty leader-epoch cache. A follower does
+    /// this when its log ends below the leader's log start offset. The new
+    /// (empty) active segment is named by `offset`, so a reopen finds it.
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<(), StorageError> {
+        let mut state = self.state.write();
+        state.check_writable(&self.dir)?;
+        if offset < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: state.log_start_offset(),
+                log_end_offset: state.log_end_offset(),
+            });
+        }
+        let dir = self.dir.clone();
+        let io_error = |e| StorageError::io(dir.clone(), e);
+        state.remove_clean_shutdown_marker(&self.dir)?;
+        // Rename the old files away first, so the new segment's name is
+        // free even when `offset` is an old base offset; the old segments
+        // stay in the map (still readable through their open files) until
+        // the new one exists, and a crash in between leaves only
+        // `.deleted` files, which the next open removes.
+        let doomed: Vec<i64> = state.segments.keys().rev().copied().collect();
+        let created = doomed
+            .iter()
+            .try_for_each(|base| mark_deleted(&self.dir, *base))
+            .and_then(|()| Segment::create(&self.dir, offset))
+            .and_then(|segment| sync_dir(&self.dir).map(|()| segment));
+        let segment = match created {
+            Ok(segment) => segment,
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "truncating fully failed; log offline");
+                state.offline = true;
+                return Err(io_error(e));
+            }
+        };
+        let old = std::mem::take(&mut state.segments);
+        state.segments.insert(offset, segment);
+        drop(old);
+        for base in &doomed {
+            if let Err(e) = remove_deleted(&self.dir, *base) {
+                // The next open removes what is left.
+                tracing::warn!(dir = %self.dir.display(), base, error = %e, "could not remove a deleted segment");
+            }
+        }
+        state.producers.clear();
+        state.epochs.clear()?;
+        state.unflushed_messages = 0;
+        state.truncations += 1;
+        state.first_dirty_offset = offset;
+        cleaner::write_checkpoint(&self.dir, offset)?;
+        tracing::info!(dir = %self.dir.display(), offset, "log emptied; it restarts at the new offset");
         Ok(())
     }
 
@@ -619,11 +727,11 @@ impl Log {
 }
 
 impl LogState {
-    fn log_start_offset(&self) -> i64 {
+    pub(crate) fn log_start_offset(&self) -> i64 {
         self.segments.keys().next().copied().unwrap_or(0)
     }
 
-    fn log_end_offset(&self) -> i64 {
+    pub(crate) fn log_end_offset(&self) -> i64 {
         self.segments
             .values()
             .next_back()
@@ -669,10 +777,17 @@ impl LogState {
             return false;
         }
         let config = &self.config;
+        // A compacted log rolls in time for max.compaction.lag.ms, as in
+        // Kafka: only closed segments are cleaned.
+        let segment_ms = if config.cleanup_policy.compact {
+            config.segment_ms.min(config.max_compaction_lag_ms)
+        } else {
+            config.segment_ms
+        };
         active.size_bytes() + append_bytes > config.segment_bytes
             || active
                 .first_append_ms
-                .is_some_and(|t| now_ms.saturating_sub(t) > config.segment_ms)
+                .is_some_and(|t| now_ms.saturating_sub(t) > segment_ms)
             || active.indexes_full(config.segment_index_bytes)
             || last_offset - active.base_offset > i32::MAX as i64
             || active.size_bytes() + append_bytes > u32::MAX as u64

@@ -176,6 +176,15 @@ impl ProducerStateManager {
     pub(crate) fn clear(&mut self) {
         self.producers.clear();
     }
+
+    /// (producer id, last offset) of every remembered batch: compaction
+    /// keeps these batches (emptied if need be) so that this state can be
+    /// rebuilt from the log after a restart.
+    pub(crate) fn remembered_batches(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.producers
+            .iter()
+            .flat_map(|(id, entry)| entry.batches.iter().map(move |b| (*id, b.last_offset)))
+    }
 }
 
 #[cfg(test)]

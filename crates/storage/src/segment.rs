@@ -17,9 +17,10 @@
 //! corrupt too.
 
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use kraftwerk_protocol::batch::{self, BatchHeader, HEADER_BYTES};
@@ -33,6 +34,21 @@ pub(crate) const LOG_SUFFIX: &str = "log";
 pub(crate) const OFFSET_INDEX_SUFFIX: &str = "index";
 pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
 pub(crate) const DELETED_SUFFIX: &str = "deleted";
+/// A cleaned segment being written (see the `cleaner` module).
+pub(crate) const CLEANED_SUFFIX: &str = "cleaned";
+/// A complete cleaned segment waiting to replace the segments it cleaned.
+pub(crate) const SWAP_SUFFIX: &str = "swap";
+
+/// Gives every `Segment` value its own id, so a compaction pass can tell
+/// whether the segments it read are still the ones in the log.
+static NEXT_SEGMENT_ID: AtomicU64 = AtomicU64::new(1);
+
+fn next_segment_id() -> u64 {
+    NEXT_SEGMENT_ID.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Writes through this much buffer when writing a cleaned segment.
+const CLEANED_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 
 /// How much a header scan reads at once: many small batches per read.
 const SCAN_CHUNK_BYTES: usize = 64 * 1024;
@@ -41,6 +57,18 @@ const SCAN_CHUNK_BYTES: usize = 64 * 1024;
 pub(crate) fn segment_path(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{suffix}"))
 }
+
+/// `path` with `.<suffix>` appended (`x.log` -> `x.log.swap`).
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".");
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The three files of a segment; the log last, so that a crash between
+/// renames never leaves a `.log` without its indexes having been handled.
+const FILE_SUFFIXES: [&str; 3] = [OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX, LOG_SUFFIX];
 
 /// Reads consecutive batch headers (and, when asked, whole batches) from a
 /// file with few large reads.
@@ -225,6 +253,8 @@ pub(crate) struct SegmentSettings {
 
 #[derive(Debug)]
 pub(crate) struct Segment {
+    /// Unique per value (never reused), unlike the base offset.
+    pub(crate) id: u64,
     pub(crate) base_offset: i64,
     log_path: PathBuf,
     log: Arc<File>,
@@ -277,6 +307,7 @@ impl Segment {
             &[],
         )?;
         Ok(Segment {
+            id: next_segment_id(),
             base_offset,
             log_path,
             log: Arc::new(log),
@@ -376,6 +407,7 @@ impl Segment {
             tracing::info!(segment = %log_path.display(), "rebuilt segment indexes");
         }
         let segment = Segment {
+            id: next_segment_id(),
             base_offset,
             log_path,
             log: Arc::new(log),
@@ -410,6 +442,11 @@ impl Segment {
 
     pub(crate) fn log_path(&self) -> &Path {
         &self.log_path
+    }
+
+    /// (offset index, time index) sizes in bytes.
+    pub(crate) fn index_sizes(&self) -> (u64, u64) {
+        (self.offset_index.size_bytes(), self.time_index.size_bytes())
     }
 
     /// Whether either index would outgrow `segment.index.bytes` by one more entry.
@@ -529,20 +566,278 @@ impl Segment {
 }
 
 pub(crate) fn delete_segment_files(dir: &Path, base_offset: i64) -> io::Result<()> {
-    // The log goes first: once it is renamed the segment no longer exists
-    // for recovery, and stray index files are cleaned on the next open.
+    mark_deleted(dir, base_offset)?;
+    remove_deleted(dir, base_offset)
+}
+
+/// Renames a segment's files to `.deleted`. The log goes first: once it is
+/// renamed the segment no longer exists for recovery, and stray index
+/// files are cleaned on the next open.
+pub(crate) fn mark_deleted(dir: &Path, base_offset: i64) -> io::Result<()> {
     for suffix in [LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
         let path = segment_path(dir, base_offset, suffix);
-        let mut deleted = path.as_os_str().to_owned();
-        deleted.push(".");
-        deleted.push(DELETED_SUFFIX);
-        match fs::rename(&path, &deleted) {
-            Ok(()) => fs::remove_file(&deleted)?,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
+        rename_if_present(&path, &with_suffix(&path, DELETED_SUFFIX))?;
     }
     Ok(())
+}
+
+/// Removes the `.deleted` files `mark_deleted` left.
+pub(crate) fn remove_deleted(dir: &Path, base_offset: i64) -> io::Result<()> {
+    for suffix in [LOG_SUFFIX, OFFSET_INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        let path = with_suffix(&segment_path(dir, base_offset, suffix), DELETED_SUFFIX);
+        remove_if_present(&path)?;
+    }
+    Ok(())
+}
+
+/// Renames `from` to `to`; Ok(false) if `from` does not exist.
+pub(crate) fn rename_if_present(from: &Path, to: &Path) -> io::Result<bool> {
+    match fs::rename(from, to) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+pub(crate) fn remove_if_present(path: &Path) -> io::Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads a whole segment file with CRC checks: the offset after its last
+/// batch, or None if it holds anything but whole, valid batches in
+/// increasing offset order.
+pub(crate) fn scan_whole(path: &Path, base_offset: i64) -> io::Result<Option<i64>> {
+    let file = File::open(path)?;
+    let end = file.metadata()?.len();
+    let mut scanner = BatchScanner::new(&file, end);
+    let mut position = 0u64;
+    let mut next_offset = base_offset;
+    loop {
+        match scanner.batch_at(position, true)? {
+            Ok(Some(header)) if header.base_offset >= next_offset => {
+                next_offset = header.last_offset() + 1;
+                position += header.total_bytes() as u64;
+            }
+            Ok(Some(_)) | Err(_) => return Ok(None),
+            Ok(None) => return Ok(Some(next_offset)),
+        }
+    }
+}
+
+/// Writes a cleaned segment as `<base>.log.cleaned` with its
+/// `.index.cleaned` and `.timeindex.cleaned`, built by the same index rule
+/// as appends and recovery (so a later open finds them exact).
+pub(crate) struct CleanedSegmentWriter {
+    dir: PathBuf,
+    base_offset: i64,
+    log: io::BufWriter<File>,
+    size_bytes: u64,
+    cursor: IndexCursor,
+    offset_entries: Vec<u8>,
+    time_entries: Vec<u8>,
+    next_offset: i64,
+    first_timestamp: Option<i64>,
+    settings: SegmentSettings,
+}
+
+/// A cleaned segment written and fsynced under its `.cleaned` names.
+#[derive(Debug)]
+pub(crate) struct CleanedSegment {
+    dir: PathBuf,
+    base_offset: i64,
+    log: File,
+    size_bytes: u64,
+    offset_index: File,
+    offset_entries: u64,
+    time_index: File,
+    time_entries: u64,
+    cursor: IndexCursor,
+    next_offset: i64,
+    first_timestamp: Option<i64>,
+}
+
+impl CleanedSegmentWriter {
+    pub(crate) fn create(
+        dir: &Path,
+        base_offset: i64,
+        settings: SegmentSettings,
+    ) -> io::Result<CleanedSegmentWriter> {
+        let path = with_suffix(&segment_path(dir, base_offset, LOG_SUFFIX), CLEANED_SUFFIX);
+        let log = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(path)?;
+        Ok(CleanedSegmentWriter {
+            dir: dir.to_path_buf(),
+            base_offset,
+            log: io::BufWriter::with_capacity(CLEANED_WRITE_BUFFER_BYTES, log),
+            size_bytes: 0,
+            cursor: IndexCursor::new(),
+            offset_entries: Vec::new(),
+            time_entries: Vec::new(),
+            next_offset: base_offset,
+            first_timestamp: None,
+            settings,
+        })
+    }
+
+    /// Appends one whole batch; `header` is the header of `bytes`.
+    pub(crate) fn append(&mut self, header: &BatchHeader, bytes: &[u8]) -> io::Result<()> {
+        assert!(
+            header.base_offset >= self.next_offset && header.total_bytes() == bytes.len(),
+            "cleaned batches are whole and in offset order"
+        );
+        // Groups are sized by their sources, but a batch recompressed with
+        // fewer records can come out larger; positions must still fit the
+        // index (recovery would cut the segment there).
+        if self.size_bytes + bytes.len() as u64 > u32::MAX as u64 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "cleaned segment would exceed 4 GiB",
+            ));
+        }
+        let entries = self.cursor.observe(
+            header,
+            self.size_bytes,
+            self.base_offset,
+            self.settings.index_interval_bytes,
+        );
+        if let Some((relative, at)) = entries.offset {
+            encode_offset_entry(&mut self.offset_entries, relative, at);
+        }
+        if let Some((timestamp, relative)) = entries.time {
+            encode_time_entry(&mut self.time_entries, timestamp, relative);
+        }
+        self.log.write_all(bytes)?;
+        self.size_bytes += bytes.len() as u64;
+        self.next_offset = header.last_offset() + 1;
+        self.first_timestamp.get_or_insert(header.max_timestamp);
+        Ok(())
+    }
+
+    /// Writes the indexes and fsyncs all three files.
+    pub(crate) fn finish(self) -> io::Result<CleanedSegment> {
+        let log = self.log.into_inner().map_err(|e| e.into_error())?;
+        log.sync_all()?;
+        let index_file = |suffix: &str, entries: &[u8]| -> io::Result<File> {
+            let path = with_suffix(
+                &segment_path(&self.dir, self.base_offset, suffix),
+                CLEANED_SUFFIX,
+            );
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(path)?;
+            file.write_all_at(entries, 0)?;
+            file.sync_all()?;
+            Ok(file)
+        };
+        let offset_index = index_file(OFFSET_INDEX_SUFFIX, &self.offset_entries)?;
+        let time_index = index_file(TIME_INDEX_SUFFIX, &self.time_entries)?;
+        Ok(CleanedSegment {
+            dir: self.dir,
+            base_offset: self.base_offset,
+            log,
+            size_bytes: self.size_bytes,
+            offset_index,
+            offset_entries: self.offset_entries.len() as u64 / OFFSET_ENTRY_BYTES,
+            time_index,
+            time_entries: self.time_entries.len() as u64 / TIME_ENTRY_BYTES,
+            cursor: self.cursor,
+            next_offset: self.next_offset,
+            first_timestamp: self.first_timestamp,
+        })
+    }
+
+    /// Gives up: removes what was written.
+    pub(crate) fn discard(self) {
+        let (dir, base_offset) = (self.dir.clone(), self.base_offset);
+        drop(self);
+        remove_files(&dir, base_offset, CLEANED_SUFFIX);
+    }
+}
+
+/// Removes `<base>.{log,index,timeindex}.<suffix>`, logging failures (the
+/// next open removes leftovers anyway).
+fn remove_files(dir: &Path, base_offset: i64, suffix: &str) {
+    for file_suffix in FILE_SUFFIXES {
+        let path = with_suffix(&segment_path(dir, base_offset, file_suffix), suffix);
+        if let Err(e) = remove_if_present(&path) {
+            tracing::warn!(file = %path.display(), error = %e, "could not remove a cleaner file");
+        }
+    }
+}
+
+impl CleanedSegment {
+    pub(crate) fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+
+    pub(crate) fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+
+    /// The commit point of a swap: renames the `.cleaned` files to `.swap`,
+    /// the log last, and fsyncs the directory. From here on, a crash
+    /// completes the swap on the next open.
+    pub(crate) fn commit(&self) -> io::Result<()> {
+        for suffix in FILE_SUFFIXES {
+            let path = segment_path(&self.dir, self.base_offset, suffix);
+            fs::rename(
+                with_suffix(&path, CLEANED_SUFFIX),
+                with_suffix(&path, SWAP_SUFFIX),
+            )?;
+        }
+        crate::leader_epoch::sync_dir(&self.dir)
+    }
+
+    /// Renames the `.swap` files to their final names (the segments they
+    /// replace must be gone), the log last, and becomes a `Segment`.
+    pub(crate) fn install(self) -> io::Result<Segment> {
+        for suffix in FILE_SUFFIXES {
+            let path = segment_path(&self.dir, self.base_offset, suffix);
+            fs::rename(with_suffix(&path, SWAP_SUFFIX), &path)?;
+        }
+        let offset_index = IndexFile::from_written(
+            IndexKind::Offset,
+            &segment_path(&self.dir, self.base_offset, OFFSET_INDEX_SUFFIX),
+            self.offset_index,
+            self.offset_entries,
+        );
+        let time_index = IndexFile::from_written(
+            IndexKind::Time,
+            &segment_path(&self.dir, self.base_offset, TIME_INDEX_SUFFIX),
+            self.time_index,
+            self.time_entries,
+        );
+        Ok(Segment {
+            id: next_segment_id(),
+            base_offset: self.base_offset,
+            log_path: segment_path(&self.dir, self.base_offset, LOG_SUFFIX),
+            log: Arc::new(self.log),
+            size_bytes: self.size_bytes,
+            offset_index,
+            time_index,
+            next_offset: self.next_offset,
+            cursor: self.cursor,
+            first_append_ms: self.first_timestamp.filter(|t| *t >= 0),
+        })
+    }
+
+    /// Gives up before the commit point: removes the `.cleaned` files.
+    pub(crate) fn discard(self) {
+        let (dir, base_offset) = (self.dir.clone(), self.base_offset);
+        drop(self);
+        remove_files(&dir, base_offset, CLEANED_SUFFIX);
+    }
 }
 
 impl SegmentView {

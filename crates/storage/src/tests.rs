@@ -18,7 +18,7 @@ use kraftwerk_types::{ErrorCode, LogConfig, TimestampType};
 
 use crate::{Log, StorageError};
 
-const NOW_MS: i64 = 1_700_000_000_000;
+pub(crate) const NOW_MS: i64 = 1_700_000_000_000;
 
 /// A batch of `count` records from `producer_id` (-1: not idempotent), with
 /// record timestamps `timestamp`, `timestamp + 1`, ... and values `tag-i`.
@@ -62,7 +62,7 @@ fn plain(count: i64, timestamp: i64) -> Bytes {
     encoded_batch(-1, -1, -1, count, timestamp, "v")
 }
 
-fn split(bytes: &Bytes) -> Vec<(BatchHeader, Bytes)> {
+pub(crate) fn split(bytes: &Bytes) -> Vec<(BatchHeader, Bytes)> {
     batch::validate_all(bytes).expect("valid batches")
 }
 
@@ -94,7 +94,7 @@ fn read_all(log: &Log) -> Bytes {
     out.freeze()
 }
 
-fn test_config() -> LogConfig {
+pub(crate) fn test_config() -> LogConfig {
     LogConfig {
         flush_messages: i64::MAX,
         flush_ms: i64::MAX,
@@ -102,7 +102,7 @@ fn test_config() -> LogConfig {
     }
 }
 
-fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<String> {
+pub(crate) fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<String> {
     let mut names: Vec<String> = fs::read_dir(dir)
         .expect("read_dir")
         .filter_map(|e| e.ok())
@@ -509,8 +509,10 @@ fn retention_needs_the_delete_cleanup_policy() {
     config.cleanup_policy.delete = false;
     config.cleanup_policy.compact = true;
     let log = Log::open(dir.path().to_path_buf(), config).expect("open");
+    // A compacted topic takes keyed records only.
+    let keyed = crate::cleaner_tests::batch_of(&[(Some("k"), Some("v"))], NOW_MS, None);
     for _ in 0..3 {
-        append(&log, one.clone()).expect("append");
+        append(&log, keyed.clone()).expect("append");
     }
     assert_eq!(log.apply_retention(NOW_MS * 2).expect("retention"), 0);
 }
@@ -723,23 +725,25 @@ fn follower_appends_keep_offsets_and_epochs() {
         .append_as_leader(split(&plain(3, NOW_MS)), 4, NOW_MS)
         .expect("append");
     let follower = Log::open(follower_dir.path().to_path_buf(), test_config()).expect("open");
-    let fetched = leader.read(2, 1 << 20, i64::MAX, true).expect("read");
-    let error = follower
-        .append_as_follower(fetched)
-        .expect_err("must start at 0");
-    assert!(matches!(
-        error,
-        StorageError::NonContiguousOffsets {
-            expected: 0,
-            got: 2
-        }
-    ));
     let fetched = leader.read(0, 1 << 20, i64::MAX, true).expect("read");
     let info = follower
         .append_as_follower(fetched.clone())
         .expect("append");
     assert_eq!((info.base_offset, info.last_offset), (0, 4));
     assert_eq!(read_all(&follower), fetched);
+    // Batches must not go back below the log end offset (forward gaps,
+    // which compaction leaves, are fine: see the cleaner tests).
+    let again = leader.read(2, 1 << 20, i64::MAX, true).expect("read");
+    let error = follower
+        .append_as_follower(again)
+        .expect_err("behind the log end");
+    assert!(matches!(
+        error,
+        StorageError::NonContiguousOffsets {
+            expected: 5,
+            got: 2
+        }
+    ));
     assert_eq!(follower.epoch_entries(), vec![(2, 0), (4, 2)]);
     // The follower learned the producer's sequences: a retry is a duplicate
     // if it becomes leader.

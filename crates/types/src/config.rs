@@ -62,6 +62,28 @@ pub enum TimestampType {
     LogAppendTime,
 }
 
+/// A fraction in `[0, 1]`, such as `min.cleanable.dirty.ratio`. Never NaN,
+/// so configs holding one stay `Eq`.
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+pub struct Ratio(f64);
+
+impl Eq for Ratio {}
+
+impl Ratio {
+    /// The ratio `value`, if it is a number in `[0, 1]`.
+    pub fn new(value: f64) -> Option<Ratio> {
+        (0.0..=1.0).contains(&value).then_some(Ratio(value))
+    }
+
+    pub fn parse(value: &str) -> Option<Ratio> {
+        value.trim().parse().ok().and_then(Ratio::new)
+    }
+
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
 /// One topic-level config: its key, the broker key that sets its default,
 /// Kafka's default value, and how to check a value.
 pub struct TopicConfigDef {
@@ -144,6 +166,24 @@ impl ValueKind {
     }
 }
 
+/// The one double-valued topic config. `ValueKind` has no double kind
+/// (DescribeConfigs maps every kind to a Kafka config type and matches them
+/// exhaustively), so its table entry says `Long` and its values are checked
+/// here instead.
+const RATIO_KEYS: [&str; 1] = ["min.cleanable.dirty.ratio"];
+
+/// Checks `value` for the topic config `def`, given under the name `key`
+/// (the topic key, or its broker key).
+fn check_topic_value(def: &TopicConfigDef, key: &str, value: &str) -> Result<(), ConfigError> {
+    if RATIO_KEYS.contains(&def.key) {
+        return match Ratio::parse(value) {
+            Some(_) => Ok(()),
+            None => Err(invalid(key, value, "must be a number between 0 and 1")),
+        };
+    }
+    def.kind.check(key, value)
+}
+
 const LONG_MAX: &str = "9223372036854775807";
 
 /// Every topic-level config Kraftwerk knows, with Kafka's defaults.
@@ -191,10 +231,29 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         kind: ValueKind::Int { min: 0 },
     },
     TopicConfigDef {
+        key: "max.compaction.lag.ms",
+        broker_key: "log.cleaner.max.compaction.lag.ms",
+        default: LONG_MAX,
+        kind: ValueKind::Long { min: 1 },
+    },
+    TopicConfigDef {
         key: "message.timestamp.type",
         broker_key: "log.message.timestamp.type",
         default: "CreateTime",
         kind: ValueKind::TimestampType,
+    },
+    TopicConfigDef {
+        key: "min.cleanable.dirty.ratio",
+        broker_key: "log.cleaner.min.cleanable.ratio",
+        default: "0.5",
+        // Checked as a ratio by `check_topic_value`.
+        kind: ValueKind::Long { min: 0 },
+    },
+    TopicConfigDef {
+        key: "min.compaction.lag.ms",
+        broker_key: "log.cleaner.min.compaction.lag.ms",
+        default: "0",
+        kind: ValueKind::Long { min: 0 },
     },
     TopicConfigDef {
         key: "min.insync.replicas",
@@ -250,7 +309,7 @@ pub fn validate_topic_configs<'a>(
 ) -> Result<(), ConfigError> {
     for (key, value) in entries {
         let def = topic_config_def(key).ok_or_else(|| ConfigError::UnknownKey(key.to_string()))?;
-        def.kind.check(key, value)?;
+        check_topic_value(def, key, value)?;
     }
     Ok(())
 }
@@ -270,6 +329,13 @@ pub struct LogConfig {
     pub timestamp_type: TimestampType,
     pub cleanup_policy: CleanupPolicy,
     pub delete_retention_ms: i64,
+    /// Compaction skips a log whose never-cleaned share of its cleanable
+    /// bytes is below this (unless `max_compaction_lag_ms` has passed).
+    pub min_cleanable_dirty_ratio: Ratio,
+    /// A segment is cleaned only once all its records are this old.
+    pub min_compaction_lag_ms: i64,
+    /// A record stays uncompacted at most this long (ignoring the dirty ratio).
+    pub max_compaction_lag_ms: i64,
     pub min_insync_replicas: i32,
     pub unclean_leader_election_enable: bool,
 }
@@ -329,6 +395,10 @@ impl LogConfig {
                 compact: false,
             }),
             delete_retention_ms: long("delete.retention.ms"),
+            min_cleanable_dirty_ratio: Ratio::parse(&get("min.cleanable.dirty.ratio"))
+                .unwrap_or(Ratio(0.5)),
+            min_compaction_lag_ms: long("min.compaction.lag.ms").max(0),
+            max_compaction_lag_ms: long("max.compaction.lag.ms").max(1),
             min_insync_replicas: long("min.insync.replicas") as i32,
             unclean_leader_election_enable: get("unclean.leader.election.enable").trim() == "true",
         }
@@ -393,6 +463,10 @@ pub struct BrokerConfig {
     pub auto_create_topics_enable: bool,
     pub socket_request_max_bytes: usize,
     pub log_retention_check_interval_ms: u64,
+    /// Whether compacted topics are cleaned (`log.cleaner.enable`).
+    pub log_cleaner_enable: bool,
+    /// How often the cleaner looks for logs to compact (`log.cleaner.backoff.ms`).
+    pub log_cleaner_backoff_ms: u64,
     pub cluster_id: Option<String>,
     /// Every key as given, for the `log.*` defaults and DescribeConfigs.
     pub raw: BTreeMap<String, String>,
@@ -411,6 +485,8 @@ pub static BROKER_CONFIGS: &[(&str, &str)] = &[
     ("auto.create.topics.enable", "true"),
     ("socket.request.max.bytes", "104857600"),
     ("log.retention.check.interval.ms", "300000"),
+    ("log.cleaner.enable", "true"),
+    ("log.cleaner.backoff.ms", "15000"),
     ("cluster.id", ""),
     ("offsets.topic.num.partitions", "50"),
     ("offsets.topic.replication.factor", "3"),
@@ -505,7 +581,7 @@ impl BrokerConfig {
         // Topic-level defaults given at broker level are checked like topic configs.
         for def in TOPIC_CONFIGS {
             if let Some(v) = raw.get(def.broker_key) {
-                def.kind.check(def.broker_key, v)?;
+                check_topic_value(def, def.broker_key, v)?;
             }
         }
         let cluster_id = Some(get("cluster.id")).filter(|s| !s.trim().is_empty());
@@ -531,6 +607,8 @@ impl BrokerConfig {
                 "log.retention.check.interval.ms",
                 get("log.retention.check.interval.ms"),
             )?,
+            log_cleaner_enable: boolean("log.cleaner.enable", get("log.cleaner.enable"))?,
+            log_cleaner_backoff_ms: num("log.cleaner.backoff.ms", get("log.cleaner.backoff.ms"))?,
             cluster_id,
             raw,
         })
@@ -596,6 +674,68 @@ mod tests {
             Err(ConfigError::UnknownKey("no.such.key".into()))
         );
         assert!(validate_topic_configs([("cleanup.policy", "compact,delete")]).is_ok());
+    }
+
+    #[test]
+    fn compaction_keys_resolve_and_validate() {
+        let c = LogConfig::default();
+        assert_eq!(c.min_cleanable_dirty_ratio.get(), 0.5);
+        assert_eq!(c.min_compaction_lag_ms, 0);
+        assert_eq!(c.max_compaction_lag_ms, i64::MAX);
+        let mut broker = BTreeMap::new();
+        broker.insert(
+            "log.cleaner.min.cleanable.ratio".to_string(),
+            "0.1".to_string(),
+        );
+        broker.insert(
+            "log.cleaner.min.compaction.lag.ms".to_string(),
+            "60000".to_string(),
+        );
+        let mut topic = BTreeMap::new();
+        topic.insert("max.compaction.lag.ms".to_string(), "3600000".to_string());
+        let c = LogConfig::resolve(&topic, &broker);
+        assert_eq!(c.min_cleanable_dirty_ratio.get(), 0.1);
+        assert_eq!(c.min_compaction_lag_ms, 60_000);
+        assert_eq!(c.max_compaction_lag_ms, 3_600_000);
+        let cases = [
+            ("min.cleanable.dirty.ratio", "0", true),
+            ("min.cleanable.dirty.ratio", "0.75", true),
+            ("min.cleanable.dirty.ratio", "1", true),
+            ("min.cleanable.dirty.ratio", "1.5", false),
+            ("min.cleanable.dirty.ratio", "-0.1", false),
+            ("min.cleanable.dirty.ratio", "NaN", false),
+            ("min.cleanable.dirty.ratio", "half", false),
+            ("min.compaction.lag.ms", "0", true),
+            ("min.compaction.lag.ms", "-1", false),
+            ("max.compaction.lag.ms", "0", false),
+            ("max.compaction.lag.ms", "9223372036854775807", true),
+        ];
+        for (key, value, ok) in cases {
+            assert_eq!(
+                validate_topic_configs([(key, value)]).is_ok(),
+                ok,
+                "{key}={value}"
+            );
+        }
+        let mut raw = BTreeMap::new();
+        raw.insert(
+            "log.cleaner.min.cleanable.ratio".to_string(),
+            "2".to_string(),
+        );
+        assert!(BrokerConfig::from_map(raw).is_err());
+    }
+
+    #[test]
+    fn cleaner_broker_keys_default_like_kafka() {
+        let c = BrokerConfig::from_map(BTreeMap::new()).unwrap();
+        assert!(c.log_cleaner_enable);
+        assert_eq!(c.log_cleaner_backoff_ms, 15_000);
+        let mut raw = BTreeMap::new();
+        raw.insert("log.cleaner.enable".to_string(), "false".to_string());
+        raw.insert("log.cleaner.backoff.ms".to_string(), "500".to_string());
+        let c = BrokerConfig::from_map(raw).unwrap();
+        assert!(!c.log_cleaner_enable);
+        assert_eq!(c.log_cleaner_backoff_ms, 500);
     }
 
     #[test]

@@ -582,6 +582,11 @@ fn replay(state: &BrokerState, partition: i32) -> Result<Vec<Group>, String> {
         let mut buf = chunk;
         let mut next = at;
         while !buf.is_empty() {
+            // By the batch's last offset, not its records': compaction may
+            // have emptied a batch or dropped its last records.
+            let header = kraftwerk_protocol::batch::BatchHeader::parse(&buf)
+                .map_err(|e| format!("bad batch at offset {next}: {e}"))?;
+            next = next.max(header.last_offset() + 1);
             let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
             for r in set.records {
                 next = next.max(r.offset + 1);
