@@ -43,6 +43,11 @@ pub async fn follow_metadata(
         };
         match fetched.and_then(|r| decode_image(&r).map(|i| (r.version, i))) {
             Ok((version, image)) => {
+                // Never step back to an older image, whoever answered.
+                if version < state.image.load().version {
+                    tracing::debug!(version, "ignoring an older metadata image");
+                    continue;
+                }
                 if version != known || state.image.load().version != version {
                     known = version;
                     state.image.publish(image);

@@ -189,7 +189,7 @@ impl ControllerClient {
                     })
                     .await?
                     .into_inner();
-                Ok((None, r))
+                Ok((r.status.clone(), r))
             },
         )
         .await

@@ -397,6 +397,14 @@ impl Controller for ControllerGrpc {
         request: Request<pb::FetchMetadataRequest>,
     ) -> Result<Response<pb::FetchMetadataResponse>, Status> {
         let r = request.into_inner();
+        if !self.node.is_leader() {
+            return Ok(Response::new(pb::FetchMetadataResponse {
+                version: 0,
+                image: Vec::new(),
+                active_controller_id: self.node.leader_id(),
+                status: self.not_controller(),
+            }));
+        }
         let mut watch = self.node.image();
         let wait = Duration::from_millis(r.max_wait_ms as u64).min(FETCH_METADATA_WAIT_MAX);
         let deadline = tokio::time::Instant::now() + wait;
@@ -409,6 +417,7 @@ impl Controller for ControllerGrpc {
                     version: current.version,
                     image,
                     active_controller_id: self.node.leader_id(),
+                    status: ok_status(),
                 }));
             }
             tokio::select! {

@@ -130,6 +130,7 @@ impl FetcherManager {
                 cancel: handle.cancel.clone(),
                 source: self.source.clone(),
                 config: self.config.clone(),
+                refusals: Mutex::new(HashMap::new()),
             };
             tracing::info!(leader, endpoint = %endpoint, "starting replica fetcher");
             self.tracker.spawn(fetcher.run());
@@ -156,6 +157,8 @@ struct Fetcher {
     cancel: CancellationToken,
     source: Arc<dyn ReplicaSource>,
     config: ReplicationConfig,
+    /// The last refusal per partition, so each new one is logged once.
+    refusals: Mutex<HashMap<TopicPartition, i16>>,
 }
 
 impl Fetcher {
@@ -268,7 +271,16 @@ impl Fetcher {
             if log.log_end_offset() != sent.fetch_offset {
                 continue;
             }
-            match ErrorCode(got.error_code as i16) {
+            let code = ErrorCode(got.error_code as i16);
+            {
+                let mut refusals = self.refusals.lock();
+                if code == ErrorCode::NONE {
+                    refusals.remove(&tp);
+                } else if refusals.insert(tp.clone(), code.code()) != Some(code.code()) {
+                    tracing::info!(partition = %tp.topic, index = tp.partition, leader = self.leader, code = code.code(), "replica fetch refused by the leader");
+                }
+            }
+            match code {
                 ErrorCode::NONE => {}
                 ErrorCode::OFFSET_OUT_OF_RANGE if got.log_end_offset >= 0 => {
                     // Only after an unclean election can the follower be
@@ -280,15 +292,23 @@ impl Fetcher {
                         }
                         state.clamp_high_watermark(log.log_end_offset());
                         progressed = true;
-                    } else {
-                        tracing::error!(partition = %tp.topic, index = tp.partition, fetch_offset = sent.fetch_offset, leader_log_start = got.log_start_offset, "follower is behind the leader's log start; cannot catch up");
+                    } else if sent.fetch_offset < got.log_start_offset {
+                        // The leader deleted what this follower still
+                        // needs (retention ran meanwhile): as in Kafka, the
+                        // follower drops its log and starts over at the
+                        // leader's log start offset.
+                        tracing::warn!(partition = %tp.topic, index = tp.partition, fetch_offset = sent.fetch_offset, leader_log_start = got.log_start_offset, "follower is behind the leader's log start; restarting its log there");
+                        match log.truncate_fully_and_start_at(got.log_start_offset) {
+                            Ok(()) => progressed = true,
+                            Err(e) => {
+                                tracing::error!(partition = %tp.topic, index = tp.partition, error = %e, "restarting the log failed")
+                            }
+                        }
+                        state.clamp_high_watermark(log.log_end_offset());
                     }
                     continue;
                 }
-                code => {
-                    tracing::debug!(partition = %tp.topic, index = tp.partition, code = code.code(), "replica fetch refused");
-                    continue;
-                }
+                _ => continue,
             }
             progressed = true;
             if let Some(d) = got.diverging_epoch {

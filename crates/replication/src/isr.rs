@@ -18,6 +18,8 @@ use crate::{checkpoint, AlterIsrError, IsrControl, ReplicaSource, ReplicationCon
 /// How often leaders look for ISR changes. Well below
 /// `replica.lag.time.max.ms`, so a shrink comes at most this late.
 pub const ISR_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// How often a leader logs the replicas it leads that are outside the ISR.
+const OUTSIDE_ISR_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Runs until `shutdown`: proposes ISR changes for partitions led here.
 pub async fn isr_loop(
@@ -30,14 +32,25 @@ pub async fn isr_loop(
 ) {
     let mut tick = tokio::time::interval(ISR_CHECK_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_report = Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
+        let report = last_report.elapsed() >= OUTSIDE_ISR_REPORT_INTERVAL;
+        if report {
+            last_report = Instant::now();
+        }
         for (tp, replica) in source.all_replicas() {
             let state = replica.replication();
             let log_end_offset = replica.log().log_end_offset();
+            if report {
+                for (follower, fetched, high_watermark, epoch_start) in state.replicas_outside_isr()
+                {
+                    tracing::info!(partition = %tp.topic, index = tp.partition, follower, fetch_offset = fetched, high_watermark, leader_epoch_start_offset = epoch_start, log_end_offset, "replica outside the ISR");
+                }
+            }
             let Some((isr, partition_epoch)) =
                 state.isr_change_due(log_end_offset, Instant::now(), config.replica_lag_time_max)
             else {

@@ -45,13 +45,25 @@ impl PartitionView {
     }
 }
 
-/// An ISR change sent to the controller and not yet seen in an image.
+/// An ISR change decided by the leader and not yet seen in an image. From
+/// the moment it is decided the high watermark counts its members (the
+/// "maximal ISR"), so a replica being added holds everything committed.
 #[derive(Debug, Clone)]
 struct PendingIsr {
     isr: Vec<i32>,
     partition_epoch: i32,
     since: Instant,
+    /// Handed to the ISR loop for sending to the controller.
+    sent: bool,
+    /// A replica being added is still short of the high watermark: the
+    /// high watermark waits for it (it counts already), and the change is
+    /// sent only once it has caught up, or dropped after
+    /// [`JOIN_CATCH_UP_MAX`].
+    catching_up: bool,
 }
+
+/// How long the high watermark may wait for a joining replica to catch up.
+const JOIN_CATCH_UP_MAX: Duration = Duration::from_secs(2);
 
 /// How long an ISR change may stay unanswered before the leader tries again.
 const PENDING_ISR_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,6 +75,11 @@ struct Inner {
     /// The log end offset when this broker became leader in this epoch.
     leader_epoch_start_offset: i64,
     pending_isr: Option<PendingIsr>,
+    /// The high watermark when each follower's last fetch was answered.
+    high_watermark_at_fetch: BTreeMap<i32, i64>,
+    /// After a joining replica failed to catch up in time, no replica is
+    /// waited for again before this.
+    join_wait_allowed_after: Option<Instant>,
 }
 
 /// Why an acks=all write (or an offset commit) was not committed.
@@ -96,6 +113,8 @@ impl PartitionReplication {
                 followers: BTreeMap::new(),
                 leader_epoch_start_offset: 0,
                 pending_isr: None,
+                high_watermark_at_fetch: BTreeMap::new(),
+                join_wait_allowed_after: None,
             }),
             changed,
             follower_writes: Mutex::new(()),
@@ -154,6 +173,7 @@ impl PartitionReplication {
         if leads {
             if new_term {
                 inner.followers.clear();
+                inner.high_watermark_at_fetch.clear();
                 inner.leader_epoch_start_offset = log_end_offset;
             }
             for r in view.replicas.iter().filter(|r| **r != self.local_id) {
@@ -232,17 +252,69 @@ impl PartitionReplication {
         let Some(p) = inner.followers.get_mut(&replica_id) else {
             return false;
         };
-        p.on_fetch(
-            fetch_offset.min(leader_log_end_offset),
-            leader_log_end_offset,
-            now,
-        );
+        let fetch_offset = fetch_offset.min(leader_log_end_offset);
+        p.on_fetch(fetch_offset, leader_log_end_offset, now);
+        let high_watermark = inner.high_watermark;
+        let previous = inner
+            .high_watermark_at_fetch
+            .insert(replica_id, high_watermark);
+        Self::consider_joining(&mut inner, replica_id, fetch_offset, previous, now);
         let moved = Self::advance_high_watermark(&mut inner, self.local_id, leader_log_end_offset);
         drop(inner);
         if moved {
             self.tick();
         }
         moved
+    }
+
+    /// A replica outside the ISR joins once a fetch of its shows it has
+    /// everything up to the high watermark and since this leader epoch
+    /// began (Kafka's rule), decided under the lock that also guards the
+    /// high watermark. Under steady load a follower slower than the others
+    /// may never see that moment, since the high watermark moves on with
+    /// every fetch of the fastest one; so a replica that reached the high
+    /// watermark as it was at its previous fetch becomes a candidate: the
+    /// high watermark counts it from then on (it waits at most one of its
+    /// fetch rounds, bounded by `JOIN_CATCH_UP_MAX`), and the change goes
+    /// to the controller only once the replica has caught up.
+    fn consider_joining(
+        inner: &mut Inner,
+        replica_id: i32,
+        fetch_offset: i64,
+        high_watermark_at_previous_fetch: Option<i64>,
+        now: Instant,
+    ) {
+        if inner.view.isr.contains(&replica_id)
+            || inner.view.fenced.contains(&replica_id)
+            || fetch_offset < inner.leader_epoch_start_offset
+        {
+            return;
+        }
+        let caught_up = fetch_offset >= inner.high_watermark;
+        match &mut inner.pending_isr {
+            Some(p) if p.catching_up && p.isr.contains(&replica_id) => {
+                if caught_up {
+                    p.catching_up = false;
+                }
+            }
+            Some(_) => {}
+            None => {
+                let keeps_pace = high_watermark_at_previous_fetch
+                    .is_some_and(|hw| fetch_offset >= hw)
+                    && inner.join_wait_allowed_after.is_none_or(|t| now >= t);
+                if caught_up || keeps_pace {
+                    let mut isr = inner.view.isr.clone();
+                    isr.push(replica_id);
+                    inner.pending_isr = Some(PendingIsr {
+                        isr,
+                        partition_epoch: inner.view.partition_epoch,
+                        since: now,
+                        sent: false,
+                        catching_up: !caught_up,
+                    });
+                }
+            }
+        }
     }
 
     /// A follower learns the leader's high watermark; its own never passes
@@ -282,7 +354,22 @@ impl PartitionReplication {
         if inner.view.leader != self.local_id {
             return None;
         }
-        if let Some(p) = &inner.pending_isr {
+        if let Some(p) = &mut inner.pending_isr {
+            if p.catching_up {
+                if now.saturating_duration_since(p.since) < JOIN_CATCH_UP_MAX {
+                    return None;
+                }
+                // It did not catch up in time: stop holding the high
+                // watermark for it, and do not wait for anyone for a while.
+                inner.pending_isr = None;
+                inner.join_wait_allowed_after = Some(now + PENDING_ISR_TIMEOUT);
+                return None;
+            }
+            if !p.sent {
+                p.sent = true;
+                p.since = now;
+                return Some((p.isr.clone(), p.partition_epoch));
+            }
             if now.saturating_duration_since(p.since) < PENDING_ISR_TIMEOUT {
                 return None;
             }
@@ -328,6 +415,8 @@ impl PartitionReplication {
             isr: isr.clone(),
             partition_epoch,
             since: now,
+            sent: true,
+            catching_up: false,
         });
         Some((isr, partition_epoch))
     }
@@ -370,6 +459,32 @@ impl PartitionReplication {
                 r = changed.changed() => if r.is_err() { return Err(CommitWaitError::NotLeader) },
             }
         }
+    }
+
+    /// For the leader's periodic report: each replica outside the ISR with
+    /// its last fetch offset (-1 before its first fetch), against the high
+    /// watermark and the offset this leader epoch started at, both of which
+    /// it must reach to join.
+    pub fn replicas_outside_isr(&self) -> Vec<(i32, i64, i64, i64)> {
+        let inner = self.inner.lock();
+        if inner.view.leader != self.local_id {
+            return Vec::new();
+        }
+        inner
+            .view
+            .replicas
+            .iter()
+            .filter(|r| !inner.view.isr.contains(r))
+            .map(|r| {
+                let fetched = inner.followers.get(r).map_or(-1, |p| p.log_end_offset);
+                (
+                    *r,
+                    fetched,
+                    inner.high_watermark,
+                    inner.leader_epoch_start_offset,
+                )
+            })
+            .collect()
     }
 
     /// The leader's current follower positions, for tests and diagnostics.
@@ -452,6 +567,77 @@ mod tests {
         assert_eq!(p.high_watermark(), 10);
         p.on_follower_fetch(3, 10, 10, late);
         assert_eq!(p.isr_change_due(10, late, lag), Some((vec![1, 2, 3], 2)));
+    }
+
+    #[test]
+    fn a_follower_that_reaches_the_high_watermark_joins_even_if_it_moves_on() {
+        let t = Instant::now();
+        let lag = Duration::from_millis(5000);
+        let p = PartitionReplication::new(1, view(1, 0, &[1, 2], 2), 0);
+        p.apply_view(view(1, 1, &[1, 2], 2), 0, t);
+        p.on_leader_append(10);
+        p.on_follower_fetch(2, 10, 10, t);
+        assert_eq!(p.high_watermark(), 10);
+        p.on_leader_append(20);
+        // Replica 3 fetches at the high watermark, then replica 2 runs ahead
+        // before the ISR loop looks: 3 still joins.
+        p.on_follower_fetch(3, 10, 20, t);
+        p.on_follower_fetch(2, 20, 20, t);
+        assert_eq!(
+            p.high_watermark(),
+            10,
+            "a joining replica holds the high watermark back"
+        );
+        assert_eq!(p.isr_change_due(20, t, lag), Some((vec![1, 2, 3], 1)));
+        assert_eq!(p.isr_change_due(20, t, lag), None, "sent once");
+        p.on_follower_fetch(3, 20, 20, t);
+        assert_eq!(p.high_watermark(), 20);
+    }
+
+    #[test]
+    fn a_follower_one_round_behind_a_faster_one_still_joins() {
+        let t = Instant::now();
+        let lag = Duration::from_millis(5000);
+        let p = PartitionReplication::new(1, view(1, 0, &[1, 2], 2), 0);
+        p.apply_view(view(1, 1, &[1, 2], 2), 0, t);
+        // Replica 2 always fetches at the leader's end, replica 3 one round
+        // later: its offset is never the high watermark of the moment.
+        p.on_leader_append(10);
+        p.on_follower_fetch(2, 10, 10, t);
+        p.on_follower_fetch(3, 0, 10, t);
+        assert_eq!(p.isr_change_due(10, t, lag), None);
+        p.on_leader_append(20);
+        p.on_follower_fetch(2, 20, 20, t);
+        p.on_follower_fetch(3, 10, 20, t);
+        // It reached where the high watermark was at its previous fetch:
+        // the high watermark now waits for it, the change is not sent yet.
+        assert_eq!(p.isr_change_due(20, t, lag), None, "not caught up yet");
+        p.on_leader_append(30);
+        p.on_follower_fetch(2, 30, 30, t);
+        assert_eq!(p.high_watermark(), 20, "held for the joining replica");
+        p.on_follower_fetch(3, 20, 30, t);
+        assert_eq!(p.isr_change_due(30, t, lag), Some((vec![1, 2, 3], 1)));
+    }
+
+    #[test]
+    fn a_joining_replica_that_stalls_stops_holding_the_high_watermark() {
+        let t = Instant::now();
+        let lag = Duration::from_millis(5000);
+        let p = PartitionReplication::new(1, view(1, 0, &[1, 2], 2), 0);
+        p.apply_view(view(1, 1, &[1, 2], 2), 0, t);
+        p.on_leader_append(10);
+        p.on_follower_fetch(2, 10, 10, t);
+        p.on_follower_fetch(3, 5, 10, t);
+        p.on_leader_append(20);
+        p.on_follower_fetch(2, 20, 20, t);
+        p.on_follower_fetch(3, 10, 20, t);
+        p.on_leader_append(30);
+        p.on_follower_fetch(2, 30, 30, t);
+        assert_eq!(p.high_watermark(), 20, "held for replica 3");
+        let later = t + JOIN_CATCH_UP_MAX + Duration::from_millis(1);
+        assert_eq!(p.isr_change_due(30, later, lag), None);
+        p.on_follower_fetch(2, 30, 30, later);
+        assert_eq!(p.high_watermark(), 30, "released");
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,6 +1,7 @@
 //! SyncGroup (14): the leader's assignments are stored in
-//! `__consumer_offsets`, then every member gets its own. Followers wait
-//! for the leader. Assignments are opaque bytes.
+//! `__consumer_offsets` and, once that record is committed, every member
+//! gets its own. Followers wait for the leader. Assignments are opaque
+//! bytes.
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kraftwerk_types::ErrorCode;
@@ -36,6 +37,9 @@ async fn sync(state: &BrokerState, body: SyncGroupRequest) -> SyncResult {
     let Some(group) = state.groups.group(&group_id) else {
         return SyncResult::error(ErrorCode::UNKNOWN_MEMBER_ID);
     };
+    // Set when this is the leader's SyncGroup: the offset of the stored
+    // assignment and the generation it belongs to.
+    let mut stored_at: Option<(i64, i32)> = None;
     let reply = {
         let mut g = group.lock();
         let (reply, is_leader) = g.sync(
@@ -50,17 +54,26 @@ async fn sync(state: &BrokerState, body: SyncGroupRequest) -> SyncResult {
                 .collect(),
         );
         if is_leader {
-            // With replication, the assignment should be handed out only once
-            // this record is committed (GroupCoordinator::await_committed).
-            let stored = state
-                .groups
-                .store_group(state, owned.partition, &g)
-                .map(|_| ());
-            g.finish_sync(stored, Instant::now(), crate::handlers_now_ms());
+            match state.groups.store_group(state, owned.partition, &g) {
+                Ok(offset) => stored_at = Some((offset, g.generation)),
+                Err(e) => g.finish_sync(Err(e), Instant::now(), crate::handlers_now_ms()),
+            }
         }
         let _ = state.groups.store_if_dirty(state, owned.partition, &mut g);
         reply
     };
+    // Members get their assignments only once the group record is
+    // committed, so a coordinator elected after a failover knows them.
+    if let Some((offset, generation)) = stored_at {
+        let committed = state
+            .groups
+            .await_committed(state, owned.partition, offset)
+            .await;
+        let mut g = group.lock();
+        if g.generation == generation {
+            g.finish_sync(committed, Instant::now(), crate::handlers_now_ms());
+        }
+    }
     match reply {
         Reply::Now(r) => r,
         Reply::Later(rx) => tokio::select! {
