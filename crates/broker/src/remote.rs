@@ -32,6 +32,10 @@ const CALL_BACKOFF: Duration = Duration::from_millis(250);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longer than the longest FetchMetadata long poll.
 const RPC_TIMEOUT: Duration = Duration::from_secs(40);
+/// HTTP/2 ping interval on controller connections, and how long a ping may
+/// go unanswered before the connection is dropped.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a broker waits to see its own write in its metadata image.
 const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(10);
 /// Producer ids reserved per controller round trip.
@@ -99,6 +103,12 @@ impl ControllerClient {
             })?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(RPC_TIMEOUT)
+            // A connection whose peer vanished without a reset (a network
+            // cut, a container that came back with a new address) is found
+            // dead by HTTP/2 pings instead of hanging every call.
+            .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+            .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+            .keep_alive_while_idle(true)
             .connect_lazy();
         self.channels.lock().insert(id, channel.clone());
         Ok(channel)
@@ -162,6 +172,10 @@ impl ControllerClient {
                 },
                 Err(status) => {
                     *self.active.lock() = None;
+                    if status.code() == tonic::Code::DeadlineExceeded {
+                        // The next attempt on this node starts a new connection.
+                        self.channels.lock().remove(&id);
+                    }
                     last_error = format!("controller {id}: {}", status.message());
                 }
             }

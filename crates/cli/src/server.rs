@@ -1,7 +1,7 @@
 //! `kraftwerk server`: run one node.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
@@ -15,7 +15,22 @@ use kraftwerk_rpc::controller::controller_server::ControllerServer;
 use kraftwerk_types::BrokerConfig;
 use tokio_util::sync::CancellationToken;
 
+/// Run one node.
+///
+/// Configuration comes from four layers, each overriding the one before:
+/// the `--config` file, then `KRAFTWERK_*` environment variables, then
+/// `--data-dir` and `--listeners`, then `--override`.
+///
+/// Environment variables: `KRAFTWERK_<NAME>` sets the Kafka key made from
+/// `<NAME>` by lowercasing it and turning `___` into `-`, `__` into `_` and
+/// `_` into `.` (the rule of Kafka's container images), e.g.
+/// `KRAFTWERK_NODE_ID=2` sets `node.id`, `KRAFTWERK_LOG_DIRS` sets `log.dirs`,
+/// `KRAFTWERK_CONTROLLER_QUORUM_VOTERS` sets `controller.quorum.voters`.
+/// `KRAFTWERK_BOOTSTRAP_SERVER`, `KRAFTWERK_BIN`, `KRAFTWERK_KEEP_DIRS`,
+/// `KRAFTWERK_RELIABILITY_OUT` and `KRAFTWERK_STORAGE_CRASH_DIR` belong to
+/// the client commands and the tests and are not read as configuration.
 #[derive(Debug, Args)]
+#[command(after_help = ENV_HELP)]
 pub struct ServerArgs {
     /// Kafka-style properties file (`key=value` lines, e.g. server.properties).
     #[arg(long, value_name = "FILE")]
@@ -26,38 +41,156 @@ pub struct ServerArgs {
     /// Listeners, as in Kafka's `listeners` (default PLAINTEXT://127.0.0.1:9092).
     #[arg(long, value_name = "NAME://HOST:PORT,...")]
     pub listeners: Option<String>,
-    /// Any property, overriding the file: `--override num.partitions=3`. Repeatable.
+    /// Any property, overriding the file and the environment: `--override num.partitions=3`. Repeatable.
     #[arg(long = "override", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
 }
 
-pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
-    let mut raw: BTreeMap<String, String> = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            BrokerConfig::parse_properties(&text)
-                .with_context(|| format!("parsing {}", path.display()))?
+/// The configuration rules, as `kraftwerk server --help` prints them.
+const ENV_HELP: &str = "\
+Configuration, each layer overriding the one before: the --config file, \
+KRAFTWERK_* environment variables, --data-dir and --listeners, --override.
+
+KRAFTWERK_<NAME> sets the key made from <NAME> by lowercasing it and turning \
+`___` into `-`, `__` into `_` and `_` into `.` (as Kafka's container images do): \
+KRAFTWERK_NODE_ID=2 sets node.id, KRAFTWERK_CONTROLLER_QUORUM_VOTERS sets \
+controller.quorum.voters. KRAFTWERK_BOOTSTRAP_SERVER, KRAFTWERK_BIN, \
+KRAFTWERK_KEEP_DIRS, KRAFTWERK_RELIABILITY_OUT and KRAFTWERK_STORAGE_CRASH_DIR \
+are not configuration.";
+
+/// Prefix of the environment variables that set configuration keys.
+pub const ENV_PREFIX: &str = "KRAFTWERK_";
+
+/// `KRAFTWERK_*` variables that are not configuration: the client commands'
+/// and the test suites' own.
+pub const ENV_NOT_CONFIG: [&str; 5] = [
+    "KRAFTWERK_BOOTSTRAP_SERVER",
+    "KRAFTWERK_BIN",
+    "KRAFTWERK_KEEP_DIRS",
+    "KRAFTWERK_RELIABILITY_OUT",
+    "KRAFTWERK_STORAGE_CRASH_DIR",
+];
+
+/// The Kafka key a `KRAFTWERK_<NAME>` variable sets, from `<NAME>`:
+/// lowercase, then `___` → `-`, `__` → `_`, `_` → `.`, longest run first
+/// (as `sed 's/___/-/g; s/__/_/g; s/_/./g'` does). None for an empty name.
+pub fn env_name_to_key(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return None;
+    }
+    let mut key = String::with_capacity(name.len());
+    let mut underscores = 0usize;
+    let flush = |key: &mut String, run: &mut usize| {
+        while *run >= 3 {
+            key.push('-');
+            *run -= 3;
         }
-        // Like Kafka's single-node quickstart properties: one broker cannot
-        // hold three replicas of __consumer_offsets.
-        None => BTreeMap::from([(
-            "offsets.topic.replication.factor".to_string(),
-            "1".to_string(),
-        )]),
+        match *run {
+            2 => key.push('_'),
+            1 => key.push('.'),
+            _ => {}
+        }
+        *run = 0;
     };
-    if let Some(dir) = &args.data_dir {
+    for c in name.chars() {
+        if c == '_' {
+            underscores += 1;
+        } else {
+            flush(&mut key, &mut underscores);
+            key.extend(c.to_lowercase());
+        }
+    }
+    flush(&mut key, &mut underscores);
+    Some(key)
+}
+
+/// The configuration the environment sets: every `KRAFTWERK_<NAME>=value`
+/// except [`ENV_NOT_CONFIG`], keyed by [`env_name_to_key`]. Values are kept
+/// as written.
+pub fn env_config(vars: impl IntoIterator<Item = (String, String)>) -> BTreeMap<String, String> {
+    vars.into_iter()
+        .filter(|(name, _)| !ENV_NOT_CONFIG.contains(&name.as_str()))
+        .filter_map(|(name, value)| {
+            let key = env_name_to_key(name.strip_prefix(ENV_PREFIX)?)?;
+            Some((key, value))
+        })
+        .collect()
+}
+
+/// Whether a configuration describes a member of a cluster rather than a
+/// single node that is its own controller.
+fn is_cluster(raw: &BTreeMap<String, String>) -> bool {
+    let voters = raw
+        .get("controller.quorum.voters")
+        .is_some_and(|v| !v.trim().is_empty());
+    let dedicated = raw.get("process.roles").is_some_and(|roles| {
+        let roles: Vec<&str> = roles.split(',').map(str::trim).collect();
+        !(roles.contains(&"broker") && roles.contains(&"controller"))
+    });
+    voters || dedicated
+}
+
+/// Merges the configuration layers: file < environment < `--data-dir` and
+/// `--listeners` < `--override`. Without a file, a single node gets
+/// `offsets.topic.replication.factor=1` (one broker cannot hold three
+/// replicas of `__consumer_offsets`, as in Kafka's single-node quickstart)
+/// unless a layer sets it or the configuration is a cluster's.
+pub fn layered_config(
+    file: Option<BTreeMap<String, String>>,
+    env: BTreeMap<String, String>,
+    data_dir: Option<&Path>,
+    listeners: Option<&str>,
+    overrides: &[String],
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let from_file = file.is_some();
+    let mut raw = file.unwrap_or_default();
+    raw.extend(env);
+    if let Some(dir) = data_dir {
         raw.insert("log.dirs".into(), dir.display().to_string());
     }
-    if let Some(l) = &args.listeners {
-        raw.insert("listeners".into(), l.clone());
+    if let Some(l) = listeners {
+        raw.insert("listeners".into(), l.to_string());
     }
-    for o in &args.overrides {
+    for o in overrides {
         let (k, v) = o
             .split_once('=')
             .with_context(|| format!("--override '{o}' is not KEY=VALUE"))?;
         raw.insert(k.trim().to_string(), v.trim().to_string());
     }
+    if !from_file && !is_cluster(&raw) {
+        raw.entry("offsets.topic.replication.factor".to_string())
+            .or_insert_with(|| "1".to_string());
+    }
+    Ok(raw)
+}
+
+pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    let file = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            Some(
+                BrokerConfig::parse_properties(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?,
+            )
+        }
+        None => None,
+    };
+    let env = env_config(
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?))),
+    );
+    if !env.is_empty() {
+        let keys: Vec<&str> = env.keys().map(String::as_str).collect();
+        tracing::info!(keys = %keys.join(","), "configuration from KRAFTWERK_* environment variables");
+    }
+    let raw = layered_config(
+        file,
+        env,
+        args.data_dir.as_deref(),
+        args.listeners.as_deref(),
+        &args.overrides,
+    )?;
     let roles = raw
         .get("process.roles")
         .cloned()
@@ -202,5 +335,137 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        vars(pairs).into_iter().collect()
+    }
+
+    #[test]
+    fn env_names_become_kafka_keys() {
+        let cases = [
+            ("NODE_ID", "node.id"),
+            ("LOG_DIRS", "log.dirs"),
+            ("CONTROLLER_QUORUM_VOTERS", "controller.quorum.voters"),
+            ("ADVERTISED_LISTENERS", "advertised.listeners"),
+            (
+                "LISTENER_SECURITY_PROTOCOL_MAP",
+                "listener.security.protocol.map",
+            ),
+            ("BROKER_SESSION_TIMEOUT_MS", "broker.session.timeout.ms"),
+            ("LOG_CLEANER_IO_BUFFER__SIZE", "log.cleaner.io.buffer_size"),
+            ("SOME___DASHED_KEY", "some-dashed.key"),
+            ("A____B", "a-.b"),
+            ("A_____B", "a-_b"),
+            ("A______B", "a--b"),
+            ("TRAILING_", "trailing."),
+            ("_LEADING", ".leading"),
+            ("X", "x"),
+        ];
+        for (name, key) in cases {
+            assert_eq!(env_name_to_key(name).as_deref(), Some(key), "{name}");
+        }
+        assert_eq!(env_name_to_key(""), None);
+    }
+
+    #[test]
+    fn env_config_takes_only_prefixed_config_variables() {
+        let env = env_config(vars(&[
+            ("KRAFTWERK_NODE_ID", "3"),
+            ("KRAFTWERK_LISTENERS", "PLAINTEXT://0.0.0.0:9092"),
+            ("KRAFTWERK_", "ignored"),
+            ("KRAFTWERK_BOOTSTRAP_SERVER", "localhost:9092"),
+            ("KRAFTWERK_BIN", "/bin/kraftwerk"),
+            ("KRAFTWERK_KEEP_DIRS", "1"),
+            ("KRAFTWERK_RELIABILITY_OUT", "/tmp/x.json"),
+            ("KRAFTWERK_STORAGE_CRASH_DIR", "/tmp/c"),
+            ("KAFKA_NODE_ID", "9"),
+            ("PATH", "/usr/bin"),
+            ("kraftwerk_node_id", "7"),
+        ]));
+        assert_eq!(
+            env,
+            map(&[("node.id", "3"), ("listeners", "PLAINTEXT://0.0.0.0:9092")])
+        );
+    }
+
+    #[test]
+    fn layers_override_in_order() {
+        let file = map(&[
+            ("node.id", "1"),
+            ("log.dirs", "/file"),
+            ("listeners", "PLAINTEXT://file:1"),
+            ("num.partitions", "1"),
+            ("controller.quorum.voters", "1@a:9093"),
+        ]);
+        let env = map(&[
+            ("node.id", "2"),
+            ("log.dirs", "/env"),
+            ("listeners", "PLAINTEXT://env:2"),
+            ("num.partitions", "2"),
+        ]);
+        let raw = layered_config(
+            Some(file),
+            env,
+            Some(Path::new("/flag")),
+            Some("PLAINTEXT://flag:3"),
+            &[
+                "num.partitions=4".to_string(),
+                "log.dirs = /override".to_string(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(raw["node.id"], "2");
+        assert_eq!(raw["listeners"], "PLAINTEXT://flag:3");
+        assert_eq!(raw["log.dirs"], "/override");
+        assert_eq!(raw["num.partitions"], "4");
+        assert_eq!(raw["controller.quorum.voters"], "1@a:9093");
+        // A file never gets the single-node default.
+        assert!(!raw.contains_key("offsets.topic.replication.factor"));
+    }
+
+    #[test]
+    fn single_node_default_applies_only_without_file_and_outside_a_cluster() {
+        let rf = "offsets.topic.replication.factor";
+        // No arguments at all: unchanged single-node behaviour.
+        let raw = layered_config(None, BTreeMap::new(), None, None, &[]).unwrap();
+        assert_eq!(raw, map(&[(rf, "1")]));
+        // The environment configures a single node: default kept.
+        let raw = layered_config(None, map(&[("log.dirs", "/data")]), None, None, &[]).unwrap();
+        assert_eq!(raw[rf], "1");
+        // The environment or an override sets it: theirs wins.
+        let raw = layered_config(None, map(&[(rf, "2")]), None, None, &[]).unwrap();
+        assert_eq!(raw[rf], "2");
+        let raw = layered_config(None, BTreeMap::new(), None, None, &[format!("{rf}=3")]).unwrap();
+        assert_eq!(raw[rf], "3");
+        // A cluster member configured by the environment: Kafka's default (3) stays.
+        let voters = map(&[("controller.quorum.voters", "1@kafka-1:9093")]);
+        let raw = layered_config(None, voters, None, None, &[]).unwrap();
+        assert!(!raw.contains_key(rf));
+        let broker_only = map(&[("process.roles", "broker")]);
+        let raw = layered_config(None, broker_only, None, None, &[]).unwrap();
+        assert!(!raw.contains_key(rf));
+        let combined = map(&[("process.roles", "broker, controller")]);
+        let raw = layered_config(None, combined, None, None, &[]).unwrap();
+        assert_eq!(raw[rf], "1");
+    }
+
+    #[test]
+    fn malformed_override_is_an_error() {
+        let err = layered_config(None, BTreeMap::new(), None, None, &["nokey".to_string()]);
+        assert!(err.is_err());
     }
 }

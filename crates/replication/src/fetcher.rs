@@ -29,6 +29,8 @@ use crate::{ReplicaSource, ReplicationConfig};
 /// Added to `replica.fetch.wait.max.ms` for the RPC timeout.
 pub const RPC_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause after a failed RPC or a round with only errors.
 const RETRY_BACKOFF: Duration = Duration::from_millis(200);
 /// gRPC message size bound for fetch responses.
@@ -166,6 +168,11 @@ impl Fetcher {
         let channel = match Endpoint::from_shared(format!("http://{}", self.endpoint)) {
             Ok(e) => e
                 .connect_timeout(CONNECT_TIMEOUT)
+                // Finds a connection to a leader that vanished without a
+                // reset (network cut) dead within seconds.
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+                .keep_alive_while_idle(true)
                 .timeout(
                     Duration::from_millis(self.config.replica_fetch_wait_max_ms as u64)
                         + RPC_TIMEOUT_MARGIN,

@@ -107,11 +107,18 @@ pub enum ValueKind {
     CleanupPolicy,
     TimestampType,
     CompressionType,
+    /// A fraction in `[0, 1]` (Kafka's DOUBLE configs).
+    Ratio,
 }
 
 impl ValueKind {
     fn check(self, key: &str, value: &str) -> Result<(), ConfigError> {
         match self {
+            ValueKind::Ratio => {
+                if Ratio::parse(value).is_none() {
+                    return Err(invalid(key, value, "must be a number between 0 and 1"));
+                }
+            }
             ValueKind::Long { min } => {
                 let v: i64 = value
                     .trim()
@@ -164,24 +171,6 @@ impl ValueKind {
         }
         Ok(())
     }
-}
-
-/// The one double-valued topic config. `ValueKind` has no double kind
-/// (DescribeConfigs maps every kind to a Kafka config type and matches them
-/// exhaustively), so its table entry says `Long` and its values are checked
-/// here instead.
-const RATIO_KEYS: [&str; 1] = ["min.cleanable.dirty.ratio"];
-
-/// Checks `value` for the topic config `def`, given under the name `key`
-/// (the topic key, or its broker key).
-fn check_topic_value(def: &TopicConfigDef, key: &str, value: &str) -> Result<(), ConfigError> {
-    if RATIO_KEYS.contains(&def.key) {
-        return match Ratio::parse(value) {
-            Some(_) => Ok(()),
-            None => Err(invalid(key, value, "must be a number between 0 and 1")),
-        };
-    }
-    def.kind.check(key, value)
 }
 
 const LONG_MAX: &str = "9223372036854775807";
@@ -246,8 +235,7 @@ pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
         key: "min.cleanable.dirty.ratio",
         broker_key: "log.cleaner.min.cleanable.ratio",
         default: "0.5",
-        // Checked as a ratio by `check_topic_value`.
-        kind: ValueKind::Long { min: 0 },
+        kind: ValueKind::Ratio,
     },
     TopicConfigDef {
         key: "min.compaction.lag.ms",
@@ -309,7 +297,7 @@ pub fn validate_topic_configs<'a>(
 ) -> Result<(), ConfigError> {
     for (key, value) in entries {
         let def = topic_config_def(key).ok_or_else(|| ConfigError::UnknownKey(key.to_string()))?;
-        check_topic_value(def, key, value)?;
+        def.kind.check(key, value)?;
     }
     Ok(())
 }
@@ -581,7 +569,7 @@ impl BrokerConfig {
         // Topic-level defaults given at broker level are checked like topic configs.
         for def in TOPIC_CONFIGS {
             if let Some(v) = raw.get(def.broker_key) {
-                check_topic_value(def, def.broker_key, v)?;
+                def.kind.check(def.broker_key, v)?;
             }
         }
         let cluster_id = Some(get("cluster.id")).filter(|s| !s.trim().is_empty());

@@ -25,6 +25,7 @@ fn config_type(kind: ValueKind) -> i8 {
         ValueKind::Boolean => 1,
         ValueKind::Int { .. } => 3,
         ValueKind::Long { .. } => 5,
+        ValueKind::Ratio => 6,
         ValueKind::CleanupPolicy => 7,
         ValueKind::TimestampType | ValueKind::CompressionType => 2,
     }
