@@ -47,6 +47,7 @@ if compose_command() is None:
     pytest.skip("neither docker-compose nor 'docker compose' is installed: container chaos suite skipped",
                 allow_module_level=True)
 
+import chaos_checker  # noqa: E402
 from chaos_checker import AckRecorder, check, read_all, unavailable_seconds  # noqa: E402
 
 SHORT = os.environ.get("KRAFTWERK_CHAOS_SHORT", "") not in ("", "0")
@@ -71,14 +72,7 @@ full_only = pytest.mark.skipif(SHORT, reason="full suite only (KRAFTWERK_CHAOS_S
 
 def record_figures(name, figures):
     figures = dict(figures, mode="short" if SHORT else "full", date=time.strftime("%Y-%m-%d"))
-    print(f"\n[{name}] {json.dumps(figures)}")
-    try:
-        data = json.load(open(FIGURES_OUT))
-    except (OSError, ValueError):
-        data = {}
-    data[name] = figures
-    with open(FIGURES_OUT, "w") as f:
-        json.dump(data, f, indent=2)
+    chaos_checker.record_figures(FIGURES_OUT, name, figures)
 
 
 @pytest.fixture(scope="module")
@@ -311,7 +305,7 @@ def test_network_partition_of_the_leader(cluster):
         probe_read, _ = read_all(BOOTSTRAP, probe_topic, 3)
         stale_visible = sum(1 for records in probe_read.values() for _, v in records if v in stale)
     acked_by_cut_off = None if probe_outcomes is None else sum(1 for o in probe_outcomes if o is None)
-    figures = load.finish("network partition of the leader, healed", [cut], {
+    load.finish("network partition of the leader, healed", [cut], {
         "failovers": 1,
         "leader_elected_s": summarize([elected]),
         "cut_off_s": round(healed - cut, 1),

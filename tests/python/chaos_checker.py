@@ -8,6 +8,7 @@ sequence not increasing), and the seconds each failover left a partition
 without acknowledgements.
 """
 
+import json
 import os
 import signal
 import statistics
@@ -166,3 +167,17 @@ def sigstop(proc):
 
 def sigcont(proc):
     os.kill(proc.pid, signal.SIGCONT)
+
+
+def record_figures(path: str, name: str, figures: dict) -> None:
+    """Prints one scenario's figures and adds them, under `name`, to the
+    JSON file at `path` (from which docs/reliability.md is written)."""
+    print(f"\n[{name}] {json.dumps(figures)}")
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        data = {}
+    data[name] = figures
+    with open(path, "w") as f:
+        json.dump(data, f, indent=2)

@@ -6,7 +6,9 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 from conftest import free_port, kraftwerk_bin, wait_for_port
@@ -124,3 +126,24 @@ class Cluster:
             return "\n".join((self.root / f"node-{n}.log").read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+@contextmanager
+def running_cluster(prefix: str, prepare=None, **kwargs):
+    """A started `Cluster(**kwargs)` in a new temporary directory; `prepare(c)`
+    may edit it before it starts. Every process is killed afterwards and the
+    directory removed, unless KRAFTWERK_KEEP_DIRS is set (it is then printed)."""
+    tmp = tempfile.TemporaryDirectory(prefix=prefix)
+    c = Cluster(tmp.name, **kwargs)
+    try:
+        if prepare:
+            prepare(c)
+        c.start_all()
+        yield c
+    finally:
+        c.stop_all()
+        if os.environ.get("KRAFTWERK_KEEP_DIRS"):
+            print(f"cluster directory kept: {tmp.name}")
+            tmp._finalizer.detach()
+        else:
+            tmp.cleanup()

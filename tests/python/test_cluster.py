@@ -9,21 +9,16 @@ from collections import Counter
 import pytest
 from confluent_kafka import Producer
 
-from cluster_harness import Cluster
+from cluster_harness import running_cluster
 
 SESSION_TIMEOUT_MS = 4000
 
 
 @pytest.fixture
 def cluster():
-    tmp = tempfile.TemporaryDirectory(prefix="kraftwerk-cluster-")
-    c = Cluster(tmp.name, extra={"broker.session.timeout.ms": SESSION_TIMEOUT_MS, "broker.heartbeat.interval.ms": 1000})
-    try:
-        c.start_all()
+    with running_cluster("kraftwerk-cluster-", extra={"broker.session.timeout.ms": SESSION_TIMEOUT_MS,
+                                                     "broker.heartbeat.interval.ms": 1000}) as c:
         yield c
-    finally:
-        c.stop_all()
-        tmp.cleanup()
 
 
 def test_six_partitions_rf3_give_each_broker_two_preferred_leaders(cluster):
@@ -164,11 +159,9 @@ def test_metadata_survives_a_full_cluster_restart(cluster):
 
 
 def test_dedicated_controllers_and_brokers():
-    tmp = tempfile.TemporaryDirectory(prefix="kraftwerk-dedicated-")
-    c = Cluster(tmp.name, nodes=2, controllers=3,
-                extra={"broker.session.timeout.ms": SESSION_TIMEOUT_MS, "broker.heartbeat.interval.ms": 1000})
-    try:
-        c.start_all()
+    with running_cluster("kraftwerk-dedicated-", nodes=2, controllers=3,
+                         extra={"broker.session.timeout.ms": SESSION_TIMEOUT_MS,
+                                "broker.heartbeat.interval.ms": 1000}) as c:
         info = c.cluster_info()
         assert sorted(b["id"] for b in info["brokers"]) == [4, 5]
         assert info["active_controller"] in (1, 2, 3)
@@ -180,9 +173,6 @@ def test_dedicated_controllers_and_brokers():
         while c.cli("topics", "create", "--topic", "after", "--partitions", "1", "--replication-factor", "2", check=False).returncode != 0:
             assert time.monotonic() < deadline, "no controller took over"
             time.sleep(0.5)
-    finally:
-        c.stop_all()
-        tmp.cleanup()
 
 
 def test_dev_command_runs_a_local_cluster_and_stops_it():

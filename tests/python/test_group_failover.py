@@ -3,14 +3,13 @@ leading the group's `__consumer_offsets` partition is `kill -9`ed, a new
 coordinator loads the partition, and a consumer resumes from the committed
 offsets with nothing skipped and nothing read twice."""
 
-import tempfile
 import time
 
 import pytest
 from confluent_kafka.admin import AdminClient
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from cluster_harness import Cluster
+from cluster_harness import running_cluster
 
 SESSION_TIMEOUT_MS = 4000
 TOPIC = "failover-orders"
@@ -20,19 +19,13 @@ TOTAL = 400
 
 @pytest.fixture
 def cluster():
-    tmp = tempfile.TemporaryDirectory(prefix="kraftwerk-groups-")
-    c = Cluster(tmp.name, extra={
+    with running_cluster("kraftwerk-groups-", extra={
         "broker.session.timeout.ms": SESSION_TIMEOUT_MS,
         "broker.heartbeat.interval.ms": 1000,
         "offsets.topic.num.partitions": 6,
         "group.initial.rebalance.delay.ms": 0,
-    })
-    try:
-        c.start_all()
+    }) as c:
         yield c
-    finally:
-        c.stop_all()
-        tmp.cleanup()
 
 
 def coordinator(bootstrap):

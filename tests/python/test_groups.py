@@ -6,7 +6,6 @@ SIGKILLed, and a broker that is itself `kill -9`ed and restarted.
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -2,14 +2,13 @@
 client is told the brokers' addresses on the listener it connected to."""
 
 import re
-import tempfile
 import time
 
 import pytest
 from confluent_kafka.admin import AdminClient
 from kafka import KafkaConsumer, KafkaProducer
 
-from cluster_harness import Cluster
+from cluster_harness import running_cluster
 from conftest import free_port
 
 # Reachable only from "inside": nothing listens on 127.0.0.2 here, so a
@@ -18,10 +17,9 @@ from conftest import free_port
 INTERNAL_HOST = "127.0.0.2"
 
 
-@pytest.fixture
-def cluster():
-    tmp = tempfile.TemporaryDirectory(prefix="kraftwerk-listeners-")
-    c = Cluster(tmp.name, extra={"inter.broker.listener.name": "PLAINTEXT"})
+def two_listeners(c):
+    """Each broker gets an internal listener (advertised on an unreachable
+    host) and a host listener; `c.kafka_ports` become the host ones."""
     c.internal_ports = dict(c.kafka_ports)
     c.kafka_ports = {n: free_port() for n in c.broker_ids}
     for n in c.broker_ids:
@@ -39,12 +37,13 @@ def cluster():
                       f"advertised.listeners=PLAINTEXT://{INTERNAL_HOST}:{internal},"
                       f"PLAINTEXT_HOST://127.0.0.1:{external}", text, flags=re.M)
         path.write_text(text)
-    try:
-        c.start_all()
+
+
+@pytest.fixture
+def cluster():
+    with running_cluster("kraftwerk-listeners-", prepare=two_listeners,
+                         extra={"inter.broker.listener.name": "PLAINTEXT"}) as c:
         yield c
-    finally:
-        c.stop_all()
-        tmp.cleanup()
 
 
 def advertised(bootstrap):

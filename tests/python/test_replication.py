@@ -6,16 +6,15 @@ Each scenario prints its figures and adds them to
 from which docs/reliability.md is written.
 """
 
-import json
 import os
-import tempfile
 import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+import chaos_checker
 from chaos_checker import AckRecorder, check, read_all, sigcont, sigstop, summarize_gaps, unavailable_seconds
-from cluster_harness import Cluster
+from cluster_harness import running_cluster
 
 SESSION_TIMEOUT_MS = 4000
 EXTRA = {
@@ -27,36 +26,14 @@ FIGURES_OUT = os.environ.get("KRAFTWERK_RELIABILITY_OUT", "/tmp/kraftwerk-reliab
 
 
 def record_figures(name, figures):
-    print(f"\n[{name}] {json.dumps(figures)}")
-    try:
-        data = json.load(open(FIGURES_OUT))
-    except (OSError, ValueError):
-        data = {}
-    data[name] = figures
-    with open(FIGURES_OUT, "w") as f:
-        json.dump(data, f, indent=2)
+    chaos_checker.record_figures(FIGURES_OUT, name, figures)
 
 
 @pytest.fixture
 def cluster():
-    tmp = tempfile.TemporaryDirectory(prefix="kraftwerk-repl-")
-    c = Cluster(tmp.name, extra=EXTRA)
-    try:
-        c.start_all()
+    # SIGKILL also ends a SIGSTOPped node, so a failed pause test leaves nothing behind.
+    with running_cluster("kraftwerk-repl-", extra=EXTRA) as c:
         yield c
-    finally:
-        for n, p in list(c.procs.items()):
-            if p.poll() is None:
-                try:
-                    sigcont(p)
-                except OSError:
-                    pass
-        c.stop_all()
-        if os.environ.get("KRAFTWERK_KEEP_DIRS"):
-            print(f"cluster directory kept: {tmp.name}")
-            tmp._finalizer.detach()
-        else:
-            tmp.cleanup()
 
 
 def describe(cluster, topic, avoid=None):
@@ -154,15 +131,13 @@ def test_sigstopped_leader_past_the_session_timeout_loses_nothing(cluster):
     verify(cluster, rec, 1, "leader SIGSTOP past the session timeout, then SIGCONT", [stopped])
 
 
-def test_min_isr_three_refuses_acks_all_while_a_follower_is_down(cluster):
-    topic = "chaos-minisr"
-    create(cluster, topic, min_isr=3)
-    state = partition_state(cluster, topic)
-    follower = next(r for r in state["replicas"] if r != state["leader"])
-    strict = Producer({"bootstrap.servers": cluster.bootstrap_without(follower), "acks": "all", "retries": 0,
+def min_isr_is_enforced(cluster, topic, bootstrap, down, shrunk, what):
+    """acks=all succeeds; with the brokers `down` killed and the ISR shrunk
+    (`shrunk()`), it is refused with NOT_ENOUGH_REPLICAS while acks=1 is
+    accepted; with them restarted it succeeds again, same client."""
+    strict = Producer({"bootstrap.servers": bootstrap, "acks": "all", "retries": 0,
                        "message.timeout.ms": 10000, "linger.ms": 0})
-    relaxed = Producer({"bootstrap.servers": cluster.bootstrap_without(follower), "acks": 1, "linger.ms": 0,
-                        "message.timeout.ms": 10000})
+    relaxed = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 0, "message.timeout.ms": 10000})
 
     def send(p):
         out = []
@@ -171,64 +146,42 @@ def test_min_isr_three_refuses_acks_all_while_a_follower_is_down(cluster):
         return out[0] if out else "no delivery report"
 
     assert send(strict) is None
-    cluster.kill(follower)
-    cluster.wait_until(lambda: follower not in partition_state(cluster, topic, avoid=follower)["isr"],
-                       SESSION_TIMEOUT_MS / 1000 + 10, "the ISR shrank")
+    for n in down:
+        cluster.kill(n)
+    cluster.wait_until(shrunk, SESSION_TIMEOUT_MS / 1000 + 10, "the ISR shrank")
     err = send(strict)
     assert err is not None and err.code() in (KafkaError.NOT_ENOUGH_REPLICAS,
                                               KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND), err
     assert send(relaxed) is None
-    cluster.start(follower)
+    for n in down:
+        cluster.start(n)
     wait_full_isr(cluster, topic, timeout_s=30)
     deadline = time.monotonic() + 10
     while (err := send(strict)) is not None:
         assert time.monotonic() < deadline, err
         time.sleep(0.5)
-    record_figures("min.insync.replicas=3, one follower down", {"refused_with": "NOT_ENOUGH_REPLICAS",
-                                                                 "acks_1": "accepted", "after_rejoin": "accepted"})
+    record_figures(what, {"refused_with": "NOT_ENOUGH_REPLICAS", "acks_1": "accepted", "after_rejoin": "accepted"})
+
+
+def test_min_isr_three_refuses_acks_all_while_a_follower_is_down(cluster):
+    topic = "chaos-minisr"
+    create(cluster, topic, min_isr=3)
+    state = partition_state(cluster, topic)
+    follower = next(r for r in state["replicas"] if r != state["leader"])
+    min_isr_is_enforced(cluster, topic, cluster.bootstrap_without(follower), [follower],
+                        lambda: follower not in partition_state(cluster, topic, avoid=follower)["isr"],
+                        "min.insync.replicas=3, one follower down")
 
 
 def test_min_isr_two_with_dedicated_controllers_and_two_brokers_down():
-    tmp = tempfile.TemporaryDirectory(prefix="kraftwerk-repl-")
-    c = Cluster(tmp.name, nodes=3, controllers=3, extra=EXTRA)
-    try:
-        c.start_all()
+    with running_cluster("kraftwerk-repl-", nodes=3, controllers=3, extra=EXTRA) as c:
         topic = "chaos-minisr-dedicated"
         create(c, topic, min_isr=2)
         state = partition_state(c, topic)
         down = [r for r in state["replicas"] if r != state["leader"]]
-        bootstrap = f"127.0.0.1:{c.kafka_ports[state['leader']]}"
-        strict = Producer({"bootstrap.servers": bootstrap, "acks": "all", "retries": 0,
-                           "message.timeout.ms": 10000, "linger.ms": 0})
-        relaxed = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 0, "message.timeout.ms": 10000})
-
-        def send(p):
-            out = []
-            p.produce(topic, value=b"x", on_delivery=lambda err, msg: out.append(err))
-            p.flush(15)
-            return out[0] if out else "no delivery report"
-
-        assert send(strict) is None
-        for n in down:
-            c.kill(n)
-        c.wait_until(lambda: partition_state(c, topic)["isr"] == [state["leader"]],
-                     SESSION_TIMEOUT_MS / 1000 + 10, "the ISR shrank to the leader")
-        err = send(strict)
-        assert err is not None and err.code() in (KafkaError.NOT_ENOUGH_REPLICAS,
-                                                  KafkaError.NOT_ENOUGH_REPLICAS_AFTER_APPEND), err
-        assert send(relaxed) is None
-        for n in down:
-            c.start(n)
-        wait_full_isr(c, topic, timeout_s=30)
-        deadline = time.monotonic() + 10
-        while (err := send(strict)) is not None:
-            assert time.monotonic() < deadline, err
-            time.sleep(0.5)
-        record_figures("min.insync.replicas=2, dedicated controllers, two brokers down",
-                       {"refused_with": "NOT_ENOUGH_REPLICAS", "acks_1": "accepted", "after_rejoin": "accepted"})
-    finally:
-        c.stop_all()
-        tmp.cleanup()
+        min_isr_is_enforced(c, topic, f"127.0.0.1:{c.kafka_ports[state['leader']]}", down,
+                            lambda: partition_state(c, topic)["isr"] == [state["leader"]],
+                            "min.insync.replicas=2, dedicated controllers, two brokers down")
 
 
 def test_follower_down_for_a_while_catches_up_and_rejoins(cluster):
@@ -275,10 +228,7 @@ def test_follower_behind_the_leaders_log_start_restarts_its_log_there():
     needs; the restarted follower starts over at the leader's log start,
     rejoins the ISR, and can lead with the same records. Dedicated
     controllers, so the quorum survives two brokers going down."""
-    tmp = tempfile.TemporaryDirectory(prefix="kraftwerk-repl-")
-    c = Cluster(tmp.name, nodes=3, controllers=3, extra={**EXTRA, "log.retention.check.interval.ms": 300})
-    try:
-        c.start_all()
+    with running_cluster("kraftwerk-repl-", nodes=3, controllers=3, extra={**EXTRA, "log.retention.check.interval.ms": 300}) as c:
         topic = "chaos-logstart"
         out = c.cli("topics", "create", "--topic", topic, "--partitions", "1", "--replication-factor", "3",
                     "--config", "min.insync.replicas=2", "--config", "segment.bytes=2048",
@@ -319,6 +269,3 @@ def test_follower_behind_the_leaders_log_start_restarts_its_log_there():
         kept = dict(before[0])
         assert all(kept.get(o, v) == v for o, v in after[0]), "same offsets carry the same records"
         assert after[0][-1][0] == before[0][-1][0], "the follower has the leader's last record"
-    finally:
-        c.stop_all()
-        tmp.cleanup()

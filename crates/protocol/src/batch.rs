@@ -204,14 +204,49 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
     batch[12..16].copy_from_slice(&epoch.to_be_bytes());
 }
 
+/// Recomputes the CRC of one whole batch after a change inside it.
+fn write_crc(batch: &mut [u8]) {
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..CRC_START].copy_from_slice(&crc.to_be_bytes());
+}
+
 /// Sets LogAppendTime: the timestamp-type bit and `maxTimestamp`, then
 /// recomputes the CRC, as Kafka does for `message.timestamp.type=LogAppendTime`.
 pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     let attributes = be_i16(batch, 21) | ATTR_TIMESTAMP_TYPE;
     batch[21..23].copy_from_slice(&attributes.to_be_bytes());
     batch[35..43].copy_from_slice(&now_ms.to_be_bytes());
-    let crc = crc32c::crc32c(&batch[CRC_START..]);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    write_crc(batch);
+}
+
+/// A batch with the header of `original` (at least [`HEADER_BYTES`] long)
+/// and `records` as its records section: `batchLength`, `attributes`,
+/// `recordCount` and the CRC are set; offsets, timestamps, producer id,
+/// epoch and base sequence stay as they were (what Kafka's log cleaner
+/// keeps of a batch it filters).
+pub fn with_records(
+    original: &[u8],
+    attributes: i16,
+    record_count: i32,
+    records: &[u8],
+) -> Result<Vec<u8>, BatchError> {
+    if original.len() < HEADER_BYTES {
+        return Err(BatchError::Truncated {
+            have: original.len(),
+            need: HEADER_BYTES,
+        });
+    }
+    let total = HEADER_BYTES + records.len();
+    let batch_length =
+        i32::try_from(total - LOG_OVERHEAD).map_err(|_| BatchError::BadLength(-1))?;
+    let mut out = Vec::with_capacity(total);
+    out.extend_from_slice(&original[..HEADER_BYTES]);
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    out[57..61].copy_from_slice(&record_count.to_be_bytes());
+    out.extend_from_slice(records);
+    write_crc(&mut out);
+    Ok(out)
 }
 
 #[cfg(test)]

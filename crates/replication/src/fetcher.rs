@@ -132,7 +132,7 @@ impl FetcherManager {
                 cancel: handle.cancel.clone(),
                 source: self.source.clone(),
                 config: self.config.clone(),
-                refusals: Mutex::new(HashMap::new()),
+                refusals: HashMap::new(),
             };
             tracing::info!(leader, endpoint = %endpoint, "starting replica fetcher");
             self.tracker.spawn(fetcher.run());
@@ -160,11 +160,11 @@ struct Fetcher {
     source: Arc<dyn ReplicaSource>,
     config: ReplicationConfig,
     /// The last refusal per partition, so each new one is logged once.
-    refusals: Mutex<HashMap<TopicPartition, i16>>,
+    refusals: HashMap<TopicPartition, i16>,
 }
 
 impl Fetcher {
-    async fn run(self) {
+    async fn run(mut self) {
         let channel = match Endpoint::from_shared(format!("http://{}", self.endpoint)) {
             Ok(e) => e
                 .connect_timeout(CONNECT_TIMEOUT)
@@ -256,7 +256,7 @@ impl Fetcher {
     /// Applies one response. Returns whether any partition made progress
     /// (data, truncation or a clean empty answer), so the loop backs off
     /// only when everything failed.
-    fn apply(&self, request: &pb::FetchRequest, response: pb::FetchResponse) -> bool {
+    fn apply(&mut self, request: &pb::FetchRequest, response: pb::FetchResponse) -> bool {
         let mut progressed = false;
         let mut appended = false;
         for (sent, got) in request.partitions.iter().zip(response.partitions) {
@@ -279,13 +279,12 @@ impl Fetcher {
                 continue;
             }
             let code = ErrorCode(got.error_code as i16);
-            {
-                let mut refusals = self.refusals.lock();
-                if code == ErrorCode::NONE {
-                    refusals.remove(&tp);
-                } else if refusals.insert(tp.clone(), code.code()) != Some(code.code()) {
-                    tracing::info!(partition = %tp.topic, index = tp.partition, leader = self.leader, code = code.code(), "replica fetch refused by the leader");
+            if code == ErrorCode::NONE {
+                if !self.refusals.is_empty() {
+                    self.refusals.remove(&tp);
                 }
+            } else if self.refusals.insert(tp.clone(), code.code()) != Some(code.code()) {
+                tracing::info!(partition = %tp.topic, index = tp.partition, leader = self.leader, code = code.code(), "replica fetch refused by the leader");
             }
             match code {
                 ErrorCode::NONE => {}

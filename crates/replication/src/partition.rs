@@ -75,8 +75,6 @@ struct Inner {
     /// The log end offset when this broker became leader in this epoch.
     leader_epoch_start_offset: i64,
     pending_isr: Option<PendingIsr>,
-    /// The high watermark when each follower's last fetch was answered.
-    high_watermark_at_fetch: BTreeMap<i32, i64>,
     /// After a joining replica failed to catch up in time, no replica is
     /// waited for again before this.
     join_wait_allowed_after: Option<Instant>,
@@ -113,7 +111,6 @@ impl PartitionReplication {
                 followers: BTreeMap::new(),
                 leader_epoch_start_offset: 0,
                 pending_isr: None,
-                high_watermark_at_fetch: BTreeMap::new(),
                 join_wait_allowed_after: None,
             }),
             changed,
@@ -173,7 +170,6 @@ impl PartitionReplication {
         if leads {
             if new_term {
                 inner.followers.clear();
-                inner.high_watermark_at_fetch.clear();
                 inner.leader_epoch_start_offset = log_end_offset;
             }
             for r in view.replicas.iter().filter(|r| **r != self.local_id) {
@@ -249,16 +245,17 @@ impl PartitionReplication {
         if inner.view.leader != self.local_id {
             return false;
         }
+        let high_watermark = inner.high_watermark;
         let Some(p) = inner.followers.get_mut(&replica_id) else {
             return false;
         };
-        let fetch_offset = fetch_offset.min(leader_log_end_offset);
-        p.on_fetch(fetch_offset, leader_log_end_offset, now);
-        let high_watermark = inner.high_watermark;
-        let previous = inner
-            .high_watermark_at_fetch
-            .insert(replica_id, high_watermark);
-        Self::consider_joining(&mut inner, replica_id, fetch_offset, previous, now);
+        p.on_fetch(
+            fetch_offset.min(leader_log_end_offset),
+            leader_log_end_offset,
+            now,
+        );
+        let previous = std::mem::replace(&mut p.high_watermark_at_fetch, high_watermark);
+        Self::consider_joining(&mut inner, replica_id, previous, now);
         let moved = Self::advance_high_watermark(&mut inner, self.local_id, leader_log_end_offset);
         drop(inner);
         if moved {
@@ -280,17 +277,26 @@ impl PartitionReplication {
     fn consider_joining(
         inner: &mut Inner,
         replica_id: i32,
-        fetch_offset: i64,
-        high_watermark_at_previous_fetch: Option<i64>,
+        high_watermark_at_previous_fetch: i64,
         now: Instant,
     ) {
+        let Some(fetched) = inner.followers.get(&replica_id).map(|p| p.log_end_offset) else {
+            return;
+        };
         if inner.view.isr.contains(&replica_id)
             || inner.view.fenced.contains(&replica_id)
-            || fetch_offset < inner.leader_epoch_start_offset
+            || fetched < inner.leader_epoch_start_offset
         {
             return;
         }
-        let caught_up = fetch_offset >= inner.high_watermark;
+        let caught_up = progress::joinable_replicas(
+            &inner.view.replicas,
+            &inner.view.isr,
+            inner.high_watermark,
+            inner.leader_epoch_start_offset,
+            &inner.followers,
+        )
+        .contains(&replica_id);
         match &mut inner.pending_isr {
             Some(p) if p.catching_up && p.isr.contains(&replica_id) => {
                 if caught_up {
@@ -299,8 +305,8 @@ impl PartitionReplication {
             }
             Some(_) => {}
             None => {
-                let keeps_pace = high_watermark_at_previous_fetch
-                    .is_some_and(|hw| fetch_offset >= hw)
+                let keeps_pace = high_watermark_at_previous_fetch >= 0
+                    && fetched >= high_watermark_at_previous_fetch
                     && inner.join_wait_allowed_after.is_none_or(|t| now >= t);
                 if caught_up || keeps_pace {
                     let mut isr = inner.view.isr.clone();
@@ -340,8 +346,9 @@ impl PartitionReplication {
         }
     }
 
-    /// The ISR change due now, if any and none is in flight: drop lagging
-    /// members first, else add caught-up replicas. The change is marked in
+    /// The ISR change to send now, if any: an expansion decided at a
+    /// follower's fetch (see `consider_joining`), else, when none is in
+    /// flight, dropping the members that lag. The change is marked in
     /// flight; report the controller's answer with [`Self::isr_change_failed`]
     /// (success shows up as a new view).
     pub fn isr_change_due(
@@ -383,33 +390,16 @@ impl PartitionReplication {
             now,
             lag_max,
         );
-        let isr: Vec<i32> = if !lagging.is_empty() {
-            inner
-                .view
-                .isr
-                .iter()
-                .copied()
-                .filter(|r| !lagging.contains(r))
-                .collect()
-        } else {
-            let joining = progress::joinable_replicas(
-                &inner.view.replicas,
-                &inner.view.isr,
-                inner.high_watermark,
-                inner.leader_epoch_start_offset,
-                &inner.followers,
-            );
-            let joining: Vec<i32> = joining
-                .into_iter()
-                .filter(|r| !inner.view.fenced.contains(r))
-                .collect();
-            if joining.is_empty() {
-                return None;
-            }
-            let mut isr = inner.view.isr.clone();
-            isr.extend(joining);
-            isr
-        };
+        if lagging.is_empty() {
+            return None;
+        }
+        let isr: Vec<i32> = inner
+            .view
+            .isr
+            .iter()
+            .copied()
+            .filter(|r| !lagging.contains(r))
+            .collect();
         let partition_epoch = inner.view.partition_epoch;
         inner.pending_isr = Some(PendingIsr {
             isr: isr.clone(),

@@ -16,6 +16,9 @@ pub struct FollowerProgress {
     last_fetch: Option<Instant>,
     /// The leader's log end offset at the follower's previous fetch.
     last_fetch_leader_log_end_offset: i64,
+    /// The leader's high watermark when the follower's previous fetch was
+    /// answered (-1 before its first fetch).
+    pub high_watermark_at_fetch: i64,
 }
 
 impl FollowerProgress {
@@ -27,6 +30,7 @@ impl FollowerProgress {
             last_caught_up: now,
             last_fetch: None,
             last_fetch_leader_log_end_offset: -1,
+            high_watermark_at_fetch: -1,
         }
     }
 

@@ -1337,12 +1337,10 @@ fn coordinator_batch(records: &[(Vec<u8>, Option<String>)], timestamp: i64) -> B
 
 /// What the group coordinator's replay (`crates/broker/src/group/mod.rs`)
 /// rebuilds, with its loop: reads from the log start in 1 MiB chunks,
-/// advances past the last record seen and stops at an empty read; a null
-/// value removes the key, and a group tombstone also drops that group's
-/// offsets seen so far. Advancing by records is safe only because every
-/// coordinator batch holds one record (kept whole or dropped): a cleaned
-/// multi-record batch keeps its last offset while it may lose its last
-/// records, and readers must then advance by the batch's last offset.
+/// advances by each batch's last offset (a cleaned batch keeps its last
+/// offset even when its last records are gone) and stops at an empty read;
+/// a null value removes the key, and a group tombstone also drops that
+/// group's offsets seen so far.
 fn replay(log: &Log) -> (BTreeMap<Vec<u8>, String>, BTreeSet<Vec<u8>>) {
     let mut offsets: BTreeMap<Vec<u8>, String> = BTreeMap::new();
     let mut groups: BTreeSet<Vec<u8>> = BTreeSet::new();
@@ -1356,13 +1354,14 @@ fn replay(log: &Log) -> (BTreeMap<Vec<u8>, String>, BTreeSet<Vec<u8>>) {
         let mut buf = chunk;
         let mut next = at;
         while !buf.is_empty() {
+            let header = BatchHeader::parse(&buf).expect("batch header");
+            next = next.max(header.last_offset() + 1);
             let set = RecordBatchDecoder::decode(&mut buf).expect("decode");
             assert!(
                 set.records.len() <= 1,
                 "coordinator batches hold one record"
             );
             for record in set.records {
-                next = next.max(record.offset + 1);
                 let key = record.key.expect("key").to_vec();
                 let group_record = key[..2] == 2i16.to_be_bytes();
                 match (group_record, text(&record.value)) {

@@ -17,7 +17,7 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
-use kraftwerk_protocol::batch::{BatchHeader, ATTR_COMPRESSION_MASK, HEADER_BYTES, LOG_OVERHEAD};
+use kraftwerk_protocol::batch::{self, BatchHeader, ATTR_COMPRESSION_MASK, HEADER_BYTES};
 
 /// Where one record sits in a batch's (decompressed) records section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,7 +175,6 @@ pub(crate) fn rebuild_batch(
     records: &BatchRecords,
     kept: &[&RecordSpan],
 ) -> Result<Vec<u8>, String> {
-    debug_assert!(original.len() >= HEADER_BYTES);
     let mut raw = Vec::with_capacity(kept.iter().map(|r| r.bytes.len()).sum());
     for record in kept {
         raw.extend_from_slice(&records.section[record.bytes.clone()]);
@@ -187,17 +186,9 @@ pub(crate) fn rebuild_batch(
     } else {
         compress(header.compression(), &raw)?
     };
-    let batch_length = i32::try_from(HEADER_BYTES - LOG_OVERHEAD + section.len())
-        .map_err(|_| "cleaned batch is too large".to_string())?;
-    let mut out = Vec::with_capacity(HEADER_BYTES + section.len());
-    out.extend_from_slice(&original[..HEADER_BYTES]);
-    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
-    out[21..23].copy_from_slice(&attributes.to_be_bytes());
-    out[57..61].copy_from_slice(&(kept.len() as i32).to_be_bytes());
-    out.extend_from_slice(&section);
-    let crc = crc32c::crc32c(&out[21..]);
-    out[17..21].copy_from_slice(&crc.to_be_bytes());
-    Ok(out)
+    let count = i32::try_from(kept.len()).map_err(|_| "too many records".to_string())?;
+    batch::with_records(original, attributes, count, &section)
+        .map_err(|e| format!("cleaned batch: {e}"))
 }
 
 /// Whether every record of a produced batch has a key (Kafka refuses

@@ -589,7 +589,6 @@ fn replay(state: &BrokerState, partition: i32) -> Result<Vec<Group>, String> {
             next = next.max(header.last_offset() + 1);
             let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
             for r in set.records {
-                next = next.max(r.offset + 1);
                 if r.control {
                     continue;
                 }
