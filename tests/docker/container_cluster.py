@@ -23,7 +23,7 @@ COMPOSE_FILE = ROOT / "deploy" / "docker-compose.yml"
 CHAOS_OVERRIDE = Path(__file__).resolve().parent / "compose.chaos.yml"
 BUILD_IMAGE = ROOT / "deploy" / "build-image.sh"
 DEFAULT_IMAGE = "kraftwerk:local"
-SKIP_REASON = "no Docker engine answers: container chaos suite skipped"
+SKIP_REASON = "no Docker engine answers: container tests skipped"
 
 # Node n publishes its host listener on this port (deploy/docker-compose.yml).
 HOST_PORTS = {1: 19092, 2: 19093, 3: 19094}
@@ -51,6 +51,15 @@ def compose_command():
             return ["docker", "compose"]
     except (OSError, subprocess.TimeoutExpired):
         pass
+    return None
+
+
+def skip_reason():
+    """Why the container tests cannot run here, or None."""
+    if not docker_answers():
+        return SKIP_REASON
+    if compose_command() is None:
+        return "neither docker-compose nor 'docker compose' is installed: container tests skipped"
     return None
 
 
@@ -89,6 +98,24 @@ def port_taken(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def wait_ports_free(timeout_s=60):
+    """The cluster's host ports are free. The proxies of a project that was
+    just taken down can hold them for a moment; anything holding them longer
+    is another cluster."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        taken = [p for p in HOST_PORTS.values() if port_taken(p)]
+        if not taken:
+            return
+        if time.monotonic() >= deadline:
+            holders = run(["ss", "-ltnp"], check=False).stdout if shutil.which("ss") else ""
+            holders = "\n".join(line for line in holders.splitlines() if any(f":{p} " in line for p in taken))
+            raise RuntimeError(
+                f"ports {taken} on this host are taken; the Compose cluster publishes 19092-19094 "
+                f"(another Kraftwerk compose cluster? see `docker ps`)\n{holders}")
+        time.sleep(0.5)
+
+
 def wait_until(cond, timeout_s, what, interval_s=0.3):
     deadline = time.monotonic() + timeout_s
     last = None
@@ -107,7 +134,10 @@ class ComposeCluster:
 
     NODES = (1, 2, 3)
 
-    def __init__(self, image: str, settings: dict):
+    def __init__(self, image: str, settings: dict, chaos_override: bool = True, compose_file: Path = COMPOSE_FILE):
+        """`chaos_override` lays compose.chaos.yml over the file (Docker
+        does not restart what a scenario kills); without it the project is
+        the Compose file exactly as a user runs it."""
         compose = compose_command()
         if compose is None:
             raise RuntimeError("neither docker-compose nor 'docker compose' is installed")
@@ -115,7 +145,8 @@ class ComposeCluster:
         self.env = dict(os.environ)
         self.env["KRAFTWERK_IMAGE"] = image
         self.env.update({k: str(v) for k, v in settings.items()})
-        self.base = compose + ["-p", self.project, "-f", str(COMPOSE_FILE), "-f", str(CHAOS_OVERRIDE)]
+        files = ["-f", str(compose_file)] + (["-f", str(CHAOS_OVERRIDE)] if chaos_override else [])
+        self.base = compose + ["-p", self.project, *files]
         self._ids = {}
 
     # --- compose and docker -------------------------------------------------
@@ -136,11 +167,7 @@ class ComposeCluster:
         return self._ids[n]
 
     def up(self, timeout_s=120):
-        taken = [p for p in HOST_PORTS.values() if port_taken(p)]
-        if taken:
-            raise RuntimeError(
-                f"ports {taken} on this host are taken; the container chaos suite publishes 19092-19094 "
-                "(another Kraftwerk compose cluster? see `docker ps`)")
+        wait_ports_free()
         self.compose("up", "-d", timeout=300)
         wait_until(self.all_unfenced, timeout_s, "every broker registered and unfenced", interval_s=1.0)
 

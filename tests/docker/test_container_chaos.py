@@ -37,15 +37,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "python"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from container_cluster import (BOOTSTRAP, HOST_PORTS, SKIP_REASON, ComposeCluster, GroupWatch,  # noqa: E402
-                               compose_command, docker_answers, ensure_image, run, summarize, wait_until)
+from container_cluster import (BOOTSTRAP, HOST_PORTS, ComposeCluster, GroupWatch, run, skip_reason,  # noqa: E402
+                               summarize, wait_until)
 
-if not docker_answers():
-    print(SKIP_REASON)
-    pytest.skip(SKIP_REASON, allow_module_level=True)
-if compose_command() is None:
-    pytest.skip("neither docker-compose nor 'docker compose' is installed: container chaos suite skipped",
-                allow_module_level=True)
+if skip_reason():
+    print(skip_reason())
+    pytest.skip(skip_reason(), allow_module_level=True)
 
 import chaos_checker  # noqa: E402
 from chaos_checker import AckRecorder, check, read_all, unavailable_seconds  # noqa: E402
@@ -73,11 +70,6 @@ full_only = pytest.mark.skipif(SHORT, reason="full suite only (KRAFTWERK_CHAOS_S
 def record_figures(name, figures):
     figures = dict(figures, mode="short" if SHORT else "full", date=time.strftime("%Y-%m-%d"))
     chaos_checker.record_figures(FIGURES_OUT, name, figures)
-
-
-@pytest.fixture(scope="module")
-def image():
-    return ensure_image()
 
 
 @pytest.fixture

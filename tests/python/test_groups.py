@@ -5,40 +5,14 @@ use kafka-python and confluent-kafka consumers in subprocesses so one can be
 SIGKILLed, and a broker that is itself `kill -9`ed and restarted.
 """
 
-import json
-import signal
-import subprocess
-import sys
 import textwrap
-import threading
 import time
 import uuid
 
 import pytest
 
-from test_seeds import SEED_PRODUCER, port_free, run_snippet
-
-SEED_CONSUMER = textwrap.dedent('''
-    from kafka import KafkaConsumer
-    import json
-    def deserializer(message):
-        return json.loads(message.decode('utf-8'))
-    consumer = KafkaConsumer('meu-topico', bootstrap_servers=['localhost:9092'], auto_offset_reset='earliest', group_id='grupo-de-consumo-1', value_deserializer=deserializer)
-    for message in consumer:
-        print(f"Consumidor {N} - Mensagem recebida: {message.value}")
-    consumer.close()
-''')
-
-SEED_CONSUMER_AUTO_COMMIT = textwrap.dedent('''
-    from kafka import KafkaConsumer
-    import json
-    def deserializer(message):
-        return json.loads(message.decode('utf-8'))
-    consumer = KafkaConsumer('meu-topico', bootstrap_servers=['localhost:9092'], auto_offset_reset='earliest', group_id='meu-grupo', enable_auto_commit=True, value_deserializer=deserializer)
-    for message in consumer:
-        print(f"Mensagem recebida: {message.value}")
-    consumer.close()
-''')
+from snippets import EXPECTED, SEED_CONSUMER, SEED_GROUP_CONSUMER_1, SEED_GROUP_CONSUMER_2, SEED_PRODUCER, Proc, received, run_snippet
+from test_seeds import port_free
 
 # A group member that prints one JSON line per event, commits synchronously
 # after each record, and runs until killed.
@@ -65,41 +39,6 @@ MEMBER = textwrap.dedent('''
                 emit(event="record", partition=r.partition, offset=r.offset, value=r.value.decode())
             c.commit()
 ''')
-
-
-class Proc:
-    """A Python subprocess whose stdout lines are collected by a thread."""
-
-    def __init__(self, code, *args):
-        self.proc = subprocess.Popen([sys.executable, "-u", "-c", code, *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.lines = []
-        self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            with self.lock:
-                self.lines.append(line.rstrip("\n"))
-
-    def snapshot(self):
-        with self.lock:
-            return list(self.lines)
-
-    def events(self):
-        out = []
-        for line in self.snapshot():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                pass
-        return out
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(timeout=10)
 
 
 def wait_until(cond, timeout_s, what):
@@ -143,30 +82,27 @@ def test_seed_consumers_share_a_group(broker_factory):
         pytest.fail("port 9092 is taken; the seed snippets need it for kraftwerk")
     broker = broker_factory(port=9092).start()
     create_topic(broker.bootstrap, "meu-topico", 4)
-    consumers = [Proc(SEED_CONSUMER.replace("{N}", str(n))) for n in (1, 2)]
+    consumers = [Proc(SEED_GROUP_CONSUMER_1), Proc(SEED_GROUP_CONSUMER_2)]
     try:
         produced = run_snippet(SEED_PRODUCER)
         assert produced.returncode == 0, produced.stderr + broker.log_tail()
-        expected = {f"{{'numero': {i}, 'mensagem': 'Mensagem {i}'}}" for i in range(10)}
+        expected = set(EXPECTED)
 
-        def received():
-            seen = []
-            for c in consumers:
-                seen += [line.split("Mensagem recebida: ", 1)[1] for line in c.snapshot()
-                         if "Mensagem recebida: " in line]
-            return seen
+        def printed():
+            return [v for c in consumers for v in received(c.snapshot())]
 
-        wait_until(lambda: set(received()) == expected, 40, "both seed consumers to print every message")
+        wait_until(lambda: set(printed()) == expected, 40, "both seed consumers to print every message")
         time.sleep(1)
-        seen = received()
+        seen = printed()
         assert sorted(seen) == sorted(expected), "a message was printed twice"
     finally:
         for c in consumers:
             c.kill()
 
-    auto = Proc(SEED_CONSUMER_AUTO_COMMIT)
+    # The section-5 consumer, group 'meu-grupo' with kafka-python's default auto-commit.
+    auto = Proc(SEED_CONSUMER)
     try:
-        wait_until(lambda: len([l for l in auto.snapshot() if "Mensagem recebida" in l]) == 10, 30,
+        wait_until(lambda: sorted(received(auto.snapshot())) == sorted(EXPECTED), 30,
                    "the auto-commit seed consumer to read all messages")
     finally:
         auto.kill()

@@ -1,69 +1,16 @@
 """The kafka-python snippets of the seed notes, run unchanged against Kraftwerk.
 
-The producer snippet is executed exactly as written (it connects to
-localhost:9092), so this test runs a broker on 127.0.0.1:9092. The consumer
-snippets of the notes all set `group_id`; consumer groups are not served yet,
-so the consumer below is the seed consumer without that one line.
+The snippets (tests/python/snippets.py, verbatim from the notes) connect to
+localhost:9092, so this test runs a broker on 127.0.0.1:9092.
 """
 
 import json
 import socket
-import subprocess
-import sys
-import textwrap
+import time
 
 import pytest
 
-SEED_PRODUCER = textwrap.dedent('''
-    from kafka import KafkaProducer
-    import json
-    import time
-
-    # Função de serialização para converter em bytes
-    def serializer(message):
-        return json.dumps(message).encode('utf-8')
-
-    # Criando o produtor
-    producer = KafkaProducer(
-        bootstrap_servers=['localhost:9092'],  # Endereço do Kafka
-        value_serializer=serializer  # Serializando mensagens
-    )
-
-    # Enviando mensagens
-    for i in range(10):
-        message = {'numero': i, 'mensagem': f"Mensagem {i}"}
-        producer.send('meu-topico', value=message)
-        print(f"Mensagem enviada: {message}")
-        time.sleep(1)
-
-    # Fecha o produtor
-    producer.close()
-''')
-
-SEED_CONSUMER_WITHOUT_GROUP = textwrap.dedent('''
-    from kafka import KafkaConsumer
-    import json
-
-    # Função de desserialização para converter bytes em dicionário Python
-    def deserializer(message):
-        return json.loads(message.decode('utf-8'))
-
-    # Criando o consumidor
-    consumer = KafkaConsumer(
-        'meu-topico',  # Nome do tópico
-        bootstrap_servers=['localhost:9092'],  # Endereço do Kafka
-        auto_offset_reset='earliest',  # Lê a partir do início do tópico
-        value_deserializer=deserializer,  # Desserializa as mensagens
-        consumer_timeout_ms=10000,  # (test only) stop iterating once drained
-    )
-
-    # Lendo mensagens
-    for message in consumer:
-        print(f"Mensagem recebida: {message.value}")
-
-    # Fecha o consumidor quando terminar
-    consumer.close()
-''')
+from snippets import EXPECTED, SEED_CONSUMER, SEED_PRODUCER, Proc, received, run_snippet
 
 
 def port_free(port):
@@ -75,11 +22,14 @@ def port_free(port):
             return False
 
 
-def run_snippet(code, timeout_s=90):
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s)
+def wait_for_lines(proc, count, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and len(received(proc.snapshot())) < count:
+        time.sleep(0.1)
+    return received(proc.snapshot())
 
 
-def test_seed_producer_and_consumer_run_unchanged(broker_factory):
+def test_seed_producer_and_group_consumer_run_unchanged(broker_factory):
     if not port_free(9092):
         pytest.fail("port 9092 is taken; the seed snippets need it for kraftwerk")
     broker = broker_factory(port=9092).start()
@@ -88,11 +38,16 @@ def test_seed_producer_and_consumer_run_unchanged(broker_factory):
     assert produced.returncode == 0, produced.stderr + broker.log_tail()
     assert produced.stdout.count("Mensagem enviada") == 10
 
-    consumed = run_snippet(SEED_CONSUMER_WITHOUT_GROUP)
-    assert consumed.returncode == 0, consumed.stderr + broker.log_tail()
-    received = [line for line in consumed.stdout.splitlines() if line.startswith("Mensagem recebida")]
-    expected = [f"Mensagem recebida: {{'numero': {i}, 'mensagem': 'Mensagem {i}'}}" for i in range(10)]
-    assert received == expected
+    # The seed consumer (group 'meu-grupo') reads until it is stopped.
+    consumer = Proc(SEED_CONSUMER)
+    try:
+        seen = wait_for_lines(consumer, 10, 60)
+        time.sleep(1)
+        seen = received(consumer.snapshot())
+    finally:
+        consumer.kill()
+    # One partition (auto-created), so the order is the producer's.
+    assert seen == EXPECTED, broker.log_tail()
 
 
 def test_kafka_python_reports_offsets_and_reads_by_partition(broker):

@@ -84,6 +84,9 @@ impl BrokerProcess {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                // The server's log shares stdout: pass it on, so that a failing
+                // test shows it.
+                eprintln!("{line}");
                 if let Some(addr) = line.strip_prefix("kraftwerk listening on ") {
                     let addr = addr
                         .split_whitespace()

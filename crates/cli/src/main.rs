@@ -18,7 +18,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "Kraftwerk: a Kafka-compatible event-streaming platform"
 )]
 struct Cli {
-    /// Log format of the server.
+    /// Format of the server's log (written to stdout; RUST_LOG filters it).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     #[command(subcommand)]
@@ -61,12 +61,14 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// The server's log: stdout, as a container runtime expects (the CLI's
+/// client commands keep stdout for their output and log nothing).
 fn init_tracing(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stdout);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -700,6 +700,14 @@ impl Group {
             self.leader = self.members.keys().next().cloned();
         }
         self.transition(GroupState::CompletingRebalance, now_ms);
+        tracing::info!(
+            group = %self.group_id,
+            generation = self.generation,
+            members = self.members.len(),
+            leader = self.leader.as_deref().unwrap_or(""),
+            protocol = self.protocol.as_deref().unwrap_or(""),
+            "joined; waiting for the leader's assignment"
+        );
         let ids: Vec<String> = self.members.keys().cloned().collect();
         for id in ids {
             let result = self.join_result_for(&id, false);
@@ -843,6 +851,7 @@ impl Group {
         match stored {
             Ok(()) => {
                 self.transition(GroupState::Stable, now_ms);
+                tracing::info!(group = %self.group_id, generation = self.generation, "assignment stored; group stable");
                 let ok: Vec<(String, SyncResult)> = self
                     .members
                     .values()
