@@ -230,8 +230,16 @@ impl IndexView {
             let value_at = entry_bytes as usize - 4;
             Ok((self.kind.key(entry), be_u32(entry, value_at)))
         };
+        if self.entries == 0 {
+            return Ok(None);
+        }
+        // Followers and consumers at the tail look past the last entry: one read.
+        let last = read_entry(self.entries - 1, &mut entry)?;
+        if last.0 <= target {
+            return Ok(Some(last));
+        }
         // Invariant: entries [0, low) have key <= target, [high, n) > target.
-        let (mut low, mut high) = (0u64, self.entries);
+        let (mut low, mut high) = (0u64, self.entries - 1);
         let mut found = None;
         while low < high {
             let middle = low + (high - low) / 2;

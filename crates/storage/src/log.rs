@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use kraftwerk_protocol::batch::{self, BatchHeader, ATTR_TIMESTAMP_TYPE};
+use kraftwerk_protocol::batch::{self, BatchHeader, ATTR_TIMESTAMP_TYPE, HEADER_BYTES};
 use kraftwerk_types::{LogConfig, TimestampType};
 use parking_lot::{Mutex, RwLock};
 
@@ -30,9 +30,10 @@ pub const CLEAN_SHUTDOWN_FILE: &str = ".kraftwerk_cleanshutdown";
 /// removed on open (after committed compaction swaps were completed).
 const STRAY_SUFFIXES: [&str; 4] = [DELETED_SUFFIX, CLEANED_SUFFIX, SWAP_SUFFIX, "tmp"];
 
-/// A read fetches at most this much per pread beyond what the caller asked
-/// for while looking for batch boundaries.
-const READ_CHUNK_BYTES_MAX: usize = 1024 * 1024;
+/// A read looks for the batch holding its start offset in chunks of this
+/// size: about `index.interval.bytes`, the distance from the index entry it
+/// starts at.
+const LOCATE_CHUNK_BYTES: usize = 8 * 1024;
 
 /// The outcome of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -872,8 +873,11 @@ fn wall_clock_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The read itself, with no lock held: find the batch holding
-/// `start_offset` from the nearest index entry, then take whole batches.
+/// The read itself, with no lock held. Finds the batch holding
+/// `start_offset` from the nearest index entry by reading batch headers
+/// only, then reads the range once, `max_bytes` (or the first batch when
+/// `min_one_batch` and it is larger) straight into the buffer it returns,
+/// and keeps the whole batches in it below `max_offset`.
 fn read_from_segment(
     view: &SegmentView,
     start_offset: i64,
@@ -882,48 +886,61 @@ fn read_from_segment(
     min_one_batch: bool,
 ) -> io::Result<Result<Bytes, StorageError>> {
     let mut position = view.position_near(start_offset)?;
-    let mut scanner = BatchScanner::new(&view.log, view.size_bytes)
-        .with_chunk_bytes(max_bytes.clamp(1, READ_CHUNK_BYTES_MAX));
-    loop {
+    let mut scanner =
+        BatchScanner::new(&view.log, view.size_bytes).with_chunk_bytes(LOCATE_CHUNK_BYTES);
+    let first = loop {
         match scanner.batch_at(position, false)? {
             Ok(Some(header)) if header.last_offset() < start_offset => {
                 position += header.total_bytes() as u64;
             }
-            Ok(Some(_)) => break,
+            Ok(Some(header)) => break header,
             Ok(None) => return Ok(Ok(Bytes::new())),
             Err(reason) => return Ok(Err(StorageError::Corrupt { reason })),
         }
+    };
+    let first_bytes = first.total_bytes();
+    if first.last_offset() >= max_offset || (first_bytes > max_bytes && !min_one_batch) {
+        return Ok(Ok(Bytes::new()));
     }
     let start = position;
-    let mut end = start;
-    loop {
-        let header = match scanner.batch_at(end, false)? {
-            Ok(Some(header)) => header,
-            Ok(None) => break,
-            Err(reason) if end == start => return Ok(Err(StorageError::Corrupt { reason })),
+    let want = max_bytes
+        .max(first_bytes)
+        .min((view.size_bytes - start) as usize);
+    let mut data = vec![0u8; want];
+    let mut filled = 0;
+    while filled < want {
+        // The file can only shrink under a read if it was truncated or
+        // swapped meanwhile: return what was there.
+        match view
+            .log
+            .read_at(&mut data[filled..], start + filled as u64)?
+        {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    let mut end = 0;
+    while end + HEADER_BYTES <= filled {
+        let header = match BatchHeader::parse(&data[end..end + HEADER_BYTES]) {
+            Ok(header) => header,
+            Err(e) if end == 0 => {
+                return Ok(Err(StorageError::Corrupt {
+                    reason: e.to_string(),
+                }))
+            }
             Err(_) => break,
         };
-        if header.last_offset() >= max_offset {
-            break;
-        }
-        let total = header.total_bytes() as u64;
-        if end - start + total > max_bytes as u64 {
-            if end == start && min_one_batch {
-                end += total;
-            }
+        let total = header.total_bytes();
+        if header.last_offset() >= max_offset || end + total > filled {
             break;
         }
         end += total;
     }
-    let len = (end - start) as usize;
-    if len == 0 {
-        return Ok(Ok(Bytes::new()));
+    data.truncate(end);
+    if end < want / 2 {
+        // Do not hold a large buffer for a small answer.
+        data.shrink_to_fit();
     }
-    if let Some(buffered) = scanner.buffered(start, len) {
-        return Ok(Ok(Bytes::copy_from_slice(buffered)));
-    }
-    let mut data = vec![0u8; len];
-    view.log.read_exact_at(&mut data, start)?;
     Ok(Ok(Bytes::from(data)))
 }
 
