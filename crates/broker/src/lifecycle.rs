@@ -97,6 +97,9 @@ pub async fn heartbeat_loop(
         let result = match epoch {
             None => register(&state, &client, &incarnation).await.map(|e| {
                 *registration.epoch.lock() = Some(e);
+                // Follower fetches carry the epoch of this registration, so
+                // leaders can tell them from late fetches of an earlier one.
+                state.replicas.set_broker_epoch(e);
             }),
             Some(epoch) => heartbeat(&state, &client, epoch, false).await.map(|_| ()),
         };

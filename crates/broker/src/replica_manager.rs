@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use kraftwerk_replication::fetcher::{FetcherManager, FollowAssignment};
 use kraftwerk_replication::{
-    checkpoint, CommitWaitError, LocalReplica, PartitionReplication, PartitionView, ReplicaSource,
+    checkpoint, BrokerEpoch, CommitWaitError, LocalReplica, PartitionReplication, PartitionView,
+    ReplicaSource,
 };
 use kraftwerk_storage::{Log, StorageError};
 use kraftwerk_types::{BrokerConfig, ErrorCode, TopicId, TopicPartition};
@@ -125,6 +126,9 @@ pub struct ReplicaManager {
     fetchers: OnceLock<Arc<FetcherManager>>,
     /// This broker's advertised replication `host:port`, in a cluster.
     replication_endpoint: OnceLock<String>,
+    /// This broker's epoch, set at each registration with the controller
+    /// quorum (`lifecycle`); the follower fetchers send it (KIP-903).
+    broker_epoch: BrokerEpoch,
 }
 
 impl ReplicaManager {
@@ -141,6 +145,7 @@ impl ReplicaManager {
             checkpointed: checkpoint::read(&config.log_dirs[0]),
             fetchers: OnceLock::new(),
             replication_endpoint: OnceLock::new(),
+            broker_epoch: BrokerEpoch::unknown(),
         }
     }
 
@@ -165,6 +170,16 @@ impl ReplicaManager {
 
     pub fn replication_endpoint(&self) -> Option<String> {
         self.replication_endpoint.get().cloned()
+    }
+
+    /// This broker's epoch as the follower fetchers read it.
+    pub fn broker_epoch(&self) -> BrokerEpoch {
+        self.broker_epoch.clone()
+    }
+
+    /// The broker (re)registered: fetches from now on carry `epoch`.
+    pub fn set_broker_epoch(&self, epoch: i64) {
+        self.broker_epoch.set(epoch);
     }
 
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {

@@ -1,7 +1,9 @@
 //! Wires `kraftwerk-replication` into a cluster broker: the replication
 //! gRPC listener that serves follower fetches, the follower fetchers, the
 //! ISR loop (ISR changes go to the controller quorum as `AlterPartition`)
-//! and the high-watermark checkpoint.
+//! and the high-watermark checkpoint. The fetchers send this broker's epoch,
+//! which `lifecycle` sets at each registration
+//! ([`kraftwerk_replication::BrokerEpoch`], owned by the `ReplicaManager`).
 //!
 //! Where the replication listener lives: the listener named `REPLICATION`
 //! in `listeners` when there is one (advertised as the `REPLICATION` entry
@@ -13,9 +15,11 @@
 
 use std::sync::Arc;
 
-use kraftwerk_controller::commands::{CommandResult, MetadataCommand};
+use kraftwerk_controller::commands::{CommandResult, MetadataCommand, INELIGIBLE_REPLICA};
 use kraftwerk_replication::fetcher::FetcherManager;
-use kraftwerk_replication::{isr, leader, AlterIsrError, BoxFuture, IsrControl, ReplicationConfig};
+use kraftwerk_replication::{
+    isr, leader, AlterIsrError, BoxFuture, IsrChange, IsrControl, ReplicationConfig,
+};
 use kraftwerk_rpc::replication as pb;
 use kraftwerk_rpc::replication::replication_server::{Replication, ReplicationServer};
 use kraftwerk_types::{BrokerConfig, TopicPartition};
@@ -124,6 +128,7 @@ pub async fn start(
         state.config.node_id,
         source.clone(),
         config.clone(),
+        state.replicas.broker_epoch(),
         shutdown.clone(),
         tracker.clone(),
     ));
@@ -173,20 +178,25 @@ impl IsrControl for ControllerIsrControl {
         &self,
         tp: TopicPartition,
         leader_id: i32,
-        partition_epoch: i32,
-        isr: Vec<i32>,
+        change: IsrChange,
     ) -> BoxFuture<'_, Result<(), AlterIsrError>> {
         Box::pin(async move {
             let command = MetadataCommand::AlterPartition {
                 topic: tp.topic,
                 partition: tp.partition,
                 leader_id,
-                partition_epoch,
-                isr,
+                partition_epoch: change.partition_epoch,
+                isr: change.isr,
+                added_broker_epochs: change.added_broker_epochs,
             };
             match self.client.write(&command).await {
                 Ok((CommandResult::Error { code, .. }, _)) if code == INVALID_UPDATE_VERSION => {
                     Err(AlterIsrError::StalePartitionEpoch)
+                }
+                Ok((CommandResult::Error { code, message }, _))
+                    if code == INELIGIBLE_REPLICA.code() =>
+                {
+                    Err(AlterIsrError::IneligibleReplica(message))
                 }
                 Ok((CommandResult::Error { code, message }, _)) => {
                     Err(AlterIsrError::Refused(format!("error {code}: {message}")))

@@ -80,6 +80,11 @@ pub enum MetadataCommand {
         leader_id: i32,
         partition_epoch: i32,
         isr: Vec<i32>,
+        /// For replicas being added, the broker epoch the leader saw in their
+        /// fetches (Kafka's AlterPartition `NewIsrWithEpochs`, KIP-903). A
+        /// replica missing here, or with -1, has an unknown epoch.
+        #[serde(default)]
+        added_broker_epochs: BTreeMap<i32, i64>,
     },
 }
 
@@ -96,6 +101,9 @@ pub enum CommandResult {
         message: String,
     },
 }
+
+/// Kafka's INELIGIBLE_REPLICA: a replica may not join the ISR.
+pub const INELIGIBLE_REPLICA: ErrorCode = ErrorCode(107);
 
 fn refused(code: ErrorCode, message: impl Into<String>) -> CommandResult {
     CommandResult::Error {
@@ -303,6 +311,7 @@ fn apply_inner(
             leader_id,
             partition_epoch,
             isr,
+            added_broker_epochs,
         } => {
             let live: Vec<i32> = image.live_brokers().map(|b| b.node_id).collect();
             let Some(p) = image
@@ -341,11 +350,34 @@ fn apply_inner(
                 );
             }
             if let Some(r) = isr.iter().find(|r| **r != *leader_id && !live.contains(r)) {
-                // INELIGIBLE_REPLICA: a fenced broker cannot join the ISR.
+                // A fenced broker cannot join the ISR.
                 return refused(
-                    ErrorCode(107),
+                    INELIGIBLE_REPLICA,
                     format!("broker {r} is fenced and cannot join the ISR"),
                 );
+            }
+            // KIP-903: the leader judged a new member by fetches that carried
+            // this broker epoch. If the broker has registered since (a
+            // restart), those fetches may have come from the earlier process,
+            // whose log the new one need not have: refuse, and the leader
+            // tries again on the replica's later fetches. -1 (or no entry)
+            // means unknown and is accepted, so a leader that does not send
+            // epochs yet keeps working during a rolling upgrade.
+            let added = isr.iter().filter(|r| !p.isr.contains(r));
+            for r in added {
+                let Some(&seen) = added_broker_epochs.get(r).filter(|e| **e >= 0) else {
+                    continue;
+                };
+                let current = image.broker_epochs.get(r).copied();
+                if current != Some(seen) {
+                    return refused(
+                        INELIGIBLE_REPLICA,
+                        format!(
+                            "broker {r} fetched with broker epoch {seen}, its registration is {}",
+                            current.map_or("unknown".to_string(), |e| e.to_string())
+                        ),
+                    );
+                }
             }
             p.isr = isr.clone();
             p.partition_epoch += 1;
@@ -605,6 +637,7 @@ mod tests {
                     leader_id: 1,
                     partition_epoch: 0,
                     isr: vec![1],
+                    added_broker_epochs: BTreeMap::new(),
                 },
             );
             run(
@@ -632,6 +665,7 @@ mod tests {
                 leader_id: 1,
                 partition_epoch: 5,
                 isr: vec![1],
+                added_broker_epochs: BTreeMap::new(),
             },
         );
         assert!(matches!(stale, CommandResult::Error { code: 95, .. }));
@@ -644,6 +678,7 @@ mod tests {
                 leader_id: 2,
                 partition_epoch: 0,
                 isr: vec![2],
+                added_broker_epochs: BTreeMap::new(),
             },
         );
         assert!(matches!(not_leader, CommandResult::Error { code: 6, .. }));
@@ -656,7 +691,8 @@ mod tests {
                     partition: 0,
                     leader_id: 1,
                     partition_epoch: 0,
-                    isr: vec![1, 3]
+                    isr: vec![1, 3],
+                    added_broker_epochs: BTreeMap::new(),
                 }
             ),
             CommandResult::Ok
@@ -676,9 +712,127 @@ mod tests {
                 leader_id: 1,
                 partition_epoch: 1,
                 isr: vec![1, 2, 3],
+                added_broker_epochs: BTreeMap::new(),
             },
         );
         assert!(matches!(fenced, CommandResult::Error { code: 107, .. }));
+    }
+
+    #[test]
+    fn a_new_isr_member_needs_its_current_broker_epoch() {
+        // The broker epoch the leader saw in replica 3's fetches, against
+        // the epoch of its registrations: before its restart and after.
+        #[derive(Debug, Clone, Copy)]
+        enum Seen {
+            BeforeRestart,
+            AfterRestart,
+            Unknown,
+            NotSent,
+        }
+        let cases = [
+            (Seen::BeforeRestart, Some(INELIGIBLE_REPLICA.code())),
+            (Seen::AfterRestart, None),
+            // -1 or no entry: a leader that does not send epochs (an older
+            // version during a rolling upgrade) is still served.
+            (Seen::Unknown, None),
+            (Seen::NotSent, None),
+        ];
+        for (seen, refusal) in cases {
+            let (mut image, mut i) = cluster(&[1, 2, 3]);
+            topic(&mut image, &mut i, "t", vec![vec![1, 2, 3]]);
+            run(
+                &mut image,
+                &mut i,
+                MetadataCommand::AlterPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                    leader_id: 1,
+                    partition_epoch: 0,
+                    isr: vec![1, 2],
+                    added_broker_epochs: BTreeMap::new(),
+                },
+            );
+            let before_restart = image.broker_epochs[&3];
+            run(
+                &mut image,
+                &mut i,
+                MetadataCommand::RegisterBroker {
+                    broker_id: 3,
+                    incarnation_id: "restarted".into(),
+                    host: "h".into(),
+                    port: 9003,
+                    rack: None,
+                    replication_endpoint: None,
+                    listeners: Vec::new(),
+                },
+            );
+            run(
+                &mut image,
+                &mut i,
+                MetadataCommand::UnfenceBroker { broker_id: 3 },
+            );
+            let after_restart = image.broker_epochs[&3];
+            assert!(after_restart > before_restart);
+            let added_broker_epochs = match seen {
+                Seen::BeforeRestart => BTreeMap::from([(3, before_restart)]),
+                Seen::AfterRestart => BTreeMap::from([(3, after_restart)]),
+                Seen::Unknown => BTreeMap::from([(3, -1)]),
+                Seen::NotSent => BTreeMap::new(),
+            };
+            let result = run(
+                &mut image,
+                &mut i,
+                MetadataCommand::AlterPartition {
+                    topic: "t".into(),
+                    partition: 0,
+                    leader_id: 1,
+                    partition_epoch: 1,
+                    isr: vec![1, 2, 3],
+                    added_broker_epochs,
+                },
+            );
+            let p = &image.topics["t"].partitions[0];
+            match refusal {
+                Some(code) => {
+                    assert!(
+                        matches!(result, CommandResult::Error { code: c, .. } if c == code),
+                        "{seen:?}: {result:?}"
+                    );
+                    assert_eq!(
+                        (p.isr.clone(), p.partition_epoch),
+                        (vec![1, 2], 1),
+                        "{seen:?}"
+                    );
+                }
+                None => {
+                    assert_eq!(result, CommandResult::Ok, "{seen:?}");
+                    assert_eq!(
+                        (p.isr.clone(), p.partition_epoch),
+                        (vec![1, 2, 3], 2),
+                        "{seen:?}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn alter_partition_written_before_broker_epochs_still_reads() {
+        // A log entry (or snapshot) written before `added_broker_epochs`
+        // existed: read with no epochs, that is, unknown ones.
+        let old = r#"{"AlterPartition":{"topic":"t","partition":0,"leader_id":1,"partition_epoch":0,"isr":[1,2]}}"#;
+        let command: MetadataCommand = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            command,
+            MetadataCommand::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader_id: 1,
+                partition_epoch: 0,
+                isr: vec![1, 2],
+                added_broker_epochs: BTreeMap::new(),
+            }
+        );
     }
 
     #[test]
@@ -719,6 +873,7 @@ mod tests {
                 leader_id: 2,
                 partition_epoch: 1,
                 isr: vec![2, 3, 1],
+                added_broker_epochs: BTreeMap::new(),
             },
         );
         run(

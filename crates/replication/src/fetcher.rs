@@ -5,6 +5,11 @@
 //! follower-write lock, and only while the metadata still names the same
 //! leader and epoch, so nothing from a former leader lands after a change.
 //!
+//! Every fetch carries this broker's epoch ([`BrokerEpoch`]) as it is when
+//! the fetch is sent; no fetch goes out before the broker has registered,
+//! so the leader can always tell this incarnation's fetches from a late one
+//! of an earlier incarnation (KIP-903).
+//!
 //! Truncation (KIP-279/320): a diverging epoch `(epoch, end)` from the
 //! leader makes the follower cut its log at `min(end, own end of epoch)`
 //! when it knows that epoch, else at its own end of the largest epoch
@@ -24,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::transport::Endpoint;
 
-use crate::{ReplicaSource, ReplicationConfig};
+use crate::{BrokerEpoch, ReplicaSource, ReplicationConfig};
 
 /// Added to `replica.fetch.wait.max.ms` for the RPC timeout.
 pub const RPC_TIMEOUT_MARGIN: Duration = Duration::from_secs(5);
@@ -56,16 +61,20 @@ pub struct FetcherManager {
     local_id: i32,
     source: Arc<dyn ReplicaSource>,
     config: ReplicationConfig,
+    broker_epoch: BrokerEpoch,
     fetchers: Mutex<HashMap<i32, FetcherHandle>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 }
 
 impl FetcherManager {
+    /// `broker_epoch` is this broker's, set by the broker at each
+    /// registration; the fetchers read it for every fetch.
     pub fn new(
         local_id: i32,
         source: Arc<dyn ReplicaSource>,
         config: ReplicationConfig,
+        broker_epoch: BrokerEpoch,
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> FetcherManager {
@@ -73,6 +82,7 @@ impl FetcherManager {
             local_id,
             source,
             config,
+            broker_epoch,
             fetchers: Mutex::new(HashMap::new()),
             shutdown,
             tracker,
@@ -132,6 +142,7 @@ impl FetcherManager {
                 cancel: handle.cancel.clone(),
                 source: self.source.clone(),
                 config: self.config.clone(),
+                broker_epoch: self.broker_epoch.clone(),
                 refusals: HashMap::new(),
             };
             tracing::info!(leader, endpoint = %endpoint, "starting replica fetcher");
@@ -159,6 +170,7 @@ struct Fetcher {
     cancel: CancellationToken,
     source: Arc<dyn ReplicaSource>,
     config: ReplicationConfig,
+    broker_epoch: BrokerEpoch,
     /// The last refusal per partition, so each new one is logged once.
     refusals: HashMap<TopicPartition, i16>,
 }
@@ -196,7 +208,18 @@ impl Fetcher {
                     _ = self.wake.notified() => continue,
                 }
             }
-            let request = self.build_request(&assigned);
+            let broker_epoch = self.broker_epoch.get();
+            if broker_epoch < 0 {
+                // Not registered yet: a fetch without an epoch could not be
+                // told apart from one of an earlier incarnation.
+                tracing::debug!(
+                    leader = self.leader,
+                    "waiting for the broker's registration before fetching"
+                );
+                self.pause(RETRY_BACKOFF).await;
+                continue;
+            }
+            let request = self.build_request(&assigned, broker_epoch);
             if request.partitions.is_empty() {
                 self.pause(RETRY_BACKOFF).await;
                 continue;
@@ -228,7 +251,11 @@ impl Fetcher {
         }
     }
 
-    fn build_request(&self, assigned: &BTreeMap<TopicPartition, i32>) -> pb::FetchRequest {
+    fn build_request(
+        &self,
+        assigned: &BTreeMap<TopicPartition, i32>,
+        broker_epoch: i64,
+    ) -> pb::FetchRequest {
         let mut partitions = Vec::with_capacity(assigned.len());
         for (tp, epoch) in assigned {
             let Some(replica) = self.source.replica(tp) else {
@@ -245,7 +272,7 @@ impl Fetcher {
         }
         pb::FetchRequest {
             replica_id: self.local_id,
-            broker_epoch: -1,
+            broker_epoch,
             max_wait_ms: self.config.replica_fetch_wait_max_ms,
             min_bytes: self.config.replica_fetch_min_bytes,
             max_bytes: self.config.replica_fetch_max_bytes,
@@ -363,5 +390,167 @@ pub fn truncation_offset(log: &Log, leader_epoch: i32, leader_end_offset: i64, h
             .map(|(_, start)| *start)
             .unwrap_or(log_end_offset)
             .min(leader_end_offset),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LocalReplica, PartitionReplication, PartitionView};
+    use kraftwerk_rpc::replication::replication_server::{Replication, ReplicationServer};
+    use kraftwerk_types::LogConfig;
+    use tokio::sync::{mpsc, watch};
+    use tonic::transport::server::TcpIncoming;
+    use tonic::transport::Server;
+
+    struct Follower {
+        log: Log,
+        replication: PartitionReplication,
+    }
+
+    impl LocalReplica for Follower {
+        fn log(&self) -> &Log {
+            &self.log
+        }
+        fn replication(&self) -> &PartitionReplication {
+            &self.replication
+        }
+    }
+
+    struct OnePartition {
+        tp: TopicPartition,
+        replica: Arc<Follower>,
+        appended: watch::Sender<u64>,
+    }
+
+    impl ReplicaSource for OnePartition {
+        fn replica(&self, tp: &TopicPartition) -> Option<Arc<dyn LocalReplica>> {
+            (*tp == self.tp).then(|| self.replica.clone() as Arc<dyn LocalReplica>)
+        }
+        fn all_replicas(&self) -> Vec<(TopicPartition, Arc<dyn LocalReplica>)> {
+            vec![(
+                self.tp.clone(),
+                self.replica.clone() as Arc<dyn LocalReplica>,
+            )]
+        }
+        fn subscribe_appends(&self) -> watch::Receiver<u64> {
+            self.appended.subscribe()
+        }
+        fn notify_appended(&self) {}
+    }
+
+    /// A leader that answers every fetch with nothing and reports who sent
+    /// it with which broker epoch.
+    struct RecordingLeader {
+        seen: mpsc::Sender<(i32, i64)>,
+    }
+
+    #[tonic::async_trait]
+    impl Replication for RecordingLeader {
+        async fn fetch(
+            &self,
+            request: tonic::Request<pb::FetchRequest>,
+        ) -> Result<tonic::Response<pb::FetchResponse>, tonic::Status> {
+            let r = request.into_inner();
+            let _ = self.seen.try_send((r.replica_id, r.broker_epoch));
+            Ok(tonic::Response::new(pb::FetchResponse::default()))
+        }
+    }
+
+    #[tokio::test]
+    async fn fetches_carry_the_broker_epoch_once_registered() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let tp = TopicPartition::new("t", 0);
+        let log = Log::open(dir.path().join("t-0"), LogConfig::default()).expect("log opens");
+        let view = PartitionView {
+            leader: 1,
+            leader_epoch: 3,
+            partition_epoch: 3,
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            min_insync_replicas: 1,
+            fenced: Vec::new(),
+        };
+        let replica = Arc::new(Follower {
+            log,
+            replication: PartitionReplication::new(2, view, 0),
+        });
+        let (appended, _) = watch::channel(0);
+        let source = Arc::new(OnePartition {
+            tp: tp.clone(),
+            replica,
+            appended,
+        });
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("bound address");
+        let (seen_tx, mut seen) = mpsc::channel(64);
+        let shutdown = CancellationToken::new();
+        let server_shutdown = shutdown.clone();
+        let server = tokio::spawn(
+            Server::builder()
+                .add_service(ReplicationServer::new(RecordingLeader { seen: seen_tx }))
+                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
+                    server_shutdown.cancelled().await
+                }),
+        );
+
+        let broker_epoch = BrokerEpoch::unknown();
+        let tracker = TaskTracker::new();
+        let config = ReplicationConfig {
+            replica_fetch_wait_max_ms: 10,
+            ..ReplicationConfig::default()
+        };
+        let fetchers = FetcherManager::new(
+            2,
+            source,
+            config,
+            broker_epoch.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        );
+        fetchers.update(
+            &[FollowAssignment {
+                tp,
+                leader: 1,
+                leader_epoch: 3,
+            }],
+            &HashMap::from([(1, addr.to_string())]),
+        );
+
+        let within = |d: u64| Duration::from_millis(d);
+        assert!(
+            tokio::time::timeout(within(500), seen.recv())
+                .await
+                .is_err(),
+            "no fetch before the broker has registered"
+        );
+        broker_epoch.set(42);
+        let first = tokio::time::timeout(within(10_000), seen.recv()).await;
+        assert_eq!(first.ok(), Some(Some((2, 42))));
+        // The broker registers again: the following fetches carry the new epoch.
+        broker_epoch.set(57);
+        let mut latest = None;
+        for _ in 0..100 {
+            let got = tokio::time::timeout(within(10_000), seen.recv()).await;
+            latest = got.ok().flatten();
+            if latest != Some((2, 42)) {
+                break;
+            }
+        }
+        assert_eq!(latest, Some((2, 57)));
+
+        shutdown.cancel();
+        tracker.close();
+        assert!(
+            tokio::time::timeout(within(10_000), tracker.wait())
+                .await
+                .is_ok(),
+            "fetchers stop"
+        );
+        let stopped = tokio::time::timeout(within(10_000), server).await;
+        assert!(matches!(stopped, Ok(Ok(Ok(())))), "server stops");
     }
 }

@@ -2,9 +2,11 @@
 //! controller, and the high-watermark checkpoint.
 //!
 //! The ISR is never changed locally: the leader proposes `AlterPartition`
-//! with the partition epoch it knows, and applies the result only when the
-//! committed metadata image arrives. A refused change (stale partition
-//! epoch) is dropped; the next image brings the current state.
+//! with the partition epoch it knows (and, for each replica it adds, the
+//! broker epoch of that replica's fetches), and applies the result only
+//! when the committed metadata image arrives. A refused change (stale
+//! partition epoch, ineligible replica) is dropped; the next image, or the
+//! replica's next fetches, bring the current state.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -51,24 +53,29 @@ pub async fn isr_loop(
                     tracing::info!(partition = %tp.topic, index = tp.partition, follower, fetch_offset = fetched, high_watermark, leader_epoch_start_offset = epoch_start, log_end_offset, "replica outside the ISR");
                 }
             }
-            let Some((isr, partition_epoch)) =
+            let Some(change) =
                 state.isr_change_due(log_end_offset, Instant::now(), config.replica_lag_time_max)
             else {
                 continue;
             };
-            tracing::info!(partition = %tp.topic, index = tp.partition, ?isr, partition_epoch, "proposing ISR change");
+            let partition_epoch = change.partition_epoch;
+            tracing::info!(partition = %tp.topic, index = tp.partition, isr = ?change.isr, partition_epoch, added_broker_epochs = ?change.added_broker_epochs, "proposing ISR change");
             let control = control.clone();
             let replica = replica.clone();
             let shutdown = shutdown.clone();
             tracker.spawn(async move {
                 let result = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    r = control.alter_partition(tp.clone(), local_id, partition_epoch, isr) => r,
+                    r = control.alter_partition(tp.clone(), local_id, change) => r,
                 };
                 match result {
                     Ok(()) => {}
                     Err(AlterIsrError::StalePartitionEpoch) => {
                         tracing::info!(partition = %tp.topic, index = tp.partition, "ISR change refused: stale partition epoch; waiting for the newer image");
+                        replica.replication().isr_change_failed(partition_epoch);
+                    }
+                    Err(AlterIsrError::IneligibleReplica(reason)) => {
+                        tracing::info!(partition = %tp.topic, index = tp.partition, %reason, "ISR change refused: ineligible replica; keeping the ISR, later fetches try again");
                         replica.replication().isr_change_failed(partition_epoch);
                     }
                     Err(e) => {

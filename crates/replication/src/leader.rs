@@ -4,7 +4,10 @@
 //! leader stops being fed), checks its last fetched epoch against the
 //! leader-epoch cache (a diverging epoch tells it where to truncate),
 //! records its progress (which may advance the high watermark) and returns
-//! whole batches up to the log end offset, as stored.
+//! whole batches up to the log end offset, as stored. A fetch whose broker
+//! epoch is older than one already seen from that follower comes from an
+//! earlier incarnation of it (KIP-903): it is answered with
+//! NOT_LEADER_OR_FOLLOWER and counts for nothing.
 
 use std::time::{Duration, Instant};
 
@@ -71,7 +74,14 @@ fn read_once(
             records: Bytes::new(),
             diverging_epoch: None,
         };
-        match read_partition(source, request.replica_id, fp, per_partition, &mut answer) {
+        match read_partition(
+            source,
+            request.replica_id,
+            request.broker_epoch,
+            fp,
+            per_partition,
+            &mut answer,
+        ) {
             Ok(moved) => {
                 high_watermark_moved |= moved;
                 bytes += answer.records.len();
@@ -94,6 +104,7 @@ fn read_once(
 fn read_partition(
     source: &dyn ReplicaSource,
     replica_id: i32,
+    broker_epoch: i64,
     fp: &pb::FetchPartition,
     max_bytes: usize,
     answer: &mut pb::FetchedPartition,
@@ -136,8 +147,19 @@ fn read_partition(
     if fp.fetch_offset > log_end_offset || fp.fetch_offset < answer.log_start_offset {
         return Err(ErrorCode::OFFSET_OUT_OF_RANGE);
     }
-    let moved =
-        state.on_follower_fetch(replica_id, fp.fetch_offset, log_end_offset, Instant::now());
+    let moved = match state.on_follower_fetch(
+        replica_id,
+        broker_epoch,
+        fp.fetch_offset,
+        log_end_offset,
+        Instant::now(),
+    ) {
+        Ok(moved) => moved,
+        Err(stale) => {
+            tracing::info!(partition = %tp.topic, index = tp.partition, follower = replica_id, broker_epoch = stale.fetched, latest_broker_epoch = stale.latest, "ignoring a fetch of an earlier incarnation of the follower");
+            return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+        }
+    };
     answer.high_watermark = state.high_watermark();
     answer.records = match log.read(fp.fetch_offset, max_bytes, i64::MAX, true) {
         Ok(records) => records,

@@ -1,10 +1,11 @@
 //! Layer 2: partition replication. Followers pull record batches from
-//! leaders over gRPC ([`fetcher`]); the leader answers them ([`leader`]),
-//! tracks each follower's log end offset and last caught-up time, moves the
-//! high watermark to the minimum log end offset of the ISR and decides ISR
-//! shrinks and expansions ([`progress`], [`partition`]), which go through
-//! the controller ([`IsrControl`]). The high watermark survives restarts in
-//! `replication-offset-checkpoint` ([`checkpoint`]).
+//! leaders over gRPC ([`fetcher`]), sending this broker's epoch
+//! ([`BrokerEpoch`]) with each fetch; the leader answers them ([`leader`]),
+//! tracks each follower's log end offset, last caught-up time and broker
+//! epoch, moves the high watermark to the minimum log end offset of the ISR
+//! and decides ISR shrinks and expansions ([`progress`], [`partition`]),
+//! which go through the controller ([`IsrControl`]). The high watermark
+//! survives restarts in `replication-offset-checkpoint` ([`checkpoint`]).
 //!
 //! This crate knows neither the controller nor the broker: the broker hands
 //! it its partitions through [`ReplicaSource`] and writes ISR changes
@@ -24,6 +25,7 @@ pub mod progress;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,7 +33,9 @@ use kraftwerk_storage::Log;
 use kraftwerk_types::{BrokerConfig, TopicPartition};
 use tokio::sync::watch;
 
-pub use partition::{CommitWaitError, PartitionReplication, PartitionView};
+pub use partition::{
+    CommitWaitError, IsrChange, PartitionReplication, PartitionView, StaleBrokerEpoch,
+};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
@@ -50,11 +54,45 @@ pub trait ReplicaSource: Send + Sync + 'static {
     fn notify_appended(&self);
 }
 
+/// This broker's epoch: the metadata offset of its registration, -1 until
+/// it has registered. The broker owns it and sets it at every registration
+/// (a restarted process registers again and gets a new one); the follower
+/// fetchers send it with every fetch, so leaders can tell a late request of
+/// an earlier incarnation from a current one (KIP-903).
+#[derive(Debug, Clone)]
+pub struct BrokerEpoch(Arc<AtomicI64>);
+
+impl BrokerEpoch {
+    /// Not registered yet.
+    pub fn unknown() -> BrokerEpoch {
+        BrokerEpoch(Arc::new(AtomicI64::new(-1)))
+    }
+
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    pub fn set(&self, epoch: i64) {
+        self.0.store(epoch, Ordering::Release);
+    }
+}
+
+impl Default for BrokerEpoch {
+    fn default() -> Self {
+        BrokerEpoch::unknown()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum AlterIsrError {
     /// INVALID_UPDATE_VERSION: the partition changed; wait for the newer image.
     #[error("stale partition epoch")]
     StalePartitionEpoch,
+    /// INELIGIBLE_REPLICA: a replica being added is fenced, or the broker
+    /// epoch its fetches carried is not its current registration. Dropped;
+    /// the replica's later fetches (with its current epoch) try again.
+    #[error("ineligible replica: {0}")]
+    IneligibleReplica(String),
     #[error("{0}")]
     Refused(String),
 }
@@ -65,8 +103,7 @@ pub trait IsrControl: Send + Sync + 'static {
         &self,
         tp: TopicPartition,
         leader_id: i32,
-        partition_epoch: i32,
-        isr: Vec<i32>,
+        change: IsrChange,
     ) -> BoxFuture<'_, Result<(), AlterIsrError>>;
 }
 

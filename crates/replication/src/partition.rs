@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::watch;
 
-use crate::progress::{self, FollowerProgress};
+use crate::progress::{self, FetchBrokerEpoch, FollowerProgress};
 
 /// What the metadata image says about this partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +45,29 @@ impl PartitionView {
     }
 }
 
+/// An ISR change for the controller (`AlterPartition`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrChange {
+    pub isr: Vec<i32>,
+    /// The partition epoch the leader works from.
+    pub partition_epoch: i32,
+    /// For each replica being added, the broker epoch of the fetch that
+    /// qualified it (-1: the follower sent none). The controller refuses
+    /// the change when it is not the replica's current registration
+    /// (KIP-903). Empty for a shrink.
+    pub added_broker_epochs: BTreeMap<i32, i64>,
+}
+
+/// A follower fetch carried a broker epoch older than one already seen from
+/// that replica: a request of an earlier incarnation that arrived late. It
+/// is not counted (Kafka answers it with NOT_LEADER_OR_FOLLOWER).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("stale broker epoch {fetched}; the replica's latest fetch carried {latest}")]
+pub struct StaleBrokerEpoch {
+    pub fetched: i64,
+    pub latest: i64,
+}
+
 /// An ISR change decided by the leader and not yet seen in an image. From
 /// the moment it is decided the high watermark counts its members (the
 /// "maximal ISR"), so a replica being added holds everything committed.
@@ -52,6 +75,9 @@ impl PartitionView {
 struct PendingIsr {
     isr: Vec<i32>,
     partition_epoch: i32,
+    /// See [`IsrChange::added_broker_epochs`]: taken when the expansion is
+    /// decided, from the fetch that decided it.
+    added_broker_epochs: BTreeMap<i32, i64>,
     since: Instant,
     /// Handed to the ISR loop for sending to the controller.
     sent: bool,
@@ -232,22 +258,46 @@ impl PartitionReplication {
         moved
     }
 
-    /// A follower fetched at `fetch_offset`. Returns whether the high
-    /// watermark moved.
+    /// A follower whose fetch carried `broker_epoch` fetched at
+    /// `fetch_offset`. Returns whether the high watermark moved, or
+    /// [`StaleBrokerEpoch`] for a fetch of an earlier incarnation of the
+    /// follower, which changes nothing.
+    ///
+    /// A fetch with a newer broker epoch (the follower registered again)
+    /// replaces the recorded one, and what the leader knew from the earlier
+    /// incarnation no longer qualifies it to join the ISR: its previous
+    /// fetch's high watermark is forgotten and an expansion not yet sent
+    /// for it is dropped (one already sent carries the old epoch, which the
+    /// controller refuses).
     pub fn on_follower_fetch(
         &self,
         replica_id: i32,
+        broker_epoch: i64,
         fetch_offset: i64,
         leader_log_end_offset: i64,
         now: Instant,
-    ) -> bool {
+    ) -> Result<bool, StaleBrokerEpoch> {
         let mut inner = self.inner.lock();
         if inner.view.leader != self.local_id {
-            return false;
+            return Ok(false);
         }
         let high_watermark = inner.high_watermark;
         let Some(p) = inner.followers.get_mut(&replica_id) else {
-            return false;
+            return Ok(false);
+        };
+        let incarnation_changed = match p.check_broker_epoch(broker_epoch) {
+            FetchBrokerEpoch::Stale => {
+                return Err(StaleBrokerEpoch {
+                    fetched: broker_epoch,
+                    latest: p.broker_epoch,
+                })
+            }
+            FetchBrokerEpoch::Same => false,
+            FetchBrokerEpoch::Changed => {
+                p.broker_epoch = broker_epoch;
+                p.high_watermark_at_fetch = -1;
+                true
+            }
         };
         p.on_fetch(
             fetch_offset.min(leader_log_end_offset),
@@ -255,13 +305,21 @@ impl PartitionReplication {
             now,
         );
         let previous = std::mem::replace(&mut p.high_watermark_at_fetch, high_watermark);
+        if incarnation_changed
+            && inner
+                .pending_isr
+                .as_ref()
+                .is_some_and(|p| !p.sent && p.added_broker_epochs.contains_key(&replica_id))
+        {
+            inner.pending_isr = None;
+        }
         Self::consider_joining(&mut inner, replica_id, previous, now);
         let moved = Self::advance_high_watermark(&mut inner, self.local_id, leader_log_end_offset);
         drop(inner);
         if moved {
             self.tick();
         }
-        moved
+        Ok(moved)
     }
 
     /// A replica outside the ISR joins once a fetch of its shows it has
@@ -280,7 +338,11 @@ impl PartitionReplication {
         high_watermark_at_previous_fetch: i64,
         now: Instant,
     ) {
-        let Some(fetched) = inner.followers.get(&replica_id).map(|p| p.log_end_offset) else {
+        let Some((fetched, broker_epoch)) = inner
+            .followers
+            .get(&replica_id)
+            .map(|p| (p.log_end_offset, p.broker_epoch))
+        else {
             return;
         };
         if inner.view.isr.contains(&replica_id)
@@ -314,6 +376,7 @@ impl PartitionReplication {
                     inner.pending_isr = Some(PendingIsr {
                         isr,
                         partition_epoch: inner.view.partition_epoch,
+                        added_broker_epochs: BTreeMap::from([(replica_id, broker_epoch)]),
                         since: now,
                         sent: false,
                         catching_up: !caught_up,
@@ -356,7 +419,7 @@ impl PartitionReplication {
         log_end_offset: i64,
         now: Instant,
         lag_max: Duration,
-    ) -> Option<(Vec<i32>, i32)> {
+    ) -> Option<IsrChange> {
         let mut inner = self.inner.lock();
         if inner.view.leader != self.local_id {
             return None;
@@ -375,7 +438,11 @@ impl PartitionReplication {
             if !p.sent {
                 p.sent = true;
                 p.since = now;
-                return Some((p.isr.clone(), p.partition_epoch));
+                return Some(IsrChange {
+                    isr: p.isr.clone(),
+                    partition_epoch: p.partition_epoch,
+                    added_broker_epochs: p.added_broker_epochs.clone(),
+                });
             }
             if now.saturating_duration_since(p.since) < PENDING_ISR_TIMEOUT {
                 return None;
@@ -404,11 +471,16 @@ impl PartitionReplication {
         inner.pending_isr = Some(PendingIsr {
             isr: isr.clone(),
             partition_epoch,
+            added_broker_epochs: BTreeMap::new(),
             since: now,
             sent: true,
             catching_up: false,
         });
-        Some((isr, partition_epoch))
+        Some(IsrChange {
+            isr,
+            partition_epoch,
+            added_broker_epochs: BTreeMap::new(),
+        })
     }
 
     /// The controller refused the change sent at `partition_epoch`.
@@ -504,16 +576,41 @@ mod tests {
         }
     }
 
+    /// The broker epoch of every follower's fetches, unless a test says otherwise.
+    const BROKER_EPOCH: i64 = 10;
+
+    fn fetch(
+        p: &PartitionReplication,
+        replica: i32,
+        offset: i64,
+        leader_end: i64,
+        at: Instant,
+    ) -> bool {
+        p.on_follower_fetch(replica, BROKER_EPOCH, offset, leader_end, at)
+            .expect("the replica's current broker epoch")
+    }
+
+    /// The ISR change due, as (ISR, partition epoch).
+    fn due(
+        p: &PartitionReplication,
+        leader_end: i64,
+        at: Instant,
+        lag: Duration,
+    ) -> Option<(Vec<i32>, i32)> {
+        p.isr_change_due(leader_end, at, lag)
+            .map(|c| (c.isr, c.partition_epoch))
+    }
+
     #[test]
     fn leader_high_watermark_follows_the_isr() {
         let now = Instant::now();
         let p = PartitionReplication::new(1, view(1, 0, &[1, 2, 3], 2), 0);
         p.apply_view(view(1, 1, &[1, 2, 3], 2), 0, now);
         assert!(!p.on_leader_append(10), "followers not seen yet");
-        assert!(!p.on_follower_fetch(2, 10, 10, now));
-        assert!(p.on_follower_fetch(3, 6, 10, now));
+        assert!(!fetch(&p, 2, 10, 10, now));
+        assert!(fetch(&p, 3, 6, 10, now));
         assert_eq!(p.high_watermark(), 6);
-        assert!(p.on_follower_fetch(3, 10, 10, now));
+        assert!(fetch(&p, 3, 10, 10, now));
         assert_eq!(p.high_watermark(), 10);
         // Losing leadership then getting it back never lowers it.
         p.apply_view(view(2, 2, &[1, 2, 3], 2), 10, now);
@@ -526,7 +623,7 @@ mod tests {
         let now = Instant::now();
         let p = PartitionReplication::new(1, view(1, 1, &[1, 2], 2), 0);
         p.apply_view(view(1, 2, &[1, 2], 2), 0, now);
-        p.on_follower_fetch(2, 5, 5, now);
+        fetch(&p, 2, 5, 5, now);
         assert_eq!(p.high_watermark(), 5);
         p.apply_view(view(1, 2, &[1], 2).with_partition_epoch(3), 5, now);
         p.on_leader_append(9);
@@ -541,22 +638,18 @@ mod tests {
         p.apply_view(view(1, 1, &[1, 2, 3], 1), 0, t0);
         p.on_leader_append(10);
         let t = t0 + Duration::from_millis(1000);
-        p.on_follower_fetch(2, 10, 10, t);
-        p.on_follower_fetch(3, 2, 10, t);
-        assert_eq!(p.isr_change_due(10, t, lag), None);
+        fetch(&p, 2, 10, 10, t);
+        fetch(&p, 3, 2, 10, t);
+        assert_eq!(due(&p, 10, t, lag), None);
         let late = t0 + Duration::from_millis(5001);
-        assert_eq!(p.isr_change_due(10, late, lag), Some((vec![1, 2], 1)));
-        assert_eq!(
-            p.isr_change_due(10, late, lag),
-            None,
-            "one change in flight"
-        );
+        assert_eq!(due(&p, 10, late, lag), Some((vec![1, 2], 1)));
+        assert_eq!(due(&p, 10, late, lag), None, "one change in flight");
         p.isr_change_failed(1);
-        assert_eq!(p.isr_change_due(10, late, lag), Some((vec![1, 2], 1)));
+        assert_eq!(due(&p, 10, late, lag), Some((vec![1, 2], 1)));
         p.apply_view(view(1, 1, &[1, 2], 1).with_partition_epoch(2), 10, late);
         assert_eq!(p.high_watermark(), 10);
-        p.on_follower_fetch(3, 10, 10, late);
-        assert_eq!(p.isr_change_due(10, late, lag), Some((vec![1, 2, 3], 2)));
+        fetch(&p, 3, 10, 10, late);
+        assert_eq!(due(&p, 10, late, lag), Some((vec![1, 2, 3], 2)));
     }
 
     #[test]
@@ -566,21 +659,21 @@ mod tests {
         let p = PartitionReplication::new(1, view(1, 0, &[1, 2], 2), 0);
         p.apply_view(view(1, 1, &[1, 2], 2), 0, t);
         p.on_leader_append(10);
-        p.on_follower_fetch(2, 10, 10, t);
+        fetch(&p, 2, 10, 10, t);
         assert_eq!(p.high_watermark(), 10);
         p.on_leader_append(20);
         // Replica 3 fetches at the high watermark, then replica 2 runs ahead
         // before the ISR loop looks: 3 still joins.
-        p.on_follower_fetch(3, 10, 20, t);
-        p.on_follower_fetch(2, 20, 20, t);
+        fetch(&p, 3, 10, 20, t);
+        fetch(&p, 2, 20, 20, t);
         assert_eq!(
             p.high_watermark(),
             10,
             "a joining replica holds the high watermark back"
         );
-        assert_eq!(p.isr_change_due(20, t, lag), Some((vec![1, 2, 3], 1)));
-        assert_eq!(p.isr_change_due(20, t, lag), None, "sent once");
-        p.on_follower_fetch(3, 20, 20, t);
+        assert_eq!(due(&p, 20, t, lag), Some((vec![1, 2, 3], 1)));
+        assert_eq!(due(&p, 20, t, lag), None, "sent once");
+        fetch(&p, 3, 20, 20, t);
         assert_eq!(p.high_watermark(), 20);
     }
 
@@ -593,20 +686,20 @@ mod tests {
         // Replica 2 always fetches at the leader's end, replica 3 one round
         // later: its offset is never the high watermark of the moment.
         p.on_leader_append(10);
-        p.on_follower_fetch(2, 10, 10, t);
-        p.on_follower_fetch(3, 0, 10, t);
-        assert_eq!(p.isr_change_due(10, t, lag), None);
+        fetch(&p, 2, 10, 10, t);
+        fetch(&p, 3, 0, 10, t);
+        assert_eq!(due(&p, 10, t, lag), None);
         p.on_leader_append(20);
-        p.on_follower_fetch(2, 20, 20, t);
-        p.on_follower_fetch(3, 10, 20, t);
+        fetch(&p, 2, 20, 20, t);
+        fetch(&p, 3, 10, 20, t);
         // It reached where the high watermark was at its previous fetch:
         // the high watermark now waits for it, the change is not sent yet.
-        assert_eq!(p.isr_change_due(20, t, lag), None, "not caught up yet");
+        assert_eq!(due(&p, 20, t, lag), None, "not caught up yet");
         p.on_leader_append(30);
-        p.on_follower_fetch(2, 30, 30, t);
+        fetch(&p, 2, 30, 30, t);
         assert_eq!(p.high_watermark(), 20, "held for the joining replica");
-        p.on_follower_fetch(3, 20, 30, t);
-        assert_eq!(p.isr_change_due(30, t, lag), Some((vec![1, 2, 3], 1)));
+        fetch(&p, 3, 20, 30, t);
+        assert_eq!(due(&p, 30, t, lag), Some((vec![1, 2, 3], 1)));
     }
 
     #[test]
@@ -616,18 +709,119 @@ mod tests {
         let p = PartitionReplication::new(1, view(1, 0, &[1, 2], 2), 0);
         p.apply_view(view(1, 1, &[1, 2], 2), 0, t);
         p.on_leader_append(10);
-        p.on_follower_fetch(2, 10, 10, t);
-        p.on_follower_fetch(3, 5, 10, t);
+        fetch(&p, 2, 10, 10, t);
+        fetch(&p, 3, 5, 10, t);
         p.on_leader_append(20);
-        p.on_follower_fetch(2, 20, 20, t);
-        p.on_follower_fetch(3, 10, 20, t);
+        fetch(&p, 2, 20, 20, t);
+        fetch(&p, 3, 10, 20, t);
         p.on_leader_append(30);
-        p.on_follower_fetch(2, 30, 30, t);
+        fetch(&p, 2, 30, 30, t);
         assert_eq!(p.high_watermark(), 20, "held for replica 3");
         let later = t + JOIN_CATCH_UP_MAX + Duration::from_millis(1);
-        assert_eq!(p.isr_change_due(30, later, lag), None);
-        p.on_follower_fetch(2, 30, 30, later);
+        assert_eq!(due(&p, 30, later, lag), None);
+        fetch(&p, 2, 30, 30, later);
         assert_eq!(p.high_watermark(), 30, "released");
+    }
+
+    #[test]
+    fn a_fetch_with_a_stale_broker_epoch_changes_nothing() {
+        let t = Instant::now();
+        let lag = Duration::from_millis(5000);
+        let p = PartitionReplication::new(1, view(1, 0, &[1, 2], 2), 0);
+        p.apply_view(view(1, 1, &[1, 2], 2), 0, t);
+        p.on_leader_append(10);
+        fetch(&p, 2, 10, 10, t);
+        assert_eq!(p.high_watermark(), 10);
+        // Replica 3 restarted (broker epoch 20) with an empty log; then a
+        // fetch its previous incarnation (epoch 10) sent at offset 10
+        // arrives late. It must not make replica 3 look caught up.
+        assert_eq!(p.on_follower_fetch(3, 20, 0, 10, t), Ok(false));
+        assert_eq!(
+            p.on_follower_fetch(3, 10, 10, 10, t),
+            Err(StaleBrokerEpoch {
+                fetched: 10,
+                latest: 20
+            })
+        );
+        assert_eq!(p.follower_log_end_offsets().get(&3), Some(&0));
+        assert_eq!(p.isr_change_due(10, t, lag), None, "no expansion");
+        // Its current incarnation catches up: the expansion carries epoch 20.
+        assert_eq!(p.on_follower_fetch(3, 20, 10, 10, t), Ok(false));
+        assert_eq!(
+            p.isr_change_due(10, t, lag),
+            Some(IsrChange {
+                isr: vec![1, 2, 3],
+                partition_epoch: 1,
+                added_broker_epochs: BTreeMap::from([(3, 20)]),
+            })
+        );
+    }
+
+    #[test]
+    fn a_newer_broker_epoch_replaces_the_recorded_one() {
+        let t = Instant::now();
+        let lag = Duration::from_millis(5000);
+        let p = PartitionReplication::new(1, view(1, 0, &[1, 2], 2), 0);
+        p.apply_view(view(1, 1, &[1, 2], 2), 0, t);
+        // Replica 3 (epoch 10) keeps pace one round behind replica 2 and
+        // becomes a candidate the high watermark waits for.
+        p.on_leader_append(10);
+        fetch(&p, 2, 10, 10, t);
+        assert_eq!(p.on_follower_fetch(3, 10, 0, 10, t), Ok(false));
+        p.on_leader_append(20);
+        fetch(&p, 2, 20, 20, t);
+        assert_eq!(p.on_follower_fetch(3, 10, 10, 20, t), Ok(false));
+        p.on_leader_append(30);
+        fetch(&p, 2, 30, 30, t);
+        assert_eq!(p.high_watermark(), 20, "held for the candidate");
+        // It restarts and registers again (epoch 25) with a shorter log: the
+        // candidacy earned by the earlier incarnation is dropped.
+        assert_eq!(
+            p.on_follower_fetch(3, 25, 5, 30, t),
+            Ok(true),
+            "the high watermark is no longer held"
+        );
+        assert_eq!(p.high_watermark(), 30);
+        assert_eq!(p.follower_log_end_offsets().get(&3), Some(&5));
+        assert_eq!(p.isr_change_due(30, t, lag), None);
+        // The earlier incarnation's epoch is stale from now on.
+        assert_eq!(
+            p.on_follower_fetch(3, 10, 30, 30, t),
+            Err(StaleBrokerEpoch {
+                fetched: 10,
+                latest: 25
+            })
+        );
+        assert_eq!(p.follower_log_end_offsets().get(&3), Some(&5));
+        // Caught up under its new epoch, it joins with that epoch.
+        assert_eq!(p.on_follower_fetch(3, 25, 30, 30, t), Ok(false));
+        assert_eq!(
+            p.isr_change_due(30, t, lag),
+            Some(IsrChange {
+                isr: vec![1, 2, 3],
+                partition_epoch: 1,
+                added_broker_epochs: BTreeMap::from([(3, 25)]),
+            })
+        );
+    }
+
+    #[test]
+    fn a_shrink_carries_no_broker_epochs() {
+        let t0 = Instant::now();
+        let lag = Duration::from_millis(5000);
+        let p = PartitionReplication::new(1, view(1, 0, &[1, 2, 3], 1), 0);
+        p.apply_view(view(1, 1, &[1, 2, 3], 1), 0, t0);
+        p.on_leader_append(10);
+        fetch(&p, 2, 10, 10, t0);
+        let late = t0 + Duration::from_millis(5001);
+        assert_eq!(
+            p.isr_change_due(10, late, lag),
+            Some(IsrChange {
+                isr: vec![1, 2],
+                partition_epoch: 1,
+                added_broker_epochs: BTreeMap::new(),
+            })
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -642,7 +836,7 @@ mod tests {
             tokio::spawn(async move { p.wait_committed(4, deadline).await })
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
-        p.on_follower_fetch(2, 5, 5, now);
+        fetch(&p, 2, 5, 5, now);
         assert_eq!(waiter.await.ok(), Some(Ok(())));
         p.on_leader_append(8);
         assert_eq!(

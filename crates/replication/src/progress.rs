@@ -1,6 +1,6 @@
 //! The leader's bookkeeping, with no I/O and no clock: each follower's log
-//! end offset and last caught-up time, the high watermark they allow, and
-//! which ISR change is due. Time comes in as `Instant`s, so tests pass
+//! end offset, last caught-up time and broker epoch, the high watermark
+//! they allow, and which ISR change is due. Time comes in as `Instant`s, so tests pass
 //! their own.
 
 use std::collections::BTreeMap;
@@ -19,6 +19,24 @@ pub struct FollowerProgress {
     /// The leader's high watermark when the follower's previous fetch was
     /// answered (-1 before its first fetch).
     pub high_watermark_at_fetch: i64,
+    /// The broker epoch of the follower's latest fetch (KIP-903); -1 before
+    /// its first fetch or while it sends none.
+    pub broker_epoch: i64,
+}
+
+/// How the broker epoch of a follower fetch relates to the one the leader
+/// recorded from that follower's latest fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchBrokerEpoch {
+    /// The epoch of the follower's latest fetches.
+    Same,
+    /// A newer incarnation of the follower (or one that sends no epoch,
+    /// -1): it replaces the recorded epoch.
+    Changed,
+    /// Older than an epoch already seen from this follower: a request of an
+    /// earlier incarnation that arrived late. It says nothing about the
+    /// follower's log as it is now.
+    Stale,
 }
 
 impl FollowerProgress {
@@ -31,6 +49,19 @@ impl FollowerProgress {
             last_fetch: None,
             last_fetch_leader_log_end_offset: -1,
             high_watermark_at_fetch: -1,
+            broker_epoch: -1,
+        }
+    }
+
+    /// Compares a fetch's broker epoch with the recorded one. -1 (a
+    /// follower that does not send its epoch) is never stale.
+    pub fn check_broker_epoch(&self, broker_epoch: i64) -> FetchBrokerEpoch {
+        if broker_epoch >= 0 && broker_epoch < self.broker_epoch {
+            FetchBrokerEpoch::Stale
+        } else if broker_epoch == self.broker_epoch {
+            FetchBrokerEpoch::Same
+        } else {
+            FetchBrokerEpoch::Changed
         }
     }
 
@@ -211,6 +242,29 @@ mod tests {
             p.is_caught_up(12, t0 + ms(9000), lag),
             "at the leader's end"
         );
+    }
+
+    #[test]
+    fn broker_epoch_of_a_fetch_table() {
+        use FetchBrokerEpoch::*;
+        // (recorded, fetched, expected)
+        let cases: &[(i64, i64, FetchBrokerEpoch)] = &[
+            // The first fetch from a follower records its epoch.
+            (-1, 7, Changed),
+            (7, 7, Same),
+            // A re-registered follower: the newer epoch replaces the old one.
+            (7, 12, Changed),
+            // A late request of the earlier incarnation.
+            (12, 7, Stale),
+            // A follower that sends no epoch (an older version) is never stale.
+            (12, -1, Changed),
+            (-1, -1, Same),
+        ];
+        for (i, (recorded, fetched, expected)) in cases.iter().enumerate() {
+            let mut p = FollowerProgress::new(Instant::now());
+            p.broker_epoch = *recorded;
+            assert_eq!(p.check_broker_epoch(*fetched), *expected, "case {i}");
+        }
     }
 
     #[test]
