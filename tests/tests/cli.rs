@@ -238,3 +238,49 @@ fn topics_survive_a_restart() {
     ));
     assert_eq!(out.lines().collect::<Vec<_>>(), vec!["x", "y"]);
 }
+
+/// `kraftwerk bench` as docs/performance.md runs it, `--throughput -1`
+/// (no limit) included, then reads the records back.
+#[test]
+fn bench_produces_and_consumes_with_no_throughput_limit() {
+    let broker = BrokerProcess::start();
+    let produced = ok(&kraftwerk(
+        &broker,
+        &[
+            "bench",
+            "produce",
+            "--topic",
+            "bench-cli",
+            "--num-records",
+            "5000",
+            "--record-size",
+            "100",
+            "--throughput",
+            "-1",
+            "--producer-props",
+            "acks=all",
+            "linger.ms=0",
+        ],
+        None,
+    ));
+    assert!(
+        produced.starts_with("5000 records sent, "),
+        "unexpected report: {produced}"
+    );
+    let consumed = ok(&kraftwerk(
+        &broker,
+        &[
+            "bench",
+            "consume",
+            "--topic",
+            "bench-cli",
+            "--num-records",
+            "5000",
+        ],
+        None,
+    ));
+    assert!(
+        consumed.starts_with("5000 records received, "),
+        "unexpected report: {consumed}"
+    );
+}

@@ -121,3 +121,42 @@ async fn run(bootstrap: String) {
         .expect("delete");
     assert!(deleted[0].error.is_none(), "{:?}", deleted[0].error);
 }
+
+/// A lone record is sent once `linger.ms` has passed, without a flush and
+/// without waiting for its batch to fill (`batch.size` is far larger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_record_goes_out_after_linger_without_a_flush() {
+    let broker = kraftwerk_tests::BrokerProcess::start();
+    let client = ClientConfig {
+        bootstrap_servers: vec![broker.bootstrap()],
+        client_id: "kraftwerk-linger-test".into(),
+        request_timeout_ms: 30_000,
+        max_response_bytes: 100 * 1024 * 1024,
+        allow_auto_topic_creation: true,
+    };
+    for linger_ms in [0, 20] {
+        let producer = Producer::new(
+            client.clone(),
+            ProducerConfig {
+                linger_ms,
+                ..ProducerConfig::default()
+            },
+        )
+        .await
+        .expect("producer");
+        for i in 0..3 {
+            let delivery = producer
+                .send(ProducerRecord::new("lingering", format!("r{i}")))
+                .await
+                .expect("send");
+            let acked = tokio::time::timeout(Duration::from_secs(10), delivery)
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("linger.ms={linger_ms}: record {i} not sent within 10 s")
+                })
+                .expect("delivered");
+            assert!(acked.offset >= 0);
+        }
+        producer.close().await.expect("close");
+    }
+}

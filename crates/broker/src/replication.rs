@@ -115,7 +115,7 @@ pub async fn start(
         let result = tonic::transport::Server::builder()
             .add_service(ReplicationServer::new(service))
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
+                kraftwerk_rpc::incoming(listener),
                 server_shutdown.cancelled(),
             )
             .await;

@@ -29,7 +29,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 100)]
     record_size: usize,
     /// Records per second at most; -1 for no limit (produce).
-    #[arg(long, default_value_t = -1)]
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     throughput: i64,
     /// Producer settings with Kafka's names: acks, linger.ms, batch.size, compression.type, enable.idempotence.
     #[arg(long = "producer-props", value_name = "KEY=VALUE", num_args = 1..)]

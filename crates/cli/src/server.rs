@@ -299,7 +299,7 @@ async fn start_controller(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding controller listener {addr}"))?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let incoming = kraftwerk_rpc::incoming(listener);
     let router = tonic::transport::Server::builder()
         .add_service(node.raft_service())
         .add_service(ControllerServer::new(ControllerGrpc(service)));

@@ -300,7 +300,9 @@ struct Accumulator {
 }
 
 struct AppendOutcome {
-    batch_closed: bool,
+    /// A batch was closed or opened: the sender has a batch to send now or
+    /// a new linger deadline to wait for.
+    wake_sender: bool,
     delivery: DeliveryFuture,
 }
 
@@ -323,7 +325,6 @@ impl Accumulator {
         let fits = queue.batches.back().is_some_and(|b| {
             !b.closed && b.base_sequence.is_none() && b.size_bytes + size <= batch_size_max
         });
-        let closed_previous = !fits && queue.batches.back().is_some();
         if !fits {
             if let Some(last) = queue.batches.back_mut() {
                 last.closed = true;
@@ -348,7 +349,7 @@ impl Accumulator {
             }
         }
         AppendOutcome {
-            batch_closed: batch_closed || closed_previous,
+            wake_sender: batch_closed || !fits,
             delivery: DeliveryFuture { receiver },
         }
     }
@@ -635,7 +636,7 @@ impl Producer {
         let incomplete = accumulator.incomplete_batches;
         drop(accumulator);
         inner.incomplete.send_replace(incomplete);
-        if outcome.batch_closed {
+        if outcome.wake_sender {
             inner.wake_sender.notify_one();
         }
         Ok(outcome.delivery)
@@ -1339,15 +1340,17 @@ mod tests {
         let now = Instant::now();
         let size = record(100).estimated_size();
         let batch_size = BATCH_HEADER_BYTES + 3 * size;
-        let mut closed = Vec::new();
+        let mut woke = Vec::new();
         for _ in 0..7 {
-            closed.push(
+            woke.push(
                 acc.append("t", 0, record(100), None, batch_size, now)
-                    .batch_closed,
+                    .wake_sender,
             );
         }
-        // 3 records fill a batch exactly; the 4th and 7th start new ones.
-        assert_eq!(closed, vec![false, false, true, true, false, true, true]);
+        // 3 records fill a batch exactly; the 1st, 4th and 7th open new ones.
+        // Opening and filling a batch both wake the sender (a new linger
+        // deadline, or a batch to send).
+        assert_eq!(woke, vec![true, false, true, true, false, true, true]);
         let queue = &acc.partitions[&("t".to_string(), 0)];
         let counts: Vec<usize> = queue.batches.iter().map(|b| b.records.len()).collect();
         assert_eq!(counts, vec![3, 3, 1]);

@@ -369,10 +369,7 @@ pub async fn serve_raft_only(
 ) -> Result<(), ControllerError> {
     tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming_shutdown(
-            tonic::transport::server::TcpIncoming::from(listener),
-            shutdown,
-        )
+        .serve_with_incoming_shutdown(kraftwerk_rpc::incoming(listener), shutdown)
         .await
         .map_err(|e| ControllerError::Transport(e.to_string()))
 }
