@@ -11,12 +11,13 @@ and skips.
 import os
 import subprocess
 import tempfile
-import time
+from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from chaos_checker import read_all
 from conftest import Broker, free_port
 
 MOUNT_BYTES = 32 * 1024 * 1024
@@ -73,26 +74,16 @@ def produce(bootstrap, topic, count):
     return acked, errors
 
 
-def read_all(bootstrap, topic):
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "full-disk-check",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
-    consumer.assign([TopicPartition(topic, 0, 0)])
-    stored = {}
-    while True:
-        msg = consumer.poll(10)
-        assert msg is not None, "consumer stalled"
-        if msg.error():
-            assert msg.error().code() == -191, msg.error()
-            break
-        stored[msg.offset()] = msg.value()
-    consumer.close()
-    return stored
+def stored_records(bootstrap, topic):
+    """{offset: value} of partition 0, read up to its high watermark."""
+    records, _ = read_all(bootstrap, topic, 1)
+    return {offset: value.encode() for offset, value in records.get(0, [])}
 
 
 def test_full_disk_refuses_writes_with_a_storage_error_and_loses_nothing(small_disk):
     root, mnt = small_disk
     broker = Broker(os.path.join(mnt, "data"), free_port())
-    broker.log_path = os.path.join(root, "broker.log")
+    broker.log_path = Path(root) / "broker.log"
     broker.start()
     try:
         admin = AdminClient({"bootstrap.servers": broker.bootstrap})
@@ -107,7 +98,7 @@ def test_full_disk_refuses_writes_with_a_storage_error_and_loses_nothing(small_d
         print(f"\n{len(acked)} records acknowledged, then {errors[0]}")
         assert broker.proc.poll() is None, "the broker exited on a full disk:\n" + broker.log_tail()
         assert "full" in admin.list_topics(timeout=10).topics, "the broker stopped answering metadata"
-        stored = read_all(broker.bootstrap, "full")
+        stored = stored_records(broker.bootstrap, "full")
         assert all(stored.get(o) == v for o, v in acked), "an acknowledged record is missing"
 
         # Space again: writes succeed.
@@ -118,9 +109,8 @@ def test_full_disk_refuses_writes_with_a_storage_error_and_loses_nothing(small_d
         # And nothing acknowledged is lost across a kill -9.
         broker.kill()
         broker.start()
-        stored = read_all(broker.bootstrap, "full")
+        stored = stored_records(broker.bootstrap, "full")
         missing = [o for o, v in acked + more if stored.get(o) != v]
         assert not missing, f"{len(missing)} acknowledged records missing after restart, e.g. {missing[:5]}"
     finally:
         broker.stop()
-        time.sleep(0.2)

@@ -400,7 +400,6 @@ mod tests {
     use kraftwerk_rpc::replication::replication_server::{Replication, ReplicationServer};
     use kraftwerk_types::LogConfig;
     use tokio::sync::{mpsc, watch};
-    use tonic::transport::server::TcpIncoming;
     use tonic::transport::Server;
 
     struct Follower {
@@ -492,7 +491,7 @@ mod tests {
         let server = tokio::spawn(
             Server::builder()
                 .add_service(ReplicationServer::new(RecordingLeader { seen: seen_tx }))
-                .serve_with_incoming_shutdown(TcpIncoming::from(listener), async move {
+                .serve_with_incoming_shutdown(kraftwerk_rpc::incoming(listener), async move {
                     server_shutdown.cancelled().await
                 }),
         );

@@ -399,16 +399,17 @@ fn tombstones_stay_until_delete_retention_ms_then_go() {
     assert_eq!(latest_per_key(&records(&log)), latest);
 }
 
-#[test]
-fn appends_and_reads_go_on_while_a_pass_runs() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let log = Arc::new(Log::open(dir.path().to_path_buf(), compact_config()).expect("open"));
-    write_updates(&log, 300, 10);
-    roll(&log);
-    let log_end = log.log_end_offset();
-
-    // The pass stops between writing its first cleaned segment and
-    // swapping it in, and waits to be released.
+/// Starts a compaction pass on its own thread and returns once the pass has
+/// written its first cleaned segment, before swapping it in. The pass waits
+/// there until the returned sender is used (or `WAIT` passes).
+fn start_paused_pass(
+    log: &Arc<Log>,
+    now_ms: i64,
+    log_end: i64,
+) -> (
+    mpsc::Sender<()>,
+    std::thread::JoinHandle<Result<CompactStats, StorageError>>,
+) {
     let (reached, reached_rx) = mpsc::channel();
     let (release, release_rx) = mpsc::channel::<()>();
     let paused = AtomicBool::new(false);
@@ -420,12 +421,26 @@ fn appends_and_reads_go_on_while_a_pass_runs() {
         true
     })));
     let cleaner = {
-        let log = Arc::clone(&log);
-        std::thread::spawn(move || log.compact(NOW_MS + 10_000, log_end))
+        let log = Arc::clone(log);
+        std::thread::spawn(move || log.compact(now_ms, log_end))
     };
     reached_rx
         .recv_timeout(WAIT)
         .expect("the pass wrote a segment");
+    (release, cleaner)
+}
+
+#[test]
+fn appends_and_reads_go_on_while_a_pass_runs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Arc::new(Log::open(dir.path().to_path_buf(), compact_config()).expect("open"));
+    write_updates(&log, 300, 10);
+    roll(&log);
+    let log_end = log.log_end_offset();
+
+    // The pass stops between writing its first cleaned segment and
+    // swapping it in, and waits to be released.
+    let (release, cleaner) = start_paused_pass(&log, NOW_MS + 10_000, log_end);
 
     let (done, done_rx) = mpsc::channel();
     let appender = {
@@ -902,23 +917,7 @@ fn a_pass_racing_retention_or_truncation_discards_its_work() {
         write_updates(&log, 200, 10);
         roll(&log);
         let log_end = log.log_end_offset();
-        let (reached, reached_rx) = mpsc::channel();
-        let (release, release_rx) = mpsc::channel::<()>();
-        let paused = AtomicBool::new(false);
-        log.set_cleaner_hook(Some(Box::new(move |step| {
-            if step == CleanerStep::CleanedWritten && !paused.swap(true, Ordering::SeqCst) {
-                let _ = reached.send(());
-                let _ = release_rx.recv_timeout(WAIT);
-            }
-            true
-        })));
-        let cleaner = {
-            let log = Arc::clone(&log);
-            std::thread::spawn(move || log.compact(NOW_MS + 500, log_end))
-        };
-        reached_rx
-            .recv_timeout(WAIT)
-            .expect("the pass wrote a segment");
+        let (release, cleaner) = start_paused_pass(&log, NOW_MS + 500, log_end);
         if truncate {
             // Inside the first segment, which the first group replaces.
             log.truncate_to(5).expect("truncate");
