@@ -183,3 +183,6 @@ pub fn record_batch(values: &[String], producer: Option<ProducerStamp>) -> bytes
     .expect("encode record batch");
     buf.freeze()
 }
+
+pub mod cases;
+pub mod wire;

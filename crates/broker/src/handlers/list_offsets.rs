@@ -20,7 +20,7 @@ const READ_COMMITTED: i8 = 1;
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
     let image = state.image.load();
@@ -79,7 +79,10 @@ pub async fn handle(
                         Ok((timestamp, offset, epoch)) => {
                             resp.timestamp = timestamp;
                             resp.offset = offset;
-                            resp.leader_epoch = epoch;
+                            // The leader epoch is in the answer from v4 on.
+                            if req.version >= 4 {
+                                resp.leader_epoch = epoch;
+                            }
                         }
                         Err(code) => resp.error_code = code.code(),
                     }

@@ -1,0 +1,1231 @@
+//! One valid request sequence per served API and version, built as a Kafka
+//! client of that version builds it (fields only where the version has
+//! them, topic ids from Fetch v13 on). The version sweep runs every case
+//! against Kraftwerk and requires an answer that decodes at the version
+//! asked; the differential test runs the same cases against Apache Kafka
+//! and compares the answers field by field.
+//!
+//! A case that needs state makes it itself (its own topic or group, named
+//! after the case), so cases run in any order and on a fresh broker.
+
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use crate::wire::{CallError, Wire};
+
+/// What one case saw: each response of its sequence, field by field.
+pub type Seen = Vec<String>;
+
+/// One request sequence at one version of one API.
+pub struct Case {
+    pub api: ApiKey,
+    pub version: i16,
+    /// What the sequence does, e.g. "unknown topic".
+    pub what: &'static str,
+    /// Field names whose values may differ between two correct brokers
+    /// for this case, on top of [`VARIES_EVERYWHERE`].
+    pub varies: &'static [&'static str],
+    run: fn(&mut Ctx, i16) -> Result<Seen, String>,
+}
+
+impl Case {
+    pub fn name(&self) -> String {
+        format!("{:?} v{} ({})", self.api, self.version, self.what)
+    }
+
+    pub fn run(&self, ctx: &mut Ctx) -> Result<Seen, String> {
+        (self.run)(ctx, self.version)
+    }
+}
+
+/// Fields that differ between any two brokers or any two runs: ids a
+/// broker picks, addresses, clocks and throttling.
+pub const VARIES_EVERYWHERE: &[&str] = &[
+    "throttle_time_ms",
+    "cluster_id",
+    "controller_id",
+    "node_id",
+    "leader_id",
+    "coordinator_id",
+    "broker_id",
+    "host",
+    "port",
+    "topic_id",
+    "member_id",
+    "leader",
+    "producer_id",
+    "log_append_time_ms",
+    "timestamp",
+    "error_message",
+    "unknown_tagged_fields",
+    "cluster_authorized_operations",
+    "topic_authorized_operations",
+    "authorized_operations",
+    "rack",
+    "log_dir",
+    "size",
+    "partition_size",
+    "offset_lag",
+    "is_future_key",
+    "total_bytes",
+    "usable_bytes",
+    "leader_epoch",
+    "current_leader",
+    "finalized_features_epoch",
+    "supported_features",
+    "finalized_features",
+    "zk_migration_ready",
+    "client_id",
+    "client_host",
+    "member_metadata",
+    "member_assignment",
+    "endpoints",
+    "node_endpoints",
+    "voters",
+    "observers",
+    "high_watermark",
+    "log_end_offset",
+    "last_fetch_timestamp",
+    "last_caught_up_timestamp",
+    "leader_epoch_start_offset",
+    "nodes",
+    "brokers",
+];
+
+/// The connection and the names a run's cases share.
+pub struct Ctx {
+    pub wire: Wire,
+    /// Makes every topic and group name of this run unique.
+    pub run_id: String,
+    /// Node id of the broker the connection talks to (from Metadata).
+    pub node_id: i32,
+}
+
+impl Ctx {
+    pub fn new(wire: Wire) -> Result<Ctx, String> {
+        Ctx::with_run_id(wire, &new_run_id())
+    }
+
+    /// A context whose names are those of another run with the same id:
+    /// the differential test gives both brokers the same names.
+    pub fn with_run_id(wire: Wire, run_id: &str) -> Result<Ctx, String> {
+        let run_id = run_id.to_string();
+        let mut ctx = Ctx {
+            wire,
+            run_id,
+            node_id: -1,
+        };
+        let meta = ctx.call(12, &MetadataRequest::default().with_topics(Some(vec![])))?;
+        ctx.node_id = meta.brokers.first().map(|b| b.node_id.0).unwrap_or(-1);
+        Ok(ctx)
+    }
+
+    pub fn call<R: kafka_protocol::protocol::Request>(
+        &mut self,
+        version: i16,
+        request: &R,
+    ) -> Result<R::Response, String> {
+        self.wire
+            .call(version, request)
+            .map_err(|e: CallError| format!("{}: {e}", api_name(R::KEY)))
+    }
+
+    fn name(&self, what: &str, version: i16) -> String {
+        format!("sweep-{}-{what}-v{version}", self.run_id)
+    }
+
+    /// A topic of `partitions` partitions that exists once this returns,
+    /// and its id.
+    fn topic(&mut self, name: &str, partitions: i32) -> Result<Uuid, String> {
+        let request = CreateTopicsRequest::default()
+            .with_topics(vec![create_topics_request::CreatableTopic::default()
+                .with_name(topic_name(name))
+                .with_num_partitions(partitions)
+                .with_replication_factor(1)])
+            .with_timeout_ms(30_000);
+        let response = self.call(5, &request)?;
+        for t in &response.topics {
+            if t.error_code != 0 && t.error_code != 36 {
+                return Err(format!("creating {name}: error {}", t.error_code));
+            }
+        }
+        self.wait_for_leaders(name, partitions)
+    }
+
+    /// Waits until every partition of `name` has a leader, as a client
+    /// would by polling Metadata; returns the topic id.
+    fn wait_for_leaders(&mut self, name: &str, partitions: i32) -> Result<Uuid, String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let meta = self.call(
+                12,
+                &MetadataRequest::default()
+                    .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+                    )
+                    .with_name(Some(topic_name(name)))])),
+            )?;
+            if let Some(t) = meta.topics.first() {
+                let led = t
+                    .partitions
+                    .iter()
+                    .filter(|p| p.error_code == 0 && p.leader_id.0 >= 0)
+                    .count();
+                if t.error_code == 0 && led == partitions as usize {
+                    return Ok(t.topic_id);
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("{name}: partitions without a leader after 30 s"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Appends `count` records with values `v0..` to partition 0 at Produce v9.
+    fn produce(&mut self, topic: &str, count: usize) -> Result<(), String> {
+        let values: Vec<String> = (0..count).map(|i| format!("v{i}")).collect();
+        let request = produce(topic, Uuid::nil(), crate::record_batch(&values, None), 9);
+        let response = self.call(9, &request)?;
+        let code = response
+            .responses
+            .first()
+            .and_then(|t| t.partition_responses.first())
+            .map(|p| p.error_code)
+            .unwrap_or(-2);
+        if code != 0 {
+            return Err(format!("produce to {topic}: error {code}"));
+        }
+        Ok(())
+    }
+}
+
+/// A run id unlikely to repeat: the clock in nanoseconds, in hex.
+pub fn new_run_id() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    )
+}
+
+pub fn api_name(key: i16) -> String {
+    ApiKey::try_from(key)
+        .map(|k| format!("{k:?}"))
+        .unwrap_or_else(|_| format!("key {key}"))
+}
+
+fn s(v: &str) -> StrBytes {
+    StrBytes::from_string(v.to_string())
+}
+
+fn topic_name(v: &str) -> TopicName {
+    TopicName(s(v))
+}
+
+fn group_id(v: &str) -> GroupId {
+    GroupId(s(v))
+}
+
+fn seen(r: &impl std::fmt::Debug) -> Seen {
+    crate::wire::fields(r, &[])
+}
+
+fn produce(topic: &str, topic_id: Uuid, records: Bytes, version: i16) -> ProduceRequest {
+    let mut data = produce_request::TopicProduceData::default().with_partition_data(vec![
+        produce_request::PartitionProduceData::default()
+            .with_index(0)
+            .with_records(Some(records)),
+    ]);
+    if version >= 13 {
+        data = data.with_topic_id(topic_id);
+    } else {
+        data = data.with_name(topic_name(topic));
+    }
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(30_000)
+        .with_topic_data(vec![data])
+}
+
+fn metadata_topics(version: i16, names: &[&str]) -> MetadataRequest {
+    let topics = names
+        .iter()
+        .map(|n| metadata_request::MetadataRequestTopic::default().with_name(Some(topic_name(n))))
+        .collect();
+    MetadataRequest::default()
+        .with_topics(Some(topics))
+        .with_allow_auto_topic_creation(version < 4)
+}
+
+fn fetch(version: i16, topic: &str, topic_id: Uuid, partition: i32, offset: i64) -> FetchRequest {
+    let mut t = fetch_request::FetchTopic::default().with_partitions(vec![
+        fetch_request::FetchPartition::default()
+            .with_partition(partition)
+            .with_fetch_offset(offset)
+            .with_partition_max_bytes(1 << 20)
+            .with_current_leader_epoch(-1)
+            .with_last_fetched_epoch(-1)
+            .with_log_start_offset(-1),
+    ]);
+    t = if version >= 13 {
+        t.with_topic_id(topic_id)
+    } else {
+        t.with_topic(topic_name(topic))
+    };
+    let mut r = FetchRequest::default()
+        .with_max_wait_ms(0)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_isolation_level(1)
+        .with_topics(vec![t]);
+    if version >= 7 {
+        r = r.with_session_id(0).with_session_epoch(-1);
+    }
+    if version <= 14 {
+        r = r.with_replica_id(BrokerId(-1));
+    }
+    r
+}
+
+fn list_offsets(version: i16, topic: &str, timestamp: i64) -> ListOffsetsRequest {
+    let mut r = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(timestamp)
+                    .with_current_leader_epoch(-1),
+            ])]);
+    if version >= 2 {
+        r = r.with_isolation_level(0);
+    }
+    if version >= 10 {
+        r = r.with_timeout_ms(30_000);
+    }
+    r
+}
+
+fn join(version: i16, group: &str, member_id: &str) -> JoinGroupRequest {
+    let mut r = JoinGroupRequest::default()
+        .with_group_id(group_id(group))
+        .with_session_timeout_ms(30_000)
+        .with_member_id(s(member_id))
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+        )
+        .with_name(s("range"))
+        .with_metadata(Bytes::from_static(
+            b"\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00",
+        ))]);
+    if version >= 1 {
+        r = r.with_rebalance_timeout_ms(30_000);
+    }
+    if version >= 5 {
+        r = r.with_group_instance_id(None);
+    }
+    r
+}
+
+/// Waits, as a client does, until `group`'s coordinator is found and loaded
+/// (`__consumer_offsets` may still be created when the first group appears).
+fn coordinator_ready(ctx: &mut Ctx, group: &str) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let found = ctx.call(3, &find_coordinator(3, group))?;
+        if found.error_code == 0 {
+            // Loading shows as COORDINATOR_LOAD_IN_PROGRESS on the first call.
+            let probe = ctx.call(2, &offset_fetch(2, group, "-"))?;
+            if probe.error_code == 0 {
+                return Ok(());
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("no coordinator for {group} after 30 s"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Joins `group` as its only member at JoinGroup `version` (a second join
+/// with the assigned member id when the broker asks for one, KIP-394).
+fn join_alone(
+    ctx: &mut Ctx,
+    version: i16,
+    group: &str,
+    out: &mut Seen,
+) -> Result<JoinGroupResponse, String> {
+    coordinator_ready(ctx, group)?;
+    let first = ctx.call(version, &join(version, group, ""))?;
+    out.extend(seen(&first));
+    if first.error_code == 79 {
+        let second = ctx.call(version, &join(version, group, first.member_id.as_str()))?;
+        out.extend(seen(&second));
+        return Ok(second);
+    }
+    Ok(first)
+}
+
+/// A group with one member that has joined and synced at JoinGroup v5 and
+/// SyncGroup v3: (member id, generation).
+fn stable_group(ctx: &mut Ctx, group: &str) -> Result<(String, i32), String> {
+    let mut ignored = Vec::new();
+    let joined = join_alone(ctx, 5, group, &mut ignored)?;
+    if joined.error_code != 0 {
+        return Err(format!("join {group}: error {}", joined.error_code));
+    }
+    let member = joined.member_id.to_string();
+    let synced = ctx.call(3, &sync(3, group, &member, joined.generation_id))?;
+    if synced.error_code != 0 {
+        return Err(format!("sync {group}: error {}", synced.error_code));
+    }
+    Ok((member, joined.generation_id))
+}
+
+fn sync(version: i16, group: &str, member: &str, generation: i32) -> SyncGroupRequest {
+    let mut r = SyncGroupRequest::default()
+        .with_group_id(group_id(group))
+        .with_generation_id(generation)
+        .with_member_id(s(member))
+        .with_assignments(vec![
+            sync_group_request::SyncGroupRequestAssignment::default()
+                .with_member_id(s(member))
+                .with_assignment(Bytes::from_static(
+                    b"\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00",
+                )),
+        ]);
+    if version >= 5 {
+        r = r
+            .with_protocol_type(Some(s("consumer")))
+            .with_protocol_name(Some(s("range")));
+    }
+    r
+}
+
+fn commit(
+    version: i16,
+    group: &str,
+    member: &str,
+    generation: i32,
+    topic: &str,
+    offset: i64,
+) -> OffsetCommitRequest {
+    let mut partition = offset_commit_request::OffsetCommitRequestPartition::default()
+        .with_partition_index(0)
+        .with_committed_offset(offset)
+        .with_committed_metadata(Some(s("sweep")));
+    if version >= 6 {
+        partition = partition.with_committed_leader_epoch(-1);
+    }
+    let mut r = OffsetCommitRequest::default()
+        .with_group_id(group_id(group))
+        .with_generation_id_or_member_epoch(generation)
+        .with_member_id(s(member))
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(vec![partition]),
+        ]);
+    if version <= 4 {
+        r = r.with_retention_time_ms(-1);
+    }
+    r
+}
+
+fn offset_fetch(version: i16, group: &str, topic: &str) -> OffsetFetchRequest {
+    if version >= 8 {
+        return OffsetFetchRequest::default().with_groups(vec![
+            offset_fetch_request::OffsetFetchRequestGroup::default()
+                .with_group_id(group_id(group))
+                .with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopics::default()
+                        .with_name(topic_name(topic))
+                        .with_partition_indexes(vec![0]),
+                ])),
+        ]);
+    }
+    OffsetFetchRequest::default()
+        .with_group_id(group_id(group))
+        .with_topics(Some(vec![
+            offset_fetch_request::OffsetFetchRequestTopic::default()
+                .with_name(topic_name(topic))
+                .with_partition_indexes(vec![0]),
+        ]))
+}
+
+fn find_coordinator(version: i16, key: &str) -> FindCoordinatorRequest {
+    if version >= 4 {
+        FindCoordinatorRequest::default().with_coordinator_keys(vec![s(key)])
+    } else {
+        FindCoordinatorRequest::default().with_key(s(key))
+    }
+}
+
+fn create_topic(
+    name: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) -> create_topics_request::CreatableTopic {
+    create_topics_request::CreatableTopic::default()
+        .with_name(topic_name(name))
+        .with_num_partitions(partitions)
+        .with_replication_factor(1)
+        .with_configs(
+            configs
+                .iter()
+                .map(|(k, v)| {
+                    create_topics_request::CreatableTopicConfig::default()
+                        .with_name(s(k))
+                        .with_value(Some(s(v)))
+                })
+                .collect(),
+        )
+}
+
+fn delete_topics(version: i16, names: &[&str]) -> DeleteTopicsRequest {
+    let r = DeleteTopicsRequest::default().with_timeout_ms(30_000);
+    if version >= 6 {
+        r.with_topics(
+            names
+                .iter()
+                .map(|n| {
+                    delete_topics_request::DeleteTopicState::default()
+                        .with_name(Some(topic_name(n)))
+                })
+                .collect(),
+        )
+    } else {
+        r.with_topic_names(names.iter().map(|n| topic_name(n)).collect())
+    }
+}
+
+// The cases, one function per sequence. Each takes the version it runs at.
+
+fn api_versions(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let mut r = ApiVersionsRequest::default();
+    if v >= 3 {
+        r = r
+            .with_client_software_name(s("kraftwerk-sweep"))
+            .with_client_software_version(s("1.0"));
+    }
+    Ok(seen(&ctx.call(v, &r)?))
+}
+
+fn metadata_known(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("metadata", v);
+    ctx.topic(&name, 2)?;
+    Ok(seen(&ctx.call(v, &metadata_topics(v, &[&name]))?))
+}
+
+fn metadata_unknown(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("metadata-unknown", v);
+    let mut r = metadata_topics(v, &[&name]);
+    if v >= 4 {
+        r = r.with_allow_auto_topic_creation(false);
+    } else {
+        // Before v4 a request cannot forbid auto-creation: ask for none.
+        r = r.with_topics(Some(vec![]));
+    }
+    Ok(seen(&ctx.call(v, &r)?))
+}
+
+fn produce_ok(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("produce", v);
+    let id = ctx.topic(&name, 1)?;
+    let values: Vec<String> = (0..5).map(|i| format!("record-{i}")).collect();
+    let mut out = Vec::new();
+    for _ in 0..2 {
+        let r = produce(&name, id, crate::record_batch(&values, None), v);
+        out.extend(seen(&ctx.call(v, &r)?));
+    }
+    Ok(out)
+}
+
+fn produce_unknown_topic(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("produce-unknown", v);
+    let r = produce(
+        &name,
+        Uuid::nil(),
+        crate::record_batch(&["x".to_string()], None),
+        v,
+    );
+    Ok(seen(&ctx.call(v, &r)?))
+}
+
+fn produce_too_large(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("produce-large", v);
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![create_topic(
+            &name,
+            1,
+            &[("max.message.bytes", "1000")],
+        )])
+        .with_timeout_ms(30_000);
+    ctx.call(5, &request)?;
+    let id = ctx.wait_for_leaders(&name, 1)?;
+    let big = vec!["x".repeat(5000)];
+    let r = produce(&name, id, crate::record_batch(&big, None), v);
+    Ok(seen(&ctx.call(v, &r)?))
+}
+
+fn fetch_ok(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("fetch", v);
+    let id = ctx.topic(&name, 1)?;
+    ctx.produce(&name, 3)?;
+    ctx.produce(&name, 2)?;
+    let mut out = Vec::new();
+    // From the start, from inside the second batch, and at the end.
+    for offset in [0, 4, 5] {
+        out.extend(seen(&ctx.call(v, &fetch(v, &name, id, 0, offset))?));
+    }
+    Ok(out)
+}
+
+fn fetch_out_of_range(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("fetch-range", v);
+    let id = ctx.topic(&name, 1)?;
+    ctx.produce(&name, 2)?;
+    Ok(seen(&ctx.call(v, &fetch(v, &name, id, 0, 100))?))
+}
+
+fn fetch_unknown_partition(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("fetch-partition", v);
+    let id = ctx.topic(&name, 1)?;
+    Ok(seen(&ctx.call(v, &fetch(v, &name, id, 7, 0))?))
+}
+
+fn list_offsets_specs(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("list-offsets", v);
+    ctx.topic(&name, 1)?;
+    ctx.produce(&name, 4)?;
+    ctx.produce(&name, 3)?;
+    let mut specs = vec![-1, -2, 1_600_000_000_000];
+    if v >= 7 {
+        specs.push(-3);
+    }
+    if v >= 8 {
+        specs.push(-4);
+    }
+    let mut out = Vec::new();
+    for spec in specs {
+        out.extend(seen(&ctx.call(v, &list_offsets(v, &name, spec))?));
+    }
+    Ok(out)
+}
+
+fn list_offsets_unknown(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("list-offsets-unknown", v);
+    Ok(seen(&ctx.call(v, &list_offsets(v, &name, -1))?))
+}
+
+fn offset_for_leader_epoch(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("ofle", v);
+    ctx.topic(&name, 1)?;
+    ctx.produce(&name, 3)?;
+    let mut out = Vec::new();
+    for (current, asked) in [(-1, 0), (-1, 5), (1000, 0)] {
+        let mut r = OffsetForLeaderEpochRequest::default().with_topics(vec![
+            offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                .with_topic(topic_name(&name))
+                .with_partitions(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                        .with_partition(0)
+                        .with_current_leader_epoch(current)
+                        .with_leader_epoch(asked),
+                ]),
+        ]);
+        if v >= 3 {
+            r = r.with_replica_id(BrokerId(-1));
+        }
+        out.extend(seen(&ctx.call(v, &r)?));
+    }
+    Ok(out)
+}
+
+fn find_coordinator_group(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let group = ctx.name("coordinator", v);
+    Ok(seen(&ctx.call(v, &find_coordinator(v, &group))?))
+}
+
+fn join_group_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let group = ctx.name("join", v);
+    let mut out = Vec::new();
+    let joined = join_alone(ctx, v, &group, &mut out)?;
+    let member = joined.member_id.to_string();
+    // Unknown member and illegal generation, then a proper sync.
+    let stranger = ctx.call(v, &join(v, &group, "not-a-member"))?;
+    out.extend(seen(&stranger));
+    let sync_version = v.min(5);
+    out.extend(seen(&ctx.call(
+        sync_version,
+        &sync(sync_version, &group, &member, joined.generation_id + 5),
+    )?));
+    out.extend(seen(&ctx.call(
+        sync_version,
+        &sync(sync_version, &group, &member, joined.generation_id),
+    )?));
+    Ok(out)
+}
+
+fn sync_group_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let group = ctx.name("sync", v);
+    let mut out = Vec::new();
+    let joined = join_alone(ctx, 5, &group, &mut Vec::new())?;
+    let member = joined.member_id.to_string();
+    out.extend(seen(&ctx.call(
+        v,
+        &sync(v, &group, "unknown-member", joined.generation_id),
+    )?));
+    out.extend(seen(
+        &ctx.call(v, &sync(v, &group, &member, joined.generation_id))?,
+    ));
+    Ok(out)
+}
+
+fn heartbeat_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let group = ctx.name("heartbeat", v);
+    let (member, generation) = stable_group(ctx, &group)?;
+    let hb = |member: &str, generation: i32| {
+        HeartbeatRequest::default()
+            .with_group_id(group_id(&group))
+            .with_generation_id(generation)
+            .with_member_id(s(member))
+    };
+    let mut out = Vec::new();
+    out.extend(seen(&ctx.call(v, &hb(&member, generation))?));
+    out.extend(seen(&ctx.call(v, &hb(&member, generation + 1))?));
+    out.extend(seen(&ctx.call(v, &hb("unknown-member", generation))?));
+    Ok(out)
+}
+
+fn leave_group_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let group = ctx.name("leave", v);
+    let (member, _) = stable_group(ctx, &group)?;
+    let leave = |member: &str| {
+        let r = LeaveGroupRequest::default().with_group_id(group_id(&group));
+        if v >= 3 {
+            r.with_members(vec![
+                leave_group_request::MemberIdentity::default().with_member_id(s(member))
+            ])
+        } else {
+            r.with_member_id(s(member))
+        }
+    };
+    let mut out = Vec::new();
+    out.extend(seen(&ctx.call(v, &leave("unknown-member"))?));
+    out.extend(seen(&ctx.call(v, &leave(&member))?));
+    Ok(out)
+}
+
+fn offset_commit_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let topic = ctx.name("commit-topic", v);
+    ctx.topic(&topic, 1)?;
+    ctx.produce(&topic, 10)?;
+    let mut out = Vec::new();
+    // A group that is not managed by the coordinator (simple commit).
+    let simple = ctx.name("commit-simple", v);
+    coordinator_ready(ctx, &simple)?;
+    out.extend(seen(&ctx.call(v, &commit(v, &simple, "", -1, &topic, 3))?));
+    // A member of a stable group: right and wrong generation.
+    let group = ctx.name("commit-group", v);
+    let (member, generation) = stable_group(ctx, &group)?;
+    out.extend(seen(
+        &ctx.call(v, &commit(v, &group, &member, generation, &topic, 7))?,
+    ));
+    out.extend(seen(
+        &ctx.call(v, &commit(v, &group, &member, generation + 1, &topic, 8))?,
+    ));
+    out.extend(seen(&ctx.call(
+        v,
+        &commit(v, &group, "unknown-member", generation, &topic, 8),
+    )?));
+    // A topic that does not exist.
+    let missing = ctx.name("commit-missing", v);
+    out.extend(seen(
+        &ctx.call(v, &commit(v, &simple, "", -1, &missing, 1))?,
+    ));
+    Ok(out)
+}
+
+fn offset_fetch_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let topic = ctx.name("fetch-offsets-topic", v);
+    ctx.topic(&topic, 1)?;
+    ctx.produce(&topic, 10)?;
+    let group = ctx.name("fetch-offsets", v);
+    coordinator_ready(ctx, &group)?;
+    let committed = ctx.call(2, &commit(2, &group, "", -1, &topic, 6))?;
+    let mut out = seen(&committed);
+    out.extend(seen(&ctx.call(v, &offset_fetch(v, &group, &topic))?));
+    let empty = ctx.name("fetch-offsets-none", v);
+    out.extend(seen(&ctx.call(v, &offset_fetch(v, &empty, &topic))?));
+    Ok(out)
+}
+
+fn describe_groups_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let group = ctx.name("describe", v);
+    stable_group(ctx, &group)?;
+    let missing = ctx.name("describe-none", v);
+    let mut r =
+        DescribeGroupsRequest::default().with_groups(vec![group_id(&group), group_id(&missing)]);
+    if v >= 3 {
+        r = r.with_include_authorized_operations(false);
+    }
+    Ok(seen(&ctx.call(v, &r)?))
+}
+
+fn list_groups_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let group = ctx.name("list", v);
+    stable_group(ctx, &group)?;
+    let mut r = ListGroupsRequest::default();
+    if v >= 4 {
+        r = r.with_states_filter(vec![s("Stable")]);
+    }
+    if v >= 5 {
+        r = r.with_types_filter(vec![s("classic")]);
+    }
+    let response = ctx.call(v, &r)?;
+    // Other cases' groups are listed too: keep only this case's.
+    let mine: Vec<_> = response
+        .groups
+        .iter()
+        .filter(|g| g.group_id.0.as_str() == group)
+        .cloned()
+        .collect();
+    Ok(seen(&response.with_groups(mine)))
+}
+
+fn delete_groups_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let active = ctx.name("delete-active", v);
+    stable_group(ctx, &active)?;
+    let topic = ctx.name("delete-groups-topic", v);
+    ctx.topic(&topic, 1)?;
+    let empty = ctx.name("delete-empty", v);
+    coordinator_ready(ctx, &empty)?;
+    ctx.call(2, &commit(2, &empty, "", -1, &topic, 0))?;
+    let missing = ctx.name("delete-none", v);
+    let r = DeleteGroupsRequest::default().with_groups_names(vec![
+        group_id(&active),
+        group_id(&empty),
+        group_id(&missing),
+    ]);
+    Ok(seen(&ctx.call(v, &r)?))
+}
+
+fn offset_delete_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let topic = ctx.name("offset-delete-topic", v);
+    ctx.topic(&topic, 1)?;
+    let group = ctx.name("offset-delete", v);
+    coordinator_ready(ctx, &group)?;
+    ctx.call(2, &commit(2, &group, "", -1, &topic, 1))?;
+    let r = OffsetDeleteRequest::default()
+        .with_group_id(group_id(&group))
+        .with_topics(vec![
+            offset_delete_request::OffsetDeleteRequestTopic::default()
+                .with_name(topic_name(&topic))
+                .with_partitions(vec![
+                    offset_delete_request::OffsetDeleteRequestPartition::default()
+                        .with_partition_index(0),
+                ]),
+        ]);
+    let mut out = seen(&ctx.call(v, &r)?);
+    out.extend(seen(&ctx.call(2, &offset_fetch(2, &group, &topic))?));
+    Ok(out)
+}
+
+fn create_topics_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let good = ctx.name("create", v);
+    let bad_config = ctx.name("create-bad-config", v);
+    let r = CreateTopicsRequest::default()
+        .with_topics(vec![
+            create_topic(&good, 2, &[("cleanup.policy", "compact")]),
+            create_topic(&bad_config, 1, &[("retention.ms", "not-a-number")]),
+            create_topic(&ctx.name("create-zero", v), 0, &[]),
+        ])
+        .with_timeout_ms(30_000);
+    let mut out = seen(&ctx.call(v, &r)?);
+    let again = CreateTopicsRequest::default()
+        .with_topics(vec![create_topic(&good, 2, &[])])
+        .with_timeout_ms(30_000);
+    out.extend(seen(&ctx.call(v, &again)?));
+    let validate = CreateTopicsRequest::default()
+        .with_topics(vec![create_topic(&ctx.name("create-validate", v), 3, &[])])
+        .with_timeout_ms(30_000)
+        .with_validate_only(true);
+    out.extend(seen(&ctx.call(v, &validate)?));
+    Ok(out)
+}
+
+fn delete_topics_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("delete", v);
+    ctx.topic(&name, 1)?;
+    let missing = ctx.name("delete-missing", v);
+    Ok(seen(&ctx.call(v, &delete_topics(v, &[&name, &missing]))?))
+}
+
+fn create_partitions_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("partitions", v);
+    ctx.topic(&name, 1)?;
+    let missing = ctx.name("partitions-missing", v);
+    let t = |n: &str, count: i32| {
+        create_partitions_request::CreatePartitionsTopic::default()
+            .with_name(topic_name(n))
+            .with_count(count)
+    };
+    let r = CreatePartitionsRequest::default()
+        .with_topics(vec![t(&name, 3), t(&missing, 2)])
+        .with_timeout_ms(30_000);
+    let mut out = seen(&ctx.call(v, &r)?);
+    let shrink = CreatePartitionsRequest::default()
+        .with_topics(vec![t(&name, 2)])
+        .with_timeout_ms(30_000);
+    out.extend(seen(&ctx.call(v, &shrink)?));
+    Ok(out)
+}
+
+fn init_producer_id(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let mut r = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000);
+    if v >= 3 {
+        r = r.with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+    }
+    Ok(seen(&ctx.call(v, &r)?))
+}
+
+fn describe_configs_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("configs", v);
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![create_topic(&name, 1, &[("retention.ms", "3600000")])])
+        .with_timeout_ms(30_000);
+    ctx.call(5, &request)?;
+    let resource = |kind: i8, name: &str, keys: Option<Vec<StrBytes>>| {
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(kind)
+            .with_resource_name(s(name))
+            .with_configuration_keys(keys)
+    };
+    let node = ctx.node_id.to_string();
+    let missing = ctx.name("configs-missing", v);
+    let r = DescribeConfigsRequest::default()
+        .with_resources(vec![
+            resource(
+                2,
+                &name,
+                Some(vec![
+                    s("retention.ms"),
+                    s("cleanup.policy"),
+                    s("max.message.bytes"),
+                ]),
+            ),
+            resource(
+                4,
+                &node,
+                Some(vec![s("num.partitions"), s("log.retention.hours")]),
+            ),
+            resource(2, &missing, None),
+        ])
+        .with_include_synonyms(v >= 1);
+    Ok(seen(&ctx.call(v, &r)?))
+}
+
+fn incremental_alter_configs_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("alter-configs", v);
+    ctx.topic(&name, 1)?;
+    let config = |k: &str, op: i8, value: Option<&str>| {
+        incremental_alter_configs_request::AlterableConfig::default()
+            .with_name(s(k))
+            .with_config_operation(op)
+            .with_value(value.map(s))
+    };
+    let resource = |n: &str, configs| {
+        incremental_alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s(n))
+            .with_configs(configs)
+    };
+    let missing = ctx.name("alter-missing", v);
+    let r = IncrementalAlterConfigsRequest::default().with_resources(vec![
+        resource(&name, vec![config("retention.ms", 0, Some("7200000"))]),
+        resource(&missing, vec![config("retention.ms", 0, Some("1"))]),
+    ]);
+    let mut out = seen(&ctx.call(v, &r)?);
+    let invalid = IncrementalAlterConfigsRequest::default().with_resources(vec![resource(
+        &name,
+        vec![config("retention.ms", 0, Some("soon"))],
+    )]);
+    out.extend(seen(&ctx.call(v, &invalid)?));
+    let unknown_key = IncrementalAlterConfigsRequest::default().with_resources(vec![resource(
+        &name,
+        vec![config("no.such.config", 0, Some("1"))],
+    )]);
+    out.extend(seen(&ctx.call(v, &unknown_key)?));
+    Ok(out)
+}
+
+fn describe_log_dirs(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("log-dirs", v);
+    ctx.topic(&name, 1)?;
+    let r = DescribeLogDirsRequest::default().with_topics(Some(vec![
+        describe_log_dirs_request::DescribableLogDirTopic::default()
+            .with_topic(topic_name(&name))
+            .with_partitions(vec![0]),
+    ]));
+    Ok(seen(&ctx.call(v, &r)?))
+}
+
+fn elect_leaders(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("elect", v);
+    ctx.topic(&name, 1)?;
+    let mut r = ElectLeadersRequest::default()
+        .with_topic_partitions(Some(vec![elect_leaders_request::TopicPartitions::default(
+        )
+        .with_topic(topic_name(&name))
+        .with_partitions(vec![0])]))
+        .with_timeout_ms(30_000);
+    if v >= 1 {
+        r = r.with_election_type(0);
+    }
+    Ok(seen(&ctx.call(v, &r)?))
+}
+
+fn describe_cluster(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let mut r = DescribeClusterRequest::default();
+    if v >= 1 {
+        r = r.with_endpoint_type(1);
+    }
+    Ok(seen(&ctx.call(v, &r)?))
+}
+
+fn describe_quorum(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let r = DescribeQuorumRequest::default().with_topics(vec![
+        describe_quorum_request::TopicData::default()
+            .with_topic_name(topic_name("__cluster_metadata"))
+            .with_partitions(vec![
+                describe_quorum_request::PartitionData::default().with_partition_index(0)
+            ]),
+    ]);
+    Ok(seen(&ctx.call(v, &r)?))
+}
+
+/// Every case for every version in `min..=max` of the APIs it names.
+pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
+    type Run = fn(&mut Ctx, i16) -> Result<Seen, String>;
+    let table: &[(ApiKey, &'static str, &'static [&'static str], Run)] = &[
+        (
+            ApiKey::Produce,
+            "append twice",
+            &["base_offset", "log_start_offset"],
+            produce_ok,
+        ),
+        (ApiKey::Produce, "unknown topic", &[], produce_unknown_topic),
+        (
+            ApiKey::Produce,
+            "batch above max.message.bytes",
+            &[],
+            produce_too_large,
+        ),
+        (
+            ApiKey::Fetch,
+            "start, inside a batch, end",
+            &[
+                "records",
+                "last_stable_offset",
+                "log_start_offset",
+                "session_id",
+            ],
+            fetch_ok,
+        ),
+        (
+            ApiKey::Fetch,
+            "offset out of range",
+            &["log_start_offset", "last_stable_offset", "session_id"],
+            fetch_out_of_range,
+        ),
+        (
+            ApiKey::Fetch,
+            "unknown partition",
+            &["session_id"],
+            fetch_unknown_partition,
+        ),
+        (ApiKey::ListOffsets, "every spec", &[], list_offsets_specs),
+        (
+            ApiKey::ListOffsets,
+            "unknown topic",
+            &[],
+            list_offsets_unknown,
+        ),
+        (
+            ApiKey::Metadata,
+            "known topic",
+            &[
+                "partition_index",
+                "replica_nodes",
+                "isr_nodes",
+                "offline_replicas",
+            ],
+            metadata_known,
+        ),
+        (ApiKey::Metadata, "unknown topic", &[], metadata_unknown),
+        (
+            ApiKey::OffsetCommit,
+            "simple, member, stale generation, unknown member, unknown topic",
+            &[],
+            offset_commit_flow,
+        ),
+        (
+            ApiKey::OffsetFetch,
+            "committed and none",
+            &[],
+            offset_fetch_flow,
+        ),
+        (
+            ApiKey::FindCoordinator,
+            "group",
+            &[],
+            find_coordinator_group,
+        ),
+        (
+            ApiKey::JoinGroup,
+            "join, stranger, sync with wrong and right generation",
+            &["generation_id", "protocol_name", "members"],
+            join_group_flow,
+        ),
+        (
+            ApiKey::Heartbeat,
+            "stable, stale generation, unknown member",
+            &[],
+            heartbeat_flow,
+        ),
+        (
+            ApiKey::LeaveGroup,
+            "unknown member, member",
+            &[],
+            leave_group_flow,
+        ),
+        (
+            ApiKey::SyncGroup,
+            "unknown member, member",
+            &["assignment"],
+            sync_group_flow,
+        ),
+        (
+            ApiKey::DescribeGroups,
+            "stable and unknown group",
+            &["members", "protocol_data"],
+            describe_groups_flow,
+        ),
+        (ApiKey::ListGroups, "stable group", &[], list_groups_flow),
+        (
+            ApiKey::ApiVersions,
+            "versions",
+            &["api_keys", "min_version", "max_version", "api_key"],
+            api_versions,
+        ),
+        (
+            ApiKey::CreateTopics,
+            "good, bad config, zero partitions, again, validate only",
+            &["configs", "num_partitions", "replication_factor"],
+            create_topics_flow,
+        ),
+        (
+            ApiKey::DeleteTopics,
+            "existing and unknown",
+            &[],
+            delete_topics_flow,
+        ),
+        (
+            ApiKey::InitProducerId,
+            "idempotent",
+            &["producer_epoch"],
+            init_producer_id,
+        ),
+        (
+            ApiKey::OffsetForLeaderEpoch,
+            "current, future, fenced",
+            &["end_offset"],
+            offset_for_leader_epoch,
+        ),
+        (
+            ApiKey::DescribeConfigs,
+            "topic, broker, unknown topic",
+            &[
+                "configs",
+                "synonyms",
+                "documentation",
+                "config_type",
+                "read_only",
+                "is_sensitive",
+                "config_source",
+                "is_default",
+            ],
+            describe_configs_flow,
+        ),
+        (
+            ApiKey::DescribeLogDirs,
+            "one partition",
+            &["results", "topics", "partitions"],
+            describe_log_dirs,
+        ),
+        (
+            ApiKey::CreatePartitions,
+            "grow, unknown, shrink",
+            &[],
+            create_partitions_flow,
+        ),
+        (
+            ApiKey::DeleteGroups,
+            "active, empty, unknown",
+            &[],
+            delete_groups_flow,
+        ),
+        (
+            ApiKey::ElectLeaders,
+            "preferred, already leader",
+            &[],
+            elect_leaders,
+        ),
+        (
+            ApiKey::IncrementalAlterConfigs,
+            "set, unknown topic, invalid value, unknown key",
+            &[],
+            incremental_alter_configs_flow,
+        ),
+        (ApiKey::OffsetDelete, "empty group", &[], offset_delete_flow),
+        (
+            ApiKey::DescribeQuorum,
+            "metadata partition",
+            &["topics"],
+            describe_quorum,
+        ),
+        (ApiKey::DescribeCluster, "brokers", &[], describe_cluster),
+    ];
+    let mut cases = Vec::new();
+    for &(api, what, varies, run) in table {
+        if let Some((min, max)) = served(api) {
+            for version in min..=max {
+                cases.push(Case {
+                    api,
+                    version,
+                    what,
+                    varies,
+                    run,
+                });
+            }
+        }
+    }
+    cases
+}
+
+/// The APIs that have no case: a sweep must cover every served key.
+pub fn keys_without_cases(keys: &[ApiKey]) -> Vec<ApiKey> {
+    let covered: Vec<ApiKey> = all_cases(|_| Some((0, 0))).iter().map(|c| c.api).collect();
+    keys.iter()
+        .copied()
+        .filter(|k| !covered.contains(k))
+        .collect()
+}

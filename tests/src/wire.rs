@@ -1,0 +1,168 @@
+//! A bare Kafka wire client for tests that must choose the exact API
+//! version of every request: one blocking connection, typed requests from
+//! the `kafka-protocol` crate, each response decoded at the version it was
+//! asked at. The version sweep and the differential tests against Apache
+//! Kafka speak through it, so both brokers get byte-identical requests.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
+
+/// How long one request may wait for its response.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest response frame a test accepts.
+const RESPONSE_BYTES_MAX: usize = 64 << 20;
+
+/// Why a call did not produce a decoded response.
+#[derive(Debug)]
+pub enum CallError {
+    /// The request could not be encoded at that version (a test bug).
+    Encode(String),
+    /// The broker closed the connection or the socket failed.
+    Io(std::io::Error),
+    /// The response did not decode at the version asked for.
+    Decode(String),
+    /// The response answered another request.
+    Correlation { sent: i32, received: i32 },
+}
+
+impl std::fmt::Display for CallError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallError::Encode(e) => write!(f, "request does not encode: {e}"),
+            CallError::Io(e) => write!(f, "connection failed or closed: {e}"),
+            CallError::Decode(e) => write!(f, "response does not decode: {e}"),
+            CallError::Correlation { sent, received } => {
+                write!(f, "sent correlation id {sent}, got {received}")
+            }
+        }
+    }
+}
+
+/// One connection to a broker.
+pub struct Wire {
+    stream: TcpStream,
+    pub addr: SocketAddr,
+    correlation_id: i32,
+}
+
+impl Wire {
+    pub fn connect(addr: impl ToSocketAddrs) -> std::io::Result<Wire> {
+        let addr = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        Ok(Wire {
+            stream,
+            addr,
+            correlation_id: 0,
+        })
+    }
+
+    /// Sends `request` at `version` and decodes the answer at that version.
+    pub fn call<R: Request>(
+        &mut self,
+        version: i16,
+        request: &R,
+    ) -> Result<R::Response, CallError> {
+        self.correlation_id += 1;
+        let correlation_id = self.correlation_id;
+        let key = ApiKey::try_from(R::KEY).map_err(|_| CallError::Encode("unknown key".into()))?;
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str("kraftwerk-wire-test")));
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[0, 0, 0, 0]);
+        header
+            .encode(&mut buf, R::header_version(version))
+            .map_err(|e| CallError::Encode(e.to_string()))?;
+        request
+            .encode(&mut buf, version)
+            .map_err(|e| CallError::Encode(e.to_string()))?;
+        let len = (buf.len() - 4) as i32;
+        buf[..4].copy_from_slice(&len.to_be_bytes());
+        self.stream.write_all(&buf).map_err(CallError::Io)?;
+
+        let mut body = self.read_frame().map_err(CallError::Io)?;
+        let response_header =
+            ResponseHeader::decode(&mut body, key.response_header_version(version))
+                .map_err(|e| CallError::Decode(format!("header: {e}")))?;
+        if response_header.correlation_id != correlation_id {
+            return Err(CallError::Correlation {
+                sent: correlation_id,
+                received: response_header.correlation_id,
+            });
+        }
+        let response = R::Response::decode(&mut body, version)
+            .map_err(|e| CallError::Decode(e.to_string()))?;
+        if !body.is_empty() {
+            return Err(CallError::Decode(format!(
+                "{} bytes left after the response body",
+                body.len()
+            )));
+        }
+        Ok(response)
+    }
+
+    fn read_frame(&mut self) -> std::io::Result<Bytes> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len)?;
+        let len = i32::from_be_bytes(len);
+        if len < 0 || len as usize > RESPONSE_BYTES_MAX {
+            return Err(std::io::Error::other(format!(
+                "response frame of {len} bytes"
+            )));
+        }
+        let mut body = vec![0u8; len as usize];
+        self.stream.read_exact(&mut body)?;
+        Ok(Bytes::from(body))
+    }
+}
+
+/// A response's fields, one `path = value` line each, with the values of
+/// the named fields replaced by `<varies>`: the form in which two brokers'
+/// answers are compared field by field. Built from the pretty `Debug` form
+/// of the `kafka-protocol` types, whose field names are the protocol's.
+pub fn fields(response: &impl std::fmt::Debug, varies: &[&str]) -> Vec<String> {
+    let pretty = format!("{response:#?}");
+    let mut path: Vec<String> = Vec::new();
+    let mut out = Vec::new();
+    for raw in pretty.lines() {
+        let line = raw.trim();
+        let line = line.strip_suffix(',').unwrap_or(line);
+        if line == "}" || line == "]" || line == ")" {
+            path.pop();
+            continue;
+        }
+        let (name, value) = match line.split_once(": ") {
+            Some((n, v)) => (n.to_string(), v.to_string()),
+            None => (String::from("[]"), line.to_string()),
+        };
+        let opens = value.ends_with('{') || value.ends_with('[') || value.ends_with('(');
+        let here = format!("{}.{name}", path.join("."));
+        if opens {
+            out.push(format!("{here} ="));
+            path.push(name);
+            continue;
+        }
+        let shown = if varies.contains(&name.as_str())
+            || path.iter().any(|p| varies.contains(&p.as_str()))
+        {
+            "<varies>".to_string()
+        } else {
+            value
+        };
+        out.push(format!("{here} = {shown}"));
+    }
+    out
+}
