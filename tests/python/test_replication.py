@@ -269,3 +269,42 @@ def test_follower_behind_the_leaders_log_start_restarts_its_log_there():
         kept = dict(before[0])
         assert all(kept.get(o, v) == v for o, v in after[0]), "same offsets carry the same records"
         assert after[0][-1][0] == before[0][-1][0], "the follower has the leader's last record"
+
+
+def test_deleted_records_stay_deleted_after_the_leader_dies(cluster):
+    """DeleteRecords through a real admin client moves the log start on the
+    leader; the followers follow it, so the next leader starts there too."""
+    from confluent_kafka.admin import AdminClient
+
+    topic = "delete-records"
+    create(cluster, topic)
+    producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "enable.idempotence": True})
+    for i in range(100):
+        producer.produce(topic, value=f"r{i}".encode())
+    assert producer.flush(30) == 0
+    wait_full_isr(cluster, topic)
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    futures = admin.delete_records([TopicPartition(topic, 0, 40)])
+    result = futures[TopicPartition(topic, 0, 40)].result(30)
+    assert result.low_watermark == 40
+
+    def earliest(bootstrap):
+        c = Consumer({"bootstrap.servers": bootstrap, "group.id": "delete-records-check"})
+        try:
+            low, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+            return low, high
+        finally:
+            c.close()
+
+    assert earliest(cluster.bootstrap) == (40, 100)
+    # The followers learn the new log start from their next fetch.
+    time.sleep(2)
+    victim = partition_state(cluster, topic)["leader"]
+    cluster.kill(victim)
+    cluster.wait_until(lambda: partition_state(cluster, topic, avoid=victim)["leader"] not in (victim, -1),
+                       SESSION_TIMEOUT_MS / 1000 + 8, "a new leader")
+    cluster.wait_until(lambda: earliest(cluster.bootstrap_without(victim)) == (40, 100), 15,
+                       "the new leader's log start at 40")
+    read, _ = read_all(cluster.bootstrap_without(victim), topic, 1)
+    assert [offset for offset, _ in read[0]] == list(range(40, 100))
+    assert read[0][0][1] == "r40"

@@ -993,6 +993,39 @@ fn elect_leaders(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     Ok(seen(&ctx.call(v, &r)?))
 }
 
+fn delete_records_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("delete-records", v);
+    ctx.topic(&name, 1)?;
+    ctx.produce(&name, 4)?;
+    ctx.produce(&name, 4)?;
+    let missing = ctx.name("delete-records-missing", v);
+    let request = |topic: &str, offset: i64| {
+        DeleteRecordsRequest::default()
+            .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+                .with_name(topic_name(topic))
+                .with_partitions(vec![
+                    delete_records_request::DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(offset),
+                ])])
+            .with_timeout_ms(30_000)
+    };
+    let mut out = Vec::new();
+    // Inside the first batch, then backwards (no change), past the high
+    // watermark, up to the high watermark, an unknown topic.
+    for (topic, offset) in [
+        (&name, 3),
+        (&name, 1),
+        (&name, 100),
+        (&name, -1),
+        (&missing, 0),
+    ] {
+        out.extend(seen(&ctx.call(v, &request(topic, offset))?));
+    }
+    out.extend(seen(&ctx.call(1, &list_offsets(1, &name, -2))?));
+    Ok(out)
+}
+
 fn describe_cluster(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     let mut r = DescribeClusterRequest::default();
     if v >= 1 {
@@ -1137,6 +1170,12 @@ pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
             "existing and unknown",
             &[],
             delete_topics_flow,
+        ),
+        (
+            ApiKey::DeleteRecords,
+            "inside a batch, backwards, past and at the high watermark, unknown topic",
+            &[],
+            delete_records_flow,
         ),
         (
             ApiKey::InitProducerId,

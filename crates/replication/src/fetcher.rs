@@ -363,6 +363,14 @@ impl Fetcher {
                 }
             }
             state.set_follower_high_watermark(got.high_watermark, log.log_end_offset());
+            // DeleteRecords on the leader: the follower's log start follows,
+            // up to what it holds (Kafka's follower does the same).
+            let leader_log_start = got.log_start_offset.min(log.log_end_offset());
+            if leader_log_start > log.log_start_offset() {
+                if let Err(e) = log.advance_log_start_offset(leader_log_start) {
+                    tracing::error!(partition = %tp.topic, index = tp.partition, error = %e, "moving the log start offset failed");
+                }
+            }
         }
         if appended {
             self.source.notify_appended();

@@ -45,7 +45,7 @@ mod segment;
 pub use cleaner::{CompactOutcome, CompactStats, CLEANER_CHECKPOINT_FILE};
 pub use error::StorageError;
 pub use leader_epoch::CHECKPOINT_FILE as LEADER_EPOCH_CHECKPOINT_FILE;
-pub use log::{AppendInfo, Log, CLEAN_SHUTDOWN_FILE};
+pub use log::{AppendInfo, Log, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE};
 
 #[cfg(test)]
 mod cleaner_tests;

@@ -78,6 +78,27 @@ pub(crate) struct LogState {
     /// Counts truncations, so a compaction pass can tell whether the log
     /// was cut (and maybe rewritten) while it ran.
     pub(crate) truncations: u64,
+    /// A log start offset inside the first segment, set by DeleteRecords
+    /// (or, on a follower, by the leader's log start offset) and kept in
+    /// [`LOG_START_OFFSET_FILE`]; offsets below it are gone for readers.
+    log_start_floor: i64,
+}
+
+/// Where a log start offset set inside a segment survives restarts.
+pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+
+fn load_log_start_floor(dir: &Path) -> Option<i64> {
+    fs::read_to_string(dir.join(LOG_START_OFFSET_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+fn write_log_start_floor(dir: &Path, offset: i64) -> Result<(), StorageError> {
+    let path = dir.join(LOG_START_OFFSET_FILE);
+    crate::leader_epoch::write_atomically(&path, format!("{offset}\n").as_bytes())
+        .map_err(|e| StorageError::io(path, e))
 }
 
 pub(crate) fn settings(config: &LogConfig) -> SegmentSettings {
@@ -175,8 +196,10 @@ impl Log {
         }
 
         let mut epochs = LeaderEpochCache::load(&dir);
-        let log_start_offset = segments.keys().next().copied().unwrap_or(0);
         let log_end_offset = segments.values().next_back().map_or(0, |s| s.next_offset);
+        let first_base = segments.keys().next().copied().unwrap_or(0);
+        let log_start_floor = load_log_start_floor(&dir).unwrap_or(first_base);
+        let log_start_offset = log_start_floor.max(first_base).min(log_end_offset);
         epochs.truncate_from_end(log_end_offset)?;
         epochs.truncate_from_start(log_start_offset)?;
         let mut first_dirty_offset = cleaner::load_checkpoint(&dir).unwrap_or(log_start_offset);
@@ -208,6 +231,7 @@ impl Log {
                 clean_shutdown_marker: false,
                 first_dirty_offset,
                 truncations: 0,
+                log_start_floor,
             }),
             cleaner_pass: Mutex::new(()),
             #[cfg(test)]
@@ -579,6 +603,50 @@ impl Log {
         Ok(doomed.len())
     }
 
+    /// Kafka's `maybeIncrementLogStartOffset`: moves the log start offset
+    /// forward to `offset` (DeleteRecords on a leader, the leader's log
+    /// start on a follower), deletes the segments wholly below it, and
+    /// returns the log start offset after the call. Never moves backwards;
+    /// an `offset` past the log end offset is out of range.
+    pub fn advance_log_start_offset(&self, offset: i64) -> Result<i64, StorageError> {
+        let mut state = self.state.write();
+        state.check_writable(&self.dir)?;
+        let log_end_offset = state.log_end_offset();
+        if offset > log_end_offset || offset < 0 {
+            return Err(StorageError::OffsetOutOfRange {
+                offset,
+                log_start_offset: state.log_start_offset(),
+                log_end_offset,
+            });
+        }
+        if offset <= state.log_start_offset() {
+            return Ok(state.log_start_offset());
+        }
+        // Persist first: a crash after it leaves whole segments below the
+        // new start, which the next call or retention pass removes.
+        write_log_start_floor(&self.dir, offset)?;
+        state.log_start_floor = offset;
+        let doomed: Vec<i64> = state
+            .segments
+            .values()
+            .take(state.segments.len().saturating_sub(1))
+            .take_while(|s| s.next_offset <= offset)
+            .map(|s| s.base_offset)
+            .collect();
+        for base in &doomed {
+            if let Some(segment) = state.segments.remove(base) {
+                let path = segment.log_path().to_path_buf();
+                tracing::info!(segment = %path.display(), "deleting segment below the log start offset");
+                segment
+                    .delete(&self.dir)
+                    .map_err(|e| StorageError::io(path, e))?;
+            }
+        }
+        state.producers.remove_before(offset);
+        state.epochs.truncate_from_start(offset)?;
+        Ok(state.log_start_offset())
+    }
+
     /// Removes every batch at or past `offset` (a batch holding `offset`
     /// goes whole). Below the log start offset, the log is emptied and
     /// restarts at `offset`.
@@ -677,6 +745,8 @@ impl Log {
         state.truncations += 1;
         state.first_dirty_offset = offset;
         cleaner::write_checkpoint(&self.dir, offset)?;
+        state.log_start_floor = offset;
+        write_log_start_floor(&self.dir, offset)?;
         tracing::info!(dir = %self.dir.display(), offset, "log emptied; it restarts at the new offset");
         Ok(())
     }
@@ -729,7 +799,10 @@ impl Log {
 
 impl LogState {
     pub(crate) fn log_start_offset(&self) -> i64 {
-        self.segments.keys().next().copied().unwrap_or(0)
+        let first_base = self.segments.keys().next().copied().unwrap_or(0);
+        self.log_start_floor
+            .max(first_base)
+            .min(self.log_end_offset())
     }
 
     pub(crate) fn log_end_offset(&self) -> i64 {

@@ -992,3 +992,49 @@ fn reads_run_concurrently_with_appends() {
     }
     writer.join().expect("writer");
 }
+
+#[test]
+fn delete_records_moves_the_log_start_inside_a_segment_and_survives_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = plain(5, NOW_MS);
+    let config = LogConfig {
+        segment_bytes: (one.len() * 3) as u64,
+        index_interval_bytes: 0,
+        ..test_config()
+    };
+    let log = Log::open(dir.path().to_path_buf(), config.clone()).expect("open");
+    for _ in 0..10 {
+        append(&log, one.clone()).expect("append");
+    }
+    assert_eq!(log.segment_count(), 4);
+    // Inside the second segment (bases 0, 15, 30, 45): the first goes.
+    assert_eq!(log.advance_log_start_offset(17).expect("advance"), 17);
+    assert_eq!(log.log_start_offset(), 17);
+    assert_eq!(log.segment_count(), 3);
+    assert!(matches!(
+        log.read(16, 1 << 20, i64::MAX, true),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    // A read at the start returns the whole batch holding it.
+    assert_eq!(
+        ranges(&log.read(17, 1 << 20, i64::MAX, true).expect("read"))[0],
+        (15, 19)
+    );
+    // Never backwards; never past the log end offset.
+    assert_eq!(log.advance_log_start_offset(3).expect("no-op"), 17);
+    assert!(matches!(
+        log.advance_log_start_offset(51),
+        Err(StorageError::OffsetOutOfRange { .. })
+    ));
+    log.close().expect("close");
+    drop(log);
+
+    let log = Log::open(dir.path().to_path_buf(), config).expect("reopen");
+    assert_eq!(log.log_start_offset(), 17);
+    assert_eq!(log.log_end_offset(), 50);
+    // Up to the log end: the log is empty, the active segment stays.
+    assert_eq!(log.advance_log_start_offset(50).expect("advance"), 50);
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(append(&log, one).expect("append").base_offset, 50);
+    assert_eq!(log.log_start_offset(), 50);
+}

@@ -18,6 +18,7 @@ mod api_versions;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
+mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
@@ -147,6 +148,7 @@ pub async fn handle_frame(
         DescribeLogDirs => describe_log_dirs,
         CreatePartitions => create_partitions,
         DeleteGroups => delete_groups,
+        DeleteRecords => delete_records,
         IncrementalAlterConfigs => incremental_alter_configs,
         OffsetDelete => offset_delete,
         DescribeCluster => describe_cluster,
