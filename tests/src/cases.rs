@@ -967,6 +967,63 @@ fn incremental_alter_configs_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String>
     Ok(out)
 }
 
+fn alter_configs_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("legacy-configs", v);
+    let request = CreateTopicsRequest::default()
+        .with_topics(vec![create_topic(
+            &name,
+            1,
+            &[("retention.ms", "3600000"), ("max.message.bytes", "2000")],
+        )])
+        .with_timeout_ms(30_000);
+    ctx.call(5, &request)?;
+    ctx.wait_for_leaders(&name, 1)?;
+    let resource = |n: &str, configs: &[(&str, &str)]| {
+        alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s(n))
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, val)| {
+                        alter_configs_request::AlterableConfig::default()
+                            .with_name(s(k))
+                            .with_value(Some(s(val)))
+                    })
+                    .collect(),
+            )
+    };
+    let missing = ctx.name("legacy-configs-missing", v);
+    let mut out = Vec::new();
+    // retention.ms replaced, max.message.bytes back to its default.
+    for r in [
+        vec![resource(&name, &[("retention.ms", "7200000")])],
+        vec![resource(&name, &[("retention.ms", "soon")])],
+        vec![resource(&missing, &[("retention.ms", "1")])],
+    ] {
+        out.extend(seen(
+            &ctx.call(v, &AlterConfigsRequest::default().with_resources(r))?,
+        ));
+    }
+    let describe = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s(&name))
+            .with_configuration_keys(Some(vec![s("retention.ms"), s("max.message.bytes")])),
+    ]);
+    let described = ctx.call(1, &describe)?;
+    for r in &described.results {
+        for c in &r.configs {
+            out.push(format!(
+                "described {} = {:?}",
+                c.name.as_str(),
+                c.value.as_ref().map(|v| v.as_str())
+            ));
+        }
+    }
+    Ok(out)
+}
+
 fn describe_log_dirs(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     let name = ctx.name("log-dirs", v);
     ctx.topic(&name, 1)?;
@@ -1233,6 +1290,12 @@ pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
             "set, unknown topic, invalid value, unknown key",
             &[],
             incremental_alter_configs_flow,
+        ),
+        (
+            ApiKey::AlterConfigs,
+            "replace, invalid value, unknown topic",
+            &[],
+            alter_configs_flow,
         ),
         (ApiKey::OffsetDelete, "empty group", &[], offset_delete_flow),
         (

@@ -14,6 +14,7 @@ use kraftwerk_protocol::versions;
 
 use crate::BrokerState;
 
+mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
@@ -145,6 +146,7 @@ pub async fn handle_frame(
         InitProducerId => init_producer_id,
         OffsetForLeaderEpoch => offset_for_leader_epoch,
         DescribeConfigs => describe_configs,
+        AlterConfigs => alter_configs,
         DescribeLogDirs => describe_log_dirs,
         CreatePartitions => create_partitions,
         DeleteGroups => delete_groups,

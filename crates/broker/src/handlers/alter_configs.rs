@@ -1,0 +1,69 @@
+//! AlterConfigs (33), the legacy, non-incremental API still used by older
+//! tools and web consoles: a topic's overrides become exactly the configs
+//! given; every override not named returns to its default. Committed by the
+//! controller like IncrementalAlterConfigs. Broker configs are static and
+//! the answer says so.
+
+use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
+use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
+use kraftwerk_types::ErrorCode;
+
+use super::{str_bytes, Request};
+use crate::BrokerState;
+
+const RESOURCE_TOPIC: i8 = 2;
+
+pub async fn handle(
+    state: &BrokerState,
+    _req: &Request<'_>,
+    body: AlterConfigsRequest,
+) -> AlterConfigsResponse {
+    let mut responses = Vec::with_capacity(body.resources.len());
+    for r in body.resources {
+        let mut resp = AlterConfigsResourceResponse::default()
+            .with_resource_type(r.resource_type)
+            .with_resource_name(r.resource_name.clone());
+        if r.resource_type != RESOURCE_TOPIC {
+            resp.error_code = ErrorCode::INVALID_REQUEST.code();
+            resp.error_message = Some(str_bytes(
+                "only topic configs can be altered; broker configs are static (server.properties)",
+            ));
+            responses.push(resp);
+            continue;
+        }
+        let name = r.resource_name.to_string();
+        let Some(current) = state.image.load().topic(&name).map(|t| t.configs.clone()) else {
+            resp.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code();
+            resp.error_message = Some(str_bytes(format!("topic '{name}' does not exist")));
+            responses.push(resp);
+            continue;
+        };
+        let given: Vec<(String, Option<String>)> = r
+            .configs
+            .into_iter()
+            .map(|c| {
+                (
+                    c.name.to_string(),
+                    Some(c.value.map(|v| v.to_string()).unwrap_or_default()),
+                )
+            })
+            .collect();
+        let mut changes: Vec<(String, Option<String>)> = current
+            .keys()
+            .filter(|k| !given.iter().any(|(g, _)| g == *k))
+            .map(|k| (k.clone(), None))
+            .collect();
+        changes.extend(given);
+        if let Err(e) = state
+            .control
+            .alter_topic_configs(name, changes, body.validate_only)
+            .await
+        {
+            resp.error_code = e.error_code().code();
+            resp.error_message = Some(str_bytes(e.to_string()));
+        }
+        responses.push(resp);
+    }
+    state.sync_replicas();
+    AlterConfigsResponse::default().with_responses(responses)
+}
