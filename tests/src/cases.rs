@@ -54,7 +54,6 @@ pub const VARIES_EVERYWHERE: &[&str] = &[
     "port",
     "topic_id",
     "member_id",
-    "leader",
     "producer_id",
     "log_append_time_ms",
     "timestamp",
@@ -63,7 +62,6 @@ pub const VARIES_EVERYWHERE: &[&str] = &[
     "cluster_authorized_operations",
     "topic_authorized_operations",
     "authorized_operations",
-    "rack",
     "log_dir",
     "size",
     "partition_size",
@@ -71,27 +69,10 @@ pub const VARIES_EVERYWHERE: &[&str] = &[
     "is_future_key",
     "total_bytes",
     "usable_bytes",
-    "leader_epoch",
-    "current_leader",
-    "finalized_features_epoch",
-    "supported_features",
-    "finalized_features",
-    "zk_migration_ready",
     "client_id",
     "client_host",
-    "member_metadata",
-    "member_assignment",
-    "endpoints",
-    "node_endpoints",
-    "voters",
-    "observers",
-    "high_watermark",
-    "log_end_offset",
     "last_fetch_timestamp",
     "last_caught_up_timestamp",
-    "leader_epoch_start_offset",
-    "nodes",
-    "brokers",
 ];
 
 /// The connection and the names a run's cases share.
@@ -183,21 +164,30 @@ impl Ctx {
         }
     }
 
-    /// Appends `count` records with values `v0..` to partition 0 at Produce v9.
+    /// Appends `count` records with values `v0..` to partition 0 at Produce
+    /// v9, retrying as a client does while a new leader is not ready.
     fn produce(&mut self, topic: &str, count: usize) -> Result<(), String> {
         let values: Vec<String> = (0..count).map(|i| format!("v{i}")).collect();
         let request = produce(topic, Uuid::nil(), crate::record_batch(&values, None), 9);
-        let response = self.call(9, &request)?;
-        let code = response
-            .responses
-            .first()
-            .and_then(|t| t.partition_responses.first())
-            .map(|p| p.error_code)
-            .unwrap_or(-2);
-        if code != 0 {
-            return Err(format!("produce to {topic}: error {code}"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let response = self.call(9, &request)?;
+            let code = response
+                .responses
+                .first()
+                .and_then(|t| t.partition_responses.first())
+                .map(|p| p.error_code)
+                .unwrap_or(-2);
+            // UNKNOWN_TOPIC_OR_PARTITION, NOT_LEADER_OR_FOLLOWER: retriable.
+            let retriable = code == 3 || code == 6;
+            if code == 0 {
+                return Ok(());
+            }
+            if !retriable || std::time::Instant::now() > deadline {
+                return Err(format!("produce to {topic}: error {code}"));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        Ok(())
     }
 }
 
@@ -231,7 +221,7 @@ fn group_id(v: &str) -> GroupId {
 }
 
 fn seen(r: &impl std::fmt::Debug) -> Seen {
-    crate::wire::fields(r, &[])
+    crate::wire::fields(r)
 }
 
 fn produce(topic: &str, topic_id: Uuid, records: Bytes, version: i16) -> ProduceRequest {
@@ -516,10 +506,19 @@ fn api_versions(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     Ok(seen(&ctx.call(v, &r)?))
 }
 
+fn api_versions_anonymous(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    // Empty client software name and version: refused from v3 on (KIP-511).
+    Ok(seen(&ctx.call(v, &ApiVersionsRequest::default())?))
+}
+
 fn metadata_known(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     let name = ctx.name("metadata", v);
     ctx.topic(&name, 2)?;
-    Ok(seen(&ctx.call(v, &metadata_topics(v, &[&name]))?))
+    let mut response = ctx.call(v, &metadata_topics(v, &[&name]))?;
+    for t in &mut response.topics {
+        t.partitions.sort_by_key(|p| p.partition_index);
+    }
+    Ok(seen(&response))
 }
 
 fn metadata_unknown(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
@@ -528,10 +527,21 @@ fn metadata_unknown(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     if v >= 4 {
         r = r.with_allow_auto_topic_creation(false);
     } else {
-        // Before v4 a request cannot forbid auto-creation: ask for none.
+        // Before v4 a request cannot forbid auto-creation: ask for an
+        // empty list instead (all topics in v0, none in v1-v3).
         r = r.with_topics(Some(vec![]));
     }
-    Ok(seen(&ctx.call(v, &r)?))
+    let mut response = ctx.call(v, &r)?;
+    // Only this run's topics, in name order: a broker may hold others.
+    let prefix = format!("sweep-{}-", ctx.run_id);
+    response
+        .topics
+        .retain(|t| t.name.as_ref().is_some_and(|n| n.0.starts_with(&prefix)));
+    response.topics.sort_by(|a, b| a.name.cmp(&b.name));
+    for t in &mut response.topics {
+        t.partitions.sort_by_key(|p| p.partition_index);
+    }
+    Ok(seen(&response))
 }
 
 fn produce_ok(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
@@ -570,7 +580,20 @@ fn produce_too_large(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     let id = ctx.wait_for_leaders(&name, 1)?;
     let big = vec!["x".repeat(5000)];
     let r = produce(&name, id, crate::record_batch(&big, None), v);
-    Ok(seen(&ctx.call(v, &r)?))
+    // A leader that has just been elected may still say NOT_LEADER once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let response = ctx.call(v, &r)?;
+        let code = response
+            .responses
+            .first()
+            .and_then(|t| t.partition_responses.first())
+            .map(|p| p.error_code);
+        if code != Some(6) || std::time::Instant::now() > deadline {
+            return Ok(seen(&response));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 fn fetch_ok(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
@@ -775,7 +798,10 @@ fn describe_groups_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     if v >= 3 {
         r = r.with_include_authorized_operations(false);
     }
-    Ok(seen(&ctx.call(v, &r)?))
+    let mut response = ctx.call(v, &r)?;
+    // The order of the answers is not part of the protocol.
+    response.groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    Ok(seen(&response))
 }
 
 fn list_groups_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
@@ -813,7 +839,10 @@ fn delete_groups_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
         group_id(&empty),
         group_id(&missing),
     ]);
-    Ok(seen(&ctx.call(v, &r)?))
+    let mut response = ctx.call(v, &r)?;
+    // The order of the answers is not part of the protocol.
+    response.results.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    Ok(seen(&response))
 }
 
 fn offset_delete_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
@@ -864,7 +893,10 @@ fn delete_topics_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     let name = ctx.name("delete", v);
     ctx.topic(&name, 1)?;
     let missing = ctx.name("delete-missing", v);
-    Ok(seen(&ctx.call(v, &delete_topics(v, &[&name, &missing]))?))
+    let mut response = ctx.call(v, &delete_topics(v, &[&name, &missing]))?;
+    // The order of the answers is not part of the protocol.
+    response.responses.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(seen(&response))
 }
 
 fn create_partitions_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
@@ -879,7 +911,10 @@ fn create_partitions_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     let r = CreatePartitionsRequest::default()
         .with_topics(vec![t(&name, 3), t(&missing, 2)])
         .with_timeout_ms(30_000);
-    let mut out = seen(&ctx.call(v, &r)?);
+    let mut grown = ctx.call(v, &r)?;
+    // The order of the answers is not part of the protocol.
+    grown.results.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut out = seen(&grown);
     let shrink = CreatePartitionsRequest::default()
         .with_topics(vec![t(&name, 2)])
         .with_timeout_ms(30_000);
@@ -1106,12 +1141,7 @@ fn describe_quorum(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
 pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
     type Run = fn(&mut Ctx, i16) -> Result<Seen, String>;
     let table: &[(ApiKey, &'static str, &'static [&'static str], Run)] = &[
-        (
-            ApiKey::Produce,
-            "append twice",
-            &["base_offset", "log_start_offset"],
-            produce_ok,
-        ),
+        (ApiKey::Produce, "append twice", &[], produce_ok),
         (ApiKey::Produce, "unknown topic", &[], produce_unknown_topic),
         (
             ApiKey::Produce,
@@ -1119,27 +1149,17 @@ pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
             &[],
             produce_too_large,
         ),
-        (
-            ApiKey::Fetch,
-            "start, inside a batch, end",
-            &[
-                "records",
-                "last_stable_offset",
-                "log_start_offset",
-                "session_id",
-            ],
-            fetch_ok,
-        ),
+        (ApiKey::Fetch, "start, inside a batch, end", &[], fetch_ok),
         (
             ApiKey::Fetch,
             "offset out of range",
-            &["log_start_offset", "last_stable_offset", "session_id"],
+            &[],
             fetch_out_of_range,
         ),
         (
             ApiKey::Fetch,
             "unknown partition",
-            &["session_id"],
+            &[],
             fetch_unknown_partition,
         ),
         (ApiKey::ListOffsets, "every spec", &[], list_offsets_specs),
@@ -1149,17 +1169,7 @@ pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
             &[],
             list_offsets_unknown,
         ),
-        (
-            ApiKey::Metadata,
-            "known topic",
-            &[
-                "partition_index",
-                "replica_nodes",
-                "isr_nodes",
-                "offline_replicas",
-            ],
-            metadata_known,
-        ),
+        (ApiKey::Metadata, "known topic", &[], metadata_known),
         (ApiKey::Metadata, "unknown topic", &[], metadata_unknown),
         (
             ApiKey::OffsetCommit,
@@ -1182,7 +1192,7 @@ pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
         (
             ApiKey::JoinGroup,
             "join, stranger, sync with wrong and right generation",
-            &["generation_id", "protocol_name", "members"],
+            &[],
             join_group_flow,
         ),
         (
@@ -1200,13 +1210,13 @@ pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
         (
             ApiKey::SyncGroup,
             "unknown member, member",
-            &["assignment"],
+            &[],
             sync_group_flow,
         ),
         (
             ApiKey::DescribeGroups,
             "stable and unknown group",
-            &["members", "protocol_data"],
+            &[],
             describe_groups_flow,
         ),
         (ApiKey::ListGroups, "stable group", &[], list_groups_flow),
@@ -1217,9 +1227,15 @@ pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
             api_versions,
         ),
         (
+            ApiKey::ApiVersions,
+            "no client software name",
+            &["api_keys", "min_version", "max_version", "api_key"],
+            api_versions_anonymous,
+        ),
+        (
             ApiKey::CreateTopics,
             "good, bad config, zero partitions, again, validate only",
-            &["configs", "num_partitions", "replication_factor"],
+            &[],
             create_topics_flow,
         ),
         (
@@ -1234,37 +1250,23 @@ pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
             &[],
             delete_records_flow,
         ),
-        (
-            ApiKey::InitProducerId,
-            "idempotent",
-            &["producer_epoch"],
-            init_producer_id,
-        ),
+        (ApiKey::InitProducerId, "idempotent", &[], init_producer_id),
         (
             ApiKey::OffsetForLeaderEpoch,
             "current, future, fenced",
-            &["end_offset"],
+            &[],
             offset_for_leader_epoch,
         ),
         (
             ApiKey::DescribeConfigs,
             "topic, broker, unknown topic",
-            &[
-                "configs",
-                "synonyms",
-                "documentation",
-                "config_type",
-                "read_only",
-                "is_sensitive",
-                "config_source",
-                "is_default",
-            ],
+            &[],
             describe_configs_flow,
         ),
         (
             ApiKey::DescribeLogDirs,
             "one partition",
-            &["results", "topics", "partitions"],
+            &[],
             describe_log_dirs,
         ),
         (
@@ -1301,7 +1303,7 @@ pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
         (
             ApiKey::DescribeQuorum,
             "metadata partition",
-            &["topics"],
+            &[],
             describe_quorum,
         ),
         (ApiKey::DescribeCluster, "brokers", &[], describe_cluster),

@@ -146,7 +146,8 @@ pub struct ProducerStamp {
     pub base_sequence: i32,
 }
 
-/// One uncompressed v2 record batch holding `values`, stamped with a
+/// One uncompressed v2 record batch (one, as Kafka requires of a produce
+/// request's partition) holding `values`, stamped with a
 /// producer id and sequences when `producer` is given.
 pub fn record_batch(values: &[String], producer: Option<ProducerStamp>) -> bytes::Bytes {
     use kafka_protocol::records::{
@@ -164,7 +165,12 @@ pub fn record_batch(values: &[String], producer: Option<ProducerStamp>) -> bytes
             producer_epoch: producer.map(|p| p.producer_epoch).unwrap_or(-1),
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: producer.map(|p| p.base_sequence + i as i32).unwrap_or(-1),
+            // Without a producer the batch's base sequence is -1; the
+            // encoder keeps records in one batch while offset - sequence
+            // stays the same, so the sequences run on from -1.
+            sequence: producer
+                .map(|p| p.base_sequence + i as i32)
+                .unwrap_or(i as i32 - 1),
             timestamp: 1_700_000_000_000,
             key: None,
             value: Some(bytes::Bytes::from(v.clone())),

@@ -129,14 +129,20 @@ impl Wire {
     }
 }
 
-/// A response's fields, one `path = value` line each, with the values of
-/// the named fields replaced by `<varies>`: the form in which two brokers'
-/// answers are compared field by field. Built from the pretty `Debug` form
-/// of the `kafka-protocol` types, whose field names are the protocol's.
-pub fn fields(response: &impl std::fmt::Debug, varies: &[&str]) -> Vec<String> {
+/// A response's fields, one `path = value` line each: the form in which
+/// two brokers' answers are compared field by field. Built from the pretty
+/// `Debug` form of the `kafka-protocol` types, whose field names are the
+/// protocol's; `Some(x)` is shown as `x`, so a missing optional value and a
+/// present one differ in one line.
+pub fn fields(response: &impl std::fmt::Debug) -> Vec<String> {
     let pretty = format!("{response:#?}");
-    let mut path: Vec<String> = Vec::new();
+    // The open containers; an `Option` wrapper carries no path segment.
+    let mut path: Vec<Option<String>> = Vec::new();
+    let mut pending_option: Vec<String> = Vec::new();
     let mut out = Vec::new();
+    let joined = |path: &[Option<String>]| -> String {
+        path.iter().flatten().cloned().collect::<Vec<_>>().join(".")
+    };
     for raw in pretty.lines() {
         let line = raw.trim();
         let line = line.strip_suffix(',').unwrap_or(line);
@@ -144,25 +150,38 @@ pub fn fields(response: &impl std::fmt::Debug, varies: &[&str]) -> Vec<String> {
             path.pop();
             continue;
         }
-        let (name, value) = match line.split_once(": ") {
+        let (mut name, value) = match split_field(line) {
             Some((n, v)) => (n.to_string(), v.to_string()),
             None => (String::from("[]"), line.to_string()),
         };
-        let opens = value.ends_with('{') || value.ends_with('[') || value.ends_with('(');
-        let here = format!("{}.{name}", path.join("."));
-        if opens {
-            out.push(format!("{here} ="));
-            path.push(name);
+        // The value inside `Some(` takes the name of the field around it.
+        if name == "[]" && path.last().is_some_and(Option::is_none) {
+            if let Some(option_name) = pending_option.last() {
+                name = option_name.clone();
+            }
+        }
+        if value == "Some(" {
+            pending_option.push(name);
+            path.push(None);
             continue;
         }
-        let shown = if varies.contains(&name.as_str())
-            || path.iter().any(|p| varies.contains(&p.as_str()))
-        {
-            "<varies>".to_string()
-        } else {
-            value
-        };
-        out.push(format!("{here} = {shown}"));
+        let here = format!("{}.{name}", joined(&path));
+        if value.ends_with('{') || value.ends_with('[') || value.ends_with('(') {
+            out.push(format!("{here} ="));
+            path.push(Some(name));
+            continue;
+        }
+        out.push(format!("{here} = {value}"));
     }
     out
+}
+
+/// `name: value` when the line starts with a field name.
+fn split_field(line: &str) -> Option<(&str, &str)> {
+    let (name, value) = line.split_once(": ")?;
+    let is_name = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    is_name.then_some((name, value))
 }

@@ -9,6 +9,7 @@
 //! says that it skipped.
 
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
+use kafka_protocol::protocol::StrBytes;
 use kraftwerk_tests::cases::{all_cases, new_run_id, Case, Ctx, VARIES_EVERYWHERE};
 use kraftwerk_tests::wire::Wire;
 use kraftwerk_tests::BrokerProcess;
@@ -16,7 +17,12 @@ use kraftwerk_tests::BrokerProcess;
 fn advertised(addr: &str) -> Vec<(ApiKey, i16, i16)> {
     let mut wire = Wire::connect(addr).expect("connect");
     let response = wire
-        .call(3, &ApiVersionsRequest::default())
+        .call(
+            3,
+            &ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("kraftwerk-tests"))
+                .with_client_software_version(StrBytes::from_static_str("1.0")),
+        )
         .expect("ApiVersions v3");
     response
         .api_keys
@@ -28,26 +34,62 @@ fn advertised(addr: &str) -> Vec<(ApiKey, i16, i16)> {
         .collect()
 }
 
-/// The lines of `seen` with the values of the case's varying fields masked.
+/// The lines of `seen` with the values of the case's varying fields
+/// masked; a varying list or struct is one masked line, whatever it holds.
 fn masked(case: &Case, seen: &[String]) -> Vec<String> {
     let varies: Vec<&str> = VARIES_EVERYWHERE
         .iter()
         .chain(case.varies.iter())
         .copied()
         .collect();
-    seen.iter()
-        .map(|line| {
-            let Some((path, value)) = line.split_once(" = ") else {
-                return line.clone();
-            };
-            let masked = path.split('.').any(|segment| varies.contains(&segment));
-            if masked {
-                format!("{path} = <varies>")
+    let mut out = Vec::new();
+    for line in seen {
+        let (path, value) = match line.split_once(" = ") {
+            Some((p, v)) => (p, Some(v)),
+            None => (line.trim_end_matches(" ="), None),
+        };
+        let segments: Vec<&str> = path.split('.').collect();
+        match segments.iter().position(|s| varies.contains(s)) {
+            // Inside a varying field: already shown by its own line.
+            Some(i) if i + 1 < segments.len() => {}
+            Some(_) => out.push(format!("{path} = <varies>")),
+            None => out.push(match value {
+                Some(v) => format!("{path} = {v}"),
+                None => format!("{path} ="),
+            }),
+        }
+    }
+    out
+}
+
+/// The lines only one side has (longest-common-subsequence diff), at most
+/// a dozen: `- ` Kraftwerk's, `+ ` Kafka's.
+fn line_diff(a: &[String], b: &[String]) -> Vec<String> {
+    let (n, m) = (a.len(), b.len());
+    let mut lcs = vec![vec![0u32; m + 1]; n + 1];
+    for i in (0..n).rev() {
+        for j in (0..m).rev() {
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
             } else {
-                format!("{path} = {value}")
-            }
-        })
-        .collect()
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
+        }
+    }
+    let (mut i, mut j, mut out) = (0, 0, Vec::new());
+    while (i < n || j < m) && out.len() < 12 {
+        if i < n && j < m && a[i] == b[j] {
+            i += 1;
+            j += 1;
+        } else if j < m && (i == n || lcs[i][j + 1] >= lcs[i + 1][j]) {
+            out.push(format!("    + kafka:     {}", b[j]));
+            j += 1;
+        } else {
+            out.push(format!("    - kraftwerk: {}", a[i]));
+            i += 1;
+        }
+    }
+    out
 }
 
 fn run(addr: &str, run_id: &str, case: &Case) -> Result<Vec<String>, String> {
@@ -82,23 +124,26 @@ fn same_answers_as_apache_kafka() {
         let kafka = run(&reference, &run_id, case);
         match (kraftwerk, kafka) {
             (Ok(a), Ok(b)) => {
-                let (a, b) = (masked(case, &a), masked(case, &b));
+                // KRAFTWERK_DIFF_RAW=1 shows the unmasked values too.
+                let (a, b) = if std::env::var("KRAFTWERK_DIFF_RAW").is_ok() {
+                    (a, b)
+                } else {
+                    (masked(case, &a), masked(case, &b))
+                };
+                if std::env::var("KRAFTWERK_DIFF_SHOW").is_ok_and(|f| case.name().contains(&f)) {
+                    eprintln!(
+                        "{}\n--- kraftwerk\n{}\n--- kafka\n{}",
+                        case.name(),
+                        a.join("\n"),
+                        b.join("\n")
+                    );
+                }
                 if a != b {
-                    let mut diff = Vec::new();
-                    for i in 0..a.len().max(b.len()) {
-                        let (x, y) = (a.get(i), b.get(i));
-                        if x != y {
-                            diff.push(format!(
-                                "    kraftwerk: {}\n    kafka:     {}",
-                                x.map(String::as_str).unwrap_or("<none>"),
-                                y.map(String::as_str).unwrap_or("<none>")
-                            ));
-                        }
-                        if diff.len() >= 6 {
-                            break;
-                        }
-                    }
-                    differences.push(format!("{}:\n{}", case.name(), diff.join("\n")));
+                    differences.push(format!(
+                        "{}:\n{}",
+                        case.name(),
+                        line_diff(&a, &b).join("\n")
+                    ));
                 }
             }
             (Err(e), Ok(_)) => differences.push(format!("{}: Kraftwerk failed: {e}", case.name())),

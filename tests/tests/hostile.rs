@@ -60,7 +60,9 @@ async fn api_versions(s: &mut TcpStream, version: i16) -> Option<ApiVersionsResp
         ApiKey::ApiVersions,
         version,
         7,
-        &ApiVersionsRequest::default(),
+        &ApiVersionsRequest::default()
+            .with_client_software_name(StrBytes::from_static_str("hostile-test"))
+            .with_client_software_version(StrBytes::from_static_str("1.0")),
     ))
     .await
     .ok()?;

@@ -5,6 +5,7 @@
 //! so an API added to the table without a case fails here.
 
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
+use kafka_protocol::protocol::StrBytes;
 use kraftwerk_tests::cases::{all_cases, keys_without_cases, Ctx};
 use kraftwerk_tests::wire::Wire;
 use kraftwerk_tests::BrokerProcess;
@@ -12,7 +13,12 @@ use kraftwerk_tests::BrokerProcess;
 fn advertised(b: &BrokerProcess) -> Vec<(ApiKey, i16, i16)> {
     let mut wire = Wire::connect(b.addr).expect("connect");
     let response = wire
-        .call(3, &ApiVersionsRequest::default())
+        .call(
+            3,
+            &ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("kraftwerk-tests"))
+                .with_client_software_version(StrBytes::from_static_str("1.0")),
+        )
         .expect("ApiVersions v3");
     assert_eq!(response.error_code, 0);
     response

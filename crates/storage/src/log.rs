@@ -523,15 +523,56 @@ impl Log {
     /// (timestamp, offset) of the batch with the largest max timestamp: its
     /// last offset, the earliest such batch on ties.
     pub fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
-        let state = self.state.read();
-        let mut best: Option<(i64, i64)> = None;
-        for segment in state.segments.values() {
-            let timestamp = segment.max_timestamp();
-            if timestamp >= 0 && best.is_none_or(|(t, _)| timestamp > t) {
-                best = Some((timestamp, segment.last_offset_of_max_timestamp()));
+        let (timestamp, segment_base, batch_last_offset) = {
+            let state = self.state.read();
+            let mut best: Option<(i64, i64, i64)> = None;
+            for segment in state.segments.values() {
+                let timestamp = segment.max_timestamp();
+                if timestamp >= 0 && best.is_none_or(|(t, _, _)| timestamp > t) {
+                    best = Some((
+                        timestamp,
+                        segment.base_offset,
+                        segment.last_offset_of_max_timestamp(),
+                    ));
+                }
             }
+            best?
+        };
+        // Kafka answers the first record carrying the max timestamp, not
+        // the end of its batch: look inside the batches of that segment.
+        let exact = self.first_offset_with_timestamp(
+            segment_base.max(self.log_start_offset()),
+            batch_last_offset,
+            timestamp,
+        );
+        Some((timestamp, exact.unwrap_or(batch_last_offset)))
+    }
+
+    /// The first record at or after `from` and at or before `until` whose
+    /// timestamp is `timestamp`; None when the batches cannot be read.
+    fn first_offset_with_timestamp(&self, from: i64, until: i64, timestamp: i64) -> Option<i64> {
+        let mut offset = from;
+        while offset <= until {
+            let chunk = self.read(offset, 1 << 20, i64::MAX, true).ok()?;
+            let batches = batch::validate_all(&chunk).ok()?;
+            let (last, _) = batches.last()?;
+            let next = last.last_offset() + 1;
+            for (header, bytes) in &batches {
+                if header.max_timestamp != timestamp {
+                    continue;
+                }
+                match crate::records::first_offset_with_timestamp(bytes, header, timestamp) {
+                    Ok(Some(found)) => return Some(found.max(from)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "batch records unreadable");
+                        return None;
+                    }
+                }
+            }
+            offset = next;
         }
-        best
+        None
     }
 
     /// Fsyncs the active segment and its indexes (older segments were

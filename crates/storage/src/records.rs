@@ -25,6 +25,7 @@ pub(crate) struct RecordSpan {
     /// The whole record, length prefix included.
     pub(crate) bytes: Range<usize>,
     pub(crate) offset_delta: i32,
+    pub(crate) timestamp_delta: i64,
     /// None for a record without a key.
     pub(crate) key: Option<Range<usize>>,
     /// A null value: a tombstone.
@@ -85,7 +86,7 @@ fn locate(section: &[u8], count: i32) -> Result<Vec<RecordSpan>, String> {
         let body = &section[..end];
         // attributes (int8), timestampDelta (varlong), offsetDelta (varint)
         at += 1;
-        varint(body, &mut at).ok_or("timestamp delta is cut off")?;
+        let timestamp_delta = varint(body, &mut at).ok_or("timestamp delta is cut off")?;
         let offset_delta = varint(body, &mut at).ok_or("offset delta is cut off")?;
         let offset_delta = i32::try_from(offset_delta)
             .ok()
@@ -100,6 +101,7 @@ fn locate(section: &[u8], count: i32) -> Result<Vec<RecordSpan>, String> {
         records.push(RecordSpan {
             bytes: start..end,
             offset_delta,
+            timestamp_delta,
             key,
             value_is_null,
         });
@@ -160,6 +162,25 @@ pub(crate) fn batch_records(batch: &Bytes, header: &BatchHeader) -> Result<Batch
     let section = decompress(header.compression(), batch.slice(HEADER_BYTES..total))?;
     let records = locate(&section, header.record_count)?;
     Ok(BatchRecords { section, records })
+}
+
+/// The offset of the first record of a batch whose timestamp is
+/// `timestamp` (ListOffsets' max-timestamp lookup), or None.
+pub(crate) fn first_offset_with_timestamp(
+    batch: &Bytes,
+    header: &BatchHeader,
+    timestamp: i64,
+) -> Result<Option<i64>, String> {
+    if header.attributes & batch::ATTR_TIMESTAMP_TYPE != 0 {
+        // LogAppendTime: every record carries the batch's max timestamp.
+        return Ok((header.max_timestamp == timestamp).then_some(header.base_offset));
+    }
+    let records = batch_records(batch, header)?;
+    Ok(records
+        .records
+        .iter()
+        .find(|r| header.base_timestamp.wrapping_add(r.timestamp_delta) == timestamp)
+        .map(|r| header.base_offset + i64::from(r.offset_delta)))
 }
 
 /// A copy of `header`'s batch holding only `kept` (records of `records`, in

@@ -22,11 +22,35 @@ fn api_keys() -> Vec<ApiVersion> {
         .collect()
 }
 
+/// KIP-511's rule for the client software name and version that v3+
+/// carries: letters, digits, `-` and `.`, starting and ending with a letter
+/// or digit. Kafka answers INVALID_REQUEST to anything else.
+fn valid_software_field(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    let edge = |b: &u8| b.is_ascii_alphanumeric();
+    match (bytes.first(), bytes.last()) {
+        (Some(first), Some(last)) => {
+            edge(first)
+                && edge(last)
+                && bytes
+                    .iter()
+                    .all(|b| b.is_ascii_alphanumeric() || *b == b'-' || *b == b'.')
+        }
+        _ => false,
+    }
+}
+
 pub async fn handle(
     _state: &BrokerState,
-    _req: &Request<'_>,
-    _body: ApiVersionsRequest,
+    req: &Request<'_>,
+    body: ApiVersionsRequest,
 ) -> ApiVersionsResponse {
+    if req.version >= 3
+        && !(valid_software_field(&body.client_software_name)
+            && valid_software_field(&body.client_software_version))
+    {
+        return ApiVersionsResponse::default().with_error_code(ErrorCode::INVALID_REQUEST.code());
+    }
     ApiVersionsResponse::default()
         .with_error_code(0)
         .with_api_keys(api_keys())
@@ -50,4 +74,25 @@ pub fn unsupported_version_response(correlation_id: i32) -> Bytes {
         tracing::error!("ApiVersions v0 response could not be encoded");
     }
     buf.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::valid_software_field;
+
+    #[test]
+    fn client_software_fields_follow_kip_511() {
+        for ok in [
+            "kafka-python",
+            "librdkafka",
+            "2.16.1",
+            "a",
+            "apache-kafka-java",
+        ] {
+            assert!(valid_software_field(ok), "{ok}");
+        }
+        for bad in ["", "-x", "x-", "has space", "under_score", ".1"] {
+            assert!(!valid_software_field(bad), "{bad:?}");
+        }
+    }
 }

@@ -134,6 +134,11 @@ fn read_once(
                 has_error = true;
                 pd.error_code = code.code();
                 pd.records = Some(Bytes::new());
+                // Kafka sends no aborted-transaction list with an
+                // out-of-range answer (an empty one with other errors).
+                if code == ErrorCode::OFFSET_OUT_OF_RANGE {
+                    pd.aborted_transactions = None;
+                }
             }
             partitions.push(pd);
         }
