@@ -129,6 +129,26 @@ impl Wire {
     }
 }
 
+/// A broker's ApiVersions v3 answer: its error code and each advertised
+/// (API key, min version, max version).
+pub fn advertised(addr: impl ToSocketAddrs) -> (i16, Vec<(i16, i16, i16)>) {
+    let mut wire = Wire::connect(addr).expect("connect");
+    let response = wire
+        .call(
+            3,
+            &kafka_protocol::messages::ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("kraftwerk-tests"))
+                .with_client_software_version(StrBytes::from_static_str("1.0")),
+        )
+        .expect("ApiVersions v3");
+    let keys = response
+        .api_keys
+        .iter()
+        .map(|k| (k.api_key, k.min_version, k.max_version))
+        .collect();
+    (response.error_code, keys)
+}
+
 /// A response's fields, one `path = value` line each: the form in which
 /// two brokers' answers are compared field by field. Built from the pretty
 /// `Debug` form of the `kafka-protocol` types, whose field names are the

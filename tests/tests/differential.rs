@@ -8,29 +8,17 @@
 //! address comes from `KRAFTWERK_REFERENCE_BOOTSTRAP`. Without it the test
 //! says that it skipped.
 
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::ApiKey;
 use kraftwerk_tests::cases::{all_cases, new_run_id, Case, Ctx, VARIES_EVERYWHERE};
-use kraftwerk_tests::wire::Wire;
+use kraftwerk_tests::wire::{self, Wire};
 use kraftwerk_tests::BrokerProcess;
 
+/// The advertised ranges of the API keys this crate's codec knows.
 fn advertised(addr: &str) -> Vec<(ApiKey, i16, i16)> {
-    let mut wire = Wire::connect(addr).expect("connect");
-    let response = wire
-        .call(
-            3,
-            &ApiVersionsRequest::default()
-                .with_client_software_name(StrBytes::from_static_str("kraftwerk-tests"))
-                .with_client_software_version(StrBytes::from_static_str("1.0")),
-        )
-        .expect("ApiVersions v3");
-    response
-        .api_keys
-        .iter()
-        .filter_map(|k| {
-            let key = ApiKey::try_from(k.api_key).ok()?;
-            Some((key, k.min_version, k.max_version))
-        })
+    wire::advertised(addr)
+        .1
+        .into_iter()
+        .filter_map(|(k, min, max)| Some((ApiKey::try_from(k).ok()?, min, max)))
         .collect()
 }
 

@@ -4,30 +4,16 @@
 //! client cannot read. What is advertised is taken from the broker itself,
 //! so an API added to the table without a case fails here.
 
-use kafka_protocol::messages::{ApiKey, ApiVersionsRequest};
-use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::messages::ApiKey;
 use kraftwerk_tests::cases::{all_cases, keys_without_cases, Ctx};
-use kraftwerk_tests::wire::Wire;
+use kraftwerk_tests::wire::{self, Wire};
 use kraftwerk_tests::BrokerProcess;
 
 fn advertised(b: &BrokerProcess) -> Vec<(ApiKey, i16, i16)> {
-    let mut wire = Wire::connect(b.addr).expect("connect");
-    let response = wire
-        .call(
-            3,
-            &ApiVersionsRequest::default()
-                .with_client_software_name(StrBytes::from_static_str("kraftwerk-tests"))
-                .with_client_software_version(StrBytes::from_static_str("1.0")),
-        )
-        .expect("ApiVersions v3");
-    assert_eq!(response.error_code, 0);
-    response
-        .api_keys
-        .iter()
-        .map(|k| {
-            let key = ApiKey::try_from(k.api_key).expect("a known API key");
-            (key, k.min_version, k.max_version)
-        })
+    let (error_code, keys) = wire::advertised(b.addr);
+    assert_eq!(error_code, 0);
+    keys.into_iter()
+        .map(|(k, min, max)| (ApiKey::try_from(k).expect("a known API key"), min, max))
         .collect()
 }
 

@@ -6,12 +6,10 @@
 
 use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
-use kraftwerk_types::ErrorCode;
 
+use super::incremental_alter_configs::alterable_topic_configs;
 use super::{str_bytes, Request};
 use crate::BrokerState;
-
-const RESOURCE_TOPIC: i8 = 2;
 
 pub async fn handle(
     state: &BrokerState,
@@ -23,20 +21,15 @@ pub async fn handle(
         let mut resp = AlterConfigsResourceResponse::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
-        if r.resource_type != RESOURCE_TOPIC {
-            resp.error_code = ErrorCode::INVALID_REQUEST.code();
-            resp.error_message = Some(str_bytes(
-                "only topic configs can be altered; broker configs are static (server.properties)",
-            ));
-            responses.push(resp);
-            continue;
-        }
         let name = r.resource_name.to_string();
-        let Some(current) = state.image.load().topic(&name).map(|t| t.configs.clone()) else {
-            resp.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code();
-            resp.error_message = Some(str_bytes(format!("topic '{name}' does not exist")));
-            responses.push(resp);
-            continue;
+        let current = match alterable_topic_configs(state, r.resource_type, &name) {
+            Ok(current) => current,
+            Err((code, message)) => {
+                resp.error_code = code.code();
+                resp.error_message = Some(str_bytes(message));
+                responses.push(resp);
+                continue;
+            }
         };
         let given: Vec<(String, Option<String>)> = r
             .configs

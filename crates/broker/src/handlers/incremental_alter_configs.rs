@@ -14,6 +14,34 @@ const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
+/// The current overrides of the topic a config change names, or the
+/// error Kafka answers: only topic configs can change (broker configs are
+/// static) and the topic must exist. Shared with the legacy AlterConfigs.
+pub(super) fn alterable_topic_configs(
+    state: &BrokerState,
+    resource_type: i8,
+    name: &str,
+) -> Result<std::collections::BTreeMap<String, String>, (ErrorCode, String)> {
+    if resource_type != RESOURCE_TOPIC {
+        return Err((
+            ErrorCode::INVALID_REQUEST,
+            "only topic configs can be altered; broker configs are static (server.properties)"
+                .to_string(),
+        ));
+    }
+    state
+        .image
+        .load()
+        .topic(name)
+        .map(|t| t.configs.clone())
+        .ok_or_else(|| {
+            (
+                ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                format!("topic '{name}' does not exist"),
+            )
+        })
+}
+
 pub async fn handle(
     state: &BrokerState,
     _req: &Request<'_>,
@@ -24,21 +52,15 @@ pub async fn handle(
         let mut resp = AlterConfigsResourceResponse::default()
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
-        if r.resource_type != RESOURCE_TOPIC {
-            resp.error_code = ErrorCode::INVALID_REQUEST.code();
-            resp.error_message = Some(str_bytes(
-                "only topic configs can be altered; broker configs are static (server.properties)",
-            ));
-            responses.push(resp);
-            continue;
-        }
         let name = r.resource_name.to_string();
-        let current = state.image.load().topic(&name).map(|t| t.configs.clone());
-        let Some(current) = current else {
-            resp.error_code = ErrorCode::UNKNOWN_TOPIC_OR_PARTITION.code();
-            resp.error_message = Some(str_bytes(format!("topic '{name}' does not exist")));
-            responses.push(resp);
-            continue;
+        let current = match alterable_topic_configs(state, r.resource_type, &name) {
+            Ok(current) => current,
+            Err((code, message)) => {
+                resp.error_code = code.code();
+                resp.error_message = Some(str_bytes(message));
+                responses.push(resp);
+                continue;
+            }
         };
         let mut changes = Vec::with_capacity(r.configs.len());
         let mut bad = None;
