@@ -1,7 +1,9 @@
 //! ApiVersions (18): the served version table.
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
 use kafka_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse, ResponseHeader};
 use kafka_protocol::protocol::Encodable;
 use kraftwerk_protocol::versions::SERVED_APIS;
@@ -40,8 +42,32 @@ fn valid_software_field(value: &str) -> bool {
     }
 }
 
+/// `metadata.version` as Apache Kafka 4.1 numbers its levels: 7 is
+/// 3.3-IV3, the first KRaft level; 27 is 4.1-IV1, the release whose API
+/// ranges Kraftwerk advertises. Only this feature is reported: finalizing
+/// `group.version` or `transaction.version` would tell clients to use the
+/// KIP-848 and KIP-890 protocols, which are not served.
+const METADATA_VERSION_MIN: i16 = 7;
+const METADATA_VERSION: i16 = 27;
+
+/// The feature levels of ApiVersions v3+ (`kafka-features describe`,
+/// `Admin.describeFeatures`).
+fn with_features(response: ApiVersionsResponse, epoch: i64) -> ApiVersionsResponse {
+    let name = || kafka_protocol::protocol::StrBytes::from_static_str("metadata.version");
+    response
+        .with_supported_features(vec![SupportedFeatureKey::default()
+            .with_name(name())
+            .with_min_version(METADATA_VERSION_MIN)
+            .with_max_version(METADATA_VERSION)])
+        .with_finalized_features(vec![FinalizedFeatureKey::default()
+            .with_name(name())
+            .with_min_version_level(METADATA_VERSION)
+            .with_max_version_level(METADATA_VERSION)])
+        .with_finalized_features_epoch(epoch)
+}
+
 pub async fn handle(
-    _state: &BrokerState,
+    state: &BrokerState,
     req: &Request<'_>,
     body: ApiVersionsRequest,
 ) -> ApiVersionsResponse {
@@ -51,10 +77,16 @@ pub async fn handle(
     {
         return ApiVersionsResponse::default().with_error_code(ErrorCode::INVALID_REQUEST.code());
     }
-    ApiVersionsResponse::default()
+    let response = ApiVersionsResponse::default()
         .with_error_code(0)
-        .with_api_keys(api_keys())
-        .with_finalized_features_epoch(-1)
+        .with_api_keys(api_keys());
+    if req.version >= 3 {
+        // The epoch of the finalized levels: the metadata image's version.
+        let epoch = i64::try_from(state.image.load().version).unwrap_or(i64::MAX);
+        with_features(response, epoch)
+    } else {
+        response.with_finalized_features_epoch(-1)
+    }
 }
 
 /// The v0 answer to an ApiVersions version we do not serve: the error and
