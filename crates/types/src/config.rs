@@ -175,6 +175,50 @@ impl ValueKind {
 
 const LONG_MAX: &str = "9223372036854775807";
 
+/// The broker keys that set a topic config's default, most specific first,
+/// each with the factor that turns its unit into the topic config's: Kafka
+/// reads `log.retention.ms`, else `log.retention.minutes`, else
+/// `log.retention.hours` for `retention.ms`, and likewise for `segment.ms`.
+pub fn broker_synonyms(def: &TopicConfigDef) -> Vec<(&'static str, i64)> {
+    match def.key {
+        "retention.ms" => vec![
+            ("log.retention.ms", 1),
+            ("log.retention.minutes", 60_000),
+            ("log.retention.hours", 3_600_000),
+        ],
+        "segment.ms" => vec![("log.roll.ms", 1), ("log.roll.hours", 3_600_000)],
+        _ => vec![(def.broker_key, 1)],
+    }
+}
+
+/// The broker's default for a topic config, from the first of its broker
+/// synonyms that is set: `(broker key, value in the topic config's unit)`.
+/// A value that does not parse is passed on as written.
+pub fn broker_default(
+    def: &TopicConfigDef,
+    broker: &BTreeMap<String, String>,
+) -> Option<(&'static str, String)> {
+    broker_synonyms(def).into_iter().find_map(|(key, factor)| {
+        let raw = broker.get(key)?;
+        if factor == 1 {
+            return Some((key, raw.clone()));
+        }
+        let value = raw
+            .trim()
+            .parse::<i64>()
+            .map(|v| v.saturating_mul(factor).to_string())
+            .unwrap_or_else(|_| raw.clone());
+        Some((key, value))
+    })
+}
+
+/// Whether Kafka gives the broker key behind this topic config a default
+/// of its own (`log.retention.ms`, `log.roll.ms` and
+/// `log.flush.interval.ms` have none: their hours or Long.MAX stand in).
+pub fn broker_key_has_default(def: &TopicConfigDef) -> bool {
+    !matches!(def.key, "retention.ms" | "segment.ms" | "flush.ms")
+}
+
 /// Every topic-level config Kraftwerk knows, with Kafka's defaults.
 pub static TOPIC_CONFIGS: &[TopicConfigDef] = &[
     TopicConfigDef {
@@ -343,15 +387,13 @@ impl LogConfig {
         broker: &BTreeMap<String, String>,
     ) -> LogConfig {
         let get = |key: &str| -> String {
-            let def = topic_config_def(key).map(|d| (d.broker_key, d.default));
             if let Some(v) = topic.get(key) {
                 return v.clone();
             }
-            match def {
-                Some((broker_key, default)) => broker
-                    .get(broker_key)
-                    .cloned()
-                    .unwrap_or_else(|| default.to_string()),
+            match topic_config_def(key) {
+                Some(d) => broker_default(d, broker)
+                    .map(|(_, v)| v)
+                    .unwrap_or_else(|| d.default.to_string()),
                 None => String::new(),
             }
         };
@@ -472,6 +514,8 @@ pub static BROKER_CONFIGS: &[(&str, &str)] = &[
     ("default.replication.factor", "1"),
     ("auto.create.topics.enable", "true"),
     ("socket.request.max.bytes", "104857600"),
+    ("log.retention.hours", "168"),
+    ("log.roll.hours", "168"),
     ("log.retention.check.interval.ms", "300000"),
     ("log.cleaner.enable", "true"),
     ("log.cleaner.backoff.ms", "15000"),
@@ -631,6 +675,40 @@ impl BrokerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retention_and_roll_in_hours_or_minutes_as_kafka_reads_them() {
+        let props = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let none = BTreeMap::new();
+        let c = LogConfig::resolve(
+            &none,
+            &props(&[("log.retention.hours", "2"), ("log.roll.hours", "1")]),
+        );
+        assert_eq!(c.retention_ms, 7_200_000);
+        assert_eq!(c.segment_ms, 3_600_000);
+        // Minutes win over hours, milliseconds over both.
+        let c = LogConfig::resolve(
+            &none,
+            &props(&[("log.retention.hours", "2"), ("log.retention.minutes", "3")]),
+        );
+        assert_eq!(c.retention_ms, 180_000);
+        let c = LogConfig::resolve(
+            &none,
+            &props(&[("log.retention.minutes", "3"), ("log.retention.ms", "5")]),
+        );
+        assert_eq!(c.retention_ms, 5);
+        // A topic override beats them all.
+        let c = LogConfig::resolve(
+            &props(&[("retention.ms", "9")]),
+            &props(&[("log.retention.hours", "2")]),
+        );
+        assert_eq!(c.retention_ms, 9);
+    }
 
     #[test]
     fn topic_override_beats_broker_default_beats_kafka_default() {

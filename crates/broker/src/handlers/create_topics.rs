@@ -104,7 +104,7 @@ pub async fn handle(
                     .map(|p| p.replicas.len())
                     .unwrap_or(0) as i16;
                 let described =
-                    super::describe_configs::topic_configs(state, &record.configs, None)
+                    super::describe_configs::topic_configs(state, &record.configs, None, false)
                         .into_iter()
                         .map(|c| {
                             CreatableTopicConfigs::default()

@@ -2,7 +2,9 @@
 //! watermark and each voter's log end offset, as `kafka-metadata-quorum
 //! describe --status` shows it. Brokers forward it to the controller quorum.
 
-use kafka_protocol::messages::describe_quorum_response::{PartitionData, ReplicaState, TopicData};
+use kafka_protocol::messages::describe_quorum_response::{
+    Listener, Node, PartitionData, ReplicaState, TopicData,
+};
 use kafka_protocol::messages::{
     BrokerId, DescribeQuorumRequest, DescribeQuorumResponse, TopicName,
 };
@@ -16,11 +18,14 @@ const METADATA_TOPIC: &str = "__cluster_metadata";
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     _body: DescribeQuorumRequest,
 ) -> DescribeQuorumResponse {
+    let mut nodes = Vec::new();
     let partition = match &state.quorum {
         None => {
+            // No controller listener: the node is listed without endpoints.
+            nodes.push(Node::default().with_node_id(BrokerId(state.config.node_id)));
             // A single node is its own quorum of one.
             let version = state.image.load().version as i64;
             let me = ReplicaState::default()
@@ -28,12 +33,13 @@ pub async fn handle(
                 .with_log_end_offset(version);
             PartitionData::default()
                 .with_leader_id(BrokerId(state.config.node_id))
-                .with_leader_epoch(0)
+                .with_leader_epoch(1)
                 .with_high_watermark(version)
                 .with_current_voters(vec![me])
         }
         Some(client) => match client.quorum_status().await {
             Ok(s) => {
+                nodes = s.voters.iter().map(voter_node).collect();
                 let voters = s
                     .voters
                     .iter()
@@ -58,7 +64,32 @@ pub async fn handle(
             }
         },
     };
-    DescribeQuorumResponse::default().with_topics(vec![TopicData::default()
-        .with_topic_name(TopicName(str_bytes(METADATA_TOPIC)))
-        .with_partitions(vec![partition.with_partition_index(0)])])
+    if req.version < 2 {
+        nodes.clear();
+    }
+    DescribeQuorumResponse::default()
+        .with_nodes(nodes)
+        .with_topics(vec![TopicData::default()
+            .with_topic_name(TopicName(str_bytes(METADATA_TOPIC)))
+            .with_partitions(vec![partition.with_partition_index(0)])])
+}
+
+/// A voter as v2 lists it: its controller endpoint, named as Kafka names
+/// the controller listener.
+fn voter_node(v: &kraftwerk_rpc::controller::VoterStatus) -> Node {
+    let listeners = v
+        .address
+        .trim_start_matches("http://")
+        .rsplit_once(':')
+        .and_then(|(host, port)| Some((host.to_string(), port.parse::<u16>().ok()?)))
+        .map(|(host, port)| {
+            vec![Listener::default()
+                .with_name(str_bytes("CONTROLLER"))
+                .with_host(str_bytes(host))
+                .with_port(port)]
+        })
+        .unwrap_or_default();
+    Node::default()
+        .with_node_id(BrokerId(v.node_id as i32))
+        .with_listeners(listeners)
 }

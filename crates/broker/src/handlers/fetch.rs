@@ -134,6 +134,10 @@ fn read_once(
                 has_error = true;
                 pd.error_code = code.code();
                 pd.records = Some(Bytes::new());
+                // As Kafka: an errored partition carries no offsets.
+                pd.high_watermark = -1;
+                pd.last_stable_offset = -1;
+                pd.log_start_offset = -1;
                 // Kafka sends no aborted-transaction list with an
                 // out-of-range answer (an empty one with other errors).
                 if code == ErrorCode::OFFSET_OUT_OF_RANGE {
