@@ -1,0 +1,267 @@
+"""Apache Kafka's own command-line tools (4.1.1, from Maven Central, run by
+tests/peers/kafka.sh) against real Kraftwerk processes, typed as users type
+them; the first commands are the seed notes' own."""
+
+import json
+import re
+import subprocess
+import threading
+import time
+
+import pytest
+
+from cluster_harness import running_cluster
+from peers import kafka_tool, kafka_tool_popen, require_kafka_tools
+
+SESSION_TIMEOUT_MS = 4000
+
+
+def bootstrap_args(broker):
+    return ["--bootstrap-server", f"localhost:{broker.port}"]
+
+
+def test_seed_notes_kafka_topics_create_and_describe(broker):
+    b = bootstrap_args(broker)
+    out = kafka_tool("kafka-topics.sh", "--create", "--topic", "meu-topico", *b, "--partitions", 3,
+                     "--replication-factor", 1)
+    assert "Created topic meu-topico." in out.stdout
+    described = kafka_tool("kafka-topics.sh", "--describe", "--topic", "meu-topico", *b).stdout
+    assert re.search(r"Topic: meu-topico\s+TopicId: \S+\s+PartitionCount: 3\s+ReplicationFactor: 1", described)
+    for p in range(3):
+        assert re.search(rf"Partition: {p}\s+Leader: 1\s+Replicas: 1\s+Isr: 1", described), described
+    assert "meu-topico" in kafka_tool("kafka-topics.sh", "--list", *b).stdout.split()
+    # Creating it again is refused as Kafka refuses it.
+    again = kafka_tool("kafka-topics.sh", "--create", "--topic", "meu-topico", *b, "--partitions", 3,
+                       "--replication-factor", 1, check=False)
+    assert again.returncode != 0 and "already exists" in again.stdout + again.stderr
+    kafka_tool("kafka-topics.sh", "--alter", "--topic", "meu-topico", *b, "--partitions", 5)
+    assert "PartitionCount: 5" in kafka_tool("kafka-topics.sh", "--describe", "--topic", "meu-topico", *b).stdout
+    kafka_tool("kafka-topics.sh", "--delete", "--topic", "meu-topico", *b)
+    deadline = time.monotonic() + 30
+    while "meu-topico" in kafka_tool("kafka-topics.sh", "--list", *b).stdout.split():
+        assert time.monotonic() < deadline, "meu-topico still listed 30 s after --delete"
+        time.sleep(0.5)
+
+
+def test_console_producer_and_consumer_groups_with_lag_and_reset(broker):
+    b = bootstrap_args(broker)
+    kafka_tool("kafka-topics.sh", "--create", "--topic", "console", *b, "--partitions", 2)
+    lines = [f"linha-{i}" for i in range(200)]
+    kafka_tool("kafka-console-producer.sh", "--topic", "console", *b, input="\n".join(lines) + "\n")
+    got = kafka_tool("kafka-console-consumer.sh", "--topic", "console", *b, "--from-beginning",
+                     "--max-messages", 200, "--group", "leitores").stdout.split()
+    assert sorted(got) == sorted(lines)
+    assert "leitores" in kafka_tool("kafka-consumer-groups.sh", *b, "--list").stdout.split()
+
+    def described():
+        rows = {}
+        for line in kafka_tool("kafka-consumer-groups.sh", *b, "--describe", "--group", "leitores").stdout.splitlines():
+            f = line.split()
+            if len(f) >= 6 and f[0] == "leitores" and f[1] == "console":
+                rows[int(f[2])] = (int(f[3]), int(f[4]), int(f[5]))  # current, log end, lag
+        return rows
+
+    rows = described()
+    assert set(rows) == {0, 1}
+    assert sum(end for _, end, _ in rows.values()) == 200
+    assert all(cur == end and lag == 0 for cur, end, lag in rows.values()), rows
+    out = kafka_tool("kafka-consumer-groups.sh", *b, "--reset-offsets", "--to-earliest", "--group", "leitores",
+                     "--topic", "console", "--execute").stdout
+    assert "NEW-OFFSET" in out
+    rows = described()
+    assert all(cur == 0 and lag == end for cur, end, lag in rows.values()), rows
+    assert sum(lag for _, _, lag in rows.values()) == 200
+    out = kafka_tool("kafka-consumer-groups.sh", *b, "--delete", "--group", "leitores").stdout
+    assert "Deletion of requested consumer groups ('leitores') was successful" in out
+
+
+def test_kafka_configs_on_topics_and_brokers(broker):
+    b = bootstrap_args(broker)
+    kafka_tool("kafka-topics.sh", "--create", "--topic", "cfg", *b)
+    kafka_tool("kafka-configs.sh", *b, "--alter", "--entity-type", "topics", "--entity-name", "cfg",
+               "--add-config", "retention.ms=3600000,cleanup.policy=compact")
+    out = kafka_tool("kafka-configs.sh", *b, "--describe", "--entity-type", "topics", "--entity-name", "cfg").stdout
+    assert "retention.ms=3600000" in out and "cleanup.policy=compact" in out
+    kafka_tool("kafka-configs.sh", *b, "--alter", "--entity-type", "topics", "--entity-name", "cfg",
+               "--delete-config", "cleanup.policy")
+    out = kafka_tool("kafka-configs.sh", *b, "--describe", "--all", "--entity-type", "topics",
+                     "--entity-name", "cfg").stdout
+    assert "cleanup.policy=delete" in out and "DEFAULT_CONFIG:log.cleanup.policy=delete" in out
+    bad = kafka_tool("kafka-configs.sh", *b, "--alter", "--entity-type", "topics", "--entity-name", "cfg",
+                     "--add-config", "retention.ms=soon", check=False)
+    assert bad.returncode != 0 and "InvalidConfigurationException" in bad.stdout + bad.stderr
+    out = kafka_tool("kafka-configs.sh", *b, "--describe", "--all", "--entity-type", "brokers",
+                     "--entity-name", 1).stdout
+    assert "num.partitions=1" in out and "log.retention.hours=168" in out
+
+
+def test_offsets_log_dirs_delete_records_and_cluster_tools(broker):
+    b = bootstrap_args(broker)
+    kafka_tool("kafka-topics.sh", "--create", "--topic", "ofs", *b, "--partitions", 2)
+    kafka_tool("kafka-console-producer.sh", "--topic", "ofs", *b, "--property", "parse.key=true",
+               input="".join(f"k\tv{i}\n" for i in range(50)))
+    offsets = {}
+    for line in kafka_tool("kafka-get-offsets.sh", *b, "--topic", "ofs").stdout.split():
+        topic, partition, offset = line.split(":")
+        offsets[int(partition)] = int(offset)
+    assert sorted(offsets.values()) == [0, 50], offsets  # one key: one partition
+    full = max(offsets, key=offsets.get)
+    earliest = kafka_tool("kafka-get-offsets.sh", *b, "--topic", "ofs", "--time", "-2").stdout.split()
+    assert sorted(earliest) == ["ofs:0:0", "ofs:1:0"]
+
+    spec = json.dumps({"partitions": [{"topic": "ofs", "partition": full, "offset": 20}], "version": 1})
+    path = broker.log_path.parent / "delete-records.json"
+    path.write_text(spec)
+    out = kafka_tool("kafka-delete-records.sh", *b, "--offset-json-file", path).stdout
+    assert f"partition: ofs-{full}\tlow_watermark: 20" in out
+    earliest = kafka_tool("kafka-get-offsets.sh", *b, "--topic", "ofs", "--time", "-2").stdout.split()
+    assert f"ofs:{full}:20" in earliest
+
+    dirs = kafka_tool("kafka-log-dirs.sh", *b, "--describe", "--topic-list", "ofs").stdout.splitlines()
+    report = json.loads(dirs[-1])
+    parts = {p["partition"]: p for d in report["brokers"][0]["logDirs"] for p in d["partitions"]}
+    assert set(parts) == {"ofs-0", "ofs-1"} and parts[f"ofs-{full}"]["size"] > 0
+
+    status = kafka_tool("kafka-metadata-quorum.sh", *b, "describe", "--status").stdout
+    assert re.search(r"LeaderId:\s+1", status) and re.search(r"CurrentVoters:\s+\[\{\"id\": 1", status), status
+    versions = kafka_tool("kafka-broker-api-versions.sh", *b).stdout
+    assert re.search(r"Produce\(0\): \d+ to \d+ \[usable: \d+\]", versions)
+    assert "UNSUPPORTED" not in versions.split("Produce(0)")[1].split("Fetch(1)")[0]
+    features = kafka_tool("kafka-features.sh", *b, "describe").stdout
+    assert re.search(r"Feature: metadata.version\s+SupportedMinVersion: 3.3-IV3\s+SupportedMaxVersion: 4.1-IV1\s+"
+                     r"FinalizedVersionLevel: 4.1-IV1", features), features
+
+
+def test_perf_tools_measure_against_kraftwerk(broker):
+    out = kafka_tool("kafka-producer-perf-test.sh", "--topic", "perf", "--num-records", 20000, "--record-size", 100,
+                     "--throughput", -1, "--producer-props", f"bootstrap.servers=localhost:{broker.port}",
+                     "acks=all").stdout
+    assert re.search(r"^20000 records sent, [\d.]+ records/sec", out, re.M), out
+    out = kafka_tool("kafka-consumer-perf-test.sh", "--bootstrap-server", f"localhost:{broker.port}", "--topic",
+                     "perf", "--messages", 20000).stdout
+    fields = out.strip().splitlines()[-1].split(", ")
+    assert int(fields[4]) == 20000, out  # data.consumed.in.nMsg
+    out = kafka_tool("kafka-e2e-latency.sh", f"localhost:{broker.port}", "e2e", 500, "all", 100).stdout
+    assert "Avg latency" in out
+
+
+def verifiable_run(bootstrap, topic, count, during=None):
+    """kafka-verifiable-consumer joins a group on `topic`, then
+    kafka-verifiable-producer (acks=all) writes `count` records while
+    `during(acked)` may break the cluster; the consumer runs until it has
+    read every acknowledged record (or two minutes pass). Returns the
+    acknowledged (partition, offset) pairs, the producer's errors, the
+    offset ranges the consumer reported per partition and the outcomes of
+    its commits."""
+    consumer = kafka_tool_popen("kafka-verifiable-consumer.sh", "--bootstrap-server", bootstrap, "--topic", topic,
+                                "--group-id", f"{topic}-verifier", stdout=subprocess.PIPE)
+    ranges, committed = {}, []
+    assigned, done = threading.Event(), threading.Event()
+    acked, errors = [], []
+
+    def covered():
+        return all(any(lo <= o <= hi for lo, hi in ranges.get(p, [])) for p, o in acked)
+
+    def read_consumer():
+        for line in consumer.stdout:
+            event = json.loads(line) if line.startswith("{") else {}
+            if event.get("name") == "partitions_assigned" and event["partitions"]:
+                assigned.set()
+            elif event.get("name") == "records_consumed":
+                for p in event["partitions"]:
+                    ranges.setdefault(p["partition"], []).append((p["minOffset"], p["maxOffset"]))
+                if done.is_set() and covered():
+                    consumer.terminate()
+            elif event.get("name") == "offsets_committed":
+                committed.append(event["success"])
+
+    reader = threading.Thread(target=read_consumer, daemon=True)
+    reader.start()
+    watchdog = threading.Timer(180, consumer.kill)
+    watchdog.start()
+    try:
+        assert assigned.wait(60), "the verifiable consumer was assigned no partition within 60 s"
+        producer = kafka_tool_popen("kafka-verifiable-producer.sh", "--bootstrap-server", bootstrap, "--topic",
+                                    topic, "--max-messages", count, "--acks", -1, "--throughput", 1000,
+                                    stdout=subprocess.PIPE)
+        for line in producer.stdout:
+            event = json.loads(line) if line.startswith("{") else {}
+            if event.get("name") == "producer_send_success":
+                acked.append((event["partition"], event["offset"]))
+                if during:
+                    during(len(acked))
+            elif event.get("name") == "producer_send_error":
+                errors.append(event)
+        producer.wait(timeout=120)
+        done.set()
+        deadline = time.monotonic() + 120
+        while consumer.poll() is None and not covered() and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        consumer.terminate()
+        try:
+            consumer.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            consumer.kill()
+        watchdog.cancel()
+        reader.join(timeout=10)
+    return acked, errors, ranges, committed
+
+
+def assert_every_ack_consumed(acked, ranges):
+    missing = [(p, o) for p, o in acked if not any(lo <= o <= hi for lo, hi in ranges.get(p, []))]
+    assert not missing, f"{len(missing)} acknowledged records were not consumed, first {missing[:5]}"
+
+
+def test_verifiable_producer_and_consumer_on_one_node(broker):
+    require_kafka_tools()
+    kafka_tool("kafka-topics.sh", "--create", "--topic", "verified", "--bootstrap-server", broker.bootstrap,
+               "--partitions", 3)
+    acked, errors, ranges, committed = verifiable_run(broker.bootstrap, "verified", 2000)
+    assert len(acked) == 2000 and not errors
+    assert_every_ack_consumed(acked, ranges)
+    assert committed and all(committed)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    require_kafka_tools()
+    with running_cluster("kraftwerk-tools-", extra={"broker.session.timeout.ms": SESSION_TIMEOUT_MS,
+                                                   "broker.heartbeat.interval.ms": 1000}) as c:
+        yield c
+
+
+def test_topics_and_leader_election_on_three_nodes(cluster):
+    b = ["--bootstrap-server", cluster.bootstrap]
+    kafka_tool("kafka-topics.sh", "--create", "--topic", "tres", *b, "--partitions", 3, "--replication-factor", 3,
+               "--config", "min.insync.replicas=2")
+    described = kafka_tool("kafka-topics.sh", "--describe", "--topic", "tres", *b).stdout
+    leaders = {int(m.group(1)): int(m.group(2)) for m in re.finditer(r"Partition: (\d+)\s+Leader: (\d+)", described)}
+    assert sorted(leaders.values()) == [1, 2, 3], described  # one preferred leader each
+    out = kafka_tool("kafka-leader-election.sh", *b, "--election-type", "preferred", "--topic", "tres",
+                     "--partition", 0).stdout
+    assert "Valid replica already elected for partitions tres-0" in out
+    quorum = kafka_tool("kafka-metadata-quorum.sh", *b, "describe", "--status").stdout
+    assert re.search(r"CurrentVoters:\s+\[\{\"id\": 1.*\"id\": 2.*\"id\": 3", quorum), quorum
+
+
+def test_verifiable_producer_and_consumer_survive_a_leader_kill(cluster):
+    topic = "sobrevive"
+    kafka_tool("kafka-topics.sh", "--create", "--topic", topic, "--bootstrap-server", cluster.bootstrap,
+               "--partitions", 3, "--replication-factor", 3, "--config", "min.insync.replicas=2")
+    victim = cluster.describe(topic)["partitions"][0]["leader"]
+    killed = []
+
+    def kill_at_500(acked):
+        if acked >= 500 and not killed:
+            cluster.kill(victim)
+            killed.append(victim)
+
+    acked, errors, ranges, committed = verifiable_run(cluster.bootstrap, topic, 3000, during=kill_at_500)
+    assert killed
+    # The producer retries through the election: every record is acknowledged.
+    assert len(acked) == 3000 and not errors, errors[:3]
+    assert_every_ack_consumed(acked, ranges)
+    assert committed and all(committed)
+    cluster.start(victim)
+    cluster.wait_until(cluster.all_unfenced, 60, "the killed node back and unfenced")
