@@ -3,7 +3,7 @@
 # cluster.
 #
 #   tests/go/franz-go.sh --seeds 127.0.0.1:31710,127.0.0.1:31711,127.0.0.1:31712 \
-#       [--run REGEX] [--timeout 10m] [--out FILE] [--list] [--rf 3] [--records 10000]
+#       [--run REGEX] [--skip REGEX] [--timeout 10m] [--out FILE] [--list] [--rf 3] [--records 10000]
 #
 # The module comes from the Go module proxy (`go mod download`) and is copied
 # into tests/go/.work/ (ignored by git), because the module cache is
@@ -18,6 +18,7 @@ FRANZ_VERSION="${FRANZ_GO_VERSION:-v1.22.3}"
 WORK="${FRANZ_GO_WORK:-$HERE/.work}"
 SEEDS="${KGO_SEEDS:-}"
 RUN=""
+SKIP=""
 TIMEOUT="10m"
 OUT=""
 LIST=0
@@ -30,6 +31,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --seeds) SEEDS="$2"; shift 2 ;;
         --run) RUN="$2"; shift 2 ;;
+        --skip) SKIP="$2"; shift 2 ;;
         --timeout) TIMEOUT="$2"; shift 2 ;;
         --out) OUT="$2"; shift 2 ;;
         --rf) RF="$2"; shift 2 ;;
@@ -81,6 +83,7 @@ fi
 export KGO_SEEDS="$SEEDS" KGO_TEST_RF="$RF" KGO_TEST_RECORDS="$RECORDS"
 args=(test -count=1 -v -timeout "$TIMEOUT")
 [ -n "$RUN" ] && args+=(-run "$RUN")
+[ -n "$SKIP" ] && args+=(-skip "$SKIP")
 echo "franz-go $FRANZ_VERSION: KGO_SEEDS=$KGO_SEEDS KGO_TEST_RF=$RF KGO_TEST_RECORDS=$RECORDS go ${args[*]} ." >"$OUT"
 go "${args[@]}" . >>"$OUT" 2>&1
 rc=$?

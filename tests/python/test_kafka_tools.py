@@ -265,3 +265,59 @@ def test_verifiable_producer_and_consumer_survive_a_leader_kill(cluster):
     assert committed and all(committed)
     cluster.start(victim)
     cluster.wait_until(cluster.all_unfenced, 60, "the killed node back and unfenced")
+
+
+def test_reassign_partitions_moves_the_data(cluster, tmp_path):
+    """A one-replica partition on broker 1 moves to brokers 2 and 3 with
+    generate/execute/verify; broker 1 drops its copy, and the records are
+    all there on broker 3 alone after broker 2 is killed."""
+    b = ["--bootstrap-server", cluster.bootstrap]
+    kafka_tool("kafka-topics.sh", "--create", "--topic", "muda", *b, "--replica-assignment", "1")
+    lines = [f"registro-{i}" for i in range(2000)]
+    kafka_tool("kafka-console-producer.sh", "--topic", "muda", *b, "--producer-property", "acks=all",
+               input="\n".join(lines) + "\n")
+    topics = tmp_path / "topics.json"
+    topics.write_text(json.dumps({"topics": [{"topic": "muda"}], "version": 1}))
+    proposed = kafka_tool("kafka-reassign-partitions.sh", *b, "--topics-to-move-json-file", topics,
+                          "--broker-list", "2,3", "--generate").stdout
+    plan = json.loads(proposed.split("Proposed partition reassignment configuration")[1].strip())
+    # The proposal keeps the replication factor, on the brokers given.
+    assert len(plan["partitions"][0]["replicas"]) == 1 and set(plan["partitions"][0]["replicas"]) <= {2, 3}
+    # Our own plan grows it to two, broker 3 first: it leads once the move completes.
+    plan = {"version": 1, "partitions": [{"topic": "muda", "partition": 0, "replicas": [3, 2]}]}
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(plan))
+    out = kafka_tool("kafka-reassign-partitions.sh", *b, "--reassignment-json-file", path, "--execute").stdout
+    assert "Successfully started partition reassignment for muda-0" in out
+    deadline = time.monotonic() + 60
+    while True:
+        out = kafka_tool("kafka-reassign-partitions.sh", *b, "--reassignment-json-file", path, "--verify").stdout
+        if "Reassignment of partition muda-0 is completed." in out:
+            break
+        assert "is still in progress" in out, out
+        assert time.monotonic() < deadline, f"reassignment not done after 60 s:\n{out}"
+        time.sleep(0.5)
+    assert "No partition reassignments found." in kafka_tool("kafka-reassign-partitions.sh", *b, "--list").stdout
+    described = cluster.describe("muda")["partitions"][0]
+    assert (described["replicas"], sorted(described["isr"]), described["leader"]) == ([3, 2], [2, 3], 3)
+    cluster.wait_until(lambda: not (cluster.root / "node-1" / "muda-0").exists(), 30,
+                       "broker 1 deleting its copy of muda-0")
+    cluster.kill(2)
+    try:
+        got = kafka_tool("kafka-console-consumer.sh", "--topic", "muda", "--bootstrap-server",
+                         cluster.bootstrap_without(2), "--from-beginning", "--max-messages", 2000,
+                         "--timeout-ms", 60000).stdout.split()
+        assert got == lines
+    finally:
+        cluster.start(2)
+        cluster.wait_until(cluster.all_unfenced, 60, "broker 2 back and unfenced")
+
+
+def test_reassign_partitions_on_one_node_refuses_unknown_brokers(broker, tmp_path):
+    b = bootstrap_args(broker)
+    kafka_tool("kafka-topics.sh", "--create", "--topic", "fica", *b)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps({"version": 1, "partitions": [{"topic": "fica", "partition": 0, "replicas": [2]}]}))
+    out = kafka_tool("kafka-reassign-partitions.sh", *b, "--reassignment-json-file", path, "--execute", check=False)
+    assert out.returncode != 0
+    assert "Unknown broker id 2" in out.stdout + out.stderr or "InvalidReplicaAssignment" in out.stdout + out.stderr

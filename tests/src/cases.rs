@@ -845,6 +845,73 @@ fn delete_groups_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     Ok(seen(&response))
 }
 
+fn reassign_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("reassign", v);
+    ctx.topic(&name, 1)?;
+    let missing = ctx.name("reassign-missing", v);
+    let node = ctx.node_id;
+    let partition = |index: i32, replicas: Option<Vec<i32>>| {
+        alter_partition_reassignments_request::ReassignablePartition::default()
+            .with_partition_index(index)
+            .with_replicas(replicas.map(|r| r.into_iter().map(BrokerId).collect()))
+    };
+    let topic = |name: &str, partitions| {
+        alter_partition_reassignments_request::ReassignableTopic::default()
+            .with_name(topic_name(name))
+            .with_partitions(partitions)
+    };
+    let mut out = Seen::new();
+    // Where it is already, to a broker that does not exist, a cancel with
+    // nothing in progress, an unknown partition, an unknown topic.
+    for (t, p) in [
+        (&name, partition(0, Some(vec![node]))),
+        (&name, partition(0, Some(vec![node, 9999]))),
+        (&name, partition(0, None)),
+        (&name, partition(7, Some(vec![node]))),
+        (&missing, partition(0, Some(vec![node]))),
+    ] {
+        let r = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_topics(vec![topic(t, vec![p])]);
+        out.extend(seen(&ctx.call(v, &r)?));
+    }
+    if v >= 1 {
+        let r = AlterPartitionReassignmentsRequest::default()
+            .with_timeout_ms(30_000)
+            .with_allow_replication_factor_change(false)
+            .with_topics(vec![topic(
+                &name,
+                vec![partition(0, Some(vec![node, 9999]))],
+            )]);
+        out.extend(seen(&ctx.call(v, &r)?));
+    }
+    Ok(out)
+}
+
+fn list_reassignments_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("list-reassign", v);
+    ctx.topic(&name, 1)?;
+    let mut out = Seen::new();
+    let all = ListPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(None);
+    let mut response = ctx.call(v, &all)?;
+    // Only this run's topics: the reference broker may hold others.
+    response
+        .topics
+        .retain(|t| t.name.0.contains(ctx.run_id.as_str()));
+    out.extend(seen(&response));
+    let named = ListPartitionReassignmentsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(Some(vec![
+            list_partition_reassignments_request::ListPartitionReassignmentsTopics::default()
+                .with_name(topic_name(&name))
+                .with_partition_indexes(vec![0, 5]),
+        ]));
+    out.extend(seen(&ctx.call(v, &named)?));
+    Ok(out)
+}
+
 fn offset_delete_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     let topic = ctx.name("offset-delete-topic", v);
     ctx.topic(&topic, 1)?;
@@ -1327,6 +1394,18 @@ pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
             alter_configs_flow,
         ),
         (ApiKey::OffsetDelete, "empty group", &[], offset_delete_flow),
+        (
+            ApiKey::AlterPartitionReassignments,
+            "in place, unknown broker, cancel, unknown partition and topic",
+            &[],
+            reassign_flow,
+        ),
+        (
+            ApiKey::ListPartitionReassignments,
+            "none in progress",
+            &[],
+            list_reassignments_flow,
+        ),
         (
             ApiKey::DescribeQuorum,
             "metadata partition",

@@ -77,6 +77,14 @@ pub struct NewTopic {
     pub configs: BTreeMap<String, String>,
 }
 
+/// One partition's requested replica set; `None` cancels its reassignment.
+#[derive(Debug, Clone)]
+pub struct ReassignPartition {
+    pub topic: String,
+    pub partition: i32,
+    pub target: Option<Vec<i32>>,
+}
+
 /// A config change: `Some(v)` sets, `None` removes the override.
 pub type ConfigChange = (String, Option<String>);
 
@@ -108,6 +116,13 @@ pub trait ClusterControl: Send + Sync {
         &self,
         partitions: Option<Vec<(String, i32)>>,
     ) -> BoxFuture<'_, Result<(), ControllerError>>;
+    /// Starts, replaces or cancels partition reassignments; one answer per
+    /// partition, in order (`ErrorCode::NONE` when accepted).
+    fn alter_partition_reassignments(
+        &self,
+        reassignments: Vec<ReassignPartition>,
+        allow_replication_factor_change: bool,
+    ) -> BoxFuture<'_, Result<Vec<(ErrorCode, String)>, ControllerError>>;
 }
 
 /// Spreads `count` partitions starting at `first_partition` over `brokers`:
@@ -412,6 +427,8 @@ impl ClusterControl for LocalController {
                         replicas,
                         leader_epoch: 0,
                         partition_epoch: 0,
+                        adding_replicas: Vec::new(),
+                        removing_replicas: Vec::new(),
                     })
                     .collect(),
                 configs: topic.configs,
@@ -466,6 +483,8 @@ impl ClusterControl for LocalController {
                     replicas,
                     leader_epoch: 0,
                     partition_epoch: 0,
+                    adding_replicas: Vec::new(),
+                    removing_replicas: Vec::new(),
                 });
             }
             self.commit(&state, image)
@@ -510,6 +529,44 @@ impl ClusterControl for LocalController {
     ) -> BoxFuture<'_, Result<(), ControllerError>> {
         // A single node is the preferred leader of everything it stores.
         Box::pin(async { Ok(()) })
+    }
+
+    fn alter_partition_reassignments(
+        &self,
+        reassignments: Vec<ReassignPartition>,
+        allow_replication_factor_change: bool,
+    ) -> BoxFuture<'_, Result<Vec<(ErrorCode, String)>, ControllerError>> {
+        // One broker: its replicas cannot move, so no reassignment is ever
+        // in progress; the only valid target is this node.
+        let image = self.image.load();
+        let node = image.controller_id;
+        let answers = reassignments
+            .iter()
+            .map(|r| {
+                let Some(p) = image.partition(&r.topic, r.partition) else {
+                    return (
+                        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+                        format!("{}-{} does not exist", r.topic, r.partition),
+                    );
+                };
+                match &r.target {
+                    None => (
+                        ErrorCode(85),
+                        format!("no reassignment of {}-{} is in progress", r.topic, r.partition),
+                    ),
+                    Some(t) if t.is_empty() || t.iter().any(|b| *b != node) || t.len() > 1 => (
+                        ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                        format!("the target replicas {t:?} name brokers that are not registered (only broker {node} is)"),
+                    ),
+                    Some(t) if !allow_replication_factor_change && t.len() != p.replicas.len() => (
+                        ErrorCode::INVALID_REPLICATION_FACTOR,
+                        "a change of replication factor was not allowed".to_string(),
+                    ),
+                    Some(_) => (ErrorCode::NONE, String::new()),
+                }
+            })
+            .collect();
+        Box::pin(async move { Ok(answers) })
     }
 
     fn allocate_producer_id(&self) -> BoxFuture<'_, Result<i64, ControllerError>> {

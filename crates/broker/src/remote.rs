@@ -11,18 +11,18 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kraftwerk_controller::commands::{CommandResult, MetadataCommand};
+use kraftwerk_controller::commands::{CommandResult, MetadataCommand, Reassignment};
 use kraftwerk_metadata::{validate_topic_name, ImageCell, TopicRecord};
 use kraftwerk_rpc::controller as pb;
 use kraftwerk_rpc::controller::controller_client::ControllerClient as GrpcClient;
 use kraftwerk_types::config::validate_topic_configs;
-use kraftwerk_types::TopicId;
+use kraftwerk_types::{ErrorCode, TopicId};
 use parking_lot::Mutex;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::controller::{
     assign_replicas, plan_new_partitions, BoxFuture, ClusterControl, ConfigChange, ControllerError,
-    NewTopic,
+    NewTopic, ReassignPartition,
 };
 
 /// Attempts of one call across controller nodes before giving up.
@@ -434,6 +434,36 @@ impl ClusterControl for RemoteControl {
             self.write(MetadataCommand::ElectPreferredLeaders { partitions })
                 .await
                 .map(|_| ())
+        })
+    }
+
+    fn alter_partition_reassignments(
+        &self,
+        reassignments: Vec<ReassignPartition>,
+        allow_replication_factor_change: bool,
+    ) -> BoxFuture<'_, Result<Vec<(ErrorCode, String)>, ControllerError>> {
+        Box::pin(async move {
+            let count = reassignments.len();
+            let command = MetadataCommand::AlterPartitionReassignments {
+                reassignments: reassignments
+                    .into_iter()
+                    .map(|r| Reassignment {
+                        topic: r.topic,
+                        partition: r.partition,
+                        target: r.target,
+                    })
+                    .collect(),
+                allow_replication_factor_change,
+            };
+            match self.write(command).await? {
+                CommandResult::PerPartition(answers) if answers.len() == count => Ok(answers
+                    .into_iter()
+                    .map(|(code, message)| (ErrorCode(code), message))
+                    .collect()),
+                other => Err(ControllerError::Unavailable(format!(
+                    "unexpected controller answer to a reassignment: {other:?}"
+                ))),
+            }
         })
     }
 

@@ -73,6 +73,13 @@ pub enum MetadataCommand {
     ElectPreferredLeaders {
         partitions: Option<Vec<(String, i32)>>,
     },
+    /// Moves partitions to new replica sets (AlterPartitionReassignments).
+    /// Each is answered on its own, in order, in `CommandResult::PerPartition`.
+    AlterPartitionReassignments {
+        reassignments: Vec<Reassignment>,
+        /// KIP-860: when false, a target with another replica count is refused.
+        allow_replication_factor_change: bool,
+    },
     /// A leader's ISR change, accepted only with the current partition epoch.
     AlterPartition {
         topic: String,
@@ -88,6 +95,14 @@ pub enum MetadataCommand {
     },
 }
 
+/// One partition's new replica set; `None` cancels its ongoing reassignment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    pub topic: String,
+    pub partition: i32,
+    pub target: Option<Vec<i32>>,
+}
+
 /// What applying a command produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandResult {
@@ -95,12 +110,17 @@ pub enum CommandResult {
     BrokerEpoch(i64),
     Topic(TopicRecord),
     ProducerIdStart(i64),
+    /// One answer per item of the command: error code (0: done) and message.
+    PerPartition(Vec<(i16, String)>),
     /// The command was refused; nothing changed.
     Error {
         code: i16,
         message: String,
     },
 }
+
+/// Kafka's NO_REASSIGNMENT_IN_PROGRESS.
+pub const NO_REASSIGNMENT_IN_PROGRESS: ErrorCode = ErrorCode(85);
 
 /// Kafka's INELIGIBLE_REPLICA: a replica may not join the ISR.
 pub const INELIGIBLE_REPLICA: ErrorCode = ErrorCode(107);
@@ -381,9 +401,156 @@ fn apply_inner(
             }
             p.isr = isr.clone();
             p.partition_epoch += 1;
+            complete_reassignment(p, &live);
             CommandResult::Ok
         }
+        MetadataCommand::AlterPartitionReassignments {
+            reassignments,
+            allow_replication_factor_change,
+        } => {
+            let registered: Vec<i32> = image.brokers.keys().copied().collect();
+            let live: Vec<i32> = image.live_brokers().map(|b| b.node_id).collect();
+            let answers = reassignments
+                .iter()
+                .map(|r| {
+                    match reassign(
+                        image,
+                        r,
+                        *allow_replication_factor_change,
+                        &registered,
+                        &live,
+                    ) {
+                        Ok(()) => (0, String::new()),
+                        Err((code, message)) => (code.code(), message),
+                    }
+                })
+                .collect();
+            CommandResult::PerPartition(answers)
+        }
     }
+}
+
+/// Starts, replaces or cancels one partition's reassignment, as Kafka's
+/// controller does: the target replicas join `replicas` at once and
+/// follow the leader; once all of them are in the ISR the reassignment
+/// completes (see [`complete_reassignment`]).
+fn reassign(
+    image: &mut MetadataImage,
+    r: &Reassignment,
+    allow_replication_factor_change: bool,
+    registered: &[i32],
+    live: &[i32],
+) -> Result<(), (ErrorCode, String)> {
+    let Some(p) = image
+        .topics
+        .get_mut(&r.topic)
+        .and_then(|t| t.partitions.get_mut(usize::try_from(r.partition).ok()?))
+    else {
+        return Err((
+            ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
+            format!("{}-{} does not exist", r.topic, r.partition),
+        ));
+    };
+    let original = p.original_replicas();
+    let target = match &r.target {
+        None => {
+            if !p.reassigning() {
+                return Err((
+                    NO_REASSIGNMENT_IN_PROGRESS,
+                    format!(
+                        "no reassignment of {}-{} is in progress",
+                        r.topic, r.partition
+                    ),
+                ));
+            }
+            original.clone()
+        }
+        Some(target) => {
+            let mut seen = std::collections::BTreeSet::new();
+            if target.is_empty() || !target.iter().all(|b| seen.insert(*b)) {
+                return Err((
+                    ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                    "the target replicas must be a non-empty list without repeats".to_string(),
+                ));
+            }
+            if let Some(b) = target.iter().find(|b| !registered.contains(b)) {
+                return Err((
+                    ErrorCode::INVALID_REPLICA_ASSIGNMENT,
+                    format!(
+                        "the target replicas include broker {b}, but no such broker is registered"
+                    ),
+                ));
+            }
+            if !allow_replication_factor_change && target.len() != original.len() {
+                return Err((
+                    ErrorCode::INVALID_REPLICATION_FACTOR,
+                    format!(
+                        "the target has {} replicas where {}-{} has {}, and a change of replication factor was not allowed",
+                        target.len(),
+                        r.topic,
+                        r.partition,
+                        original.len()
+                    ),
+                ));
+            }
+            target.clone()
+        }
+    };
+    let removing: Vec<i32> = original
+        .iter()
+        .copied()
+        .filter(|b| !target.contains(b))
+        .collect();
+    let adding: Vec<i32> = target
+        .iter()
+        .copied()
+        .filter(|b| !original.contains(b))
+        .collect();
+    let mut replicas = target.clone();
+    replicas.extend(removing.iter().copied());
+    p.replicas = replicas;
+    p.adding_replicas = adding;
+    p.removing_replicas = removing;
+    p.isr.retain(|b| p.replicas.contains(b));
+    if !p.replicas.contains(&p.leader) {
+        p.leader = elect_from(&p.replicas, &p.isr, live);
+        p.leader_epoch += 1;
+    }
+    p.partition_epoch += 1;
+    complete_reassignment(p, live);
+    Ok(())
+}
+
+/// The first of `candidates` that is live and in `isr`, or -1.
+fn elect_from(candidates: &[i32], isr: &[i32], live: &[i32]) -> i32 {
+    candidates
+        .iter()
+        .copied()
+        .find(|b| isr.contains(b) && live.contains(b))
+        .unwrap_or(-1)
+}
+
+/// Completes a partition's reassignment once every target replica is in
+/// the ISR: the removing replicas leave (and delete their copies when
+/// they see it), and leadership moves to the first live target replica in
+/// the ISR if the leader was one of them.
+fn complete_reassignment(p: &mut PartitionRecord, live: &[i32]) {
+    if !p.reassigning() {
+        return;
+    }
+    let target = p.target_replicas();
+    if !target.iter().all(|b| p.isr.contains(b)) {
+        return;
+    }
+    p.replicas = target;
+    p.adding_replicas.clear();
+    p.removing_replicas.clear();
+    p.isr.retain(|b| p.replicas.contains(b));
+    if !p.replicas.contains(&p.leader) {
+        p.leader = elect_from(&p.replicas, &p.isr, live);
+        p.leader_epoch += 1;
+    }
+    p.partition_epoch += 1;
 }
 
 fn new_partition(image: &MetadataImage, partition: i32, replicas: &[i32]) -> PartitionRecord {
@@ -401,6 +568,8 @@ fn new_partition(image: &MetadataImage, partition: i32, replicas: &[i32]) -> Par
         leader,
         leader_epoch: 0,
         partition_epoch: 0,
+        adding_replicas: Vec::new(),
+        removing_replicas: Vec::new(),
     }
 }
 
@@ -517,6 +686,124 @@ mod tests {
     fn run(image: &mut MetadataImage, index: &mut u64, c: MetadataCommand) -> CommandResult {
         *index += 1;
         apply(image, &c, *index)
+    }
+
+    fn reassign(target: Option<Vec<i32>>) -> MetadataCommand {
+        MetadataCommand::AlterPartitionReassignments {
+            reassignments: vec![Reassignment {
+                topic: "t".into(),
+                partition: 0,
+                target,
+            }],
+            allow_replication_factor_change: true,
+        }
+    }
+
+    fn isr_change(image: &MetadataImage, isr: Vec<i32>) -> MetadataCommand {
+        let p = &image.topics["t"].partitions[0];
+        MetadataCommand::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            leader_id: p.leader,
+            partition_epoch: p.partition_epoch,
+            isr,
+            added_broker_epochs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_reassignment_adds_the_target_then_completes_when_it_is_in_sync() {
+        let (mut image, mut i) = cluster(&[1, 2, 3, 4]);
+        topic(&mut image, &mut i, "t", vec![vec![1, 2]]);
+        let r = run(&mut image, &mut i, reassign(Some(vec![3, 4])));
+        assert_eq!(r, CommandResult::PerPartition(vec![(0, String::new())]));
+        let p = &image.topics["t"].partitions[0];
+        // Target first, then the replicas that will leave; the leader stays.
+        assert_eq!(p.replicas, vec![3, 4, 1, 2]);
+        assert_eq!(
+            (p.adding_replicas.clone(), p.removing_replicas.clone()),
+            (vec![3, 4], vec![1, 2])
+        );
+        assert_eq!((p.leader, p.isr.clone()), (1, vec![1, 2]));
+        // One target replica in sync is not enough.
+        let c = isr_change(&image, vec![1, 2, 3]);
+        run(&mut image, &mut i, c);
+        assert!(image.topics["t"].partitions[0].reassigning());
+        let epoch = image.topics["t"].partitions[0].leader_epoch;
+        let c = isr_change(&image, vec![1, 2, 3, 4]);
+        run(&mut image, &mut i, c);
+        let p = &image.topics["t"].partitions[0];
+        assert!(!p.reassigning());
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone()),
+            (vec![3, 4], vec![3, 4])
+        );
+        assert_eq!((p.leader, p.leader_epoch), (3, epoch + 1));
+    }
+
+    #[test]
+    fn a_reassignment_is_cancelled_back_to_the_original_replicas() {
+        let (mut image, mut i) = cluster(&[1, 2, 3]);
+        topic(&mut image, &mut i, "t", vec![vec![1, 2]]);
+        let none = run(&mut image, &mut i, reassign(None));
+        assert_eq!(
+            none,
+            CommandResult::PerPartition(vec![(85, "no reassignment of t-0 is in progress".into())])
+        );
+        run(&mut image, &mut i, reassign(Some(vec![1, 3])));
+        run(&mut image, &mut i, reassign(None));
+        let p = &image.topics["t"].partitions[0];
+        assert!(!p.reassigning());
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone(), p.leader),
+            (vec![1, 2], vec![1, 2], 1)
+        );
+    }
+
+    #[test]
+    fn a_reordering_or_shrinking_target_in_sync_completes_at_once() {
+        let (mut image, mut i) = cluster(&[1, 2, 3]);
+        topic(&mut image, &mut i, "t", vec![vec![1, 2, 3]]);
+        run(&mut image, &mut i, reassign(Some(vec![2, 3])));
+        let p = &image.topics["t"].partitions[0];
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone(), p.leader),
+            (vec![2, 3], vec![2, 3], 2)
+        );
+        assert!(!p.reassigning());
+    }
+
+    #[test]
+    fn reassignment_targets_are_checked() {
+        let (mut image, mut i) = cluster(&[1, 2, 3]);
+        topic(&mut image, &mut i, "t", vec![vec![1, 2]]);
+        let code =
+            |image: &mut MetadataImage, i: &mut u64, c: MetadataCommand| match run(image, i, c) {
+                CommandResult::PerPartition(v) => v[0].0,
+                other => panic!("{other:?}"),
+            };
+        assert_eq!(code(&mut image, &mut i, reassign(Some(vec![1, 9]))), 39);
+        assert_eq!(code(&mut image, &mut i, reassign(Some(vec![1, 1]))), 39);
+        assert_eq!(code(&mut image, &mut i, reassign(Some(vec![]))), 39);
+        let fixed_rf = MetadataCommand::AlterPartitionReassignments {
+            reassignments: vec![Reassignment {
+                topic: "t".into(),
+                partition: 0,
+                target: Some(vec![1, 2, 3]),
+            }],
+            allow_replication_factor_change: false,
+        };
+        assert_eq!(code(&mut image, &mut i, fixed_rf), 38);
+        let unknown = MetadataCommand::AlterPartitionReassignments {
+            reassignments: vec![Reassignment {
+                topic: "t".into(),
+                partition: 5,
+                target: Some(vec![1]),
+            }],
+            allow_replication_factor_change: true,
+        };
+        assert_eq!(code(&mut image, &mut i, unknown), 3);
+        assert!(!image.topics["t"].partitions[0].reassigning());
     }
 
     #[test]

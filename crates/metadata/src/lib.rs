@@ -64,6 +64,34 @@ pub struct PartitionRecord {
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// During a reassignment (Kafka's PartitionRecord fields): the target
+    /// replicas not yet in `replicas` before it began, and the replicas
+    /// that leave when it completes. `replicas` holds the target first, then
+    /// the removing ones. Both empty when no reassignment is ongoing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<i32>,
+}
+
+impl PartitionRecord {
+    pub fn reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas the partition has once its reassignment completes.
+    pub fn target_replicas(&self) -> Vec<i32> {
+        let mut target = self.replicas.clone();
+        target.retain(|r| !self.removing_replicas.contains(r));
+        target
+    }
+
+    /// The replicas the partition had before its reassignment began.
+    pub fn original_replicas(&self) -> Vec<i32> {
+        let mut original = self.replicas.clone();
+        original.retain(|r| !self.adding_replicas.contains(r));
+        original
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

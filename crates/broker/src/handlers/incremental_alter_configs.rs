@@ -9,6 +9,21 @@ use super::{str_bytes, Request};
 use crate::BrokerState;
 
 const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+/// Kafka's replication throttles. Kraftwerk has none, so they can never be
+/// set; deleting them (as `kafka-reassign-partitions --verify` does when a
+/// reassignment is done) is a no-op that succeeds, as it does in Kafka when
+/// none was set.
+const THROTTLE_BROKER_KEYS: &[&str] = &[
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
+    "replica.alter.log.dirs.io.max.bytes.per.second",
+];
+const THROTTLE_TOPIC_KEYS: &[&str] = &[
+    "leader.replication.throttled.replicas",
+    "follower.replication.throttled.replicas",
+];
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
 const OP_APPEND: i8 = 2;
@@ -53,6 +68,15 @@ pub async fn handle(
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
         let name = r.resource_name.to_string();
+        let only_throttle_deletes = |keys: &[&str]| {
+            r.configs
+                .iter()
+                .all(|c| c.config_operation == OP_DELETE && keys.contains(&c.name.as_str()))
+        };
+        if r.resource_type == RESOURCE_BROKER && only_throttle_deletes(THROTTLE_BROKER_KEYS) {
+            responses.push(resp);
+            continue;
+        }
         let current = match alterable_topic_configs(state, r.resource_type, &name) {
             Ok(current) => current,
             Err((code, message)) => {
@@ -69,6 +93,7 @@ pub async fn handle(
             let value = c.value.map(|v| v.to_string());
             match c.config_operation {
                 OP_SET => changes.push((key, Some(value.unwrap_or_default()))),
+                OP_DELETE if THROTTLE_TOPIC_KEYS.contains(&key.as_str()) => {}
                 OP_DELETE => changes.push((key, None)),
                 OP_APPEND | OP_SUBTRACT if key == "cleanup.policy" => {
                     let mut items: Vec<String> = current

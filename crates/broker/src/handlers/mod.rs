@@ -15,6 +15,7 @@ use kraftwerk_protocol::versions;
 use crate::BrokerState;
 
 mod alter_configs;
+mod alter_partition_reassignments;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
@@ -36,6 +37,7 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_partition_reassignments;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -156,6 +158,8 @@ pub async fn handle_frame(
         DescribeCluster => describe_cluster,
         DescribeQuorum => describe_quorum,
         ElectLeaders => elect_leaders,
+        AlterPartitionReassignments => alter_partition_reassignments,
+        ListPartitionReassignments => list_partition_reassignments,
     }
 }
 
