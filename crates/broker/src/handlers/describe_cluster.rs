@@ -22,9 +22,13 @@ pub async fn handle(
             .with_error_message(Some(str_bytes("only broker endpoints are described")))
             .with_endpoint_type(body.endpoint_type);
     }
+    // As Kafka: fenced brokers are listed only to v2+ requests that ask
+    // for them (KIP-1073); v0-v1 cannot even say that a broker is fenced.
+    let with_fenced = req.version >= 2 && body.include_fenced_brokers;
     let brokers = image
         .brokers
         .values()
+        .filter(|b| with_fenced || !b.fenced)
         .filter_map(|b| {
             let (host, port) = b.endpoint(req.listener)?;
             Some(
