@@ -321,3 +321,17 @@ def test_reassign_partitions_on_one_node_refuses_unknown_brokers(broker, tmp_pat
     out = kafka_tool("kafka-reassign-partitions.sh", *b, "--reassignment-json-file", path, "--execute", check=False)
     assert out.returncode != 0
     assert "Unknown broker id 2" in out.stdout + out.stderr or "InvalidReplicaAssignment" in out.stdout + out.stderr
+
+
+def test_kafka_transactions_describe_producers_shows_the_idempotent_producer(broker):
+    b = bootstrap_args(broker)
+    kafka_tool("kafka-topics.sh", "--create", "--topic", "produtores", *b)
+    # The console producer is idempotent by default: 10 records, sequences 0-9.
+    kafka_tool("kafka-console-producer.sh", "--topic", "produtores", *b,
+               input="".join(f"{i}\n" for i in range(10)))
+    out = kafka_tool("kafka-transactions.sh", *b, "describe-producers", "--topic", "produtores",
+                     "--partition", 0).stdout.splitlines()
+    assert out[0].split() == ["ProducerId", "ProducerEpoch", "LatestCoordinatorEpoch", "LastSequence",
+                              "LastTimestamp", "CurrentTransactionStartOffset"]
+    rows = [line.split() for line in out[1:] if line.strip()]
+    assert len(rows) == 1 and rows[0][3] == "9" and rows[0][5] == "None", out

@@ -912,6 +912,62 @@ fn list_reassignments_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     Ok(out)
 }
 
+fn describe_producers_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("producers", v);
+    ctx.topic(&name, 1)?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let init = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(60_000);
+    let (producer_id, producer_epoch) = loop {
+        let r = ctx.call(4, &init)?;
+        if r.error_code == 0 {
+            break (r.producer_id.0, r.producer_epoch);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("InitProducerId: error {}", r.error_code));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let values: Vec<String> = (0..3).map(|i| format!("idempotent-{i}")).collect();
+    let stamp = crate::ProducerStamp {
+        producer_id,
+        producer_epoch,
+        base_sequence: 0,
+    };
+    let request = produce(
+        &name,
+        Uuid::nil(),
+        crate::record_batch(&values, Some(stamp)),
+        9,
+    );
+    loop {
+        let r = ctx.call(9, &request)?;
+        let code = r
+            .responses
+            .first()
+            .and_then(|t| t.partition_responses.first())
+            .map_or(-1, |p| p.error_code);
+        if code == 0 {
+            break;
+        }
+        if ![3, 6].contains(&code) || std::time::Instant::now() > deadline {
+            return Err(format!("idempotent produce: error {code}"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let missing = ctx.name("producers-missing", v);
+    let r = DescribeProducersRequest::default().with_topics(vec![
+        describe_producers_request::TopicRequest::default()
+            .with_name(topic_name(&name))
+            .with_partition_indexes(vec![0, 4]),
+        describe_producers_request::TopicRequest::default()
+            .with_name(topic_name(&missing))
+            .with_partition_indexes(vec![0]),
+    ]);
+    Ok(seen(&ctx.call(v, &r)?))
+}
+
 fn offset_delete_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     let topic = ctx.name("offset-delete-topic", v);
     ctx.topic(&topic, 1)?;
@@ -1399,6 +1455,13 @@ pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
             "in place, unknown broker, cancel, unknown partition and topic",
             &[],
             reassign_flow,
+        ),
+        (
+            ApiKey::DescribeProducers,
+            "after an idempotent batch, unknown partition and topic",
+            // The client's clock stamps the batch.
+            &["last_timestamp"],
+            describe_producers_flow,
         ),
         (
             ApiKey::ListPartitionReassignments,

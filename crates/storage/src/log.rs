@@ -13,7 +13,7 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::cleaner;
 use crate::leader_epoch::{sync_dir, LeaderEpochCache};
-use crate::producer_state::{ProducerEntry, ProducerStateManager, SequenceCheck};
+use crate::producer_state::{ActiveProducer, ProducerEntry, ProducerStateManager, SequenceCheck};
 use crate::records::{self, KeyCheck};
 use crate::segment::{
     delete_segment_files, mark_deleted, remove_deleted, BatchScanner, Segment, SegmentSettings,
@@ -485,6 +485,11 @@ impl Log {
 
     pub fn log_start_offset(&self) -> i64 {
         self.state.read().log_start_offset()
+    }
+
+    /// The idempotent producers with data in this log.
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        self.state.read().producers.active()
     }
 
     pub fn log_end_offset(&self) -> i64 {

@@ -21,6 +21,7 @@ pub(crate) struct ProducerBatch {
     pub(crate) last_sequence: i32,
     pub(crate) base_offset: i64,
     pub(crate) last_offset: i64,
+    pub(crate) max_timestamp: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +34,17 @@ impl ProducerEntry {
     fn last_offset(&self) -> Option<i64> {
         self.batches.back().map(|b| b.last_offset)
     }
+}
+
+/// A producer's state as DescribeProducers reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// The last sequence number in the log from this producer.
+    pub last_sequence: i32,
+    /// The max timestamp of its last batch.
+    pub last_timestamp: i64,
 }
 
 /// The verdict on one batch from a producer.
@@ -129,6 +141,7 @@ impl ProducerStateManager {
             last_sequence: header.last_sequence(),
             base_offset: header.base_offset,
             last_offset: header.last_offset(),
+            max_timestamp: header.max_timestamp,
         };
         match entry {
             Some(existing) if existing.producer_epoch == header.producer_epoch => {
@@ -171,6 +184,26 @@ impl ProducerStateManager {
     pub(crate) fn remove_before(&mut self, log_start_offset: i64) {
         self.producers
             .retain(|_, entry| entry.last_offset().is_some_and(|o| o >= log_start_offset));
+    }
+
+    /// Every producer with a batch in the log, as DescribeProducers lists
+    /// them, by producer id.
+    pub(crate) fn active(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .filter_map(|(id, entry)| {
+                let last = entry.batches.back()?;
+                Some(ActiveProducer {
+                    producer_id: *id,
+                    producer_epoch: entry.producer_epoch,
+                    last_sequence: last.last_sequence,
+                    last_timestamp: last.max_timestamp,
+                })
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
     }
 
     pub(crate) fn clear(&mut self) {

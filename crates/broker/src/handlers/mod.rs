@@ -26,6 +26,7 @@ mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
 mod describe_log_dirs;
+mod describe_producers;
 mod describe_quorum;
 mod elect_leaders;
 mod fetch;
@@ -160,6 +161,7 @@ pub async fn handle_frame(
         ElectLeaders => elect_leaders,
         AlterPartitionReassignments => alter_partition_reassignments,
         ListPartitionReassignments => list_partition_reassignments,
+        DescribeProducers => describe_producers,
     }
 }
 
