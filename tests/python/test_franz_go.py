@@ -4,6 +4,7 @@ tests/go/PASSING must pass; the file says what is left out and why."""
 
 import re
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -22,20 +23,65 @@ def expected_passing():
     return {line.strip() for line in PASSING.read_text().splitlines() if line.strip() and not line.startswith("#")}
 
 
-def test_franz_go_kgo_suite_on_three_nodes(tmp_path):
-    listing = subprocess.run([str(RUNNER), "--list"], capture_output=True, text=True, timeout=900)
-    if listing.returncode == 3:
-        pytest.skip(f"franz-go: {listing.stdout.strip()}")
-    assert listing.returncode == 0, listing.stdout + listing.stderr
-    with running_cluster("kraftwerk-franz-go-") as cluster:
-        log = tmp_path / "go-test.log"
-        run = subprocess.run([str(RUNNER), "--seeds", cluster.bootstrap, "--rf", "3", "--records", "10000",
-                              "--skip", SKIP, "--timeout", "15m", "--out", str(log)],
-                             capture_output=True, text=True, timeout=1200)
-        output = log.read_text(errors="replace") if log.exists() else run.stdout + run.stderr
+def run_suite(bootstrap, rf, log, during=None):
+    """Runs the kgo tests against `bootstrap`; `during(proc)` runs beside
+    them (for example to kill a broker). Returns go test's output."""
+    proc = subprocess.Popen([str(RUNNER), "--seeds", bootstrap, "--rf", str(rf), "--records", "10000",
+                             "--skip", SKIP, "--timeout", "15m", "--out", str(log)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if during:
+        during(proc)
+    out, _ = proc.communicate(timeout=1200)
+    return log.read_text(errors="replace") if log.exists() else out
+
+
+def check(output):
     passed = set(re.findall(r"^--- PASS: (\S+)", output, re.M))
     failed = set(re.findall(r"^--- FAIL: (\S+)", output, re.M))
     missing = expected_passing() - passed
     assert not missing, (f"franz-go tests that passed before and did not now: {sorted(missing)}; "
                          f"failed: {sorted(failed)}\n{output[-5000:]}")
     assert not failed, f"franz-go tests failed: {sorted(failed)}\n{output[-5000:]}"
+
+
+def require_franz_go():
+    listing = subprocess.run([str(RUNNER), "--list"], capture_output=True, text=True, timeout=900)
+    if listing.returncode == 3:
+        pytest.skip(f"franz-go: {listing.stdout.strip()}")
+    assert listing.returncode == 0, listing.stdout + listing.stderr
+
+
+def test_franz_go_kgo_suite_on_one_node(broker, tmp_path):
+    require_franz_go()
+    check(run_suite(broker.bootstrap, 1, tmp_path / "go-test.log"))
+
+
+def test_franz_go_kgo_suite_on_three_nodes_with_a_broker_killed(tmp_path):
+    """Three nodes; 20 s after the first test starts, a broker that is not
+    the active controller is killed, and started again 15 s later. The
+    suite's topics get replication factor 2 here: with one broker of three
+    down, creating a factor-3 topic is refused (INVALID_REPLICATION_FACTOR,
+    as Kafka refuses it), and the suite creates topics all along."""
+    require_franz_go()
+    with running_cluster("kraftwerk-franz-go-", extra={"broker.session.timeout.ms": 4000,
+                                                      "broker.heartbeat.interval.ms": 1000}) as cluster:
+        def kill_one(proc):
+            victim = next(n for n in (1, 2, 3) if n != cluster.cluster_info()["active_controller"])
+            log = tmp_path / "go-test.log"
+            started = time.monotonic() + 600  # the tests are compiled first
+            while proc.poll() is None and time.monotonic() < started:
+                if log.exists() and "=== RUN" in log.read_text(errors="replace"):
+                    break
+                time.sleep(0.5)
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and proc.poll() is None:
+                time.sleep(0.5)
+            killed_mid_run.append(proc.poll() is None)
+            cluster.kill(victim)
+            time.sleep(15)
+            cluster.start(victim)
+
+        killed_mid_run = []
+        output = run_suite(cluster.bootstrap, 2, tmp_path / "go-test.log", during=kill_one)
+        assert killed_mid_run == [True], "the suite ended before the broker was killed"
+        check(output)
