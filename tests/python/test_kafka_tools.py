@@ -335,3 +335,43 @@ def test_kafka_transactions_describe_producers_shows_the_idempotent_producer(bro
                               "LastTimestamp", "CurrentTransactionStartOffset"]
     rows = [line.split() for line in out[1:] if line.strip()]
     assert len(rows) == 1 and rows[0][3] == "9" and rows[0][5] == "None", out
+
+
+def test_group_config_and_perf_tools_after_a_leader_kill(cluster):
+    """The admin tools keep working on three nodes once a partition leader
+    (and possibly the group's coordinator) is gone."""
+    b = ["--bootstrap-server", cluster.bootstrap]
+    kafka_tool("kafka-topics.sh", "--create", "--topic", "depois", *b, "--partitions", 3, "--replication-factor", 3,
+               "--config", "min.insync.replicas=2")
+    kafka_tool("kafka-console-producer.sh", "--topic", "depois", *b, "--producer-property", "acks=all",
+               input="".join(f"m{i}\n" for i in range(300)))
+    got = kafka_tool("kafka-console-consumer.sh", "--topic", "depois", *b, "--from-beginning", "--max-messages", 300,
+                     "--group", "depois-g").stdout.split()
+    assert len(got) == 300
+    victim = cluster.describe("depois")["partitions"][0]["leader"]
+    cluster.kill(victim)
+    try:
+        others = cluster.bootstrap_without(victim)
+        cluster.wait_until(lambda: cluster.describe("depois", bootstrap=others)["partitions"][0]["leader"]
+                           not in (victim, -1), 30, "a new leader for depois-0")
+        rest = ["--bootstrap-server", others]
+        described = kafka_tool("kafka-consumer-groups.sh", *rest, "--describe", "--group", "depois-g").stdout
+        rows = [line.split() for line in described.splitlines() if line.startswith("depois-g ")]
+        # Partitions the group read from: their log ends add up to 300, no lag.
+        assert rows and sum(int(r[4]) for r in rows) == 300 and all(r[5] == "0" for r in rows), described
+        kafka_tool("kafka-consumer-groups.sh", *rest, "--reset-offsets", "--to-earliest", "--group", "depois-g",
+                   "--topic", "depois", "--execute")
+        described = kafka_tool("kafka-consumer-groups.sh", *rest, "--describe", "--group", "depois-g").stdout
+        lags = [int(line.split()[5]) for line in described.splitlines() if line.startswith("depois-g ")]
+        assert sum(lags) == 300, described
+        kafka_tool("kafka-configs.sh", *rest, "--alter", "--entity-type", "topics", "--entity-name", "depois",
+                   "--add-config", "retention.ms=7200000")
+        out = kafka_tool("kafka-configs.sh", *rest, "--describe", "--entity-type", "topics",
+                         "--entity-name", "depois").stdout
+        assert "retention.ms=7200000" in out
+        out = kafka_tool("kafka-producer-perf-test.sh", "--topic", "depois", "--num-records", 5000, "--record-size",
+                         100, "--throughput", -1, "--producer-props", f"bootstrap.servers={others}", "acks=all").stdout
+        assert re.search(r"^5000 records sent", out, re.M), out
+    finally:
+        cluster.start(victim)
+        cluster.wait_until(cluster.all_unfenced, 60, "the killed node back and unfenced")
