@@ -6,6 +6,7 @@ offsets with nothing skipped and nothing read twice."""
 import time
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
@@ -28,9 +29,20 @@ def cluster():
         yield c
 
 
+RETRIABLE = {KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT_AVAILABLE,
+             KafkaError.NOT_COORDINATOR, KafkaError._TIMED_OUT, KafkaError._TRANSPORT}
+
+
 def coordinator(bootstrap):
+    """The group's coordinator, or -1 while the new one is still loading or
+    not yet known (retriable errors, which a client retries)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    return admin.describe_consumer_groups([GROUP])[GROUP].result(timeout=15).coordinator.id
+    try:
+        return admin.describe_consumer_groups([GROUP])[GROUP].result(timeout=15).coordinator.id
+    except KafkaException as e:
+        if e.args and e.args[0].code() in RETRIABLE:
+            return -1
+        raise
 
 
 def consume(bootstrap, want, timeout_s=60):

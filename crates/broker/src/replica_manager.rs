@@ -43,6 +43,16 @@ impl Partition {
         self.replication.high_watermark()
     }
 
+    /// Whether the high watermark this leader knows is still below its
+    /// epoch's start offset (it took over and its followers have not
+    /// fetched yet): then offsets committed by the previous leader may lie
+    /// above it, and "latest" cannot be answered yet.
+    pub fn high_watermark_unknown(&self) -> bool {
+        self.replication
+            .leader_epoch_start_offset()
+            .is_some_and(|start| start > self.high_watermark())
+    }
+
     /// With no transactions, the last stable offset is the high watermark.
     pub fn last_stable_offset(&self) -> i64 {
         self.high_watermark()

@@ -164,6 +164,16 @@ impl PartitionReplication {
         self.inner.lock().high_watermark
     }
 
+    /// While this broker leads: the log end offset when it became leader
+    /// in the current epoch. A new leader learns the high watermark from
+    /// its followers' fetches; until it reaches this offset, the high
+    /// watermark it knows may be below what the previous leader had
+    /// already committed.
+    pub fn leader_epoch_start_offset(&self) -> Option<i64> {
+        let inner = self.inner.lock();
+        (inner.view.leader == self.local_id).then_some(inner.leader_epoch_start_offset)
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }

@@ -381,9 +381,15 @@ impl GroupCoordinator {
         match result {
             Ok(()) => Ok(()),
             Err(ErrorCode::NOT_LEADER_OR_FOLLOWER) => Err(ErrorCode::NOT_COORDINATOR),
-            Err(ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND) => {
-                Err(ErrorCode::COORDINATOR_NOT_AVAILABLE)
-            }
+            // As Kafka's coordinator does: a record the ISR did not take in
+            // time makes the coordinator unavailable (clients find it
+            // again and retry); REQUEST_TIMED_OUT would be fatal to them.
+            Err(
+                ErrorCode::NOT_ENOUGH_REPLICAS
+                | ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND
+                | ErrorCode::REQUEST_TIMED_OUT,
+            ) => Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+            Err(ErrorCode::KAFKA_STORAGE_ERROR) => Err(ErrorCode::NOT_COORDINATOR),
             Err(code) => Err(code),
         }
     }

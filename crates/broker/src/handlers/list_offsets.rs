@@ -25,6 +25,9 @@ pub async fn handle(
 ) -> ListOffsetsResponse {
     let image = state.image.load();
     let read_committed = body.isolation_level == READ_COMMITTED;
+    // Consumers ask with replica id -1; a broker's own requests (replica id
+    // >= 0) read up to the log end and never wait for the high watermark.
+    let from_client = body.replica_id.0 < 0;
     let topics = body
         .topics
         .into_iter()
@@ -49,15 +52,29 @@ pub async fn handle(
                         )?;
                         let epoch = partition.leader_epoch();
                         let log = &partition.log;
+                        // A new leader whose high watermark has not caught
+                        // up yet answers OFFSET_NOT_AVAILABLE (retriable),
+                        // as Kafka does, rather than an end offset below
+                        // records already acknowledged.
+                        let not_available = || {
+                            if from_client && partition.high_watermark_unknown() {
+                                Err(ErrorCode::OFFSET_NOT_AVAILABLE)
+                            } else {
+                                Ok(())
+                            }
+                        };
                         let (timestamp, offset) = match p.timestamp {
-                            LATEST => (
-                                -1,
-                                if read_committed {
-                                    partition.last_stable_offset()
-                                } else {
-                                    partition.high_watermark()
-                                },
-                            ),
+                            LATEST => {
+                                not_available()?;
+                                (
+                                    -1,
+                                    if read_committed {
+                                        partition.last_stable_offset()
+                                    } else {
+                                        partition.high_watermark()
+                                    },
+                                )
+                            }
                             EARLIEST | EARLIEST_LOCAL => (-1, log.log_start_offset()),
                             LATEST_TIERED => (-1, log.log_start_offset() - 1),
                             MAX_TIMESTAMP => log.max_timestamp_and_offset().unwrap_or((-1, -1)),
@@ -68,7 +85,10 @@ pub async fn handle(
                                     {
                                         (timestamp, offset)
                                     }
-                                    _ => (-1, -1),
+                                    _ => {
+                                        not_available()?;
+                                        (-1, -1)
+                                    }
                                 }
                             }
                             _ => return Err(ErrorCode::INVALID_REQUEST),
