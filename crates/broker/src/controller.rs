@@ -57,7 +57,7 @@ impl ControllerError {
             ControllerError::UnknownTopic(_) => ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,
             ControllerError::InvalidPartitions(_) => ErrorCode::INVALID_PARTITIONS,
             ControllerError::InvalidReplicationFactor(_) => ErrorCode::INVALID_REPLICATION_FACTOR,
-            ControllerError::InvalidReplicaAssignment(_) => ErrorCode(39),
+            ControllerError::InvalidReplicaAssignment(_) => ErrorCode::INVALID_REPLICA_ASSIGNMENT,
             ControllerError::InvalidConfig(_) => ErrorCode::INVALID_CONFIG,
             ControllerError::Storage(_) => ErrorCode::KAFKA_STORAGE_ERROR,
             ControllerError::Remote { code, .. } => ErrorCode(*code),
@@ -551,7 +551,7 @@ impl ClusterControl for LocalController {
                 };
                 match &r.target {
                     None => (
-                        ErrorCode(85),
+                        ErrorCode::NO_REASSIGNMENT_IN_PROGRESS,
                         format!("no reassignment of {}-{} is in progress", r.topic, r.partition),
                     ),
                     Some(t) if t.is_empty() || t.iter().any(|b| *b != node) || t.len() > 1 => (

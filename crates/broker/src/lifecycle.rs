@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use kraftwerk_metadata::MetadataImage;
 use kraftwerk_rpc::controller as pb;
+use kraftwerk_types::ErrorCode;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::ControllerError;
@@ -105,7 +106,12 @@ pub async fn heartbeat_loop(
         };
         if let Err(e) = result {
             match e {
-                ControllerError::Remote { code, .. } if code == 77 || code == 69 => {
+                // 69: what earlier controllers answered for an unknown broker (rolling upgrades).
+                ControllerError::Remote { code, .. }
+                    if code == ErrorCode::STALE_BROKER_EPOCH.0
+                        || code == ErrorCode::BROKER_ID_NOT_REGISTERED.0
+                        || code == 69 =>
+                {
                     tracing::warn!(error = %e, "the controller does not know this broker's epoch; registering again");
                     *registration.epoch.lock() = None;
                 }

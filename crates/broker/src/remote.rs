@@ -40,8 +40,7 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 const READ_YOUR_WRITE_WAIT: Duration = Duration::from_secs(10);
 /// Producer ids reserved per controller round trip.
 const PRODUCER_ID_BLOCK: i64 = 1000;
-/// Kafka's NOT_CONTROLLER.
-const NOT_CONTROLLER: i32 = 41;
+const NOT_CONTROLLER: i32 = ErrorCode::NOT_CONTROLLER.0 as i32;
 /// How long one controller node may take to answer a quick call (quorum
 /// status, registration, heartbeat) before the next node is tried; well
 /// below `broker.session.timeout.ms`, so a hung controller cannot make

@@ -15,14 +15,14 @@
 
 use std::sync::Arc;
 
-use kraftwerk_controller::commands::{CommandResult, MetadataCommand, INELIGIBLE_REPLICA};
+use kraftwerk_controller::commands::{CommandResult, MetadataCommand};
 use kraftwerk_replication::fetcher::FetcherManager;
 use kraftwerk_replication::{
     isr, leader, AlterIsrError, BoxFuture, IsrChange, IsrControl, ReplicationConfig,
 };
 use kraftwerk_rpc::replication as pb;
 use kraftwerk_rpc::replication::replication_server::{Replication, ReplicationServer};
-use kraftwerk_types::{BrokerConfig, TopicPartition};
+use kraftwerk_types::{BrokerConfig, ErrorCode, TopicPartition};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -34,8 +34,7 @@ use crate::{BrokerError, BrokerState};
 pub const LISTENER_NAME: &str = "REPLICATION";
 /// The derived replication port is the Kafka port plus this.
 pub const DERIVED_PORT_OFFSET: u16 = 1000;
-/// Kafka's INVALID_UPDATE_VERSION.
-const INVALID_UPDATE_VERSION: i16 = 95;
+const INVALID_UPDATE_VERSION: i16 = ErrorCode::INVALID_UPDATE_VERSION.0;
 
 /// (bind host, bind port, advertised host, advertised port or None for "as bound").
 fn replication_address(config: &BrokerConfig) -> (String, u16, String, Option<u16>) {
@@ -194,7 +193,7 @@ impl IsrControl for ControllerIsrControl {
                     Err(AlterIsrError::StalePartitionEpoch)
                 }
                 Ok((CommandResult::Error { code, message }, _))
-                    if code == INELIGIBLE_REPLICA.code() =>
+                    if code == ErrorCode::INELIGIBLE_REPLICA.code() =>
                 {
                     Err(AlterIsrError::IneligibleReplica(message))
                 }

@@ -119,12 +119,6 @@ pub enum CommandResult {
     },
 }
 
-/// Kafka's NO_REASSIGNMENT_IN_PROGRESS.
-pub const NO_REASSIGNMENT_IN_PROGRESS: ErrorCode = ErrorCode(85);
-
-/// Kafka's INELIGIBLE_REPLICA: a replica may not join the ISR.
-pub const INELIGIBLE_REPLICA: ErrorCode = ErrorCode(107);
-
 fn refused(code: ErrorCode, message: impl Into<String>) -> CommandResult {
     CommandResult::Error {
         code: code.code(),
@@ -192,7 +186,7 @@ fn apply_inner(
         MetadataCommand::UnfenceBroker { broker_id } => {
             let Some(b) = image.brokers.get_mut(broker_id) else {
                 return refused(
-                    ErrorCode(69),
+                    ErrorCode::BROKER_ID_NOT_REGISTERED,
                     format!("broker {broker_id} is not registered"),
                 );
             };
@@ -214,7 +208,7 @@ fn apply_inner(
         | MetadataCommand::ShutdownBroker { broker_id } => {
             let Some(b) = image.brokers.get_mut(broker_id) else {
                 return refused(
-                    ErrorCode(69),
+                    ErrorCode::BROKER_ID_NOT_REGISTERED,
                     format!("broker {broker_id} is not registered"),
                 );
             };
@@ -353,7 +347,7 @@ fn apply_inner(
             if p.partition_epoch != *partition_epoch {
                 // INVALID_UPDATE_VERSION: the leader works from a stale partition state.
                 return refused(
-                    ErrorCode(95),
+                    ErrorCode::INVALID_UPDATE_VERSION,
                     format!(
                         "partition epoch {partition_epoch} is not the current {}",
                         p.partition_epoch
@@ -372,7 +366,7 @@ fn apply_inner(
             if let Some(r) = isr.iter().find(|r| **r != *leader_id && !live.contains(r)) {
                 // A fenced broker cannot join the ISR.
                 return refused(
-                    INELIGIBLE_REPLICA,
+                    ErrorCode::INELIGIBLE_REPLICA,
                     format!("broker {r} is fenced and cannot join the ISR"),
                 );
             }
@@ -391,7 +385,7 @@ fn apply_inner(
                 let current = image.broker_epochs.get(r).copied();
                 if current != Some(seen) {
                     return refused(
-                        INELIGIBLE_REPLICA,
+                        ErrorCode::INELIGIBLE_REPLICA,
                         format!(
                             "broker {r} fetched with broker epoch {seen}, its registration is {}",
                             current.map_or("unknown".to_string(), |e| e.to_string())
@@ -456,7 +450,7 @@ fn reassign(
         None => {
             if !p.reassigning() {
                 return Err((
-                    NO_REASSIGNMENT_IN_PROGRESS,
+                    ErrorCode::NO_REASSIGNMENT_IN_PROGRESS,
                     format!(
                         "no reassignment of {}-{} is in progress",
                         r.topic, r.partition
@@ -1017,7 +1011,10 @@ mod tests {
             NotSent,
         }
         let cases = [
-            (Seen::BeforeRestart, Some(INELIGIBLE_REPLICA.code())),
+            (
+                Seen::BeforeRestart,
+                Some(ErrorCode::INELIGIBLE_REPLICA.code()),
+            ),
             (Seen::AfterRestart, None),
             // -1 or no entry: a leader that does not send epochs (an older
             // version during a rolling upgrade) is still served.

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use kraftwerk_metadata::ListenerEndpoint;
 use kraftwerk_rpc::controller as pb;
 use kraftwerk_rpc::controller::controller_server::Controller;
+use kraftwerk_types::ErrorCode;
 use parking_lot::Mutex;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -22,12 +23,10 @@ use tonic::{Request, Response, Status};
 use crate::commands::{CommandResult, MetadataCommand};
 use crate::node::{ControllerError, ControllerNode};
 
-/// Kafka's NOT_CONTROLLER.
-pub const NOT_CONTROLLER: i32 = 41;
-/// Kafka's STALE_BROKER_EPOCH.
-pub const STALE_BROKER_EPOCH: i32 = 77;
-/// Kafka's BROKER_ID_NOT_REGISTERED.
-pub const BROKER_ID_NOT_REGISTERED: i32 = 69;
+/// Kafka's error codes as the gRPC status fields carry them.
+pub const NOT_CONTROLLER: i32 = ErrorCode::NOT_CONTROLLER.0 as i32;
+pub const STALE_BROKER_EPOCH: i32 = ErrorCode::STALE_BROKER_EPOCH.0 as i32;
+pub const BROKER_ID_NOT_REGISTERED: i32 = ErrorCode::BROKER_ID_NOT_REGISTERED.0 as i32;
 /// Longest a FetchMetadata long poll may wait.
 const FETCH_METADATA_WAIT_MAX: Duration = Duration::from_secs(30);
 /// How often the active controller looks for expired broker sessions.

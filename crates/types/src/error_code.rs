@@ -1,77 +1,124 @@
-//! Kafka's error codes, as numbers on the wire.
+//! Kafka's error codes, as numbers on the wire: the one table every crate
+//! answers with.
 //!
-//! Only the codes Kraftwerk answers with are named here; the full table lives
-//! in the Kafka protocol guide.
+//! Only the codes Kraftwerk answers with (or is about to) are named; each
+//! name and number is checked against the `kafka-protocol` crate's table
+//! of Kafka's `Errors` (`crates/protocol/src/errors.rs`).
 
 /// A Kafka error code. `ErrorCode::NONE` is success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ErrorCode(pub i16);
 
-impl ErrorCode {
-    pub const UNKNOWN_SERVER_ERROR: ErrorCode = ErrorCode(-1);
-    pub const NONE: ErrorCode = ErrorCode(0);
-    pub const OFFSET_OUT_OF_RANGE: ErrorCode = ErrorCode(1);
-    pub const CORRUPT_MESSAGE: ErrorCode = ErrorCode(2);
-    pub const UNKNOWN_TOPIC_OR_PARTITION: ErrorCode = ErrorCode(3);
-    pub const INVALID_FETCH_SIZE: ErrorCode = ErrorCode(4);
-    pub const LEADER_NOT_AVAILABLE: ErrorCode = ErrorCode(5);
-    pub const NOT_LEADER_OR_FOLLOWER: ErrorCode = ErrorCode(6);
-    pub const REQUEST_TIMED_OUT: ErrorCode = ErrorCode(7);
-    pub const MESSAGE_TOO_LARGE: ErrorCode = ErrorCode(10);
-    pub const COORDINATOR_NOT_AVAILABLE: ErrorCode = ErrorCode(15);
-    pub const NOT_COORDINATOR: ErrorCode = ErrorCode(16);
-    pub const INVALID_TOPIC_EXCEPTION: ErrorCode = ErrorCode(17);
-    pub const RECORD_LIST_TOO_LARGE: ErrorCode = ErrorCode(18);
-    pub const NOT_ENOUGH_REPLICAS: ErrorCode = ErrorCode(19);
-    pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: ErrorCode = ErrorCode(20);
-    pub const INVALID_REQUIRED_ACKS: ErrorCode = ErrorCode(21);
-    pub const INVALID_TIMESTAMP: ErrorCode = ErrorCode(32);
-    pub const UNSUPPORTED_VERSION: ErrorCode = ErrorCode(35);
-    pub const TOPIC_ALREADY_EXISTS: ErrorCode = ErrorCode(36);
-    pub const INVALID_PARTITIONS: ErrorCode = ErrorCode(37);
-    pub const INVALID_REPLICATION_FACTOR: ErrorCode = ErrorCode(38);
-    pub const INVALID_REQUEST: ErrorCode = ErrorCode(42);
-    pub const UNSUPPORTED_FOR_MESSAGE_FORMAT: ErrorCode = ErrorCode(43);
-    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: ErrorCode = ErrorCode(45);
-    pub const DUPLICATE_SEQUENCE_NUMBER: ErrorCode = ErrorCode(46);
-    pub const INVALID_PRODUCER_EPOCH: ErrorCode = ErrorCode(47);
-    pub const INVALID_CONFIG: ErrorCode = ErrorCode(40);
-    pub const CLUSTER_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(31);
-    pub const UNKNOWN_PRODUCER_ID: ErrorCode = ErrorCode(59);
-    pub const KAFKA_STORAGE_ERROR: ErrorCode = ErrorCode(56);
-    pub const INVALID_RECORD: ErrorCode = ErrorCode(87);
-    pub const UNKNOWN_TOPIC_ID: ErrorCode = ErrorCode(100);
-    pub const INCONSISTENT_TOPIC_ID: ErrorCode = ErrorCode(103);
-    pub const INVALID_PRODUCER_ID_MAPPING: ErrorCode = ErrorCode(49);
-    pub const TRANSACTIONAL_ID_AUTHORIZATION_FAILED: ErrorCode = ErrorCode(53);
-    pub const POLICY_VIOLATION: ErrorCode = ErrorCode(44);
-    pub const UNSUPPORTED_COMPRESSION_TYPE: ErrorCode = ErrorCode(76);
-    pub const FETCH_SESSION_ID_NOT_FOUND: ErrorCode = ErrorCode(70);
-    pub const LISTENER_NOT_FOUND: ErrorCode = ErrorCode(72);
-    pub const FENCED_LEADER_EPOCH: ErrorCode = ErrorCode(74);
-    pub const UNKNOWN_LEADER_EPOCH: ErrorCode = ErrorCode(75);
-    pub const INVALID_REPLICA_ASSIGNMENT: ErrorCode = ErrorCode(39);
-    pub const LOG_DIR_NOT_FOUND: ErrorCode = ErrorCode(57);
-    pub const OFFSET_METADATA_TOO_LARGE: ErrorCode = ErrorCode(12);
-    pub const COORDINATOR_LOAD_IN_PROGRESS: ErrorCode = ErrorCode(14);
-    pub const ILLEGAL_GENERATION: ErrorCode = ErrorCode(22);
-    pub const INCONSISTENT_GROUP_PROTOCOL: ErrorCode = ErrorCode(23);
-    pub const INVALID_GROUP_ID: ErrorCode = ErrorCode(24);
-    pub const UNKNOWN_MEMBER_ID: ErrorCode = ErrorCode(25);
-    pub const INVALID_SESSION_TIMEOUT: ErrorCode = ErrorCode(26);
-    pub const REBALANCE_IN_PROGRESS: ErrorCode = ErrorCode(27);
-    pub const INVALID_COMMIT_OFFSET_SIZE: ErrorCode = ErrorCode(28);
-    pub const NON_EMPTY_GROUP: ErrorCode = ErrorCode(68);
-    pub const GROUP_ID_NOT_FOUND: ErrorCode = ErrorCode(69);
-    pub const MEMBER_ID_REQUIRED: ErrorCode = ErrorCode(79);
-    pub const FENCED_INSTANCE_ID: ErrorCode = ErrorCode(82);
-    pub const GROUP_SUBSCRIBED_TO_TOPIC: ErrorCode = ErrorCode(86);
+macro_rules! error_codes {
+    ($($name:ident = $code:expr,)*) => {
+        impl ErrorCode {
+            $(pub const $name: ErrorCode = ErrorCode($code);)*
 
+            /// Every named code, with Kafka's name for it.
+            pub const NAMED: &'static [(&'static str, ErrorCode)] =
+                &[$((stringify!($name), ErrorCode::$name),)*];
+        }
+    };
+}
+
+error_codes! {
+    UNKNOWN_SERVER_ERROR = -1,
+    NONE = 0,
+    OFFSET_OUT_OF_RANGE = 1,
+    CORRUPT_MESSAGE = 2,
+    UNKNOWN_TOPIC_OR_PARTITION = 3,
+    INVALID_FETCH_SIZE = 4,
+    LEADER_NOT_AVAILABLE = 5,
+    NOT_LEADER_OR_FOLLOWER = 6,
+    REQUEST_TIMED_OUT = 7,
+    MESSAGE_TOO_LARGE = 10,
+    OFFSET_METADATA_TOO_LARGE = 12,
+    COORDINATOR_LOAD_IN_PROGRESS = 14,
+    COORDINATOR_NOT_AVAILABLE = 15,
+    NOT_COORDINATOR = 16,
+    INVALID_TOPIC_EXCEPTION = 17,
+    RECORD_LIST_TOO_LARGE = 18,
+    NOT_ENOUGH_REPLICAS = 19,
+    NOT_ENOUGH_REPLICAS_AFTER_APPEND = 20,
+    INVALID_REQUIRED_ACKS = 21,
+    ILLEGAL_GENERATION = 22,
+    INCONSISTENT_GROUP_PROTOCOL = 23,
+    INVALID_GROUP_ID = 24,
+    UNKNOWN_MEMBER_ID = 25,
+    INVALID_SESSION_TIMEOUT = 26,
+    REBALANCE_IN_PROGRESS = 27,
+    INVALID_COMMIT_OFFSET_SIZE = 28,
+    TOPIC_AUTHORIZATION_FAILED = 29,
+    GROUP_AUTHORIZATION_FAILED = 30,
+    CLUSTER_AUTHORIZATION_FAILED = 31,
+    INVALID_TIMESTAMP = 32,
+    UNSUPPORTED_SASL_MECHANISM = 33,
+    ILLEGAL_SASL_STATE = 34,
+    UNSUPPORTED_VERSION = 35,
+    TOPIC_ALREADY_EXISTS = 36,
+    INVALID_PARTITIONS = 37,
+    INVALID_REPLICATION_FACTOR = 38,
+    INVALID_REPLICA_ASSIGNMENT = 39,
+    INVALID_CONFIG = 40,
+    NOT_CONTROLLER = 41,
+    INVALID_REQUEST = 42,
+    UNSUPPORTED_FOR_MESSAGE_FORMAT = 43,
+    POLICY_VIOLATION = 44,
+    OUT_OF_ORDER_SEQUENCE_NUMBER = 45,
+    DUPLICATE_SEQUENCE_NUMBER = 46,
+    INVALID_PRODUCER_EPOCH = 47,
+    INVALID_TXN_STATE = 48,
+    INVALID_PRODUCER_ID_MAPPING = 49,
+    INVALID_TRANSACTION_TIMEOUT = 50,
+    CONCURRENT_TRANSACTIONS = 51,
+    TRANSACTION_COORDINATOR_FENCED = 52,
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53,
+    KAFKA_STORAGE_ERROR = 56,
+    LOG_DIR_NOT_FOUND = 57,
+    SASL_AUTHENTICATION_FAILED = 58,
+    UNKNOWN_PRODUCER_ID = 59,
+    NON_EMPTY_GROUP = 68,
+    GROUP_ID_NOT_FOUND = 69,
+    FETCH_SESSION_ID_NOT_FOUND = 70,
+    LISTENER_NOT_FOUND = 72,
+    FENCED_LEADER_EPOCH = 74,
+    UNKNOWN_LEADER_EPOCH = 75,
+    UNSUPPORTED_COMPRESSION_TYPE = 76,
+    STALE_BROKER_EPOCH = 77,
+    OFFSET_NOT_AVAILABLE = 78,
+    MEMBER_ID_REQUIRED = 79,
+    PREFERRED_LEADER_NOT_AVAILABLE = 80,
+    FENCED_INSTANCE_ID = 82,
+    ELIGIBLE_LEADERS_NOT_AVAILABLE = 83,
+    ELECTION_NOT_NEEDED = 84,
+    NO_REASSIGNMENT_IN_PROGRESS = 85,
+    GROUP_SUBSCRIBED_TO_TOPIC = 86,
+    INVALID_RECORD = 87,
+    UNSTABLE_OFFSET_COMMIT = 88,
+    THROTTLING_QUOTA_EXCEEDED = 89,
+    PRODUCER_FENCED = 90,
+    INVALID_UPDATE_VERSION = 95,
+    UNKNOWN_TOPIC_ID = 100,
+    BROKER_ID_NOT_REGISTERED = 102,
+    INCONSISTENT_TOPIC_ID = 103,
+    TRANSACTIONAL_ID_NOT_FOUND = 105,
+    INELIGIBLE_REPLICA = 107,
+}
+
+impl ErrorCode {
     pub fn is_ok(self) -> bool {
         self.0 == 0
     }
 
     pub fn code(self) -> i16 {
         self.0
+    }
+
+    /// Kafka's name for this code, when it is one of the named ones.
+    pub fn name(self) -> Option<&'static str> {
+        Self::NAMED
+            .iter()
+            .find(|(_, code)| *code == self)
+            .map(|(name, _)| *name)
     }
 }

@@ -10,9 +10,8 @@ use super::{str_bytes, Request};
 use crate::BrokerState;
 
 const PREFERRED: i8 = 0;
-/// Kafka's ELECTION_NOT_NEEDED and PREFERRED_LEADER_NOT_AVAILABLE.
-const ELECTION_NOT_NEEDED: i16 = 84;
-const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+const ELECTION_NOT_NEEDED: i16 = ErrorCode::ELECTION_NOT_NEEDED.0;
+const PREFERRED_LEADER_NOT_AVAILABLE: i16 = ErrorCode::PREFERRED_LEADER_NOT_AVAILABLE.0;
 
 pub async fn handle(
     state: &BrokerState,
