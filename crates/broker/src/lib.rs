@@ -8,6 +8,7 @@
 //! Consumer groups are coordinated by [`group`], which keeps its state in
 //! the internal topic `__consumer_offsets`.
 
+pub mod connection_limits;
 pub mod controller;
 pub mod group;
 pub mod handlers;
@@ -204,11 +205,13 @@ impl Broker {
             while serving.image.load().version == 0 && !serve_shutdown.is_cancelled() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            let limits = connection_limits::ConnectionLimits::new(&serving.config);
             for (name, listener, _) in bound {
                 serve_tracker.spawn(server::serve(
                     listener,
                     name,
                     serving.clone(),
+                    limits.clone(),
                     serve_shutdown.clone(),
                     serve_tracker.clone(),
                 ));

@@ -10,11 +10,12 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use kraftwerk_protocol::frame::{take_frame, FrameError};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::connection_limits::{ConnectionLimits, Refused};
 use crate::handlers::{self, Outcome};
 use crate::BrokerState;
 
@@ -26,19 +27,32 @@ pub async fn serve(
     listener: TcpListener,
     name: Arc<str>,
     state: Arc<BrokerState>,
+    limits: Arc<ConnectionLimits>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let mut refusals = RefusalLog::default();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
+                    let admitted = match limits.admit(peer.ip()) {
+                        Ok(admitted) => admitted,
+                        Err(refused) => {
+                            // Dropping the stream closes it before anything is read.
+                            refusals.note(peer, refused);
+                            continue;
+                        }
+                    };
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(%peer, error = %e, "could not turn Nagle off");
+                    }
                     let state = state.clone();
                     let shutdown = shutdown.clone();
                     let name = name.clone();
                     tracker.spawn(async move {
+                        let _slot = admitted;
                         if let Err(reason) = connection(stream, peer, &name, state, shutdown).await {
                             tracing::debug!(%peer, %reason, "connection closed");
                         }
@@ -54,6 +68,37 @@ pub async fn serve(
     }
 }
 
+/// Logs refused connections at most once per [`REFUSAL_LOG_INTERVAL`],
+/// with how many were refused since, so a flood of connections cannot
+/// flood the log too.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    since_last: u64,
+}
+
+const REFUSAL_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl RefusalLog {
+    fn note(&mut self, peer: SocketAddr, refused: Refused) {
+        self.since_last += 1;
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < REFUSAL_LOG_INTERVAL)
+        {
+            return;
+        }
+        let limit = match refused {
+            Refused::Total { max } => format!("max.connections={max}"),
+            Refused::PerIp { max } => format!("max.connections.per.ip={max} for {}", peer.ip()),
+        };
+        tracing::warn!(%peer, refused = self.since_last, "connection refused: {limit} reached");
+        self.last = Some(now);
+        self.since_last = 0;
+    }
+}
+
 async fn connection(
     mut stream: TcpStream,
     peer: SocketAddr,
@@ -62,8 +107,8 @@ async fn connection(
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let max_frame_bytes = state.config.socket_request_max_bytes;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
-    let mut out = BytesMut::new();
+    // Room is reserved on the first read, so an idle connection holds no buffer.
+    let mut buf = BytesMut::new();
     loop {
         // Answer every whole request already buffered, in order.
         loop {
@@ -71,10 +116,10 @@ async fn connection(
                 Ok(Some(frame)) => {
                     match handlers::handle_frame(&state, frame.freeze(), peer, listener).await {
                         Outcome::Respond(response) => {
-                            out.clear();
-                            out.extend_from_slice(&(response.len() as i32).to_be_bytes());
-                            out.extend_from_slice(&response);
-                            stream.write_all(&out).await.map_err(|e| e.to_string())?;
+                            stream
+                                .write_all(&response)
+                                .await
+                                .map_err(|e| e.to_string())?;
                         }
                         Outcome::NoResponse => {}
                         Outcome::Close(reason) => {
@@ -89,9 +134,6 @@ async fn connection(
                     return Err(format!("frame of {size} bytes exceeds {max}"));
                 }
             }
-        }
-        if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 && buf.len() < 4 {
-            buf.reserve(READ_CHUNK_BYTES);
         }
         let read = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -113,9 +155,17 @@ async fn connection(
     }
 }
 
+/// Waits until the socket has bytes, then reads them: room in `buf` is
+/// reserved only once there is something to put in it.
 async fn read_some(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
-    if buf.capacity() == buf.len() {
-        buf.reserve(READ_CHUNK_BYTES);
+    loop {
+        stream.readable().await?;
+        if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
+            buf.reserve(READ_CHUNK_BYTES);
+        }
+        match stream.try_read_buf(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            read => return read,
+        }
     }
-    stream.read_buf(buf).await
 }

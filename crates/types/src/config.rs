@@ -6,7 +6,7 @@
 //! parsing, validation and DescribeConfigs all read from it.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -492,6 +492,14 @@ pub struct BrokerConfig {
     pub default_replication_factor: i16,
     pub auto_create_topics_enable: bool,
     pub socket_request_max_bytes: usize,
+    /// Kafka connections this broker keeps open at once, over all its
+    /// listeners (`max.connections`).
+    pub max_connections: usize,
+    /// Kafka connections from one address (`max.connections.per.ip`).
+    pub max_connections_per_ip: usize,
+    /// Per-address exceptions to `max.connections.per.ip`
+    /// (`max.connections.per.ip.overrides`, `host:count,...`).
+    pub max_connections_per_ip_overrides: BTreeMap<IpAddr, usize>,
     pub log_retention_check_interval_ms: u64,
     /// Whether compacted topics are cleaned (`log.cleaner.enable`).
     pub log_cleaner_enable: bool,
@@ -514,6 +522,10 @@ pub static BROKER_CONFIGS: &[(&str, &str)] = &[
     ("default.replication.factor", "1"),
     ("auto.create.topics.enable", "true"),
     ("socket.request.max.bytes", "104857600"),
+    ("max.connections", "2147483647"),
+    ("max.connections.per.ip", "2147483647"),
+    ("max.connections.per.ip.overrides", ""),
+    ("listener.security.protocol.map", ""),
     ("log.retention.hours", "168"),
     ("log.roll.hours", "168"),
     ("log.retention.check.interval.ms", "300000"),
@@ -616,6 +628,18 @@ impl BrokerConfig {
                 def.kind.check(def.broker_key, v)?;
             }
         }
+        check_security_protocols(&listeners, &get("listener.security.protocol.map"))?;
+        let max_connections_per_ip: usize =
+            num("max.connections.per.ip", get("max.connections.per.ip"))?;
+        let max_connections_per_ip_overrides =
+            parse_connection_overrides(&get("max.connections.per.ip.overrides"))?;
+        if max_connections_per_ip == 0 && max_connections_per_ip_overrides.is_empty() {
+            return Err(invalid(
+                "max.connections.per.ip",
+                "0",
+                "0 refuses every client unless max.connections.per.ip.overrides names some",
+            ));
+        }
         let cluster_id = Some(get("cluster.id")).filter(|s| !s.trim().is_empty());
         Ok(BrokerConfig {
             node_id: num("node.id", get("node.id"))?,
@@ -635,6 +659,9 @@ impl BrokerConfig {
                 "socket.request.max.bytes",
                 get("socket.request.max.bytes"),
             )?,
+            max_connections: num("max.connections", get("max.connections"))?,
+            max_connections_per_ip,
+            max_connections_per_ip_overrides,
             log_retention_check_interval_ms: num(
                 "log.retention.check.interval.ms",
                 get("log.retention.check.interval.ms"),
@@ -672,9 +699,167 @@ impl BrokerConfig {
     }
 }
 
+/// Kafka's security protocols, and whether this broker serves each.
+const SECURITY_PROTOCOLS: &[(&str, bool)] = &[
+    ("PLAINTEXT", true),
+    ("SSL", false),
+    ("SASL_PLAINTEXT", false),
+    ("SASL_SSL", false),
+];
+
+/// Refuses a listener whose security protocol (by
+/// `listener.security.protocol.map`, or its name when that is a protocol)
+/// is one this broker cannot give: starting it as plaintext would hand out
+/// no security while the operator believes there is some. A listener name
+/// that is neither mapped nor a protocol is plaintext, as every Kraftwerk
+/// listener is.
+fn check_security_protocols(listeners: &[Listener], map: &str) -> Result<(), ConfigError> {
+    const KEY: &str = "listener.security.protocol.map";
+    let mut mapped = BTreeMap::new();
+    for item in map.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, protocol) = item
+            .split_once(':')
+            .ok_or_else(|| invalid(KEY, item, "expected LISTENER_NAME:PROTOCOL"))?;
+        let protocol = protocol.trim().to_ascii_uppercase();
+        if !SECURITY_PROTOCOLS.iter().any(|(p, _)| *p == protocol) {
+            return Err(invalid(
+                KEY,
+                item,
+                "the protocol must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+            ));
+        }
+        mapped.insert(name.trim().to_string(), protocol);
+    }
+    for l in listeners {
+        let protocol = mapped
+            .get(&l.name)
+            .cloned()
+            .unwrap_or_else(|| l.name.to_ascii_uppercase());
+        if let Some((p, false)) = SECURITY_PROTOCOLS.iter().find(|(p, _)| *p == protocol) {
+            return Err(invalid(
+                "listeners",
+                &format!("{}://{}:{}", l.name, l.host, l.port),
+                format!(
+                    "security protocol {p} is not served by Kraftwerk yet (only PLAINTEXT); \
+                     refusing to start rather than serve it without security"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `max.connections.per.ip.overrides`: `host:count` pairs; a host name is
+/// resolved once, at startup.
+fn parse_connection_overrides(value: &str) -> Result<BTreeMap<IpAddr, usize>, ConfigError> {
+    const KEY: &str = "max.connections.per.ip.overrides";
+    let mut out = BTreeMap::new();
+    for item in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (host, count) = item
+            .rsplit_once(':')
+            .ok_or_else(|| invalid(KEY, item, "expected host:count"))?;
+        let count: usize = count
+            .trim()
+            .parse()
+            .map_err(|_| invalid(KEY, item, "the count is not a number"))?;
+        let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+        let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => (host, 0)
+                .to_socket_addrs()
+                .map_err(|e| invalid(KEY, item, format!("cannot resolve {host}: {e}")))?
+                .map(|a| a.ip())
+                .collect(),
+        };
+        for ip in addrs {
+            out.insert(ip, count);
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn broker(pairs: &[(&str, &str)]) -> Result<BrokerConfig, ConfigError> {
+        BrokerConfig::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn listeners_asking_for_security_that_is_not_served_stop_the_broker() {
+        for (listeners, map) in [
+            ("SASL_SSL://127.0.0.1:9092", ""),
+            ("SSL://127.0.0.1:9092", ""),
+            ("CLIENT://127.0.0.1:9092", "CLIENT:SASL_PLAINTEXT"),
+            (
+                "PLAINTEXT://127.0.0.1:9092,EXTERNAL://0.0.0.0:9093",
+                "EXTERNAL:ssl",
+            ),
+        ] {
+            let err = broker(&[
+                ("listeners", listeners),
+                ("listener.security.protocol.map", map),
+            ])
+            .expect_err(listeners);
+            assert!(err.to_string().contains("not served"), "{err}");
+        }
+        let err = broker(&[("listener.security.protocol.map", "PLAINTEXT:TLS")])
+            .expect_err("unknown protocol");
+        assert!(err.to_string().contains("must be PLAINTEXT"), "{err}");
+        for (listeners, map) in [
+            ("PLAINTEXT://127.0.0.1:9092", ""),
+            ("PLAINTEXT_HOST://127.0.0.1:9092", ""),
+            ("SSL://127.0.0.1:9092", "SSL:PLAINTEXT"),
+            (
+                "PLAINTEXT://0.0.0.0:9092,CONTROLLER://0.0.0.0:9093",
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            ),
+        ] {
+            broker(&[
+                ("listeners", listeners),
+                ("listener.security.protocol.map", map),
+            ])
+            .expect(listeners);
+        }
+    }
+
+    #[test]
+    fn connection_limits_read_as_kafka_spells_them() {
+        let c = broker(&[]).expect("defaults");
+        assert_eq!(c.max_connections, i32::MAX as usize);
+        assert_eq!(c.max_connections_per_ip, i32::MAX as usize);
+        let c = broker(&[
+            ("max.connections", "200"),
+            ("max.connections.per.ip", "10"),
+            ("max.connections.per.ip.overrides", "127.0.0.1:100, [::1]:5"),
+        ])
+        .expect("limits");
+        assert_eq!(c.max_connections, 200);
+        assert_eq!(
+            c.max_connections_per_ip_overrides
+                .get(&"127.0.0.1".parse::<IpAddr>().expect("ip")),
+            Some(&100)
+        );
+        assert_eq!(
+            c.max_connections_per_ip_overrides
+                .get(&"::1".parse::<IpAddr>().expect("ip")),
+            Some(&5)
+        );
+        assert!(broker(&[("max.connections", "-1")]).is_err());
+        assert!(broker(&[("max.connections.per.ip.overrides", "127.0.0.1")]).is_err());
+        assert!(broker(&[("max.connections.per.ip", "0")]).is_err());
+        broker(&[
+            ("max.connections.per.ip", "0"),
+            ("max.connections.per.ip.overrides", "127.0.0.1:3"),
+        ])
+        .expect("0 with overrides");
+    }
 
     #[test]
     fn retention_and_roll_in_hours_or_minutes_as_kafka_reads_them() {

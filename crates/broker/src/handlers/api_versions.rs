@@ -1,6 +1,5 @@
 //! ApiVersions (18): the served version table.
 
-use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::api_versions_response::{
     ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
 };
@@ -9,7 +8,7 @@ use kafka_protocol::protocol::Encodable;
 use kraftwerk_protocol::versions::SERVED_APIS;
 use kraftwerk_types::ErrorCode;
 
-use super::Request;
+use super::{Outcome, Request};
 use crate::BrokerState;
 
 fn api_keys() -> Vec<ApiVersion> {
@@ -91,8 +90,8 @@ pub async fn handle(
 
 /// The v0 answer to an ApiVersions version we do not serve: the error and
 /// our ranges, so the client retries with a version inside them.
-pub fn unsupported_version_response(correlation_id: i32) -> Bytes {
-    let mut buf = BytesMut::new();
+pub fn unsupported_version_response(correlation_id: i32) -> Outcome {
+    let mut buf = super::framed_buffer();
     let body = ApiVersionsResponse::default()
         .with_error_code(ErrorCode::UNSUPPORTED_VERSION.code())
         .with_api_keys(api_keys());
@@ -105,7 +104,7 @@ pub fn unsupported_version_response(correlation_id: i32) -> Bytes {
     {
         tracing::error!("ApiVersions v0 response could not be encoded");
     }
-    buf.freeze()
+    super::finish_frame(buf)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 
-use bytes::{Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kraftwerk_protocol::versions;
@@ -49,7 +49,7 @@ mod sync_group;
 
 /// What the connection does after one request.
 pub enum Outcome {
-    /// Write this response (header and body, without the size prefix).
+    /// Write this response frame as it is: its size prefix, header and body.
     Respond(Bytes),
     /// Produce with `acks=0`: Kafka sends nothing back.
     NoResponse,
@@ -90,7 +90,7 @@ pub async fn handle_frame(
     if version < served.min || version > served.max {
         if served.key == ApiKey::ApiVersions {
             // KIP-511: answer in v0 so the client can pick a version we serve.
-            return Outcome::Respond(api_versions::unsupported_version_response(correlation_id));
+            return api_versions::unsupported_version_response(correlation_id);
         }
         return Outcome::Close(format!(
             "{:?} v{version} is not served (range {}..={})",
@@ -171,7 +171,7 @@ fn decode<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, Outcome> {
 
 fn respond<T: Encodable>(key: ApiKey, header: &RequestHeader, version: i16, body: &T) -> Outcome {
     let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
-    let mut buf = BytesMut::new();
+    let mut buf = framed_buffer();
     let header_version = key.response_header_version(version);
     if let Err(e) = response_header.encode(&mut buf, header_version) {
         return Outcome::Close(format!("response header could not be encoded: {e}"));
@@ -181,6 +181,27 @@ fn respond<T: Encodable>(key: ApiKey, header: &RequestHeader, version: i16, body
         tracing::error!(api = ?key, version, error = %e, "response could not be encoded");
         return Outcome::Close(format!("response could not be encoded: {e}"));
     }
+    finish_frame(buf)
+}
+
+/// A response buffer that starts with room for the frame's length prefix,
+/// so the encoded response is written to the socket as it is, without a
+/// second copy to put its length in front.
+pub(crate) fn framed_buffer() -> BytesMut {
+    let mut buf = BytesMut::new();
+    buf.put_i32(0);
+    buf
+}
+
+/// Fills in the length prefix reserved by [`framed_buffer`].
+pub(crate) fn finish_frame(mut buf: BytesMut) -> Outcome {
+    let Ok(len) = i32::try_from(buf.len() - 4) else {
+        return Outcome::Close(format!(
+            "a response of {} bytes cannot be framed",
+            buf.len()
+        ));
+    };
+    buf[..4].copy_from_slice(&len.to_be_bytes());
     Outcome::Respond(buf.freeze())
 }
 
