@@ -129,25 +129,25 @@ mod tests {
         let a1 = l.admit(ip("10.0.0.1")).expect("first");
         let _a2 = l.admit(ip("10.0.0.1")).expect("second");
         assert_eq!(
-            l.admit(ip("10.0.0.1")).unwrap_err(),
+            l.admit(ip("10.0.0.1")).expect_err("refused"),
             Refused::PerIp { max: 2 }
         );
         let _b1 = l.admit(ip("10.0.0.9")).expect("override");
         let _b2 = l.admit(ip("10.0.0.9")).expect("override");
         assert_eq!(l.open_connections(), 4);
         assert_eq!(
-            l.admit(ip("10.0.0.9")).unwrap_err(),
+            l.admit(ip("10.0.0.9")).expect_err("refused"),
             Refused::Total { max: 4 }
         );
         assert_eq!(
-            l.admit(ip("10.0.0.2")).unwrap_err(),
+            l.admit(ip("10.0.0.2")).expect_err("refused"),
             Refused::Total { max: 4 }
         );
         drop(a1);
         assert_eq!(l.open_connections(), 3);
         let _a3 = l.admit(ip("10.0.0.1")).expect("a slot was given back");
         assert_eq!(
-            l.admit(ip("10.0.0.1")).unwrap_err(),
+            l.admit(ip("10.0.0.1")).expect_err("refused"),
             Refused::Total { max: 4 }
         );
     }
@@ -159,12 +159,12 @@ mod tests {
             ("max.connections.per.ip.overrides", "127.0.0.1:1"),
         ]);
         assert_eq!(
-            l.admit(ip("10.0.0.1")).unwrap_err(),
+            l.admit(ip("10.0.0.1")).expect_err("refused"),
             Refused::PerIp { max: 0 }
         );
         let _local = l.admit(ip("127.0.0.1")).expect("override");
         assert_eq!(
-            l.admit(ip("127.0.0.1")).unwrap_err(),
+            l.admit(ip("127.0.0.1")).expect_err("refused"),
             Refused::PerIp { max: 1 }
         );
     }

@@ -10,7 +10,8 @@
 
 pub mod connection_limits;
 pub mod controller;
-pub mod group;
+mod coordinator_log;
+pub use kraftwerk_coordinator::group;
 pub mod handlers;
 pub mod lifecycle;
 pub mod listeners;
@@ -163,7 +164,10 @@ impl Broker {
             image,
             control,
             replicas,
-            groups: group::GroupCoordinator::new(group::CoordinatorConfig::from_broker(&config)),
+            groups: group::GroupCoordinator::new(
+                group::CoordinatorConfig::from_broker(&config),
+                shutdown.clone(),
+            ),
             shutdown: shutdown.clone(),
             quorum: quorum.clone(),
             applied_image_version: parking_lot::Mutex::new(0),
@@ -219,7 +223,10 @@ impl Broker {
         });
         tracker.spawn(housekeeping(state.clone(), shutdown.clone()));
         // Loads the __consumer_offsets partitions led here, then keeps group timers.
-        tracker.spawn(group::run(state.clone(), shutdown.clone()));
+        let coordinator = state.clone();
+        tracker.spawn(async move {
+            group::run(coordinator.clone(), &coordinator.groups).await;
+        });
         tracing::info!(node_id = config.node_id, %local_addr, "broker started");
         Ok(Broker {
             local_addr,

@@ -95,7 +95,7 @@ async fn join(state: &BrokerState, req: &Request<'_>, body: JoinGroupRequest) ->
             crate::handlers_now_ms(),
         );
         if let Ok(owned) = state.groups.owns(state, &group_id) {
-            let _ = state.groups.store_if_dirty(state, owned.partition, &mut g);
+            state.groups.store_or_retry(state, owned.partition, &mut g);
         }
         reply
     };

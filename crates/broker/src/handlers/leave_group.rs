@@ -48,7 +48,7 @@ pub async fn handle(
             tracing::debug!(group = %group_id, member = %member_id, code = code.code(), "leave");
             results.push((member_id, instance_id, code));
         }
-        let _ = state.groups.store_if_dirty(state, owned.partition, &mut g);
+        state.groups.store_or_retry(state, owned.partition, &mut g);
     }
     if req.version < 3 {
         let code = results.first().map_or(ErrorCode::NONE, |r| r.2);

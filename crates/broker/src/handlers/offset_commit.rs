@@ -10,7 +10,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kraftwerk_types::ErrorCode;
 
 use super::Request;
-use crate::group::records::{self, OffsetValue};
+use crate::group::records::OffsetValue;
 use crate::group::OFFSET_METADATA_MAX_BYTES;
 use crate::BrokerState;
 
@@ -84,41 +84,15 @@ async fn commit(
     body: &OffsetCommitRequest,
     wanted: Vec<((String, i32), OffsetValue)>,
 ) -> Result<(), ErrorCode> {
-    let owned = state.groups.owns(state, group_id)?;
-    let generation = body.generation_id_or_member_epoch;
-    let group = match state.groups.group(group_id) {
-        Some(g) => g,
-        // A "simple" group (assign() with a group id) commits with generation -1.
-        None if generation < 0 => state.groups.group_or_new(group_id),
-        None => return Err(ErrorCode::ILLEGAL_GENERATION),
-    };
-    let last_offset = {
-        let mut g = group.lock();
-        g.validate_commit(
-            body.member_id.as_str(),
-            body.group_instance_id.as_deref(),
-            generation,
-        )?;
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let batch = wanted
-            .iter()
-            .map(|((t, p), v)| {
-                (
-                    records::offset_key(group_id, t, *p),
-                    Some(records::offset_value(v)),
-                )
-            })
-            .collect();
-        let last = state.groups.append(state, owned.partition, batch)?;
-        for (k, v) in wanted {
-            g.offsets.insert(k, v);
-        }
-        last
-    };
     state
         .groups
-        .await_committed(state, owned.partition, last_offset)
+        .commit_offsets(
+            state,
+            group_id,
+            body.member_id.as_str(),
+            body.group_instance_id.as_deref(),
+            body.generation_id_or_member_epoch,
+            wanted,
+        )
         .await
 }

@@ -59,7 +59,7 @@ async fn sync(state: &BrokerState, body: SyncGroupRequest) -> SyncResult {
                 Err(e) => g.finish_sync(Err(e), Instant::now(), crate::handlers_now_ms()),
             }
         }
-        let _ = state.groups.store_if_dirty(state, owned.partition, &mut g);
+        state.groups.store_or_retry(state, owned.partition, &mut g);
         reply
     };
     // Members get their assignments only once the group record is

@@ -18,6 +18,9 @@
 //!
 //! Timers: one task ([`run`]) ticks every [`TICK`] and drives rebalance
 //! deadlines, session expiry, offset retention and partition loading.
+//!
+//! The log is reached only through [`CoordinatorLog`]; creating the topic
+//! and telling clients where a coordinator is are the broker's business.
 
 pub mod records;
 pub mod state;
@@ -37,8 +40,7 @@ use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::controller::NewTopic;
-use crate::BrokerState;
+use crate::{now_ms, CoordinatorLog};
 use records::{OffsetValue, RecordKey};
 use state::{Group, GroupSettings, GroupState};
 
@@ -126,6 +128,9 @@ pub struct GroupCoordinator {
     partitions: Mutex<HashMap<i32, Load>>,
     /// Wakes the timer task to load partitions now (after FindCoordinator).
     load_wanted: Notify,
+    /// The broker's: answers still waiting when it fires say the
+    /// coordinator is going away.
+    shutdown: CancellationToken,
 }
 
 /// A group a handler may act on: loaded here and led here.
@@ -133,126 +138,49 @@ pub struct Owned {
     pub partition: i32,
 }
 
-fn now_ms() -> i64 {
-    crate::handlers_now_ms()
-}
-
 impl GroupCoordinator {
-    pub fn new(config: CoordinatorConfig) -> GroupCoordinator {
+    pub fn new(config: CoordinatorConfig, shutdown: CancellationToken) -> GroupCoordinator {
         GroupCoordinator {
             config,
             groups: RwLock::new(HashMap::new()),
             partitions: Mutex::new(HashMap::new()),
             load_wanted: Notify::new(),
+            shutdown,
         }
     }
 
-    /// The leader of a group's offsets partition per the image, or an error
-    /// to answer FindCoordinator with.
-    pub async fn find_coordinator(
-        &self,
-        state: &BrokerState,
-        group_id: &str,
-        listener: &str,
-    ) -> Result<(i32, String, i32), (ErrorCode, String)> {
-        self.ensure_offsets_topic(state).await?;
-        let image = state.image.load();
-        let p = partition_for(group_id, self.partition_count(state));
-        let leader = image
-            .partition(OFFSETS_TOPIC, p)
-            .map(|r| r.leader)
-            .unwrap_or(-1);
-        let Some(broker) = image.brokers.get(&leader).filter(|b| !b.fenced) else {
-            return Err((
-                ErrorCode::COORDINATOR_NOT_AVAILABLE,
-                format!("{OFFSETS_TOPIC}-{p} has no live leader"),
-            ));
-        };
-        if leader == state.config.node_id {
-            self.load_wanted.notify_one();
-        }
-        let Some((host, port)) = broker.endpoint(listener) else {
-            return Err((
-                ErrorCode::COORDINATOR_NOT_AVAILABLE,
-                format!("the coordinator (broker {leader}) has no listener {listener}"),
-            ));
-        };
-        Ok((broker.node_id, host.to_string(), i32::from(port)))
+    /// Asks the timer task to load the partitions led here now rather than
+    /// at its next tick (a client is looking for its coordinator).
+    pub fn request_load(&self) {
+        self.load_wanted.notify_one();
     }
 
-    fn partition_count(&self, state: &BrokerState) -> i32 {
+    /// The `__consumer_offsets` partition of a group.
+    pub fn partition_of(&self, log: &dyn CoordinatorLog, group_id: &str) -> i32 {
+        partition_for(group_id, self.partition_count(log))
+    }
+
+    fn partition_count(&self, log: &dyn CoordinatorLog) -> i32 {
         // The topic as created wins over the config (which may have changed since).
-        state
-            .image
-            .load()
-            .topic(OFFSETS_TOPIC)
-            .map(|t| t.partitions.len() as i32)
+        log.partition_count(OFFSETS_TOPIC)
             .filter(|n| *n > 0)
             .unwrap_or(self.config.offsets_partitions)
     }
 
-    async fn ensure_offsets_topic(&self, state: &BrokerState) -> Result<(), (ErrorCode, String)> {
-        if state.image.load().topic(OFFSETS_TOPIC).is_some() {
-            return Ok(());
-        }
-        let live = state.image.load().live_brokers().count();
-        let rf = self.config.offsets_replication_factor;
-        if (live as i64) < rf as i64 {
-            let msg = format!(
-                "{OFFSETS_TOPIC} needs offsets.topic.replication.factor={rf} brokers but {live} are alive"
-            );
-            tracing::warn!("{msg}");
-            return Err((ErrorCode::COORDINATOR_NOT_AVAILABLE, msg));
-        }
-        let mut configs = BTreeMap::new();
-        configs.insert("cleanup.policy".to_string(), "compact".to_string());
-        configs.insert(
-            "segment.bytes".to_string(),
-            self.config.offsets_segment_bytes.to_string(),
-        );
-        let topic = NewTopic {
-            name: OFFSETS_TOPIC.to_string(),
-            num_partitions: self.config.offsets_partitions,
-            replication_factor: rf,
-            assignments: None,
-            configs,
-        };
-        match state.control.create_topic(topic, false).await {
-            Ok(_) => tracing::info!(
-                partitions = self.config.offsets_partitions,
-                "created {OFFSETS_TOPIC}"
-            ),
-            Err(e) => {
-                if state.image.load().topic(OFFSETS_TOPIC).is_none() {
-                    tracing::warn!(error = %e, "could not create {OFFSETS_TOPIC}");
-                    return Err((ErrorCode::COORDINATOR_NOT_AVAILABLE, e.to_string()));
-                }
-            }
-        }
-        state.sync_replicas();
-        Ok(())
-    }
-
     /// Whether this broker coordinates `group_id` right now.
-    pub fn owns(&self, state: &BrokerState, group_id: &str) -> Result<Owned, ErrorCode> {
+    pub fn owns(&self, log: &dyn CoordinatorLog, group_id: &str) -> Result<Owned, ErrorCode> {
         if group_id.is_empty() {
             return Err(ErrorCode::INVALID_GROUP_ID);
         }
-        let image = state.image.load();
-        if image.topic(OFFSETS_TOPIC).is_none() {
-            return Err(ErrorCode::NOT_COORDINATOR);
-        }
-        let p = partition_for(group_id, self.partition_count(state));
-        let Some(record) = image.partition(OFFSETS_TOPIC, p) else {
+        let Some(count) = log.partition_count(OFFSETS_TOPIC) else {
             return Err(ErrorCode::NOT_COORDINATOR);
         };
-        if record.leader != state.config.node_id {
+        let p = partition_for(group_id, count);
+        let Some(leader_epoch) = log.led_epoch(OFFSETS_TOPIC, p) else {
             return Err(ErrorCode::NOT_COORDINATOR);
-        }
+        };
         match self.partitions.lock().get(&p) {
-            Some(Load::Loaded(epoch)) if *epoch == record.leader_epoch => {
-                Ok(Owned { partition: p })
-            }
+            Some(Load::Loaded(epoch)) if *epoch == leader_epoch => Ok(Owned { partition: p }),
             Some(Load::Loaded(_)) | Some(Load::Loading) => {
                 Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)
             }
@@ -291,20 +219,13 @@ impl GroupCoordinator {
     /// v2 batch. Returns the offset of the last record.
     pub fn append(
         &self,
-        state: &BrokerState,
+        log: &dyn CoordinatorLog,
         partition: i32,
         records: Vec<(Bytes, Option<Bytes>)>,
     ) -> Result<i64, ErrorCode> {
         if records.is_empty() {
             return Ok(-1);
         }
-        let image = state.image.load();
-        let led = image
-            .partition(OFFSETS_TOPIC, partition)
-            .is_some_and(|r| r.leader == state.config.node_id);
-        let Some(log) = state.replicas.get(OFFSETS_TOPIC, partition).filter(|_| led) else {
-            return Err(ErrorCode::NOT_COORDINATOR);
-        };
         let now = now_ms();
         let batch: Vec<Record> = records
             .into_iter()
@@ -334,26 +255,24 @@ impl GroupCoordinator {
             tracing::error!(error = %e, "could not encode a {OFFSETS_TOPIC} batch");
             return Err(ErrorCode::UNKNOWN_SERVER_ERROR);
         }
-        let bytes = buf.freeze();
-        let batches = kraftwerk_protocol::batch::validate_all(&bytes).map_err(|e| {
-            tracing::error!(error = %e, "encoded {OFFSETS_TOPIC} batch does not validate");
-            ErrorCode::UNKNOWN_SERVER_ERROR
-        })?;
-        let info = log
-            .log
-            .append_as_leader(batches, log.leader_epoch(), now)
+        log.append(OFFSETS_TOPIC, partition, buf.freeze())
             .map_err(|e| {
-                tracing::error!(partition, error = %e, "append to {OFFSETS_TOPIC} failed");
-                match e.error_code() {
+                tracing::warn!(
+                    partition,
+                    code = e.code(),
+                    "append to {OFFSETS_TOPIC} failed"
+                );
+                // Kafka's mapping of append errors for its coordinators.
+                match e {
+                    ErrorCode::NOT_LEADER_OR_FOLLOWER
+                    | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+                    | ErrorCode::KAFKA_STORAGE_ERROR => ErrorCode::NOT_COORDINATOR,
                     ErrorCode::MESSAGE_TOO_LARGE | ErrorCode::RECORD_LIST_TOO_LARGE => {
                         ErrorCode::INVALID_COMMIT_OFFSET_SIZE
                     }
                     _ => ErrorCode::COORDINATOR_NOT_AVAILABLE,
                 }
-            })?;
-        log.after_leader_append();
-        state.replicas.notify_appended();
-        Ok(info.last_offset)
+            })
     }
 
     /// Waits until `offset` of an offsets partition is committed (below the
@@ -362,7 +281,7 @@ impl GroupCoordinator {
     /// once; with replication it waits for the ISR, as acks=all does.
     pub async fn await_committed(
         &self,
-        state: &BrokerState,
+        log: &dyn CoordinatorLog,
         partition: i32,
         offset: i64,
     ) -> Result<(), ErrorCode> {
@@ -371,16 +290,15 @@ impl GroupCoordinator {
         }
         let deadline =
             Instant::now() + Duration::from_millis(self.config.offsets_commit_timeout_ms);
-        let Some(p) = state.replicas.get(OFFSETS_TOPIC, partition) else {
-            return Err(ErrorCode::NOT_COORDINATOR);
-        };
         let result = tokio::select! {
-            r = p.wait_committed(offset, deadline) => r,
-            _ = state.shutdown.cancelled() => return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+            r = log.wait_committed(OFFSETS_TOPIC, partition, offset, deadline) => r,
+            _ = self.shutdown.cancelled() => return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
         };
         match result {
             Ok(()) => Ok(()),
-            Err(ErrorCode::NOT_LEADER_OR_FOLLOWER) => Err(ErrorCode::NOT_COORDINATOR),
+            Err(ErrorCode::NOT_LEADER_OR_FOLLOWER | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION) => {
+                Err(ErrorCode::NOT_COORDINATOR)
+            }
             // As Kafka's coordinator does: a record the ISR did not take in
             // time makes the coordinator unavailable (clients find it
             // again and retry); REQUEST_TIMED_OUT would be fatal to them.
@@ -394,28 +312,91 @@ impl GroupCoordinator {
         }
     }
 
+    /// OffsetCommit for a group (classic protocol): checks the member and
+    /// generation, writes the offsets' records, and makes them visible to
+    /// OffsetFetch once the records are committed.
+    pub async fn commit_offsets(
+        &self,
+        log: &dyn CoordinatorLog,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation: i32,
+        offsets: Vec<((String, i32), OffsetValue)>,
+    ) -> Result<(), ErrorCode> {
+        let owned = self.owns(log, group_id)?;
+        let group = match self.group(group_id) {
+            Some(g) => g,
+            None if generation < 0 => self.group_or_new(group_id),
+            None => return Err(ErrorCode::ILLEGAL_GENERATION),
+        };
+        let keys: Vec<(String, i32)> = offsets.iter().map(|(k, _)| k.clone()).collect();
+        let record_offset = {
+            let mut g = group.lock();
+            g.validate_commit(member_id, group_instance_id, generation)?;
+            if offsets.is_empty() {
+                return Ok(());
+            }
+            let batch = offsets
+                .iter()
+                .map(|((t, p), v)| {
+                    (
+                        records::offset_key(group_id, t, *p),
+                        Some(records::offset_value(v)),
+                    )
+                })
+                .collect();
+            let last = self.append(log, owned.partition, batch)?;
+            for (key, value) in offsets {
+                g.pending_offsets.insert(key, (last, value));
+            }
+            last
+        };
+        let committed = self
+            .await_committed(log, owned.partition, record_offset)
+            .await;
+        let mut g = group.lock();
+        match committed {
+            Ok(()) => g.apply_committed_offsets(&keys, record_offset),
+            Err(_) => g.drop_pending_offsets(&keys, record_offset),
+        }
+        committed
+    }
+
     /// Persists a group's membership if it changed (or its tombstone when it died).
     pub fn store_if_dirty(
         &self,
-        state: &BrokerState,
+        log: &dyn CoordinatorLog,
         partition: i32,
         group: &mut Group,
     ) -> Result<(), ErrorCode> {
         if !group.take_dirty() {
             return Ok(());
         }
-        self.store_group(state, partition, group).map(|_| ())
+        // A failed write leaves the group dirty: the timer task writes it again.
+        self.store_group(log, partition, group)
+            .map(|_| ())
+            .inspect_err(|_| group.mark_dirty())
+    }
+
+    /// Writes a group's membership now if it changed. A failure is not the
+    /// caller's to answer: the group stays dirty, and the timer task writes
+    /// it on its next tick (or unloads it if this broker lost the partition).
+    pub fn store_or_retry(&self, log: &dyn CoordinatorLog, partition: i32, group: &mut Group) {
+        if let Err(code) = self.store_if_dirty(log, partition, group) {
+            tracing::debug!(group = %group.group_id, code = code.code(), "group metadata will be stored on the next tick");
+        }
     }
 
     pub fn store_group(
         &self,
-        state: &BrokerState,
+        log: &dyn CoordinatorLog,
         partition: i32,
         group: &Group,
     ) -> Result<i64, ErrorCode> {
         let value =
             (group.state != GroupState::Dead).then(|| records::group_value(&group.stored_value()));
-        self.append(state, partition, vec![(records::group_key(&group.group_id), value)])
+        self.append(log, partition, vec![(records::group_key(&group.group_id), value)])
             .inspect_err(|e| {
                 tracing::warn!(group = %group.group_id, code = e.code(), "storing group metadata failed");
             })
@@ -423,17 +404,11 @@ impl GroupCoordinator {
 
     /// Loads offsets partitions this broker leads but has not loaded, and
     /// unloads the ones it no longer leads.
-    pub async fn load_partitions(&self, state: &Arc<BrokerState>) {
-        let image = state.image.load();
-        let Some(topic) = image.topic(OFFSETS_TOPIC) else {
+    pub async fn load_partitions(&self, log: &Arc<dyn CoordinatorLog>) {
+        let Some(count) = log.partition_count(OFFSETS_TOPIC) else {
             return;
         };
-        let led: HashMap<i32, i32> = topic
-            .partitions
-            .iter()
-            .filter(|p| p.leader == state.config.node_id)
-            .map(|p| (p.partition, p.leader_epoch))
-            .collect();
+        let led: HashMap<i32, i32> = log.led_partitions(OFFSETS_TOPIC).into_iter().collect();
         let (to_unload, to_load) = {
             let mut parts = self.partitions.lock();
             let to_unload: Vec<i32> = parts
@@ -458,14 +433,13 @@ impl GroupCoordinator {
             }
             (to_unload, to_load)
         };
-        let count = topic.partitions.len() as i32;
         for p in to_unload {
             self.unload(p, count);
         }
         for (p, epoch) in to_load {
-            let s = state.clone();
+            let log = log.clone();
             let started = std::time::Instant::now();
-            let loaded = tokio::task::spawn_blocking(move || replay(&s, p)).await;
+            let loaded = tokio::task::spawn_blocking(move || replay(&*log, p)).await;
             match loaded {
                 Ok(Ok(groups)) => {
                     let n = groups.len();
@@ -520,23 +494,23 @@ impl GroupCoordinator {
     }
 
     /// Timer duties for every group.
-    pub fn tick(&self, state: &BrokerState) {
+    pub fn tick(&self, log: &dyn CoordinatorLog) {
         let now = Instant::now();
         let now_ms = now_ms();
-        let count = self.partition_count(state);
+        let count = self.partition_count(log);
         for group in self.all_groups() {
             let mut g = group.lock();
             g.tick(&self.config.group, now, now_ms);
             let p = partition_for(&g.group_id, count);
-            let _ = self.store_if_dirty(state, p, &mut g);
+            self.store_or_retry(log, p, &mut g);
         }
     }
 
     /// Deletes offsets of empty groups past `offsets.retention.minutes`,
     /// and empty groups left without offsets.
-    pub fn expire_offsets(&self, state: &BrokerState) {
+    pub fn expire_offsets(&self, log: &dyn CoordinatorLog) {
         let now_ms = now_ms();
-        let count = self.partition_count(state);
+        let count = self.partition_count(log);
         for group in self.all_groups() {
             let mut g = group.lock();
             let expired = g.expired_offsets(now_ms, self.config.offsets_retention_ms);
@@ -546,7 +520,7 @@ impl GroupCoordinator {
                     .iter()
                     .map(|(t, part)| (records::offset_key(&g.group_id, t, *part), None))
                     .collect();
-                if self.append(state, p, tombstones).is_err() {
+                if self.append(log, p, tombstones).is_err() {
                     continue;
                 }
                 for k in &expired {
@@ -554,9 +528,13 @@ impl GroupCoordinator {
                 }
                 tracing::info!(group = %g.group_id, offsets = expired.len(), "expired committed offsets");
             }
-            if g.state == GroupState::Empty && g.offsets.is_empty() && g.is_empty() {
+            if g.state == GroupState::Empty
+                && g.offsets.is_empty()
+                && g.pending_offsets.is_empty()
+                && g.is_empty()
+            {
                 g.mark_dead(now_ms);
-                if g.generation > 0 && self.store_group(state, p, &g).is_err() {
+                if g.generation > 0 && self.store_group(log, p, &g).is_err() {
                     continue;
                 }
                 let id = g.group_id.clone();
@@ -568,20 +546,16 @@ impl GroupCoordinator {
 }
 
 /// Rebuilds the groups of one offsets partition from its log.
-fn replay(state: &BrokerState, partition: i32) -> Result<Vec<Group>, String> {
-    let Some(p) = state.replicas.get(OFFSETS_TOPIC, partition) else {
+fn replay(log: &dyn CoordinatorLog, partition: i32) -> Result<Vec<Group>, String> {
+    let Some((start, end)) = log.offsets(OFFSETS_TOPIC, partition) else {
         return Ok(Vec::new());
     };
     let now = Instant::now();
     let mut offsets: HashMap<String, BTreeMap<(String, i32), OffsetValue>> = HashMap::new();
     let mut metadata: HashMap<String, Option<records::GroupValue>> = HashMap::new();
-    let end = p.log.log_end_offset();
-    let mut at = p.log.log_start_offset();
+    let mut at = start;
     while at < end {
-        let chunk = p
-            .log
-            .read(at, LOAD_READ_BYTES, end, true)
-            .map_err(|e| e.to_string())?;
+        let chunk = log.read(OFFSETS_TOPIC, partition, at, LOAD_READ_BYTES, end)?;
         if chunk.is_empty() {
             break;
         }
@@ -669,27 +643,27 @@ fn replay(state: &BrokerState, partition: i32) -> Result<Vec<Group>, String> {
     Ok(groups.into_values().collect())
 }
 
-/// The coordinator's timer task, owned by the broker's shutdown token.
-pub async fn run(state: Arc<BrokerState>, shutdown: CancellationToken) {
+/// The coordinator's timer task; it ends when the coordinator's shutdown
+/// token fires.
+pub async fn run(log: Arc<dyn CoordinatorLog>, groups: &GroupCoordinator) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let retention_every =
-        Duration::from_millis(state.groups.config.offsets_retention_check_interval_ms);
+    let retention_every = Duration::from_millis(groups.config.offsets_retention_check_interval_ms);
     let mut next_retention = Instant::now() + retention_every;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
+            _ = groups.shutdown.cancelled() => break,
             _ = tick.tick() => {}
-            _ = state.groups.load_wanted.notified() => {}
+            _ = groups.load_wanted.notified() => {}
         }
-        state.groups.load_partitions(&state).await;
-        state.groups.tick(&state);
+        groups.load_partitions(&log).await;
+        groups.tick(&*log);
         if Instant::now() >= next_retention {
             next_retention = Instant::now() + retention_every;
-            state.groups.expire_offsets(&state);
+            groups.expire_offsets(&*log);
         }
     }
-    for g in state.groups.all_groups() {
+    for g in groups.all_groups() {
         g.lock().shut_down(ErrorCode::COORDINATOR_NOT_AVAILABLE);
     }
 }
@@ -708,5 +682,167 @@ mod tests {
         assert_eq!(partition_for("polygenelubricants", 50), 0);
         // "test-group": the 31-polynomial over UTF-16 units, masked to 627841412.
         assert_eq!(partition_for("test-group", 50), 627_841_412 % 50);
+    }
+
+    /// An in-memory `__consumer_offsets` with one partition led here, whose
+    /// high watermark the test moves by hand.
+    struct MemoryLog {
+        batches: Mutex<Vec<Bytes>>,
+        high_watermark: tokio::sync::watch::Sender<i64>,
+    }
+
+    impl MemoryLog {
+        fn new() -> Arc<MemoryLog> {
+            Arc::new(MemoryLog {
+                batches: Mutex::new(Vec::new()),
+                high_watermark: tokio::sync::watch::channel(0).0,
+            })
+        }
+        fn log_end_offset(&self) -> i64 {
+            self.batches.lock().len() as i64
+        }
+    }
+
+    impl CoordinatorLog for MemoryLog {
+        fn partition_count(&self, _topic: &str) -> Option<i32> {
+            Some(1)
+        }
+        fn led_epoch(&self, _topic: &str, _partition: i32) -> Option<i32> {
+            Some(0)
+        }
+        fn led_partitions(&self, _topic: &str) -> Vec<(i32, i32)> {
+            vec![(0, 0)]
+        }
+        fn append(&self, _topic: &str, _partition: i32, batch: Bytes) -> Result<i64, ErrorCode> {
+            // One record per batch in these tests: offset = batch index.
+            let mut batches = self.batches.lock();
+            batches.push(batch);
+            Ok(batches.len() as i64 - 1)
+        }
+        fn wait_committed<'a>(
+            &'a self,
+            _topic: &'a str,
+            _partition: i32,
+            offset: i64,
+            deadline: Instant,
+        ) -> crate::LogFuture<'a, Result<(), ErrorCode>> {
+            let mut hw = self.high_watermark.subscribe();
+            Box::pin(async move {
+                tokio::select! {
+                    r = hw.wait_for(|hw| *hw > offset) => r.map(|_| ()).map_err(|_| ErrorCode::NOT_LEADER_OR_FOLLOWER),
+                    _ = tokio::time::sleep_until(deadline) => Err(ErrorCode::REQUEST_TIMED_OUT),
+                }
+            })
+        }
+        fn offsets(&self, _topic: &str, _partition: i32) -> Option<(i64, i64)> {
+            Some((0, self.log_end_offset()))
+        }
+        fn read(&self, _: &str, _: i32, _: i64, _: usize, _: i64) -> Result<Bytes, String> {
+            Ok(self
+                .batches
+                .lock()
+                .iter()
+                .flatten()
+                .copied()
+                .collect::<Vec<u8>>()
+                .into())
+        }
+    }
+
+    fn coordinator() -> Arc<GroupCoordinator> {
+        let config = kraftwerk_types::BrokerConfig::from_map(Default::default()).expect("defaults");
+        let groups = GroupCoordinator::new(
+            CoordinatorConfig::from_broker(&config),
+            CancellationToken::new(),
+        );
+        groups.partitions.lock().insert(0, Load::Loaded(0));
+        Arc::new(groups)
+    }
+
+    fn offset(offset: i64) -> OffsetValue {
+        OffsetValue {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 0,
+        }
+    }
+
+    fn committed(groups: &GroupCoordinator, group: &str) -> Option<i64> {
+        let g = groups.group(group)?;
+        let g = g.lock();
+        g.offsets.get(&("orders".to_string(), 0)).map(|v| v.offset)
+    }
+
+    fn commit(
+        groups: &Arc<GroupCoordinator>,
+        log: &Arc<MemoryLog>,
+        value: i64,
+    ) -> tokio::task::JoinHandle<Result<(), ErrorCode>> {
+        let (groups, log) = (groups.clone(), log.clone());
+        tokio::spawn(async move {
+            groups
+                .commit_offsets(
+                    &*log,
+                    "billing",
+                    "",
+                    None,
+                    -1,
+                    vec![(("orders".to_string(), 0), offset(value))],
+                )
+                .await
+        })
+    }
+
+    async fn until_appended(log: &MemoryLog, records: i64) {
+        while log.log_end_offset() < records {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_committed_offset_is_visible_only_once_its_record_is_committed() {
+        let (groups, log) = (coordinator(), MemoryLog::new());
+        let first = commit(&groups, &log, 42);
+        until_appended(&log, 1).await;
+        assert_eq!(
+            committed(&groups, "billing"),
+            None,
+            "written, not yet committed"
+        );
+        log.high_watermark.send_replace(1);
+        assert_eq!(first.await.expect("task"), Ok(()));
+        assert_eq!(committed(&groups, "billing"), Some(42));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_the_latest_write_of_an_offset_is_applied_whatever_order_the_waits_end_in() {
+        let (groups, log) = (coordinator(), MemoryLog::new());
+        let older = commit(&groups, &log, 10);
+        until_appended(&log, 1).await;
+        let newer = commit(&groups, &log, 20);
+        until_appended(&log, 2).await;
+        log.high_watermark.send_replace(2);
+        let (newer, older) = (newer.await.expect("task"), older.await.expect("task"));
+        assert_eq!((older, newer), (Ok(()), Ok(())));
+        assert_eq!(committed(&groups, "billing"), Some(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_write_the_log_does_not_commit_in_time_is_not_applied_and_the_commit_fails() {
+        let (groups, log) = (coordinator(), MemoryLog::new());
+        let first = commit(&groups, &log, 7);
+        until_appended(&log, 1).await;
+        log.high_watermark.send_replace(1);
+        assert_eq!(first.await.expect("task"), Ok(()));
+        let late = commit(&groups, &log, 8);
+        // offsets.commit.timeout.ms passes with the high watermark still at 1.
+        assert_eq!(
+            late.await.expect("task"),
+            Err(ErrorCode::COORDINATOR_NOT_AVAILABLE)
+        );
+        assert_eq!(committed(&groups, "billing"), Some(7));
+        let g = groups.group("billing").expect("group");
+        assert!(g.lock().pending_offsets.is_empty());
     }
 }

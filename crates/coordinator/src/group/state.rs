@@ -178,6 +178,11 @@ pub struct Group {
     /// group.instance.id → member id.
     static_members: HashMap<String, String>,
     pub offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// Offsets written to the log but not yet committed there, with the
+    /// log offset of their record: OffsetFetch does not see them until the
+    /// record is committed, and only the latest write of a partition's
+    /// offset is applied then.
+    pub pending_offsets: HashMap<(String, i32), (i64, OffsetValue)>,
     /// Wall-clock time of the last state change (Kafka's currentStateTimestamp).
     pub state_timestamp_ms: i64,
     rebalance_deadline: Option<Instant>,
@@ -207,6 +212,7 @@ impl Group {
             pending_members: HashMap::new(),
             static_members: HashMap::new(),
             offsets: BTreeMap::new(),
+            pending_offsets: HashMap::new(),
             state_timestamp_ms: now_ms,
             rebalance_deadline: None,
             initial_delay: None,
@@ -288,9 +294,42 @@ impl Group {
         }
     }
 
+    /// Makes offsets whose record (at log offset `record_offset`) is now
+    /// committed visible, unless a later write of the same offset is pending.
+    pub fn apply_committed_offsets(&mut self, keys: &[(String, i32)], record_offset: i64) {
+        for key in keys {
+            if let Some((at, _)) = self.pending_offsets.get(key) {
+                if *at == record_offset {
+                    if let Some((_, value)) = self.pending_offsets.remove(key) {
+                        self.offsets.insert(key.clone(), value);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forgets pending offsets whose record will not be committed by the
+    /// deadline; the committed values stay as they were.
+    pub fn drop_pending_offsets(&mut self, keys: &[(String, i32)], record_offset: i64) {
+        for key in keys {
+            if self
+                .pending_offsets
+                .get(key)
+                .is_some_and(|(at, _)| *at == record_offset)
+            {
+                self.pending_offsets.remove(key);
+            }
+        }
+    }
+
     /// True once after the stored membership changed.
     pub fn take_dirty(&mut self) -> bool {
         std::mem::take(&mut self.dirty)
+    }
+
+    /// The stored membership must be written (again): a write failed.
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
     }
 
     fn transition(&mut self, to: GroupState, now_ms: i64) {

@@ -1,0 +1,99 @@
+//! The coordinators' view of internal topics ([`CoordinatorLog`]),
+//! implemented over this broker's metadata image and partitions.
+
+use bytes::Bytes;
+use kraftwerk_coordinator::{now_ms, CoordinatorLog, LogFuture};
+use kraftwerk_types::ErrorCode;
+use tokio::time::Instant;
+
+use crate::BrokerState;
+
+impl CoordinatorLog for BrokerState {
+    fn partition_count(&self, topic: &str) -> Option<i32> {
+        self.image
+            .load()
+            .topic(topic)
+            .map(|t| t.partitions.len() as i32)
+    }
+
+    fn led_epoch(&self, topic: &str, partition: i32) -> Option<i32> {
+        self.image
+            .load()
+            .partition(topic, partition)
+            .filter(|p| p.leader == self.config.node_id)
+            .map(|p| p.leader_epoch)
+    }
+
+    fn led_partitions(&self, topic: &str) -> Vec<(i32, i32)> {
+        let image = self.image.load();
+        let Some(t) = image.topic(topic) else {
+            return Vec::new();
+        };
+        t.partitions
+            .iter()
+            .filter(|p| p.leader == self.config.node_id)
+            .map(|p| (p.partition, p.leader_epoch))
+            .collect()
+    }
+
+    fn append(&self, topic: &str, partition: i32, batch: Bytes) -> Result<i64, ErrorCode> {
+        if self.led_epoch(topic, partition).is_none() {
+            return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+        }
+        let Some(p) = self.replicas.get(topic, partition) else {
+            return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+        };
+        let batches = kraftwerk_protocol::batch::validate_all(&batch).map_err(|e| {
+            // A bug of the coordinator's encoder, not bad input.
+            tracing::error!(topic, partition, error = %e, "a coordinator batch does not validate");
+            ErrorCode::CORRUPT_MESSAGE
+        })?;
+        let info = p
+            .log
+            .append_as_leader(batches, p.leader_epoch(), now_ms())
+            .map_err(|e| {
+                tracing::error!(topic, partition, error = %e, "coordinator append failed");
+                e.error_code()
+            })?;
+        p.after_leader_append();
+        self.replicas.notify_appended();
+        Ok(info.last_offset)
+    }
+
+    fn wait_committed<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: i32,
+        offset: i64,
+        deadline: Instant,
+    ) -> LogFuture<'a, Result<(), ErrorCode>> {
+        Box::pin(async move {
+            let Some(p) = self.replicas.get(topic, partition) else {
+                return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+            };
+            p.wait_committed(offset, deadline).await
+        })
+    }
+
+    fn offsets(&self, topic: &str, partition: i32) -> Option<(i64, i64)> {
+        self.replicas
+            .get(topic, partition)
+            .map(|p| (p.log.log_start_offset(), p.log.log_end_offset()))
+    }
+
+    fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        max_bytes: usize,
+        end: i64,
+    ) -> Result<Bytes, String> {
+        let Some(p) = self.replicas.get(topic, partition) else {
+            return Err(format!("{topic}-{partition} is not on this broker"));
+        };
+        p.log
+            .read(from, max_bytes, end, true)
+            .map_err(|e| e.to_string())
+    }
+}
