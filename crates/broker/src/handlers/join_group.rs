@@ -3,11 +3,9 @@
 
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
-use kraftwerk_types::ErrorCode;
-use tokio::time::Instant;
 
 use super::{str_bytes, Request};
-use crate::group::{JoinRequest, JoinResult, Reply};
+use crate::group::{JoinRequest, JoinResult};
 use crate::BrokerState;
 
 pub async fn handle(
@@ -52,16 +50,8 @@ pub async fn handle(
 }
 
 async fn join(state: &BrokerState, req: &Request<'_>, body: JoinGroupRequest) -> JoinResult {
-    let group_id = body.group_id.0.to_string();
-    let member_id = body.member_id.to_string();
-    if let Err(e) = state.groups.owns(state, &group_id) {
-        return JoinResult::error(e, &member_id);
-    }
-    if !member_id.is_empty() && state.groups.group(&group_id).is_none() {
-        return JoinResult::error(ErrorCode::UNKNOWN_MEMBER_ID, &member_id);
-    }
     let join = JoinRequest {
-        member_id: member_id.clone(),
+        member_id: body.member_id.to_string(),
         group_instance_id: body.group_instance_id.map(|s| s.to_string()),
         client_id: req
             .header
@@ -85,25 +75,5 @@ async fn join(state: &BrokerState, req: &Request<'_>, body: JoinGroupRequest) ->
         require_known_member_id: req.version >= 4,
         supports_skip_assignment: req.version >= 9,
     };
-    let group = state.groups.group_or_new(&group_id);
-    let reply = {
-        let mut g = group.lock();
-        let reply = g.join(
-            join,
-            &state.groups.config.group,
-            Instant::now(),
-            crate::handlers_now_ms(),
-        );
-        if let Ok(owned) = state.groups.owns(state, &group_id) {
-            state.groups.store_or_retry(state, owned.partition, &mut g);
-        }
-        reply
-    };
-    match reply {
-        Reply::Now(r) => r,
-        Reply::Later(rx) => tokio::select! {
-            r = rx => r.unwrap_or_else(|_| JoinResult::error(ErrorCode::NOT_COORDINATOR, &member_id)),
-            _ = state.shutdown.cancelled() => JoinResult::error(ErrorCode::COORDINATOR_NOT_AVAILABLE, &member_id),
-        },
-    }
+    state.groups.join(state, &body.group_id.0, join).await
 }

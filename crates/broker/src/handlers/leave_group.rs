@@ -4,9 +4,9 @@
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use kraftwerk_types::ErrorCode;
-use tokio::time::Instant;
 
 use super::Request;
+use crate::group::LeavingMember;
 use crate::BrokerState;
 
 pub async fn handle(
@@ -14,42 +14,29 @@ pub async fn handle(
     req: &Request<'_>,
     body: LeaveGroupRequest,
 ) -> LeaveGroupResponse {
-    let group_id = body.group_id.0.to_string();
-    let leaving: Vec<(String, Option<String>)> = if req.version >= 3 {
+    let leaving: Vec<LeavingMember> = if req.version >= 3 {
         body.members
             .iter()
-            .map(|m| {
-                (
-                    m.member_id.to_string(),
-                    m.group_instance_id.as_ref().map(|s| s.to_string()),
-                )
+            .map(|m| LeavingMember {
+                member_id: m.member_id.to_string(),
+                group_instance_id: m.group_instance_id.as_ref().map(|s| s.to_string()),
             })
             .collect()
     } else {
-        vec![(body.member_id.to_string(), None)]
+        vec![LeavingMember {
+            member_id: body.member_id.to_string(),
+            group_instance_id: None,
+        }]
     };
-    let owned = match state.groups.owns(state, &group_id) {
-        Ok(o) => o,
+    let codes = match state.groups.leave(state, &body.group_id.0, &leaving) {
+        Ok(codes) => codes,
         Err(e) => return LeaveGroupResponse::default().with_error_code(e.code()),
     };
-    let Some(group) = state.groups.group(&group_id) else {
-        return LeaveGroupResponse::default().with_error_code(ErrorCode::UNKNOWN_MEMBER_ID.code());
-    };
-    let mut results = Vec::with_capacity(leaving.len());
-    {
-        let mut g = group.lock();
-        for (member_id, instance_id) in leaving {
-            let code = g.leave(
-                &member_id,
-                instance_id.as_deref(),
-                Instant::now(),
-                crate::handlers_now_ms(),
-            );
-            tracing::debug!(group = %group_id, member = %member_id, code = code.code(), "leave");
-            results.push((member_id, instance_id, code));
-        }
-        state.groups.store_or_retry(state, owned.partition, &mut g);
-    }
+    let results: Vec<_> = leaving
+        .into_iter()
+        .zip(codes)
+        .map(|(m, code)| (m.member_id, m.group_instance_id, code))
+        .collect();
     if req.version < 3 {
         let code = results.first().map_or(ErrorCode::NONE, |r| r.2);
         return LeaveGroupResponse::default().with_error_code(code.code());

@@ -1,6 +1,8 @@
 //! OffsetDelete (47): deletes committed offsets of a group, except those
 //! of topics a member of a `consumer` group is subscribed to.
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::messages::offset_delete_response::{
     OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
 };
@@ -8,8 +10,6 @@ use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 use kraftwerk_types::ErrorCode;
 
 use super::Request;
-use crate::group::records;
-use crate::group::state::GroupState;
 use crate::BrokerState;
 
 pub async fn handle(
@@ -17,51 +17,39 @@ pub async fn handle(
     _req: &Request<'_>,
     body: OffsetDeleteRequest,
 ) -> OffsetDeleteResponse {
-    let group_id = body.group_id.0.to_string();
-    let err = |e: ErrorCode| OffsetDeleteResponse::default().with_error_code(e.code());
-    let owned = match state.groups.owns(state, &group_id) {
-        Ok(o) => o,
-        Err(e) => return err(e),
-    };
-    let Some(group) = state.groups.group(&group_id) else {
-        return err(ErrorCode::GROUP_ID_NOT_FOUND);
-    };
     let image = state.image.load();
-    let mut g = group.lock();
-    let subscribed = match g.state {
-        GroupState::Dead => return err(ErrorCode::GROUP_ID_NOT_FOUND),
-        GroupState::Empty => Default::default(),
-        _ => match g.subscribed_topics() {
-            Some(s) => s,
-            None => return err(ErrorCode::NON_EMPTY_GROUP),
-        },
-    };
-    let mut tombstones = Vec::new();
-    let mut deleted = Vec::new();
+    let mut codes: BTreeMap<(String, i32), ErrorCode> = BTreeMap::new();
+    let mut known = Vec::new();
+    for t in &body.topics {
+        for p in &t.partitions {
+            let key = (t.name.0.to_string(), p.partition_index);
+            if image.partition(&key.0, key.1).is_some() {
+                known.push(key);
+            } else {
+                codes.insert(key, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);
+            }
+        }
+    }
+    match state
+        .groups
+        .delete_offsets(state, &body.group_id.0, known)
+        .await
+    {
+        Ok(deleted) => codes.extend(deleted),
+        Err(e) => return OffsetDeleteResponse::default().with_error_code(e.code()),
+    }
     let topics = body
         .topics
         .iter()
         .map(|t| {
-            let name = t.name.0.to_string();
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
-                    let code = if subscribed.contains(&name) {
-                        ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC
-                    } else if image.partition(&name, p.partition_index).is_none() {
-                        ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
-                    } else {
-                        let key = (name.clone(), p.partition_index);
-                        if g.offsets.contains_key(&key) {
-                            tombstones.push((
-                                records::offset_key(&group_id, &name, p.partition_index),
-                                None,
-                            ));
-                            deleted.push(key);
-                        }
-                        ErrorCode::NONE
-                    };
+                    let code = codes
+                        .get(&(t.name.0.to_string(), p.partition_index))
+                        .copied()
+                        .unwrap_or(ErrorCode::NONE);
                     OffsetDeleteResponsePartition::default()
                         .with_partition_index(p.partition_index)
                         .with_error_code(code.code())
@@ -72,11 +60,5 @@ pub async fn handle(
                 .with_partitions(partitions)
         })
         .collect();
-    if let Err(e) = state.groups.append(state, owned.partition, tombstones) {
-        return err(e);
-    }
-    for k in deleted {
-        g.offsets.remove(&k);
-    }
     OffsetDeleteResponse::default().with_topics(topics)
 }

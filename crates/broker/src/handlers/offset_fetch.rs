@@ -13,7 +13,7 @@ use super::{str_bytes, Request};
 use crate::group::records::OffsetValue;
 use crate::BrokerState;
 
-type Fetched = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
+use crate::group::FetchedOffsets as Fetched;
 
 pub async fn handle(
     state: &BrokerState,
@@ -124,33 +124,5 @@ fn fetch(
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
 ) -> Result<Fetched, ErrorCode> {
-    state.groups.owns(state, group_id)?;
-    let group = state.groups.group(group_id);
-    let guard = group.as_ref().map(|g| g.lock());
-    let offsets = guard.as_ref().map(|g| &g.offsets);
-    Ok(match topics {
-        Some(topics) => topics
-            .into_iter()
-            .map(|(t, parts)| {
-                let found = parts
-                    .into_iter()
-                    .map(|p| {
-                        let v = offsets.and_then(|o| o.get(&(t.clone(), p))).cloned();
-                        (p, v)
-                    })
-                    .collect();
-                (t, found)
-            })
-            .collect(),
-        None => {
-            let mut out: Fetched = Vec::new();
-            for ((t, p), v) in offsets.into_iter().flatten() {
-                match out.last_mut() {
-                    Some((last, parts)) if last == t => parts.push((*p, Some(v.clone()))),
-                    _ => out.push((t.clone(), vec![(*p, Some(v.clone()))])),
-                }
-            }
-            out
-        }
-    })
+    state.groups.fetch_offsets(state, group_id, topics)
 }

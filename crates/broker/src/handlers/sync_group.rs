@@ -4,11 +4,9 @@
 //! bytes.
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
-use kraftwerk_types::ErrorCode;
-use tokio::time::Instant;
 
 use super::{str_bytes, Request};
-use crate::group::{Reply, SyncResult};
+use crate::group::{SyncRequest, SyncResult};
 use crate::BrokerState;
 
 pub async fn handle(
@@ -29,56 +27,17 @@ pub async fn handle(
 }
 
 async fn sync(state: &BrokerState, body: SyncGroupRequest) -> SyncResult {
-    let group_id = body.group_id.0.to_string();
-    let owned = match state.groups.owns(state, &group_id) {
-        Ok(o) => o,
-        Err(e) => return SyncResult::error(e),
+    let sync = SyncRequest {
+        member_id: body.member_id.to_string(),
+        group_instance_id: body.group_instance_id.map(|s| s.to_string()),
+        generation: body.generation_id,
+        protocol_type: body.protocol_type.map(|s| s.to_string()),
+        protocol_name: body.protocol_name.map(|s| s.to_string()),
+        assignments: body
+            .assignments
+            .into_iter()
+            .map(|a| (a.member_id.to_string(), a.assignment))
+            .collect(),
     };
-    let Some(group) = state.groups.group(&group_id) else {
-        return SyncResult::error(ErrorCode::UNKNOWN_MEMBER_ID);
-    };
-    // Set when this is the leader's SyncGroup: the offset of the stored
-    // assignment and the generation it belongs to.
-    let mut stored_at: Option<(i64, i32)> = None;
-    let reply = {
-        let mut g = group.lock();
-        let (reply, is_leader) = g.sync(
-            body.member_id.as_str(),
-            body.group_instance_id.as_deref(),
-            body.generation_id,
-            body.protocol_type.as_deref(),
-            body.protocol_name.as_deref(),
-            body.assignments
-                .into_iter()
-                .map(|a| (a.member_id.to_string(), a.assignment))
-                .collect(),
-        );
-        if is_leader {
-            match state.groups.store_group(state, owned.partition, &g) {
-                Ok(offset) => stored_at = Some((offset, g.generation)),
-                Err(e) => g.finish_sync(Err(e), Instant::now(), crate::handlers_now_ms()),
-            }
-        }
-        state.groups.store_or_retry(state, owned.partition, &mut g);
-        reply
-    };
-    // Members get their assignments only once the group record is
-    // committed, so a coordinator elected after a failover knows them.
-    if let Some((offset, generation)) = stored_at {
-        let committed = state
-            .groups
-            .await_committed(state, owned.partition, offset)
-            .await;
-        let mut g = group.lock();
-        if g.generation == generation {
-            g.finish_sync(committed, Instant::now(), crate::handlers_now_ms());
-        }
-    }
-    match reply {
-        Reply::Now(r) => r,
-        Reply::Later(rx) => tokio::select! {
-            r = rx => r.unwrap_or_else(|_| SyncResult::error(ErrorCode::NOT_COORDINATOR)),
-            _ = state.shutdown.cancelled() => SyncResult::error(ErrorCode::COORDINATOR_NOT_AVAILABLE),
-        },
-    }
+    state.groups.sync(state, &body.group_id.0, sync).await
 }

@@ -23,6 +23,7 @@
 //! and telling clients where a coordinator is are the broker's business.
 
 pub mod records;
+mod requests;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap};
@@ -44,6 +45,7 @@ use crate::{now_ms, CoordinatorLog};
 use records::{OffsetValue, RecordKey};
 use state::{Group, GroupSettings, GroupState};
 
+pub use requests::{FetchedOffsets, LeavingMember, SyncRequest};
 pub use state::{JoinRequest, JoinResult, Reply, SyncResult};
 
 /// Kafka's internal topic for offsets and group metadata.

@@ -1157,4 +1157,313 @@ mod tests {
             Err(ErrorCode::UNKNOWN_MEMBER_ID)
         );
     }
+
+    /// One step of a scripted group scenario. Members are named by label;
+    /// their member ids are whatever the group handed out.
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        /// JoinGroup (v5 style: member id required first is off) with the
+        /// member's id if it has one, optionally as a static member.
+        Join(&'static str, Option<&'static str>),
+        /// JoinGroup with a new member id for a static instance that is
+        /// already in the group (the instance restarted).
+        Rejoin(&'static str, &'static str),
+        /// The member's JoinGroup is answered: (generation, is leader), or
+        /// the error.
+        Joined(&'static str, Result<(i32, bool), ErrorCode>),
+        /// The member's JoinGroup is still waiting.
+        JoinWaits(&'static str),
+        /// SyncGroup at a generation (the leader sends one assignment per member).
+        Sync(&'static str, i32),
+        /// The member's SyncGroup is answered with this code.
+        Synced(&'static str, ErrorCode),
+        /// The assignment record is stored (or not).
+        Stored(Result<(), ErrorCode>),
+        Heartbeat(&'static str, i32, ErrorCode),
+        Leave(&'static str, ErrorCode),
+        /// Time passes.
+        Wait(u64),
+        Expect(GroupState, i32, usize),
+    }
+
+    struct Script {
+        g: Group,
+        t0: Instant,
+        at: Duration,
+        ids: HashMap<&'static str, String>,
+        joins: HashMap<&'static str, Reply<JoinResult>>,
+        syncs: HashMap<&'static str, Reply<SyncResult>>,
+    }
+
+    impl Script {
+        fn new() -> Script {
+            Script {
+                g: Group::new("g", 0),
+                t0: Instant::now(),
+                at: Duration::ZERO,
+                ids: HashMap::new(),
+                joins: HashMap::new(),
+                syncs: HashMap::new(),
+            }
+        }
+
+        fn id(&self, who: &str) -> String {
+            self.ids.get(who).cloned().unwrap_or_default()
+        }
+
+        fn join(&mut self, who: &'static str, member_id: String, instance: Option<&str>) {
+            let mut req = request(&member_id, 6000, false);
+            req.group_instance_id = instance.map(str::to_string);
+            req.supports_skip_assignment = true;
+            let now = self.t0 + self.at;
+            let reply = self.g.join(req, &SETTINGS, now, 0);
+            self.joins.insert(who, reply);
+        }
+
+        fn run(&mut self, steps: &[Step], scenario: &str) {
+            for (i, step) in steps.iter().enumerate() {
+                let at = format!("{scenario}, step {i}: {step:?}");
+                let now = self.t0 + self.at;
+                match *step {
+                    Step::Join(who, instance) => self.join(who, self.id(who), instance),
+                    Step::Rejoin(who, instance) => self.join(who, String::new(), Some(instance)),
+                    Step::Joined(who, expected) => {
+                        let reply = self.joins.remove(who).expect(&at);
+                        let result = match reply {
+                            Reply::Now(r) => r,
+                            Reply::Later(mut rx) => rx.try_recv().expect(&at),
+                        };
+                        if result.error == ErrorCode::NONE {
+                            self.ids.insert(who, result.member_id.clone());
+                        }
+                        let got = if result.error == ErrorCode::NONE {
+                            Ok((result.generation, result.leader == result.member_id))
+                        } else {
+                            Err(result.error)
+                        };
+                        assert_eq!(got, expected, "{at}");
+                    }
+                    Step::JoinWaits(who) => match self.joins.get_mut(who).expect(&at) {
+                        Reply::Now(r) => panic!("{at}: answered at once with {r:?}"),
+                        Reply::Later(rx) => assert!(rx.try_recv().is_err(), "{at}: answered"),
+                    },
+                    Step::Sync(who, generation) => {
+                        let assignments = self
+                            .g
+                            .members
+                            .keys()
+                            .map(|m| (m.clone(), Bytes::from(m.clone())))
+                            .collect();
+                        let id = self.id(who);
+                        let (reply, _) =
+                            self.g.sync(&id, None, generation, None, None, assignments);
+                        self.syncs.insert(who, reply);
+                    }
+                    Step::Synced(who, expected) => {
+                        let reply = self.syncs.remove(who).expect(&at);
+                        let result = match reply {
+                            Reply::Now(r) => r,
+                            Reply::Later(mut rx) => rx.try_recv().expect(&at),
+                        };
+                        assert_eq!(result.error, expected, "{at}");
+                        if expected == ErrorCode::NONE {
+                            assert_eq!(&result.assignment[..], self.id(who).as_bytes(), "{at}");
+                        }
+                    }
+                    Step::Stored(result) => self.g.finish_sync(result, now, 0),
+                    Step::Heartbeat(who, generation, expected) => {
+                        let id = self.id(who);
+                        let instance = self
+                            .g
+                            .members
+                            .get(&id)
+                            .and_then(|m| m.group_instance_id.clone());
+                        assert_eq!(
+                            self.g.heartbeat(&id, instance.as_deref(), generation, now),
+                            expected,
+                            "{at}"
+                        );
+                    }
+                    Step::Leave(who, expected) => {
+                        let id = self.id(who);
+                        assert_eq!(self.g.leave(&id, None, now, 0), expected, "{at}");
+                    }
+                    Step::Wait(ms) => {
+                        self.at += Duration::from_millis(ms);
+                        self.g.tick(&SETTINGS, self.t0 + self.at, 0);
+                    }
+                    Step::Expect(state, generation, members) => {
+                        assert_eq!(
+                            (self.g.state, self.g.generation, self.g.members.len()),
+                            (state, generation, members),
+                            "{at}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn group_scenarios() {
+        use ErrorCode as E;
+        use GroupState::*;
+        use Step::*;
+        // A stable group of one: a, generation 1, leader.
+        const ONE: &[Step] = &[
+            Join("a", None),
+            Joined("a", Ok((1, true))),
+            Sync("a", 1),
+            Stored(Ok(())),
+            Synced("a", E::NONE),
+            Expect(Stable, 1, 1),
+        ];
+        let scenarios: &[(&str, &[Step])] = &[
+            ("one member joins and syncs", ONE),
+            (
+                "a second member makes the first rejoin; both get generation 2",
+                &[
+                    Join("b", None),
+                    JoinWaits("b"),
+                    Expect(PreparingRebalance, 1, 2),
+                    Heartbeat("a", 1, E::REBALANCE_IN_PROGRESS),
+                    Join("a", None),
+                    Joined("a", Ok((2, true))),
+                    Joined("b", Ok((2, false))),
+                    Sync("b", 2),
+                    Sync("a", 2),
+                    Stored(Ok(())),
+                    Synced("a", E::NONE),
+                    Synced("b", E::NONE),
+                    Expect(Stable, 2, 2),
+                    Heartbeat("b", 2, E::NONE),
+                ],
+            ),
+            (
+                "generation fencing: an old generation is refused",
+                &[
+                    Heartbeat("a", 0, E::ILLEGAL_GENERATION),
+                    Sync("a", 0),
+                    Synced("a", E::ILLEGAL_GENERATION),
+                    Heartbeat("nobody", 1, E::UNKNOWN_MEMBER_ID),
+                    Heartbeat("a", 1, E::NONE),
+                ],
+            ),
+            (
+                "a member leaves; the group is empty at the next generation",
+                &[
+                    Leave("a", E::NONE),
+                    Expect(Empty, 2, 0),
+                    Heartbeat("a", 1, E::UNKNOWN_MEMBER_ID),
+                    Leave("a", E::UNKNOWN_MEMBER_ID),
+                ],
+            ),
+            (
+                "a member that does not rejoin within the rebalance timeout is removed",
+                &[
+                    Join("b", None),
+                    JoinWaits("b"),
+                    // a keeps its session alive but never rejoins.
+                    Wait(3000),
+                    Heartbeat("a", 1, E::REBALANCE_IN_PROGRESS),
+                    Wait(3000),
+                    Heartbeat("a", 1, E::REBALANCE_IN_PROGRESS),
+                    Wait(3000),
+                    Heartbeat("a", 1, E::REBALANCE_IN_PROGRESS),
+                    Wait(999),
+                    JoinWaits("b"),
+                    // The rebalance timeout (10 s) ends: a is out, b leads generation 2.
+                    Wait(1),
+                    Joined("b", Ok((2, true))),
+                    Expect(CompletingRebalance, 2, 1),
+                    Heartbeat("a", 2, E::UNKNOWN_MEMBER_ID),
+                ],
+            ),
+            (
+                "a member that stops heartbeating during a rebalance is removed at its session end",
+                &[
+                    Join("b", None),
+                    JoinWaits("b"),
+                    Wait(5999),
+                    JoinWaits("b"),
+                    Wait(1),
+                    Joined("b", Ok((2, true))),
+                    Expect(CompletingRebalance, 2, 1),
+                ],
+            ),
+            (
+                "a session that ends without heartbeats removes the member",
+                &[
+                    Wait(3000),
+                    Heartbeat("a", 1, E::NONE),
+                    Wait(5999),
+                    Expect(Stable, 1, 1),
+                    Wait(1),
+                    Expect(Empty, 2, 0),
+                ],
+            ),
+            (
+                "the assignment record could not be stored: members rejoin",
+                &[
+                    Join("b", None),
+                    Join("a", None),
+                    Joined("a", Ok((2, true))),
+                    Joined("b", Ok((2, false))),
+                    Sync("b", 2),
+                    Sync("a", 2),
+                    Stored(Err(E::COORDINATOR_NOT_AVAILABLE)),
+                    Synced("a", E::COORDINATOR_NOT_AVAILABLE),
+                    Synced("b", E::COORDINATOR_NOT_AVAILABLE),
+                    Expect(PreparingRebalance, 2, 2),
+                ],
+            ),
+        ];
+        for (name, steps) in scenarios {
+            let mut script = Script::new();
+            if !std::ptr::eq(*steps, ONE) {
+                script.run(ONE, name);
+            }
+            script.run(steps, name);
+        }
+    }
+
+    #[test]
+    fn static_member_scenarios() {
+        use ErrorCode as E;
+        use GroupState::*;
+        use Step::*;
+        let mut script = Script::new();
+        script.run(
+            &[
+                Join("a", Some("instance-a")),
+                Joined("a", Ok((1, true))),
+                Sync("a", 1),
+                Stored(Ok(())),
+                Synced("a", E::NONE),
+            ],
+            "static member joins",
+        );
+        let old_id = script.id("a");
+        script.run(
+            &[
+                // The instance restarts and joins without its member id: it
+                // replaces the old member without a rebalance.
+                Rejoin("a", "instance-a"),
+                Joined("a", Ok((1, true))),
+                Expect(Stable, 1, 1),
+            ],
+            "static member restarts",
+        );
+        assert_ne!(script.id("a"), old_id, "a new member id");
+        // The old incarnation is fenced.
+        let now = script.t0 + script.at;
+        assert_eq!(
+            script.g.heartbeat(&old_id, Some("instance-a"), 1, now),
+            E::FENCED_INSTANCE_ID
+        );
+        script.run(
+            &[Heartbeat("a", 1, E::NONE)],
+            "the new incarnation heartbeats",
+        );
+    }
 }

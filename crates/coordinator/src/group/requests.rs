@@ -1,0 +1,288 @@
+//! The group coordinator's answer to each Kafka group API, one method per
+//! request: the broker's handlers decode, make one of these calls, and
+//! encode what it returns.
+//!
+//! Each method checks that this broker coordinates the group (loaded and
+//! led here), takes the group's lock for the state change and the append
+//! of its records, and waits for those records to be committed only after
+//! the lock is released.
+
+use std::collections::BTreeSet;
+
+use bytes::Bytes;
+use kraftwerk_types::ErrorCode;
+use tokio::time::Instant;
+
+use super::records::{self, OffsetValue};
+use super::state::GroupState;
+use super::{GroupCoordinator, JoinRequest, JoinResult, Reply, SyncResult};
+use crate::{now_ms, CoordinatorLog};
+
+/// A SyncGroup request, as the coordinator needs it.
+#[derive(Debug, Clone)]
+pub struct SyncRequest {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    /// (member id, assignment), sent by the leader only.
+    pub assignments: Vec<(String, Bytes)>,
+}
+
+/// A member leaving (LeaveGroup v3+ names several).
+#[derive(Debug, Clone)]
+pub struct LeavingMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+}
+
+/// Committed offsets by topic, each partition with its offset if there is one.
+pub type FetchedOffsets = Vec<(String, Vec<(i32, Option<OffsetValue>)>)>;
+
+impl GroupCoordinator {
+    /// JoinGroup: answered at once, or when the rebalance completes.
+    pub async fn join(
+        &self,
+        log: &dyn CoordinatorLog,
+        group_id: &str,
+        join: JoinRequest,
+    ) -> JoinResult {
+        let member_id = join.member_id.clone();
+        let owned = match self.owns(log, group_id) {
+            Ok(owned) => owned,
+            Err(e) => return JoinResult::error(e, &member_id),
+        };
+        if !member_id.is_empty() && self.group(group_id).is_none() {
+            return JoinResult::error(ErrorCode::UNKNOWN_MEMBER_ID, &member_id);
+        }
+        let group = self.group_or_new(group_id);
+        let reply = {
+            let mut g = group.lock();
+            let reply = g.join(join, &self.config.group, Instant::now(), now_ms());
+            self.store_or_retry(log, owned.partition, &mut g);
+            reply
+        };
+        match reply {
+            Reply::Now(r) => r,
+            Reply::Later(rx) => tokio::select! {
+                r = rx => r.unwrap_or_else(|_| JoinResult::error(ErrorCode::NOT_COORDINATOR, &member_id)),
+                _ = self.shutdown.cancelled() => JoinResult::error(ErrorCode::COORDINATOR_NOT_AVAILABLE, &member_id),
+            },
+        }
+    }
+
+    /// SyncGroup: the leader's assignment is stored, and every member is
+    /// answered once that record is committed.
+    pub async fn sync(
+        &self,
+        log: &dyn CoordinatorLog,
+        group_id: &str,
+        sync: SyncRequest,
+    ) -> SyncResult {
+        let owned = match self.owns(log, group_id) {
+            Ok(o) => o,
+            Err(e) => return SyncResult::error(e),
+        };
+        let Some(group) = self.group(group_id) else {
+            return SyncResult::error(ErrorCode::UNKNOWN_MEMBER_ID);
+        };
+        let mut stored_at: Option<(i64, i32)> = None;
+        let reply = {
+            let mut g = group.lock();
+            let (reply, is_leader) = g.sync(
+                &sync.member_id,
+                sync.group_instance_id.as_deref(),
+                sync.generation,
+                sync.protocol_type.as_deref(),
+                sync.protocol_name.as_deref(),
+                sync.assignments,
+            );
+            if is_leader {
+                match self.store_group(log, owned.partition, &g) {
+                    Ok(offset) => stored_at = Some((offset, g.generation)),
+                    Err(e) => g.finish_sync(Err(e), Instant::now(), now_ms()),
+                }
+            }
+            self.store_or_retry(log, owned.partition, &mut g);
+            reply
+        };
+        if let Some((offset, generation)) = stored_at {
+            let committed = self.await_committed(log, owned.partition, offset).await;
+            let mut g = group.lock();
+            if g.generation == generation {
+                g.finish_sync(committed, Instant::now(), now_ms());
+            }
+        }
+        match reply {
+            Reply::Now(r) => r,
+            Reply::Later(rx) => tokio::select! {
+                r = rx => r.unwrap_or_else(|_| SyncResult::error(ErrorCode::NOT_COORDINATOR)),
+                _ = self.shutdown.cancelled() => SyncResult::error(ErrorCode::COORDINATOR_NOT_AVAILABLE),
+            },
+        }
+    }
+
+    /// Heartbeat: keeps a member's session alive, and tells it when a
+    /// rebalance has begun.
+    pub fn heartbeat(
+        &self,
+        log: &dyn CoordinatorLog,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation: i32,
+    ) -> ErrorCode {
+        if let Err(e) = self.owns(log, group_id) {
+            return e;
+        }
+        match self.group(group_id) {
+            None => ErrorCode::UNKNOWN_MEMBER_ID,
+            Some(group) => {
+                group
+                    .lock()
+                    .heartbeat(member_id, group_instance_id, generation, Instant::now())
+            }
+        }
+    }
+
+    /// LeaveGroup: one code per member, or one for the whole request.
+    pub fn leave(
+        &self,
+        log: &dyn CoordinatorLog,
+        group_id: &str,
+        leaving: &[LeavingMember],
+    ) -> Result<Vec<ErrorCode>, ErrorCode> {
+        let owned = self.owns(log, group_id)?;
+        let group = self.group(group_id).ok_or(ErrorCode::UNKNOWN_MEMBER_ID)?;
+        let mut g = group.lock();
+        let codes = leaving
+            .iter()
+            .map(|m| {
+                let code = g.leave(
+                    &m.member_id,
+                    m.group_instance_id.as_deref(),
+                    Instant::now(),
+                    now_ms(),
+                );
+                tracing::debug!(group = group_id, member = %m.member_id, code = code.code(), "leave");
+                code
+            })
+            .collect();
+        self.store_or_retry(log, owned.partition, &mut g);
+        Ok(codes)
+    }
+
+    /// OffsetFetch: the committed offsets of the partitions asked for, or
+    /// of every partition the group has an offset for.
+    pub fn fetch_offsets(
+        &self,
+        log: &dyn CoordinatorLog,
+        group_id: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<FetchedOffsets, ErrorCode> {
+        self.owns(log, group_id)?;
+        let group = self.group(group_id);
+        let guard = group.as_ref().map(|g| g.lock());
+        let offsets = guard.as_ref().map(|g| &g.offsets);
+        Ok(match topics {
+            Some(topics) => topics
+                .into_iter()
+                .map(|(t, parts)| {
+                    let found = parts
+                        .into_iter()
+                        .map(|p| (p, offsets.and_then(|o| o.get(&(t.clone(), p))).cloned()))
+                        .collect();
+                    (t, found)
+                })
+                .collect(),
+            None => {
+                let mut out: FetchedOffsets = Vec::new();
+                for ((t, p), v) in offsets.into_iter().flatten() {
+                    match out.last_mut() {
+                        Some((last, parts)) if last == t => parts.push((*p, Some(v.clone()))),
+                        _ => out.push((t.clone(), vec![(*p, Some(v.clone()))])),
+                    }
+                }
+                out
+            }
+        })
+    }
+
+    /// DeleteGroups, for one group: only an empty group is deleted, with
+    /// its offsets; the answer waits for the tombstones to be committed.
+    pub async fn delete_group(
+        &self,
+        log: &dyn CoordinatorLog,
+        group_id: &str,
+    ) -> Result<(), ErrorCode> {
+        let owned = self.owns(log, group_id)?;
+        let group = self.group(group_id).ok_or(ErrorCode::GROUP_ID_NOT_FOUND)?;
+        let last = {
+            let mut g = group.lock();
+            match g.state {
+                GroupState::Empty => {}
+                GroupState::Dead => return Err(ErrorCode::GROUP_ID_NOT_FOUND),
+                _ => return Err(ErrorCode::NON_EMPTY_GROUP),
+            }
+            let mut tombstones: Vec<_> = g
+                .offsets
+                .keys()
+                .map(|(t, p)| (records::offset_key(group_id, t, *p), None))
+                .collect();
+            tombstones.push((records::group_key(group_id), None));
+            let last = self.append(log, owned.partition, tombstones)?;
+            g.offsets.clear();
+            g.pending_offsets.clear();
+            g.mark_dead(now_ms());
+            last
+        };
+        self.remove_group(group_id);
+        tracing::info!(group = group_id, "group deleted");
+        self.await_committed(log, owned.partition, last).await
+    }
+
+    /// OffsetDelete: removes the offsets of partitions the group is not
+    /// subscribed to. `partitions` are the ones that exist; the answer has
+    /// a code for each.
+    pub async fn delete_offsets(
+        &self,
+        log: &dyn CoordinatorLog,
+        group_id: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<((String, i32), ErrorCode)>, ErrorCode> {
+        let owned = self.owns(log, group_id)?;
+        let group = self.group(group_id).ok_or(ErrorCode::GROUP_ID_NOT_FOUND)?;
+        let (codes, last) = {
+            let mut g = group.lock();
+            let subscribed: BTreeSet<String> = match g.state {
+                GroupState::Dead => return Err(ErrorCode::GROUP_ID_NOT_FOUND),
+                GroupState::Empty => BTreeSet::new(),
+                _ => g.subscribed_topics().ok_or(ErrorCode::NON_EMPTY_GROUP)?,
+            };
+            let mut tombstones = Vec::new();
+            let mut deleted = Vec::new();
+            let codes: Vec<_> = partitions
+                .into_iter()
+                .map(|key| {
+                    if subscribed.contains(&key.0) {
+                        return (key, ErrorCode::GROUP_SUBSCRIBED_TO_TOPIC);
+                    }
+                    if g.offsets.contains_key(&key) {
+                        tombstones.push((records::offset_key(group_id, &key.0, key.1), None));
+                        deleted.push(key.clone());
+                    }
+                    (key, ErrorCode::NONE)
+                })
+                .collect();
+            let last = self.append(log, owned.partition, tombstones)?;
+            for key in deleted {
+                g.offsets.remove(&key);
+                g.pending_offsets.remove(&key);
+            }
+            (codes, last)
+        };
+        self.await_committed(log, owned.partition, last).await?;
+        Ok(codes)
+    }
+}
