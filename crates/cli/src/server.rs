@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use clap::Args;
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use kraftwerk_broker::Broker;
-use kraftwerk_controller::node::{ControllerConfig, ControllerNode};
-use kraftwerk_controller::service::{ControllerGrpc, ControllerService, LivenessConfig};
-use kraftwerk_rpc::controller::controller_server::ControllerServer;
+use kraftwerk_controller::node::ControllerConfig;
+use kraftwerk_controller::service::LivenessConfig;
+use kraftwerk_controller::ControllerProcess;
 use kraftwerk_types::BrokerConfig;
 use tokio_util::sync::CancellationToken;
 
@@ -227,9 +226,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(b) = broker {
         b.wait().await;
     }
-    if let Some((node, server)) = controller {
-        let _ = server.await;
-        node.shutdown().await;
+    if let Some(controller) = controller {
+        controller.wait().await;
     }
     Ok(())
 }
@@ -241,7 +239,7 @@ async fn start_controller(
     config: &BrokerConfig,
     voters: &str,
     shutdown: CancellationToken,
-) -> anyhow::Result<(Arc<ControllerNode>, tokio::task::JoinHandle<()>)> {
+) -> anyhow::Result<ControllerProcess> {
     let voters = kraftwerk_broker::remote::parse_voters(voters)
         .map_err(|e| anyhow::anyhow!("controller.quorum.voters: {e}"))?;
     let node_id = u64::try_from(config.node_id).context("node.id must not be negative")?;
@@ -271,11 +269,9 @@ async fn start_controller(
         config.log_dirs[0].join("__cluster_metadata"),
     );
     cc.cluster_id = config.cluster_id.clone();
-    let node = Arc::new(
-        ControllerNode::start(cc)
-            .await
-            .context("starting the controller")?,
-    );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding controller listener {addr}"))?;
     let liveness = LivenessConfig {
         broker_session_timeout_ms: config
             .raw
@@ -294,26 +290,12 @@ async fn start_controller(
             .map(|s| s * 1000)
             .unwrap_or(300_000),
     };
-    let service = ControllerService::new(node.clone(), liveness);
-    tokio::spawn(service.clone().run_liveness(shutdown.clone()));
-    let listener = tokio::net::TcpListener::bind(addr)
+    let controller = ControllerProcess::start(cc, liveness, listener, shutdown)
         .await
-        .with_context(|| format!("binding controller listener {addr}"))?;
-    let incoming = kraftwerk_rpc::incoming(listener);
-    let router = tonic::transport::Server::builder()
-        .add_service(node.raft_service())
-        .add_service(ControllerServer::new(ControllerGrpc(service)));
-    let server = tokio::spawn(async move {
-        if let Err(e) = router
-            .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
-            .await
-        {
-            tracing::error!(error = %e, "controller gRPC server failed");
-        }
-    });
+        .context("starting the controller")?;
     tracing::info!(node_id, %addr, "controller started");
     println!("kraftwerk controller {node_id} listening on {addr}");
-    Ok((node, server))
+    Ok(controller)
 }
 
 async fn wait_for_signal() {

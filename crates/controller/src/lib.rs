@@ -11,7 +11,9 @@
 
 pub mod commands;
 pub mod node;
+pub mod process;
 pub mod raft;
 pub mod service;
 
 pub use node::{ControllerConfig, ControllerError, ControllerNode, QuorumStatus};
+pub use process::ControllerProcess;

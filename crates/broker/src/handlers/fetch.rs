@@ -3,6 +3,8 @@
 //! Fetch sessions (KIP-227) are not kept: every fetch is a full one, which
 //! the protocol allows by answering with session id 0.
 
+use std::future::Future;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,6 +12,7 @@ use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, Partition
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use kraftwerk_storage::StorageError;
 use kraftwerk_types::{ErrorCode, TopicId};
+use tokio::sync::watch;
 
 use super::{str_bytes, Request};
 use crate::BrokerState;
@@ -24,10 +27,10 @@ pub async fn handle(state: &BrokerState, req: &Request<'_>, body: FetchRequest) 
     }
     let max_wait = Duration::from_millis(body.max_wait_ms.max(0) as u64);
     let deadline = tokio::time::Instant::now() + max_wait;
-    let mut appended = state.replicas.subscribe_appends();
+    let mut watched = Vec::new();
     loop {
-        appended.borrow_and_update();
-        let (responses, bytes, has_error) = read_once(state, req.version, &body);
+        watched.clear();
+        let (responses, bytes, has_error) = read_once(state, req.version, &body, &mut watched);
         let done = bytes >= body.min_bytes.max(0) as usize
             || has_error
             || tokio::time::Instant::now() >= deadline;
@@ -38,11 +41,11 @@ pub async fn handle(state: &BrokerState, req: &Request<'_>, body: FetchRequest) 
         }
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {}
-            _ = appended.changed() => {}
+            _ = any_changed(&mut watched) => {}
             _ = state.shutdown.cancelled() => {}
         }
         if state.shutdown.is_cancelled() {
-            let (responses, _, _) = read_once(state, req.version, &body);
+            let (responses, _, _) = read_once(state, req.version, &body, &mut watched);
             return FetchResponse::default()
                 .with_session_id(0)
                 .with_responses(responses);
@@ -50,10 +53,36 @@ pub async fn handle(state: &BrokerState, req: &Request<'_>, body: FetchRequest) 
     }
 }
 
+/// Resolves when any of the partitions a fetch read has news: its high
+/// watermark moved, or its leadership changed. A long-polling fetch waits
+/// on the partitions it reads only, so appends elsewhere never wake it.
+async fn any_changed(watched: &mut [watch::Receiver<u64>]) {
+    if watched.is_empty() {
+        return std::future::pending().await;
+    }
+    let mut waits: Vec<_> = watched
+        .iter_mut()
+        .map(|rx| Box::pin(rx.changed()))
+        .collect();
+    std::future::poll_fn(|cx| {
+        for wait in waits.iter_mut() {
+            // A closed channel (the partition went away) is news too.
+            if wait.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// One pass over the requested partitions: (answers, bytes, any error).
+/// Each partition read is watched from before its read, into `watched`.
 fn read_once(
     state: &BrokerState,
     version: i16,
     body: &FetchRequest,
+    watched: &mut Vec<watch::Receiver<u64>>,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
     let image = state.image.load();
     let read_committed = body.isolation_level == READ_COMMITTED;
@@ -98,6 +127,7 @@ fn read_once(
                     fp.partition,
                     fp.current_leader_epoch,
                 )?;
+                watched.push(partition.replication.subscribe());
                 let high_watermark = partition.high_watermark();
                 let last_stable = partition.last_stable_offset();
                 pd.high_watermark = high_watermark;

@@ -1,0 +1,60 @@
+//! A controller as a process role: the Raft node, the broker-liveness task
+//! and the gRPC server (Raft and broker RPCs) on the controller listener,
+//! started together and stopped together like a broker
+//! (`start`, then `wait` once the shutdown token fired).
+
+use std::sync::Arc;
+
+use kraftwerk_rpc::controller::controller_server::ControllerServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::node::{ControllerConfig, ControllerError, ControllerNode};
+use crate::service::{ControllerGrpc, ControllerService, LivenessConfig};
+
+pub struct ControllerProcess {
+    node: Arc<ControllerNode>,
+    tasks: TaskTracker,
+}
+
+impl ControllerProcess {
+    /// Starts the Raft node and serves it, and the broker-facing service,
+    /// on `listener` until `shutdown` fires.
+    pub async fn start(
+        config: ControllerConfig,
+        liveness: LivenessConfig,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> Result<ControllerProcess, ControllerError> {
+        let node = Arc::new(ControllerNode::start(config).await?);
+        let service = ControllerService::new(node.clone(), liveness);
+        let tasks = TaskTracker::new();
+        tasks.spawn(service.clone().run_liveness(shutdown.clone()));
+        let router = tonic::transport::Server::builder()
+            .add_service(node.raft_service())
+            .add_service(ControllerServer::new(ControllerGrpc(service)));
+        let incoming = kraftwerk_rpc::incoming(listener);
+        tasks.spawn(async move {
+            if let Err(e) = router
+                .serve_with_incoming_shutdown(incoming, shutdown.cancelled())
+                .await
+            {
+                tracing::error!(error = %e, "controller gRPC server failed");
+            }
+        });
+        tasks.close();
+        Ok(ControllerProcess { node, tasks })
+    }
+
+    pub fn node(&self) -> &Arc<ControllerNode> {
+        &self.node
+    }
+
+    /// Waits for the server and the liveness task to end (after the
+    /// shutdown token fired), then stops Raft.
+    pub async fn wait(self) {
+        self.tasks.wait().await;
+        self.node.shutdown().await;
+    }
+}
