@@ -555,6 +555,61 @@ pub static BROKER_CONFIGS: &[(&str, &str)] = &[
     ("replica.high.watermark.checkpoint.interval.ms", "5000"),
 ];
 
+/// The types and lower bounds of the broker keys above that are numbers or
+/// booleans, as Kafka's `KafkaConfig` defines them: every value given is
+/// checked once, at startup, so a typo stops the broker with the key's name
+/// instead of falling back to a default unseen.
+static BROKER_VALUE_KINDS: &[(&str, ValueKind)] = &[
+    ("node.id", ValueKind::Int { min: 0 }),
+    ("num.partitions", ValueKind::Int { min: 1 }),
+    ("default.replication.factor", ValueKind::Int { min: 1 }),
+    ("auto.create.topics.enable", ValueKind::Boolean),
+    ("socket.request.max.bytes", ValueKind::Int { min: 1 }),
+    ("max.connections", ValueKind::Int { min: 0 }),
+    ("max.connections.per.ip", ValueKind::Int { min: 0 }),
+    ("log.retention.hours", ValueKind::Int { min: i32::MIN }),
+    ("log.roll.hours", ValueKind::Int { min: 1 }),
+    (
+        "log.retention.check.interval.ms",
+        ValueKind::Long { min: 1 },
+    ),
+    ("log.cleaner.enable", ValueKind::Boolean),
+    ("log.cleaner.backoff.ms", ValueKind::Long { min: 0 }),
+    ("offsets.topic.num.partitions", ValueKind::Int { min: 1 }),
+    (
+        "offsets.topic.replication.factor",
+        ValueKind::Int { min: 1 },
+    ),
+    ("offsets.topic.segment.bytes", ValueKind::Int { min: 1 }),
+    ("offsets.retention.minutes", ValueKind::Int { min: 1 }),
+    (
+        "offsets.retention.check.interval.ms",
+        ValueKind::Long { min: 1 },
+    ),
+    ("offsets.commit.timeout.ms", ValueKind::Int { min: 1 }),
+    (
+        "group.initial.rebalance.delay.ms",
+        ValueKind::Int { min: 0 },
+    ),
+    ("group.min.session.timeout.ms", ValueKind::Int { min: 0 }),
+    ("group.max.session.timeout.ms", ValueKind::Int { min: 0 }),
+    ("broker.session.timeout.ms", ValueKind::Int { min: 1 }),
+    ("broker.heartbeat.interval.ms", ValueKind::Int { min: 1 }),
+    ("auto.leader.rebalance.enable", ValueKind::Boolean),
+    (
+        "leader.imbalance.check.interval.seconds",
+        ValueKind::Long { min: 1 },
+    ),
+    ("replica.lag.time.max.ms", ValueKind::Long { min: 1 }),
+    ("replica.fetch.wait.max.ms", ValueKind::Int { min: 0 }),
+    ("replica.fetch.max.bytes", ValueKind::Int { min: 0 }),
+    ("replica.fetch.min.bytes", ValueKind::Int { min: 1 }),
+    (
+        "replica.high.watermark.checkpoint.interval.ms",
+        ValueKind::Long { min: 1 },
+    ),
+];
+
 impl BrokerConfig {
     /// Parses `server.properties` text: `key=value` lines, `#` comments.
     pub fn parse_properties(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
@@ -627,6 +682,26 @@ impl BrokerConfig {
             if let Some(v) = raw.get(def.broker_key) {
                 def.kind.check(def.broker_key, v)?;
             }
+        }
+        for (key, kind) in BROKER_VALUE_KINDS {
+            if let Some(v) = raw.get(*key) {
+                kind.check(key, v)?;
+            }
+        }
+        let heartbeat_ms: i64 = num(
+            "broker.heartbeat.interval.ms",
+            get("broker.heartbeat.interval.ms"),
+        )?;
+        let session_ms: i64 = num(
+            "broker.session.timeout.ms",
+            get("broker.session.timeout.ms"),
+        )?;
+        if heartbeat_ms >= session_ms {
+            return Err(invalid(
+                "broker.heartbeat.interval.ms",
+                &heartbeat_ms.to_string(),
+                format!("must be below broker.session.timeout.ms ({session_ms})"),
+            ));
         }
         check_security_protocols(&listeners, &get("listener.security.protocol.map"))?;
         let max_connections_per_ip: usize =
@@ -827,6 +902,38 @@ mod tests {
             ])
             .expect(listeners);
         }
+    }
+
+    #[test]
+    fn bad_broker_values_stop_the_broker_with_the_keys_name() {
+        for (key, value) in [
+            ("broker.session.timeout.ms", "9s"),
+            ("broker.heartbeat.interval.ms", "0"),
+            ("num.partitions", "0"),
+            ("auto.leader.rebalance.enable", "yes"),
+            ("replica.lag.time.max.ms", "-5"),
+            ("offsets.topic.replication.factor", "three"),
+            ("group.initial.rebalance.delay.ms", "99999999999"),
+        ] {
+            let err = broker(&[(key, value)]).expect_err(key).to_string();
+            assert!(err.contains(key) && err.contains(value), "{err}");
+        }
+        let err = broker(&[
+            ("broker.session.timeout.ms", "2000"),
+            ("broker.heartbeat.interval.ms", "2000"),
+        ])
+        .expect_err("heartbeat not below session")
+        .to_string();
+        assert!(
+            err.contains("must be below broker.session.timeout.ms"),
+            "{err}"
+        );
+        broker(&[
+            ("broker.session.timeout.ms", "4000"),
+            ("broker.heartbeat.interval.ms", "1000"),
+            ("log.retention.hours", "-1"),
+        ])
+        .expect("valid values");
     }
 
     #[test]
