@@ -252,39 +252,51 @@ impl ReplicaManager {
                 }
             }
         }
-        let mut partitions = self.table.partitions.write();
-        // Removed topics, or a topic deleted and created again under a new id.
-        let stale: Vec<TopicPartition> = partitions
-            .iter()
-            .filter(|(tp, p)| {
-                wanted
-                    .get(*tp)
-                    .map(|w| w.topic_id != p.topic_id)
-                    .unwrap_or(true)
-            })
-            .map(|(tp, _)| tp.clone())
-            .collect();
-        for tp in stale {
-            if let Some(p) = partitions.remove(&tp) {
-                self.delete_partition_dir(&p);
-            }
-        }
+        // Under the table's lock only what is quick: take out stale
+        // partitions and see which are new. Opening logs (a scan of their
+        // segments) and deleting directories happen outside it, so produce
+        // and fetch lookups never wait on the disk of another partition.
+        // Callers run one apply_image at a time (BrokerState::sync_replicas).
         let mut views = Vec::with_capacity(wanted.len());
-        for (tp, w) in wanted {
-            let log_config = self.config.log_config(&w.configs);
-            let mut view = w.view;
-            view.min_insync_replicas = log_config.min_insync_replicas;
-            if let Some(p) = partitions.get(&tp) {
-                if p.log.config() != log_config {
-                    p.log.update_config(log_config);
+        let mut to_open = Vec::new();
+        let stale: Vec<Arc<Partition>> = {
+            let mut partitions = self.table.partitions.write();
+            // Removed topics, or a topic deleted and created again under a new id.
+            let stale: Vec<TopicPartition> = partitions
+                .iter()
+                .filter(|(tp, p)| {
+                    wanted
+                        .get(*tp)
+                        .map(|w| w.topic_id != p.topic_id)
+                        .unwrap_or(true)
+                })
+                .map(|(tp, _)| tp.clone())
+                .collect();
+            let removed = stale.iter().filter_map(|tp| partitions.remove(tp)).collect();
+            for (tp, w) in wanted {
+                let log_config = self.config.log_config(&w.configs);
+                let mut view = w.view;
+                view.min_insync_replicas = log_config.min_insync_replicas;
+                if let Some(p) = partitions.get(&tp) {
+                    if p.log.config() != log_config {
+                        p.log.update_config(log_config);
+                    }
+                    views.push((p.clone(), view));
+                } else {
+                    to_open.push((tp, w.topic_id, log_config, view));
                 }
-                views.push((p.clone(), view));
-                continue;
             }
+            removed
+        };
+        for p in stale {
+            self.delete_partition_dir(&p);
+        }
+        let mut opened = Vec::with_capacity(to_open.len());
+        for (tp, topic_id, log_config, view) in to_open {
             let dir = self.partition_dir(&tp);
             match Log::open(dir.clone(), log_config) {
                 Ok(log) => {
-                    write_partition_metadata(&dir, &w.topic_id);
+                    write_partition_metadata(&dir, &topic_id);
                     let high_watermark = self
                         .checkpointed
                         .get(&tp)
@@ -298,7 +310,7 @@ impl ReplicaManager {
                     };
                     let p = Arc::new(Partition {
                         topic_partition: tp.clone(),
-                        topic_id: w.topic_id,
+                        topic_id,
                         log,
                         dir,
                         replication: PartitionReplication::new(
@@ -307,7 +319,7 @@ impl ReplicaManager {
                             high_watermark,
                         ),
                     });
-                    partitions.insert(tp, p.clone());
+                    opened.push(p.clone());
                     views.push((p, view));
                 }
                 Err(e) => {
@@ -315,7 +327,12 @@ impl ReplicaManager {
                 }
             }
         }
-        drop(partitions);
+        if !opened.is_empty() {
+            let mut partitions = self.table.partitions.write();
+            for p in opened {
+                partitions.insert(p.topic_partition.clone(), p);
+            }
+        }
         let now = Instant::now();
         let mut follow = Vec::new();
         for (p, view) in views {
