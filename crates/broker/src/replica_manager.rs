@@ -272,7 +272,10 @@ impl ReplicaManager {
                 })
                 .map(|(tp, _)| tp.clone())
                 .collect();
-            let removed = stale.iter().filter_map(|tp| partitions.remove(tp)).collect();
+            let removed = stale
+                .iter()
+                .filter_map(|tp| partitions.remove(tp))
+                .collect();
             for (tp, w) in wanted {
                 let log_config = self.config.log_config(&w.configs);
                 let mut view = w.view;
