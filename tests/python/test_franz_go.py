@@ -35,7 +35,7 @@ def run_suite(bootstrap, rf, log, during=None):
     return log.read_text(errors="replace") if log.exists() else out
 
 
-def test_messages(output):
+def messages_by_test(output):
     """test name -> the messages its lines printed (`    x_test.go:N: ...`)."""
     messages, current = {}, None
     for line in output.splitlines():
@@ -73,7 +73,7 @@ def check(output, killed_addr=None):
     passed = set(re.findall(r"^--- PASS: (\S+)", output, re.M))
     failed = set(re.findall(r"^\s*--- FAIL: (\S+)", output, re.M))
     if killed_addr:
-        messages = test_messages(output)
+        messages = messages_by_test(output)
         # A parent fails with its subtests; judge the leaves.
         leaves = {t for t in failed if not any(o.startswith(t + "/") for o in failed)}
         refused = {t for t in leaves if only_refused_by(messages.get(t, []), killed_addr)}
