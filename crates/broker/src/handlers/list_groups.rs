@@ -5,7 +5,6 @@ use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
 use super::{str_bytes, Request};
-use crate::group::state::GroupState;
 use crate::BrokerState;
 
 pub async fn handle(
@@ -23,27 +22,23 @@ pub async fn handle(
     if !types.is_empty() && !types.iter().any(|t| t == "classic") {
         return ListGroupsResponse::default();
     }
-    let mut groups = Vec::new();
-    for g in state.groups.all_groups() {
-        let g = g.lock();
-        if g.state == GroupState::Dead {
-            continue;
-        }
-        let name = g.state.name();
-        if !states.is_empty() && !states.contains(&name.to_lowercase()) {
-            continue;
-        }
-        let mut listed = ListedGroup::default()
-            .with_group_id(GroupId(str_bytes(g.group_id.clone())))
-            .with_protocol_type(str_bytes(g.protocol_type.clone().unwrap_or_default()));
-        if v >= 4 {
-            listed = listed.with_group_state(str_bytes(name));
-        }
-        if v >= 5 {
-            listed = listed.with_group_type(str_bytes("classic"));
-        }
-        groups.push(listed);
-    }
-    groups.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));
+    let groups = state
+        .groups
+        .list()
+        .into_iter()
+        .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
+        .map(|g| {
+            let mut listed = ListedGroup::default()
+                .with_group_id(GroupId(str_bytes(g.group_id)))
+                .with_protocol_type(str_bytes(g.protocol_type));
+            if v >= 4 {
+                listed = listed.with_group_state(str_bytes(g.state));
+            }
+            if v >= 5 {
+                listed = listed.with_group_type(str_bytes("classic"));
+            }
+            listed
+        })
+        .collect();
     ListGroupsResponse::default().with_groups(groups)
 }

@@ -45,7 +45,9 @@ use crate::{now_ms, CoordinatorLog};
 use records::{OffsetValue, RecordKey};
 use state::{Group, GroupSettings, GroupState};
 
-pub use requests::{FetchedOffsets, LeavingMember, SyncRequest};
+pub use requests::{
+    FetchedOffsets, GroupDescription, LeavingMember, ListedGroup, MemberDescription, SyncRequest,
+};
 pub use state::{JoinRequest, JoinResult, Reply, SyncResult};
 
 /// Kafka's internal topic for offsets and group metadata.
@@ -312,57 +314,6 @@ impl GroupCoordinator {
             Err(ErrorCode::KAFKA_STORAGE_ERROR) => Err(ErrorCode::NOT_COORDINATOR),
             Err(code) => Err(code),
         }
-    }
-
-    /// OffsetCommit for a group (classic protocol): checks the member and
-    /// generation, writes the offsets' records, and makes them visible to
-    /// OffsetFetch once the records are committed.
-    pub async fn commit_offsets(
-        &self,
-        log: &dyn CoordinatorLog,
-        group_id: &str,
-        member_id: &str,
-        group_instance_id: Option<&str>,
-        generation: i32,
-        offsets: Vec<((String, i32), OffsetValue)>,
-    ) -> Result<(), ErrorCode> {
-        let owned = self.owns(log, group_id)?;
-        let group = match self.group(group_id) {
-            Some(g) => g,
-            None if generation < 0 => self.group_or_new(group_id),
-            None => return Err(ErrorCode::ILLEGAL_GENERATION),
-        };
-        let keys: Vec<(String, i32)> = offsets.iter().map(|(k, _)| k.clone()).collect();
-        let record_offset = {
-            let mut g = group.lock();
-            g.validate_commit(member_id, group_instance_id, generation)?;
-            if offsets.is_empty() {
-                return Ok(());
-            }
-            let batch = offsets
-                .iter()
-                .map(|((t, p), v)| {
-                    (
-                        records::offset_key(group_id, t, *p),
-                        Some(records::offset_value(v)),
-                    )
-                })
-                .collect();
-            let last = self.append(log, owned.partition, batch)?;
-            for (key, value) in offsets {
-                g.pending_offsets.insert(key, (last, value));
-            }
-            last
-        };
-        let committed = self
-            .await_committed(log, owned.partition, record_offset)
-            .await;
-        let mut g = group.lock();
-        match committed {
-            Ok(()) => g.apply_committed_offsets(&keys, record_offset),
-            Err(_) => g.drop_pending_offsets(&keys, record_offset),
-        }
-        committed
     }
 
     /// Persists a group's membership if it changed (or its tombstone when it died).

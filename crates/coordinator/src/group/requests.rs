@@ -173,6 +173,57 @@ impl GroupCoordinator {
         Ok(codes)
     }
 
+    /// OffsetCommit for a group (classic protocol): checks the member and
+    /// generation, writes the offsets' records, and makes them visible to
+    /// OffsetFetch once the records are committed.
+    pub async fn commit_offsets(
+        &self,
+        log: &dyn CoordinatorLog,
+        group_id: &str,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation: i32,
+        offsets: Vec<((String, i32), OffsetValue)>,
+    ) -> Result<(), ErrorCode> {
+        let owned = self.owns(log, group_id)?;
+        let group = match self.group(group_id) {
+            Some(g) => g,
+            None if generation < 0 => self.group_or_new(group_id),
+            None => return Err(ErrorCode::ILLEGAL_GENERATION),
+        };
+        let keys: Vec<(String, i32)> = offsets.iter().map(|(k, _)| k.clone()).collect();
+        let record_offset = {
+            let mut g = group.lock();
+            g.validate_commit(member_id, group_instance_id, generation)?;
+            if offsets.is_empty() {
+                return Ok(());
+            }
+            let batch = offsets
+                .iter()
+                .map(|((t, p), v)| {
+                    (
+                        records::offset_key(group_id, t, *p),
+                        Some(records::offset_value(v)),
+                    )
+                })
+                .collect();
+            let last = self.append(log, owned.partition, batch)?;
+            for (key, value) in offsets {
+                g.pending_offsets.insert(key, (last, value));
+            }
+            last
+        };
+        let committed = self
+            .await_committed(log, owned.partition, record_offset)
+            .await;
+        let mut g = group.lock();
+        match committed {
+            Ok(()) => g.apply_committed_offsets(&keys, record_offset),
+            Err(_) => g.drop_pending_offsets(&keys, record_offset),
+        }
+        committed
+    }
+
     /// OffsetFetch: the committed offsets of the partitions asked for, or
     /// of every partition the group has an offset for.
     pub fn fetch_offsets(
@@ -285,4 +336,96 @@ impl GroupCoordinator {
         self.await_committed(log, owned.partition, last).await?;
         Ok(codes)
     }
+
+    /// DescribeGroups, for one group: `None` when there is no such group
+    /// here. Member metadata, assignments and the protocol are shown once
+    /// the group is Stable, as Kafka does.
+    pub fn describe(
+        &self,
+        log: &dyn CoordinatorLog,
+        group_id: &str,
+    ) -> Result<Option<GroupDescription>, ErrorCode> {
+        self.owns(log, group_id)?;
+        let Some(group) = self.group(group_id) else {
+            return Ok(None);
+        };
+        let g = group.lock();
+        let stable = g.state == GroupState::Stable;
+        let protocol = g.protocol.clone().unwrap_or_default();
+        let members = g
+            .members
+            .values()
+            .map(|m| {
+                let (metadata, assignment) = if stable {
+                    (
+                        m.metadata(&protocol).cloned().unwrap_or_default(),
+                        m.assignment.clone(),
+                    )
+                } else {
+                    Default::default()
+                };
+                MemberDescription {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata,
+                    assignment,
+                }
+            })
+            .collect();
+        Ok(Some(GroupDescription {
+            state: g.state.name(),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: if stable { protocol } else { String::new() },
+            members,
+        }))
+    }
+
+    /// ListGroups: the live groups this broker coordinates, by group id.
+    pub fn list(&self) -> Vec<ListedGroup> {
+        let mut out: Vec<ListedGroup> = self
+            .all_groups()
+            .iter()
+            .filter_map(|group| {
+                let g = group.lock();
+                (g.state != GroupState::Dead).then(|| ListedGroup {
+                    group_id: g.group_id.clone(),
+                    protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                    state: g.state.name(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        out
+    }
+}
+
+/// A group as DescribeGroups shows it.
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    /// Kafka's name of the state (`Stable`, `PreparingRebalance`, ...).
+    pub state: &'static str,
+    pub protocol_type: String,
+    /// Empty unless the group is Stable.
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+/// A group as ListGroups shows it.
+#[derive(Debug, Clone)]
+pub struct ListedGroup {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: &'static str,
 }
