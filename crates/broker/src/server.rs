@@ -21,6 +21,10 @@ use crate::BrokerState;
 
 /// How many bytes one read from a socket may add to its buffer.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// A connection keeps its response buffer between responses up to this
+/// size (a consumer's fetch answers of a few MiB reuse it); a larger one is
+/// given back after its response is written.
+const RESPONSE_BUFFER_KEEP_BYTES: usize = 16 * 1024 * 1024;
 
 /// Accepts connections on `listener`, the one called `name` in `listeners`.
 pub async fn serve(
@@ -109,17 +113,21 @@ async fn connection(
     let max_frame_bytes = state.config.socket_request_max_bytes;
     // Room is reserved on the first read, so an idle connection holds no buffer.
     let mut buf = BytesMut::new();
+    // Responses are encoded here, one after another, into the same memory.
+    let mut out = BytesMut::new();
     loop {
         // Answer every whole request already buffered, in order.
         loop {
             match take_frame(&mut buf, max_frame_bytes) {
                 Ok(Some(frame)) => {
-                    match handlers::handle_frame(&state, frame.freeze(), peer, listener).await {
-                        Outcome::Respond(response) => {
-                            stream
-                                .write_all(&response)
-                                .await
-                                .map_err(|e| e.to_string())?;
+                    match handlers::handle_frame(&state, frame.freeze(), peer, listener, &mut out)
+                        .await
+                    {
+                        Outcome::Respond => {
+                            stream.write_all(&out).await.map_err(|e| e.to_string())?;
+                            if out.capacity() > RESPONSE_BUFFER_KEEP_BYTES {
+                                out = BytesMut::new();
+                            }
                         }
                         Outcome::NoResponse => {}
                         Outcome::Close(reason) => {

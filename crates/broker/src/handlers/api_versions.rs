@@ -90,21 +90,21 @@ pub async fn handle(
 
 /// The v0 answer to an ApiVersions version we do not serve: the error and
 /// our ranges, so the client retries with a version inside them.
-pub fn unsupported_version_response(correlation_id: i32) -> Outcome {
-    let mut buf = super::framed_buffer();
+pub fn unsupported_version_response(out: &mut bytes::BytesMut, correlation_id: i32) -> Outcome {
+    super::start_frame(out);
     let body = ApiVersionsResponse::default()
         .with_error_code(ErrorCode::UNSUPPORTED_VERSION.code())
         .with_api_keys(api_keys());
     // Header v0 and body v0 cannot fail to encode: only fixed-width fields.
     if ResponseHeader::default()
         .with_correlation_id(correlation_id)
-        .encode(&mut buf, 0)
+        .encode(out, 0)
         .is_err()
-        || body.encode(&mut buf, 0).is_err()
+        || body.encode(out, 0).is_err()
     {
         tracing::error!("ApiVersions v0 response could not be encoded");
     }
-    super::finish_frame(buf)
+    super::finish_frame(out)
 }
 
 #[cfg(test)]

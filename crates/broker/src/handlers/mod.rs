@@ -49,8 +49,9 @@ mod sync_group;
 
 /// What the connection does after one request.
 pub enum Outcome {
-    /// Write this response frame as it is: its size prefix, header and body.
-    Respond(Bytes),
+    /// Write the response frame now in the connection's response buffer
+    /// as it is: its size prefix, header and body.
+    Respond,
     /// Produce with `acks=0`: Kafka sends nothing back.
     NoResponse,
     /// Drop the connection, for the reason given.
@@ -66,11 +67,15 @@ pub struct Request<'a> {
     pub listener: &'a str,
 }
 
+/// Answers one request frame. A response is encoded into `out`, the
+/// connection's response buffer, which is reused from one response to the
+/// next: a fetch answer of megabytes is not allocated and freed each time.
 pub async fn handle_frame(
     state: &BrokerState,
     frame: Bytes,
     peer: SocketAddr,
     listener: &str,
+    out: &mut BytesMut,
 ) -> Outcome {
     if frame.len() < 8 {
         return Outcome::Close(format!(
@@ -90,7 +95,7 @@ pub async fn handle_frame(
     if version < served.min || version > served.max {
         if served.key == ApiKey::ApiVersions {
             // KIP-511: answer in v0 so the client can pick a version we serve.
-            return api_versions::unsupported_version_response(correlation_id);
+            return api_versions::unsupported_version_response(out, correlation_id);
         }
         return Outcome::Close(format!(
             "{:?} v{version} is not served (range {}..={})",
@@ -117,14 +122,14 @@ pub async fn handle_frame(
                 ApiKey::Produce => {
                     let req = match decode(&mut body, version) { Ok(r) => r, Err(e) => return e };
                     match produce::handle(state, &request, req).await {
-                        Some(resp) => respond(key, &header, version, &resp),
+                        Some(resp) => respond(out, key, &header, version, &resp),
                         None => Outcome::NoResponse,
                     }
                 }
                 $(ApiKey::$api => {
                     let req = match decode(&mut body, version) { Ok(r) => r, Err(e) => return e };
                     let resp = $module::handle(state, &request, req).await;
-                    respond(key, &header, version, &resp)
+                    respond(out, key, &header, version, &resp)
                 })*
                 other => Outcome::Close(format!("{other:?} has no handler")),
             }
@@ -169,40 +174,45 @@ fn decode<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, Outcome> {
     T::decode(body, version).map_err(|e| Outcome::Close(format!("malformed request body: {e}")))
 }
 
-fn respond<T: Encodable>(key: ApiKey, header: &RequestHeader, version: i16, body: &T) -> Outcome {
+fn respond<T: Encodable>(
+    out: &mut BytesMut,
+    key: ApiKey,
+    header: &RequestHeader,
+    version: i16,
+    body: &T,
+) -> Outcome {
     let response_header = ResponseHeader::default().with_correlation_id(header.correlation_id);
-    let mut buf = framed_buffer();
+    start_frame(out);
     let header_version = key.response_header_version(version);
-    if let Err(e) = response_header.encode(&mut buf, header_version) {
+    if let Err(e) = response_header.encode(out, header_version) {
         return Outcome::Close(format!("response header could not be encoded: {e}"));
     }
-    if let Err(e) = body.encode(&mut buf, version) {
+    if let Err(e) = body.encode(out, version) {
         // A bug, not bad input: the handler built a response this version cannot carry.
         tracing::error!(api = ?key, version, error = %e, "response could not be encoded");
         return Outcome::Close(format!("response could not be encoded: {e}"));
     }
-    finish_frame(buf)
+    finish_frame(out)
 }
 
-/// A response buffer that starts with room for the frame's length prefix,
-/// so the encoded response is written to the socket as it is, without a
-/// second copy to put its length in front.
-pub(crate) fn framed_buffer() -> BytesMut {
-    let mut buf = BytesMut::new();
-    buf.put_i32(0);
-    buf
+/// Empties the response buffer and reserves room for the frame's length
+/// prefix, so the encoded response is written to the socket as it is,
+/// without a second copy to put its length in front.
+pub(crate) fn start_frame(out: &mut BytesMut) {
+    out.clear();
+    out.put_i32(0);
 }
 
-/// Fills in the length prefix reserved by [`framed_buffer`].
-pub(crate) fn finish_frame(mut buf: BytesMut) -> Outcome {
-    let Ok(len) = i32::try_from(buf.len() - 4) else {
+/// Fills in the length prefix reserved by [`start_frame`].
+pub(crate) fn finish_frame(out: &mut BytesMut) -> Outcome {
+    let Ok(len) = i32::try_from(out.len() - 4) else {
         return Outcome::Close(format!(
             "a response of {} bytes cannot be framed",
-            buf.len()
+            out.len()
         ));
     };
-    buf[..4].copy_from_slice(&len.to_be_bytes());
-    Outcome::Respond(buf.freeze())
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Outcome::Respond
 }
 
 pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
