@@ -638,6 +638,47 @@ fn fetch_unknown_partition(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     Ok(seen(&ctx.call(v, &fetch(v, &name, id, 7, 0))?))
 }
 
+/// A fetch naming the leader epoch it expects: the current one (0 for a
+/// new topic), and one from the future (UNKNOWN_LEADER_EPOCH). Versions
+/// before 9 carry no epoch.
+fn fetch_leader_epochs(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("fetch-epoch", v);
+    let id = ctx.topic(&name, 1)?;
+    ctx.produce(&name, 2)?;
+    let mut out = Vec::new();
+    let epochs: &[i32] = if v >= 9 { &[0, 1000] } else { &[-1] };
+    for epoch in epochs {
+        let mut r = fetch(v, &name, id, 0, 0);
+        for t in r.topics.iter_mut() {
+            for p in t.partitions.iter_mut() {
+                p.current_leader_epoch = *epoch;
+            }
+        }
+        out.extend(seen(&ctx.call(v, &r)?));
+    }
+    Ok(out)
+}
+
+/// ListOffsets latest with the current leader epoch and with one from the
+/// future; versions before 4 carry no epoch.
+fn list_offsets_leader_epochs(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let name = ctx.name("list-offsets-epoch", v);
+    ctx.topic(&name, 1)?;
+    ctx.produce(&name, 2)?;
+    let mut out = Vec::new();
+    let epochs: &[i32] = if v >= 4 { &[0, 1000] } else { &[-1] };
+    for epoch in epochs {
+        let mut r = list_offsets(v, &name, -1);
+        for t in r.topics.iter_mut() {
+            for p in t.partitions.iter_mut() {
+                p.current_leader_epoch = *epoch;
+            }
+        }
+        out.extend(seen(&ctx.call(v, &r)?));
+    }
+    Ok(out)
+}
+
 fn list_offsets_specs(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     let name = ctx.name("list-offsets", v);
     ctx.topic(&name, 1)?;
@@ -740,6 +781,51 @@ fn heartbeat_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     out.extend(seen(&ctx.call(v, &hb(&member, generation + 1))?));
     out.extend(seen(&ctx.call(v, &hb("unknown-member", generation))?));
     Ok(out)
+}
+
+/// A second member joins a stable group from its own connection: the
+/// first member's heartbeat is told REBALANCE_IN_PROGRESS, it joins again,
+/// and both joins are answered with the next generation.
+fn heartbeat_rebalance_in_progress(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let group = ctx.name("heartbeat-rebalance", v);
+    let (member, generation) = stable_group(ctx, &group)?;
+    let mut second = Wire::connect(ctx.wire.addr).map_err(|e| format!("second member: {e}"))?;
+    // JoinGroup v3: a new member is added at once (no MEMBER_ID_REQUIRED),
+    // and its answer waits for the rebalance.
+    second
+        .send(3, &join(3, &group, ""))
+        .map_err(|e| format!("second member's JoinGroup: {e}"))?;
+    let hb = HeartbeatRequest::default()
+        .with_group_id(group_id(&group))
+        .with_generation_id(generation)
+        .with_member_id(s(&member));
+    // The second member's join reaches the coordinator on another
+    // connection; ask until the rebalance shows, as a client's heartbeat
+    // thread does.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let answer = loop {
+        let answer = ctx.call(v, &hb)?;
+        if answer.error_code != 0 || std::time::Instant::now() > deadline {
+            break answer;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut out = seen(&answer);
+    let rejoined = ctx.call(5, &join(5, &group, &member))?;
+    let joined = second
+        .receive::<JoinGroupRequest>(3)
+        .map_err(|e| format!("second member's JoinGroup: {e}"))?;
+    out.extend(seen(&rejoined));
+    out.extend(seen(&joined));
+    // Member ids differ between brokers; who leads must not.
+    let second_id = joined.member_id.to_string();
+    Ok(out
+        .into_iter()
+        .map(|line| {
+            line.replace(&member, "<first member>")
+                .replace(&second_id, "<second member>")
+        })
+        .collect())
 }
 
 fn leave_group_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
@@ -1322,7 +1408,19 @@ pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
             &[],
             fetch_unknown_partition,
         ),
+        (
+            ApiKey::Fetch,
+            "current and future leader epoch",
+            &[],
+            fetch_leader_epochs,
+        ),
         (ApiKey::ListOffsets, "every spec", &[], list_offsets_specs),
+        (
+            ApiKey::ListOffsets,
+            "current and future leader epoch",
+            &[],
+            list_offsets_leader_epochs,
+        ),
         (
             ApiKey::ListOffsets,
             "unknown topic",
@@ -1360,6 +1458,12 @@ pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
             "stable, stale generation, unknown member",
             &[],
             heartbeat_flow,
+        ),
+        (
+            ApiKey::Heartbeat,
+            "rebalance in progress",
+            &[],
+            heartbeat_rebalance_in_progress,
         ),
         (
             ApiKey::LeaveGroup,

@@ -73,9 +73,15 @@ impl Wire {
         version: i16,
         request: &R,
     ) -> Result<R::Response, CallError> {
+        self.send(version, request)?;
+        self.receive::<R>(version)
+    }
+
+    /// Sends `request` without waiting for its answer (a JoinGroup that
+    /// waits for other members); [`Wire::receive`] reads it later.
+    pub fn send<R: Request>(&mut self, version: i16, request: &R) -> Result<(), CallError> {
         self.correlation_id += 1;
         let correlation_id = self.correlation_id;
-        let key = ApiKey::try_from(R::KEY).map_err(|_| CallError::Encode("unknown key".into()))?;
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
             .with_request_api_version(version)
@@ -91,8 +97,13 @@ impl Wire {
             .map_err(|e| CallError::Encode(e.to_string()))?;
         let len = (buf.len() - 4) as i32;
         buf[..4].copy_from_slice(&len.to_be_bytes());
-        self.stream.write_all(&buf).map_err(CallError::Io)?;
+        self.stream.write_all(&buf).map_err(CallError::Io)
+    }
 
+    /// Reads the answer to the last request sent, at `version`.
+    pub fn receive<R: Request>(&mut self, version: i16) -> Result<R::Response, CallError> {
+        let correlation_id = self.correlation_id;
+        let key = ApiKey::try_from(R::KEY).map_err(|_| CallError::Encode("unknown key".into()))?;
         let mut body = self.read_frame().map_err(CallError::Io)?;
         let response_header =
             ResponseHeader::decode(&mut body, key.response_header_version(version))

@@ -168,9 +168,13 @@ fn read_once(
                 pd.high_watermark = -1;
                 pd.last_stable_offset = -1;
                 pd.log_start_offset = -1;
-                // Kafka sends no aborted-transaction list with an
-                // out-of-range answer (an empty one with other errors).
-                if code == ErrorCode::OFFSET_OUT_OF_RANGE {
+                // As Kafka: a partition refused before any read (unknown
+                // topic or partition) keeps the empty aborted-transaction
+                // list; one whose read failed (out of range, leader epoch,
+                // not the leader, storage) carries none.
+                if code != ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
+                    && code != ErrorCode::UNKNOWN_TOPIC_ID
+                {
                     pd.aborted_transactions = None;
                 }
             }
