@@ -187,6 +187,7 @@ impl Broker {
             tracker.spawn(lifecycle::follow_metadata(
                 state.clone(),
                 client.clone(),
+                registration.clone(),
                 shutdown.clone(),
             ));
             tracker.spawn(lifecycle::heartbeat_loop(
