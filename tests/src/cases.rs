@@ -1174,6 +1174,10 @@ fn describe_configs_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
         .with_topics(vec![create_topic(&name, 1, &[("retention.ms", "3600000")])])
         .with_timeout_ms(30_000);
     ctx.call(5, &request)?;
+    // A broker knows a new topic once its metadata has it: wait as a
+    // client would (Kafka's broker may answer UNKNOWN_TOPIC_OR_PARTITION
+    // for a moment after CreateTopics returns).
+    ctx.wait_for_leaders(&name, 1)?;
     let resource = |kind: i8, name: &str, keys: Option<Vec<StrBytes>>| {
         describe_configs_request::DescribeConfigsResource::default()
             .with_resource_type(kind)
