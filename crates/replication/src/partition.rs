@@ -571,29 +571,6 @@ impl PartitionReplication {
     }
 }
 
-/// Resolves when any of `watched` (partition receivers from
-/// [`PartitionReplication::subscribe`]) sees a change, or its partition
-/// went away. A long-polling fetch waits on the partitions it reads only,
-/// so appends to other partitions never wake it. Never resolves for none.
-pub async fn any_changed(watched: &mut [watch::Receiver<u64>]) {
-    if watched.is_empty() {
-        return std::future::pending().await;
-    }
-    let mut waits: Vec<_> = watched
-        .iter_mut()
-        .map(|rx| Box::pin(rx.changed()))
-        .collect();
-    std::future::poll_fn(|cx| {
-        for wait in waits.iter_mut() {
-            if std::future::Future::poll(wait.as_mut(), cx).is_ready() {
-                return std::task::Poll::Ready(());
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -896,4 +873,27 @@ mod tests {
             self
         }
     }
+}
+
+/// Resolves when any of `watched` (partition receivers from
+/// [`PartitionReplication::subscribe`]) sees a change, or its partition
+/// went away. A long-polling fetch waits on the partitions it reads only,
+/// so appends to other partitions never wake it. Never resolves for none.
+pub async fn any_changed(watched: &mut [watch::Receiver<u64>]) {
+    if watched.is_empty() {
+        return std::future::pending().await;
+    }
+    let mut waits: Vec<_> = watched
+        .iter_mut()
+        .map(|rx| Box::pin(rx.changed()))
+        .collect();
+    std::future::poll_fn(|cx| {
+        for wait in waits.iter_mut() {
+            if std::future::Future::poll(wait.as_mut(), cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
