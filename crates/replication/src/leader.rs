@@ -15,10 +15,8 @@ use bytes::Bytes;
 use kraftwerk_rpc::replication as pb;
 use kraftwerk_storage::StorageError;
 use kraftwerk_types::{ErrorCode, TopicPartition};
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::partition::any_changed;
 use crate::ReplicaSource;
 
 /// The longest a leader holds a follower fetch, whatever the follower asks.
@@ -35,10 +33,10 @@ pub async fn serve_fetch(
 ) -> pb::FetchResponse {
     let wait = Duration::from_millis(request.max_wait_ms as u64).min(FETCH_WAIT_MAX);
     let deadline = tokio::time::Instant::now() + wait;
-    let mut watched = Vec::new();
+    let mut appended = source.subscribe_appends();
     loop {
-        watched.clear();
-        let (partitions, bytes, urgent) = read_once(source, request, &mut watched);
+        appended.borrow_and_update();
+        let (partitions, bytes, urgent) = read_once(source, request);
         if urgent
             || bytes >= request.min_bytes.max(0) as usize
             || tokio::time::Instant::now() >= deadline
@@ -48,19 +46,17 @@ pub async fn serve_fetch(
         }
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {}
-            _ = any_changed(&mut watched) => {}
+            _ = appended.changed() => {}
             _ = shutdown.cancelled() => {}
         }
     }
 }
 
 /// One pass over the requested partitions: (answers, bytes, urgent). An
-/// answer is urgent when it carries an error or a diverging epoch. Each
-/// partition read is watched from before its read, into `watched`.
+/// answer is urgent when it carries an error or a diverging epoch.
 fn read_once(
     source: &dyn ReplicaSource,
     request: &pb::FetchRequest,
-    watched: &mut Vec<watch::Receiver<u64>>,
 ) -> (Vec<pb::FetchedPartition>, usize, bool) {
     let mut out = Vec::with_capacity(request.partitions.len());
     let mut bytes = 0usize;
@@ -85,7 +81,6 @@ fn read_once(
             fp,
             per_partition,
             &mut answer,
-            watched,
         ) {
             Ok(moved) => {
                 high_watermark_moved |= moved;
@@ -113,14 +108,12 @@ fn read_partition(
     fp: &pb::FetchPartition,
     max_bytes: usize,
     answer: &mut pb::FetchedPartition,
-    watched: &mut Vec<watch::Receiver<u64>>,
 ) -> Result<bool, ErrorCode> {
     let tp = TopicPartition::new(fp.topic.clone(), fp.partition);
     let replica = source
         .replica(&tp)
         .ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
     let state = replica.replication();
-    watched.push(state.subscribe());
     let view = state.view();
     if view.leader != state.local_id() {
         return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
