@@ -187,7 +187,6 @@ impl Broker {
             tracker.spawn(lifecycle::follow_metadata(
                 state.clone(),
                 client.clone(),
-                registration.clone(),
                 shutdown.clone(),
             ));
             tracker.spawn(lifecycle::heartbeat_loop(

@@ -34,15 +34,13 @@ pub struct Registration {
 pub async fn follow_metadata(
     state: Arc<BrokerState>,
     client: Arc<ControllerClient>,
-    registration: Arc<Registration>,
     shutdown: CancellationToken,
 ) {
     let mut known = 0u64;
     loop {
-        let registered = (*registration.epoch.lock()).map(|epoch| (state.config.node_id, epoch));
         let fetched = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = client.fetch_metadata(known, METADATA_POLL_WAIT_MS, registered) => r,
+            r = client.fetch_metadata(known, METADATA_POLL_WAIT_MS) => r,
         };
         match fetched.and_then(|r| decode_image(&r).map(|i| (r.version, i))) {
             Ok((version, image)) => {

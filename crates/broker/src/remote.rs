@@ -186,14 +186,10 @@ impl ControllerClient {
     }
 
     /// Any node's committed image newer than `known_version` (long poll).
-    /// `broker` is this broker's id and epoch once it has registered: the
-    /// active controller then takes the poll's connection closing as the
-    /// broker's death.
     pub async fn fetch_metadata(
         &self,
         known_version: u64,
         max_wait_ms: u32,
-        broker: Option<(i32, i64)>,
     ) -> Result<pb::FetchMetadataResponse, ControllerError> {
         self.call(
             "fetch metadata",
@@ -203,8 +199,6 @@ impl ControllerClient {
                     .fetch_metadata(pb::FetchMetadataRequest {
                         known_version,
                         max_wait_ms,
-                        broker_id: broker.map(|(id, _)| id),
-                        broker_epoch: broker.map(|(_, epoch)| epoch),
                     })
                     .await?
                     .into_inner();

@@ -58,8 +58,6 @@ pub struct ControllerService {
     node: Arc<ControllerNode>,
     liveness: LivenessConfig,
     last_heartbeat: Mutex<HashMap<i32, Instant>>,
-    /// Wakes the liveness task at once (a broker's connection closed).
-    liveness_wake: tokio::sync::Notify,
 }
 
 fn ok_status() -> Option<pb::ControllerStatus> {
@@ -88,32 +86,7 @@ impl ControllerService {
             node,
             liveness,
             last_heartbeat: Mutex::new(HashMap::new()),
-            liveness_wake: tokio::sync::Notify::new(),
         })
-    }
-
-    /// A registered broker's metadata long poll ended without an answer:
-    /// its connection closed, which is what a dead process looks like. The
-    /// broker's session is ended now, so the liveness task fences it at
-    /// once rather than after `broker.session.timeout.ms`. A broker that is
-    /// in fact alive heartbeats again and is unfenced, as after any fence.
-    fn broker_connection_lost(&self, broker_id: i32, broker_epoch: i64) {
-        if !self.node.is_leader() {
-            return;
-        }
-        let image = self.node.image().borrow().clone();
-        if image.broker_epochs.get(&broker_id) != Some(&broker_epoch)
-            || image.brokers.get(&broker_id).is_none_or(|b| b.fenced)
-        {
-            return;
-        }
-        tracing::warn!(
-            broker_id,
-            broker_epoch,
-            "the broker's connection to the controller closed; ending its session now"
-        );
-        self.last_heartbeat.lock().remove(&broker_id);
-        self.liveness_wake.notify_one();
     }
 
     fn not_controller(&self) -> Option<pb::ControllerStatus> {
@@ -150,12 +123,8 @@ impl ControllerService {
         let mut last_rebalance = Instant::now();
         loop {
             tokio::select! {
-                // First: a controller that is stopping drops its long polls,
-                // which must not read as every broker dying.
-                biased;
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
-                _ = self.liveness_wake.notified() => {}
             }
             let leader = self.node.is_leader();
             if leader && !was_leader {
@@ -189,7 +158,7 @@ impl ControllerService {
                     .collect()
             };
             for broker_id in expired {
-                tracing::warn!(broker_id, "broker's session ended; fencing it");
+                tracing::warn!(broker_id, "broker missed its session timeout; fencing it");
                 if let Err(e) = self
                     .node
                     .write(MetadataCommand::FenceBroker { broker_id })
@@ -427,72 +396,6 @@ impl Controller for ControllerGrpc {
         request: Request<pb::FetchMetadataRequest>,
     ) -> Result<Response<pb::FetchMetadataResponse>, Status> {
         let r = request.into_inner();
-        let mut watcher = match (r.broker_id, r.broker_epoch) {
-            (Some(broker_id), Some(broker_epoch)) if self.node.is_leader() => Some(SessionWatch {
-                service: self.0.clone(),
-                broker_id,
-                broker_epoch,
-                answered: false,
-            }),
-            _ => None,
-        };
-        let answer = self.fetch_metadata_answer(r).await;
-        if let Some(w) = watcher.as_mut() {
-            w.answered = true;
-        }
-        answer
-    }
-
-    async fn quorum_status(
-        &self,
-        _request: Request<pb::QuorumStatusRequest>,
-    ) -> Result<Response<pb::QuorumStatusResponse>, Status> {
-        let s = self.node.quorum_status();
-        Ok(Response::new(pb::QuorumStatusResponse {
-            leader_id: s.leader_id,
-            term: s.term,
-            commit_index: s.commit_index,
-            last_log_index: s.last_log_index,
-            voters: s
-                .voters
-                .into_iter()
-                .map(|(node_id, address, matched_index)| pb::VoterStatus {
-                    node_id,
-                    address,
-                    matched_index,
-                })
-                .collect(),
-            node_id: s.node_id,
-        }))
-    }
-}
-
-/// Held while a registered broker's metadata long poll is in flight: if
-/// the poll is dropped unanswered (tonic drops the handler when the
-/// connection closes), the broker is taken for dead.
-struct SessionWatch {
-    service: Arc<ControllerService>,
-    broker_id: i32,
-    broker_epoch: i64,
-    answered: bool,
-}
-
-impl Drop for SessionWatch {
-    fn drop(&mut self) {
-        if !self.answered {
-            self.service
-                .broker_connection_lost(self.broker_id, self.broker_epoch);
-        }
-    }
-}
-
-impl ControllerService {
-    /// The answer to FetchMetadata: the committed image once it is newer
-    /// than the caller's, or the current one when `max_wait_ms` passed.
-    async fn fetch_metadata_answer(
-        &self,
-        r: pb::FetchMetadataRequest,
-    ) -> Result<Response<pb::FetchMetadataResponse>, Status> {
         if !self.node.is_leader() {
             return Ok(Response::new(pb::FetchMetadataResponse {
                 version: 0,
@@ -521,5 +424,28 @@ impl ControllerService {
                 changed = watch.changed() => if changed.is_err() { return Err(Status::unavailable("controller is shutting down")); },
             }
         }
+    }
+
+    async fn quorum_status(
+        &self,
+        _request: Request<pb::QuorumStatusRequest>,
+    ) -> Result<Response<pb::QuorumStatusResponse>, Status> {
+        let s = self.node.quorum_status();
+        Ok(Response::new(pb::QuorumStatusResponse {
+            leader_id: s.leader_id,
+            term: s.term,
+            commit_index: s.commit_index,
+            last_log_index: s.last_log_index,
+            voters: s
+                .voters
+                .into_iter()
+                .map(|(node_id, address, matched_index)| pb::VoterStatus {
+                    node_id,
+                    address,
+                    matched_index,
+                })
+                .collect(),
+            node_id: s.node_id,
+        }))
     }
 }
