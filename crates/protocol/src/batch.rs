@@ -249,6 +249,121 @@ pub fn with_records(
     Ok(out)
 }
 
+/// The control record type of a COMMIT transaction marker (Kafka's
+/// `ControlRecordType.COMMIT`); ABORT is 0.
+pub const CONTROL_COMMIT: i16 = 1;
+pub const CONTROL_ABORT: i16 = 0;
+
+/// A zigzag varint at the front of `bytes`: (value, bytes read).
+fn read_varint(bytes: &[u8]) -> Option<(i64, usize)> {
+    let mut raw: u64 = 0;
+    for (i, b) in bytes.iter().enumerate().take(10) {
+        raw |= ((b & 0x7f) as u64) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((((raw >> 1) as i64) ^ -((raw & 1) as i64), i + 1));
+        }
+    }
+    None
+}
+
+/// What a control batch's record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControlRecord {
+    /// `CONTROL_ABORT`, `CONTROL_COMMIT`, or another control type.
+    pub kind: i16,
+    /// The transaction coordinator's epoch for markers, -1 when absent.
+    pub coordinator_epoch: i32,
+}
+
+/// The type in the key of a control batch's record, and the coordinator
+/// epoch in its value, read from the first record without decoding
+/// anything else; `None` for a batch that is not an uncompressed control
+/// batch with a readable key. `batch` needs the header and the start of
+/// the records ([`CONTROL_KEY_BYTES`]), not the whole batch.
+pub fn control_record(batch: &[u8]) -> Option<ControlRecord> {
+    let header = BatchHeader::parse(batch).ok()?;
+    if !header.is_control() || header.compression() != 0 || header.record_count < 1 {
+        return None;
+    }
+    let mut at = HEADER_BYTES;
+    let (_length, n) = read_varint(batch.get(at..)?)?;
+    at += n + 1; // the record's attributes byte
+    let (_timestamp_delta, n) = read_varint(batch.get(at..)?)?;
+    at += n;
+    let (_offset_delta, n) = read_varint(batch.get(at..)?)?;
+    at += n;
+    let (key_length, n) = read_varint(batch.get(at..)?)?;
+    at += n;
+    if key_length < 4 {
+        return None;
+    }
+    let key = batch.get(at..at + 4)?;
+    let kind = be_i16(key, 2);
+    at += key_length as usize;
+    let coordinator_epoch = batch
+        .get(at..)
+        .and_then(read_varint)
+        .filter(|(length, _)| *length >= 6)
+        .and_then(|(_, n)| batch.get(at + n + 2..at + n + 6))
+        .map_or(-1, |v| be_i32(v, 0));
+    Some(ControlRecord {
+        kind,
+        coordinator_epoch,
+    })
+}
+
+/// The most bytes [`control_record`] reads past the header.
+pub const CONTROL_KEY_BYTES: usize = 40;
+
+/// A transaction marker: one control batch with one record whose key is
+/// (version 0, `CONTROL_COMMIT` or `CONTROL_ABORT`) and whose value is
+/// (version 0, coordinator epoch), as Kafka's `EndTransactionMarker`.
+/// Offsets and the leader epoch are set when the log appends it.
+pub fn control_batch(
+    producer_id: i64,
+    producer_epoch: i16,
+    commit: bool,
+    coordinator_epoch: i32,
+    timestamp: i64,
+) -> Result<Bytes, String> {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let kind = if commit {
+        CONTROL_COMMIT
+    } else {
+        CONTROL_ABORT
+    };
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&kind.to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&coordinator_epoch.to_be_bytes());
+    let record = Record {
+        transactional: true,
+        control: true,
+        partition_leader_epoch: -1,
+        producer_id,
+        producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp,
+        key: Some(Bytes::from(key)),
+        value: Some(Bytes::from(value)),
+        headers: Default::default(),
+        delete_horizon: false,
+    };
+    let mut buf = bytes::BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut buf, [record].iter(), &options).map_err(|e| e.to_string())?;
+    Ok(buf.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +432,32 @@ mod tests {
         let h = validate_one(&m).unwrap();
         assert_eq!(h.max_timestamp, 99);
         assert_ne!(h.attributes & ATTR_TIMESTAMP_TYPE, 0);
+    }
+
+    #[test]
+    fn markers_are_control_batches_whose_type_reads_back() {
+        for commit in [true, false] {
+            let b = control_batch(42, 3, commit, 7, 1000).unwrap();
+            let h = validate_one(&b).unwrap();
+            assert!(h.is_control() && h.is_transactional());
+            assert_eq!(
+                (h.producer_id, h.producer_epoch, h.record_count),
+                (42, 3, 1)
+            );
+            let want = if commit {
+                CONTROL_COMMIT
+            } else {
+                CONTROL_ABORT
+            };
+            let read = ControlRecord {
+                kind: want,
+                coordinator_epoch: 7,
+            };
+            assert_eq!(control_record(&b), Some(read));
+            let start = &b[..(HEADER_BYTES + CONTROL_KEY_BYTES).min(b.len())];
+            assert_eq!(control_record(start), Some(read));
+        }
+        assert_eq!(control_record(&encoded(1)), None);
     }
 
     #[test]

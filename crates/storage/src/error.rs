@@ -38,6 +38,14 @@ pub enum StorageError {
         expected_sequence: i32,
         first_sequence: i32,
     },
+    #[error("producer {producer_id} has a transaction open; a non-transactional batch cannot be written")]
+    InvalidTxnState { producer_id: i64 },
+    #[error("marker for producer {producer_id} from coordinator epoch {marker_epoch}, older than {known_epoch}")]
+    CoordinatorFenced {
+        producer_id: i64,
+        known_epoch: i32,
+        marker_epoch: i32,
+    },
     #[error("producer {producer_id} epoch {batch_epoch} is fenced by epoch {known_epoch}")]
     InvalidProducerEpoch {
         producer_id: i64,
@@ -75,6 +83,8 @@ impl StorageError {
             StorageError::OffsetOutOfRange { .. } => ErrorCode::OFFSET_OUT_OF_RANGE,
             StorageError::OutOfOrderSequence { .. } => ErrorCode::OUT_OF_ORDER_SEQUENCE_NUMBER,
             StorageError::InvalidProducerEpoch { .. } => ErrorCode::INVALID_PRODUCER_EPOCH,
+            StorageError::InvalidTxnState { .. } => ErrorCode::INVALID_TXN_STATE,
+            StorageError::CoordinatorFenced { .. } => ErrorCode::TRANSACTION_COORDINATOR_FENCED,
             StorageError::MessageTooLarge { .. } => ErrorCode::MESSAGE_TOO_LARGE,
             StorageError::Corrupt { .. } => ErrorCode::CORRUPT_MESSAGE,
             StorageError::InvalidRecord { .. } => ErrorCode::INVALID_RECORD,

@@ -46,7 +46,7 @@ pub use cleaner::{CompactOutcome, CompactStats, CLEANER_CHECKPOINT_FILE};
 pub use error::StorageError;
 pub use leader_epoch::CHECKPOINT_FILE as LEADER_EPOCH_CHECKPOINT_FILE;
 pub use log::{AppendInfo, Log, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE};
-pub use producer_state::ActiveProducer;
+pub use producer_state::{AbortedTxn, ActiveProducer};
 
 #[cfg(test)]
 mod cleaner_tests;

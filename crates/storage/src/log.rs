@@ -13,7 +13,9 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::cleaner;
 use crate::leader_epoch::{sync_dir, LeaderEpochCache};
-use crate::producer_state::{ActiveProducer, ProducerEntry, ProducerStateManager, SequenceCheck};
+use crate::producer_state::{
+    AbortedTxn, ActiveProducer, BatchKind, ProducerEntry, ProducerStateManager, SequenceCheck,
+};
 use crate::records::{self, KeyCheck};
 use crate::segment::{
     delete_segment_files, mark_deleted, remove_deleted, BatchScanner, Segment, SegmentSettings,
@@ -175,13 +177,16 @@ impl Log {
                 delete_segment_files(&dir, base).map_err(|e| StorageError::io(&dir, e))?;
                 continue;
             }
-            let recovered =
-                Segment::recover(&dir, base, last && !clean, segment_settings, &mut |h| {
-                    producers.update(h)
-                })
-                .map_err(|e| {
-                    StorageError::io(crate::segment::segment_path(&dir, base, LOG_SUFFIX), e)
-                })?;
+            let recovered = Segment::recover(
+                &dir,
+                base,
+                last && !clean,
+                segment_settings,
+                &mut |h, kind| producers.update(h, kind),
+            )
+            .map_err(|e| {
+                StorageError::io(crate::segment::segment_path(&dir, base, LOG_SUFFIX), e)
+            })?;
             next_offset = Some(recovered.segment.next_offset);
             let cut = recovered.truncated_bytes > 0;
             segments.insert(base, recovered.segment);
@@ -308,10 +313,22 @@ impl Log {
                 header.max_timestamp = now_ms;
                 header.attributes |= ATTR_TIMESTAMP_TYPE;
             }
+            if header.is_control() {
+                return Err(StorageError::InvalidRecord {
+                    reason: "clients may not write control batches".into(),
+                });
+            }
             if header.has_producer_id() {
                 let entry = staged
                     .entry(header.producer_id)
                     .or_insert_with(|| state.producers.entry(header.producer_id).cloned());
+                if !header.is_transactional()
+                    && entry.as_ref().is_some_and(|e| e.txn_first_offset.is_some())
+                {
+                    return Err(StorageError::InvalidTxnState {
+                        producer_id: header.producer_id,
+                    });
+                }
                 match ProducerStateManager::check(entry.as_ref(), &header)? {
                     SequenceCheck::Duplicate(original) => {
                         tracing::debug!(
@@ -327,7 +344,10 @@ impl Log {
                             duplicate: true,
                         });
                     }
-                    SequenceCheck::Append => ProducerStateManager::apply(entry, &header),
+                    SequenceCheck::Append => {
+                        // Data batches end no transaction: nothing to keep.
+                        ProducerStateManager::apply(entry, &header, BatchKind::Data);
+                    }
                 }
             }
             let position = data.len();
@@ -413,8 +433,13 @@ impl Log {
         }
         let now_ms = wall_clock_ms();
         state.write_batches(&self.dir, &records, &placed, now_ms)?;
-        for (header, _) in &placed {
-            state.producers.update(header);
+        for ((header, _), (_, bytes)) in placed.iter().zip(&batches) {
+            let kind = if header.is_control() {
+                BatchKind::marker(batch::control_record(bytes))
+            } else {
+                BatchKind::Data
+            };
+            state.producers.update(header, kind);
             let newer = state
                 .epochs
                 .latest_epoch()
@@ -436,6 +461,99 @@ impl Log {
             log_start_offset,
             duplicate: false,
         })
+    }
+
+    /// Leader path for a transaction marker (WriteTxnMarkers): appends a
+    /// COMMIT or ABORT control batch for `producer_id`, which ends its open
+    /// transaction here. A marker from an older producer epoch or an older
+    /// coordinator epoch than the last one is refused. Returns the offset
+    /// of the marker.
+    pub fn append_marker_as_leader(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        coordinator_epoch: i32,
+        commit: bool,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let bytes = batch::control_batch(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            now_ms,
+        )
+        .map_err(|reason| StorageError::Corrupt { reason })?;
+        let mut header = BatchHeader::parse(&bytes).map_err(|e| StorageError::Corrupt {
+            reason: e.to_string(),
+        })?;
+        let mut state = self.state.write();
+        state.check_writable(&self.dir)?;
+        let log_end_offset = state.log_end_offset();
+        let log_start_offset = state.log_start_offset();
+        let mut entry = state.producers.entry(producer_id).cloned();
+        if let Some(e) = &entry {
+            if producer_epoch < e.producer_epoch {
+                return Err(StorageError::InvalidProducerEpoch {
+                    producer_id,
+                    known_epoch: e.producer_epoch,
+                    batch_epoch: producer_epoch,
+                });
+            }
+            if coordinator_epoch < e.coordinator_epoch {
+                return Err(StorageError::CoordinatorFenced {
+                    producer_id,
+                    known_epoch: e.coordinator_epoch,
+                    marker_epoch: coordinator_epoch,
+                });
+            }
+        }
+        header.base_offset = log_end_offset;
+        header.partition_leader_epoch = leader_epoch;
+        let mut data = bytes.to_vec();
+        batch::set_base_offset(&mut data, log_end_offset);
+        batch::set_partition_leader_epoch(&mut data, leader_epoch);
+        state.write_batches(&self.dir, &data, &[(header, 0)], now_ms)?;
+        let aborted = ProducerStateManager::apply(
+            &mut entry,
+            &header,
+            BatchKind::Marker {
+                commit,
+                coordinator_epoch,
+            },
+        );
+        if let Some(e) = entry {
+            state.producers.commit(HashMap::from([(producer_id, e)]));
+        }
+        if let Some(a) = aborted {
+            state.producers.record_aborted(a);
+        }
+        let newer_epoch = state.epochs.latest_epoch().is_none_or(|e| leader_epoch > e);
+        if newer_epoch {
+            if let Err(e) = state.epochs.assign(leader_epoch, log_end_offset) {
+                tracing::warn!(error = %e, "leader-epoch checkpoint not written");
+            }
+        }
+        state.after_write(1, now_ms)?;
+        Ok(AppendInfo {
+            base_offset: log_end_offset,
+            last_offset: log_end_offset,
+            log_append_time_ms: -1,
+            log_start_offset,
+            duplicate: false,
+        })
+    }
+
+    /// The first offset of the earliest transaction still open in this
+    /// log, if any: the last stable offset cannot pass it.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.state.read().producers.first_unstable_offset()
+    }
+
+    /// Aborted transactions whose data overlaps `[from, upper)`.
+    pub fn aborted_transactions(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
+        self.state.read().producers.aborted_between(from, upper)
     }
 
     /// Whole batches from the one holding `start_offset`, at most
@@ -978,7 +1096,8 @@ impl LogState {
             let mut scanner = BatchScanner::new(&view.log, view.size_bytes);
             let mut position = 0u64;
             while let Ok(Some(header)) = scanner.batch_at(position, false)? {
-                self.producers.update(&header);
+                let kind = scanner.kind_at(position, &header)?;
+                self.producers.update(&header, kind);
                 position += header.total_bytes() as u64;
             }
         }

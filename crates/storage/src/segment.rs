@@ -25,6 +25,8 @@ use std::sync::Arc;
 
 use kraftwerk_protocol::batch::{self, BatchHeader, HEADER_BYTES};
 
+use crate::producer_state::BatchKind;
+
 use crate::index::{
     encode_offset_entry, encode_time_entry, IndexFile, IndexKind, IndexView, OFFSET_ENTRY_BYTES,
     TIME_ENTRY_BYTES,
@@ -138,6 +140,23 @@ impl<'a> BatchScanner<'a> {
     fn slice(&self, position: u64, len: usize) -> &[u8] {
         let at = (position - self.buffer_start) as usize;
         &self.buffer[at..at + len]
+    }
+
+    /// Whether the batch at `position` (whose header is `header`) is data
+    /// or a transaction marker, for producer state.
+    pub(crate) fn kind_at(&mut self, position: u64, header: &BatchHeader) -> io::Result<BatchKind> {
+        if !header.is_control() {
+            return Ok(BatchKind::Data);
+        }
+        let len = header
+            .total_bytes()
+            .min(HEADER_BYTES + batch::CONTROL_KEY_BYTES);
+        if !self.ensure(position, len)? {
+            return Ok(BatchKind::marker(None));
+        }
+        Ok(BatchKind::marker(batch::control_record(
+            self.slice(position, len),
+        )))
     }
 
     /// The batch at `position`: Ok(Some) when whole (and CRC-valid if
@@ -329,7 +348,7 @@ impl Segment {
         base_offset: i64,
         validate_crc: bool,
         settings: SegmentSettings,
-        visit: &mut dyn FnMut(&BatchHeader),
+        visit: &mut dyn FnMut(&BatchHeader, BatchKind),
     ) -> io::Result<Recovered> {
         let log_path = segment_path(dir, base_offset, LOG_SUFFIX);
         let log = OpenOptions::new().read(true).write(true).open(&log_path)?;
@@ -384,7 +403,8 @@ impl Segment {
             first_timestamp.get_or_insert(header.max_timestamp);
             next_offset = header.last_offset() + 1;
             position += header.total_bytes() as u64;
-            visit(&header);
+            let kind = scanner.kind_at(position - header.total_bytes() as u64, &header)?;
+            visit(&header, kind);
         }
         let mut truncated_bytes = 0;
         if let Some(reason) = stop_reason {
@@ -530,7 +550,7 @@ impl Segment {
         self.log.set_len(position)?;
         let base_offset = self.base_offset;
         drop(self);
-        let recovered = Segment::recover(dir, base_offset, false, settings, &mut |_| {})?;
+        let recovered = Segment::recover(dir, base_offset, false, settings, &mut |_, _| {})?;
         Ok(recovered.segment)
     }
 
@@ -907,7 +927,7 @@ mod tests {
         drop(segment);
 
         let mut seen = 0;
-        let recovered = Segment::recover(dir.path(), 100, false, settings, &mut |_| seen += 1)
+        let recovered = Segment::recover(dir.path(), 100, false, settings, &mut |_, _| seen += 1)
             .expect("recover");
         assert_eq!(seen, 40);
         assert_eq!(recovered.truncated_bytes, 0);

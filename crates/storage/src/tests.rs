@@ -1038,3 +1038,77 @@ fn delete_records_moves_the_log_start_inside_a_segment_and_survives_reopen() {
     assert_eq!(append(&log, one).expect("append").base_offset, 50);
     assert_eq!(log.log_start_offset(), 50);
 }
+
+/// A transactional batch of `count` records from `producer_id`.
+fn transactional(producer_id: i64, first_sequence: i32, count: i64) -> Bytes {
+    let plain = encoded_batch(producer_id, 0, first_sequence, count, NOW_MS, "t");
+    let header = BatchHeader::parse(&plain).expect("header");
+    let attributes = header.attributes | batch::ATTR_TRANSACTIONAL;
+    let records = &plain[batch::HEADER_BYTES..];
+    Bytes::from(
+        batch::with_records(&plain, attributes, header.record_count, records).expect("batch"),
+    )
+}
+
+#[test]
+fn transactions_survive_a_restart_and_reach_followers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let leader_dir = dir.path().join("leader");
+    let log = Log::open(leader_dir.clone(), test_config()).expect("open");
+    append(&log, transactional(1, 0, 2)).expect("txn 1"); // 0..=1
+    append(&log, transactional(2, 0, 3)).expect("txn 2"); // 2..=4
+    assert_eq!(log.first_unstable_offset(), Some(0));
+    // A plain write from a producer inside a transaction is refused.
+    let stray = encoded_batch(1, 0, 2, 1, NOW_MS, "p");
+    assert!(matches!(
+        append(&log, stray),
+        Err(StorageError::InvalidTxnState { .. })
+    ));
+    // Clients cannot write markers themselves.
+    let forged = batch::control_batch(1, 0, true, 0, NOW_MS).expect("marker");
+    assert!(matches!(
+        append(&log, forged),
+        Err(StorageError::InvalidRecord { .. })
+    ));
+    let commit = log
+        .append_marker_as_leader(1, 0, 0, true, 0, NOW_MS)
+        .expect("commit");
+    assert_eq!(commit.base_offset, 5);
+    assert_eq!(log.first_unstable_offset(), Some(2));
+    log.append_marker_as_leader(2, 0, 0, false, 0, NOW_MS)
+        .expect("abort");
+    assert_eq!(log.first_unstable_offset(), None);
+    // A marker from an older producer epoch is refused.
+    assert!(matches!(
+        log.append_marker_as_leader(2, -1, 0, false, 0, NOW_MS),
+        Err(StorageError::InvalidProducerEpoch { .. })
+    ));
+    append(&log, transactional(1, 2, 1)).expect("txn 3"); // 7, left open
+    let want = vec![crate::AbortedTxn {
+        producer_id: 2,
+        first_offset: 2,
+        last_offset: 6,
+    }];
+    assert_eq!(log.aborted_transactions(0, 8), want);
+    let all = log.read(0, 1 << 20, 8, true).expect("read");
+
+    // A follower builds the same state from the replicated batches.
+    let follower = Log::open(dir.path().join("follower"), test_config()).expect("open follower");
+    follower.append_as_follower(all).expect("follow");
+    assert_eq!(follower.first_unstable_offset(), Some(7));
+    assert_eq!(follower.aborted_transactions(0, 8), want);
+
+    // So does the leader after a crash (no clean-shutdown marker).
+    drop(log);
+    let reopened = Log::open(leader_dir, test_config()).expect("reopen");
+    assert_eq!(reopened.first_unstable_offset(), Some(7));
+    assert_eq!(reopened.aborted_transactions(0, 8), want);
+    let producers = reopened.active_producers();
+    assert_eq!(
+        producers
+            .iter()
+            .find(|p| p.producer_id == 1)
+            .map(|p| p.current_txn_start_offset),
+        Some(7)
+    );
+}
