@@ -6,15 +6,18 @@
 //! through [`controller::ClusterControl`]; the single-node
 //! [`controller::LocalController`] is the implementation used today.
 //! Consumer groups are coordinated by [`group`], which keeps its state in
-//! the internal topic `__consumer_offsets`.
+//! the internal topic `__consumer_offsets`; transactions by [`txn`], in
+//! `__transaction_state`, whose markers [`markers`] writes.
 
 pub mod connection_limits;
 pub mod controller;
 mod coordinator_log;
 pub use kraftwerk_coordinator::group;
+pub use kraftwerk_coordinator::txn;
 pub mod handlers;
 pub mod lifecycle;
 pub mod listeners;
+pub mod markers;
 pub mod remote;
 pub use kraftwerk_metadata as metadata;
 pub mod replica_manager;
@@ -42,6 +45,9 @@ pub struct BrokerState {
     pub control: Arc<dyn ClusterControl>,
     pub replicas: ReplicaManager,
     pub groups: group::GroupCoordinator,
+    pub txns: txn::TransactionCoordinator,
+    /// gRPC clients to other brokers for transaction markers.
+    pub marker_clients: markers::MarkerClients,
     pub shutdown: CancellationToken,
     /// The controller quorum, when this broker is part of a cluster.
     pub quorum: Option<Arc<remote::ControllerClient>>,
@@ -168,6 +174,11 @@ impl Broker {
                 group::CoordinatorConfig::from_broker(&config),
                 shutdown.clone(),
             ),
+            txns: txn::TransactionCoordinator::new(
+                txn::TxnConfig::from_broker(&config),
+                shutdown.clone(),
+            ),
+            marker_clients: markers::MarkerClients::default(),
             shutdown: shutdown.clone(),
             quorum: quorum.clone(),
             applied_image_version: parking_lot::Mutex::new(0),
@@ -227,6 +238,8 @@ impl Broker {
         tracker.spawn(async move {
             group::run(coordinator.clone(), &coordinator.groups).await;
         });
+        // Loads the __transaction_state partitions led here; markers and timeouts.
+        tracker.spawn(txn::run(state.clone()));
         tracing::info!(node_id = config.node_id, %local_addr, "broker started");
         Ok(Broker {
             local_addr,

@@ -53,9 +53,13 @@ impl Partition {
             .is_some_and(|start| start > self.high_watermark())
     }
 
-    /// With no transactions, the last stable offset is the high watermark.
+    /// The last stable offset: the high watermark, or the first offset of
+    /// the earliest transaction still open below it.
     pub fn last_stable_offset(&self) -> i64 {
-        self.high_watermark()
+        let high_watermark = self.high_watermark();
+        self.log
+            .first_unstable_offset()
+            .map_or(high_watermark, |first| first.min(high_watermark))
     }
 
     /// Call after every leader append: on a single node (ISR = this

@@ -106,6 +106,7 @@ pub async fn start(
 
     let source = state.replicas.source();
     let service = ReplicationGrpc {
+        state: state.clone(),
         source: source.clone(),
         shutdown: shutdown.clone(),
     };
@@ -151,6 +152,7 @@ pub async fn start(
 }
 
 struct ReplicationGrpc {
+    state: Arc<BrokerState>,
     source: Arc<dyn kraftwerk_replication::ReplicaSource>,
     shutdown: CancellationToken,
 }
@@ -163,6 +165,14 @@ impl Replication for ReplicationGrpc {
     ) -> Result<tonic::Response<pb::FetchResponse>, tonic::Status> {
         let request = request.into_inner();
         let response = leader::serve_fetch(&*self.source, &request, &self.shutdown).await;
+        Ok(tonic::Response::new(response))
+    }
+
+    async fn write_txn_markers(
+        &self,
+        request: tonic::Request<pb::WriteTxnMarkersRequest>,
+    ) -> Result<tonic::Response<pb::WriteTxnMarkersResponse>, tonic::Status> {
+        let response = crate::markers::serve(&self.state, request.into_inner()).await;
         Ok(tonic::Response::new(response))
     }
 }

@@ -41,6 +41,10 @@ pub static SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::DeleteRecords, 0, 2),
     api(ApiKey::InitProducerId, 0, 5),
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
+    api(ApiKey::AddPartitionsToTxn, 0, 3),
+    api(ApiKey::AddOffsetsToTxn, 0, 3),
+    api(ApiKey::EndTxn, 0, 4),
+    api(ApiKey::TxnOffsetCommit, 0, 4),
     api(ApiKey::DescribeConfigs, 1, 4),
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::DescribeLogDirs, 1, 4),
@@ -54,6 +58,8 @@ pub static SERVED_APIS: &[ServedApi] = &[
     api(ApiKey::DescribeQuorum, 0, 2),
     api(ApiKey::DescribeCluster, 0, 2),
     api(ApiKey::DescribeProducers, 0, 0),
+    api(ApiKey::DescribeTransactions, 0, 0),
+    api(ApiKey::ListTransactions, 0, 1),
 ];
 
 /// The served range of an API key, if Kraftwerk serves it.
@@ -115,6 +121,12 @@ mod tests {
                 ApiKey::DescribeQuorum => DescribeQuorumRequest::VERSIONS,
                 ApiKey::DescribeCluster => DescribeClusterRequest::VERSIONS,
                 ApiKey::DescribeProducers => DescribeProducersRequest::VERSIONS,
+                ApiKey::AddPartitionsToTxn => AddPartitionsToTxnRequest::VERSIONS,
+                ApiKey::AddOffsetsToTxn => AddOffsetsToTxnRequest::VERSIONS,
+                ApiKey::EndTxn => EndTxnRequest::VERSIONS,
+                ApiKey::TxnOffsetCommit => TxnOffsetCommitRequest::VERSIONS,
+                ApiKey::DescribeTransactions => DescribeTransactionsRequest::VERSIONS,
+                ApiKey::ListTransactions => ListTransactionsRequest::VERSIONS,
                 other => panic!("no codec check for {other:?}"),
             };
             assert!(

@@ -462,6 +462,13 @@ mod tests {
             let _ = self.seen.try_send((r.replica_id, r.broker_epoch));
             Ok(tonic::Response::new(pb::FetchResponse::default()))
         }
+
+        async fn write_txn_markers(
+            &self,
+            _request: tonic::Request<pb::WriteTxnMarkersRequest>,
+        ) -> Result<tonic::Response<pb::WriteTxnMarkersResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("a fetch-only test leader"))
+        }
     }
 
     #[tokio::test]

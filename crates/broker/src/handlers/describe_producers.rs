@@ -1,7 +1,8 @@
-//! DescribeProducers (61): the idempotent producers with data in a
-//! partition this broker leads (`kafka-transactions describe-producers`).
-//! Without transactions no producer has an open transaction, so
-//! `current_txn_start_offset` and `coordinator_epoch` are -1.
+//! DescribeProducers (61): the producers with data in a partition this
+//! broker leads (`kafka-transactions describe-producers`), with the first
+//! offset of the transaction each has open there (-1: none) and the
+//! epoch of the coordinator that wrote its last marker (-1: none), which
+//! is how hanging transactions are found.
 
 use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
@@ -38,8 +39,10 @@ pub async fn handle(
                                         .with_producer_epoch(i32::from(a.producer_epoch))
                                         .with_last_sequence(a.last_sequence)
                                         .with_last_timestamp(a.last_timestamp)
-                                        .with_coordinator_epoch(-1)
-                                        .with_current_txn_start_offset(-1)
+                                        .with_coordinator_epoch(a.coordinator_epoch)
+                                        .with_current_txn_start_offset(
+                                            a.current_txn_start_offset,
+                                        )
                                 })
                                 .collect(),
                         ),

@@ -1,5 +1,8 @@
 //! Fetch (1): whole batches read from the segment files as stored, up to
-//! the high watermark, with the long poll of `max_wait_ms`/`min_bytes`.
+//! the high watermark (read_uncommitted) or the last stable offset
+//! (read_committed, which also gets the aborted transactions in the range
+//! so that the client can skip their records), with the long poll of
+//! `max_wait_ms`/`min_bytes`.
 //! Fetch sessions (KIP-227) are not kept: every fetch is a full one, which
 //! the protocol allows by answering with session id 0.
 
@@ -8,8 +11,10 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 use kraftwerk_storage::StorageError;
 use kraftwerk_types::{ErrorCode, TopicId};
 use tokio::sync::watch;
@@ -157,6 +162,19 @@ fn read_once(
                     }
                 };
                 used += records.len();
+                if read_committed && !records.is_empty() {
+                    let aborted = partition
+                        .log
+                        .aborted_transactions(fp.fetch_offset, last_stable)
+                        .into_iter()
+                        .map(|a| {
+                            AbortedTransaction::default()
+                                .with_producer_id(ProducerId(a.producer_id))
+                                .with_first_offset(a.first_offset)
+                        })
+                        .collect();
+                    pd.aborted_transactions = Some(aborted);
+                }
                 pd.records = Some(records);
                 Ok(())
             })();

@@ -1,5 +1,7 @@
 //! FindCoordinator (10): the broker leading the group's `__consumer_offsets`
-//! partition. Creates that topic on first use. v4+ batches keys.
+//! partition (key type 0) or the transactional id's `__transaction_state`
+//! partition (key type 1). Creates those topics on first use. v4+ batches
+//! keys.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -10,6 +12,7 @@ use kraftwerk_types::ErrorCode;
 use super::{str_bytes, Request};
 use crate::controller::NewTopic;
 use crate::group::OFFSETS_TOPIC;
+use crate::txn::TXN_TOPIC;
 use crate::BrokerState;
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -36,10 +39,11 @@ pub async fn handle(
                 "the group id is empty".to_string(),
             )),
             KEY_TYPE_GROUP => group_coordinator(state, &key, req.listener).await,
-            KEY_TYPE_TRANSACTION => Err((
-                ErrorCode::COORDINATOR_NOT_AVAILABLE,
-                "transactions are not supported by this broker".to_string(),
+            KEY_TYPE_TRANSACTION if key.is_empty() => Err((
+                ErrorCode::INVALID_REQUEST,
+                "the transactional id is empty".to_string(),
             )),
+            KEY_TYPE_TRANSACTION => txn_coordinator(state, &key, req.listener).await,
             other => Err((
                 ErrorCode::INVALID_REQUEST,
                 format!("unknown coordinator key type {other}"),
@@ -87,21 +91,44 @@ async fn group_coordinator(
     listener: &str,
 ) -> Result<(i32, String, i32), (ErrorCode, String)> {
     ensure_offsets_topic(state).await?;
-    let image = state.image.load();
     let p = state.groups.partition_of(state, group_id);
-    let leader = image
-        .partition(OFFSETS_TOPIC, p)
-        .map(|r| r.leader)
-        .unwrap_or(-1);
+    let found = leader_endpoint(state, OFFSETS_TOPIC, p, listener)?;
+    if found.0 == state.config.node_id {
+        state.groups.request_load();
+    }
+    Ok(found)
+}
+
+/// The leader of a transactional id's `__transaction_state` partition.
+async fn txn_coordinator(
+    state: &BrokerState,
+    transactional_id: &str,
+    listener: &str,
+) -> Result<(i32, String, i32), (ErrorCode, String)> {
+    ensure_txn_topic(state).await?;
+    let p = state.txns.partition_of(state, transactional_id);
+    let found = leader_endpoint(state, TXN_TOPIC, p, listener)?;
+    if found.0 == state.config.node_id {
+        state.txns.request_load();
+    }
+    Ok(found)
+}
+
+/// (node id, host, port) of the live leader of `topic`-`p` on `listener`.
+fn leader_endpoint(
+    state: &BrokerState,
+    topic: &str,
+    p: i32,
+    listener: &str,
+) -> Result<(i32, String, i32), (ErrorCode, String)> {
+    let image = state.image.load();
+    let leader = image.partition(topic, p).map(|r| r.leader).unwrap_or(-1);
     let Some(broker) = image.brokers.get(&leader).filter(|b| !b.fenced) else {
         return Err((
             ErrorCode::COORDINATOR_NOT_AVAILABLE,
-            format!("{OFFSETS_TOPIC}-{p} has no live leader"),
+            format!("{topic}-{p} has no live leader"),
         ));
     };
-    if leader == state.config.node_id {
-        state.groups.request_load();
-    }
     let Some((host, port)) = broker.endpoint(listener) else {
         return Err((
             ErrorCode::COORDINATOR_NOT_AVAILABLE,
@@ -109,6 +136,54 @@ async fn group_coordinator(
         ));
     };
     Ok((broker.node_id, host.to_string(), i32::from(port)))
+}
+
+/// Creates `__transaction_state` on first use, with
+/// `transaction.state.log.replication.factor` replicas, or as many as
+/// there are brokers when the cluster is smaller (and
+/// `transaction.state.log.min.isr` capped the same way).
+async fn ensure_txn_topic(state: &BrokerState) -> Result<(), (ErrorCode, String)> {
+    if state.image.load().topic(TXN_TOPIC).is_some() {
+        return Ok(());
+    }
+    let config = &state.txns.config;
+    let image = state.image.load();
+    let brokers = image.brokers.len().max(1) as i64;
+    let live = image.live_brokers().count() as i64;
+    let rf = (config.replication_factor as i64).min(brokers);
+    if live < rf {
+        let msg = format!("{TXN_TOPIC} needs {rf} live brokers but {live} are alive");
+        tracing::warn!("{msg}");
+        return Err((ErrorCode::COORDINATOR_NOT_AVAILABLE, msg));
+    }
+    let mut configs = BTreeMap::new();
+    configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    configs.insert(
+        "segment.bytes".to_string(),
+        config.segment_bytes.to_string(),
+    );
+    configs.insert(
+        "min.insync.replicas".to_string(),
+        (config.min_isr as i64).min(rf).to_string(),
+    );
+    let topic = NewTopic {
+        name: TXN_TOPIC.to_string(),
+        num_partitions: config.partitions,
+        replication_factor: rf as i16,
+        assignments: None,
+        configs,
+    };
+    match state.control.create_topic(topic, false).await {
+        Ok(_) => tracing::info!(partitions = config.partitions, rf, "created {TXN_TOPIC}"),
+        Err(e) => {
+            if state.image.load().topic(TXN_TOPIC).is_none() {
+                tracing::warn!(error = %e, "could not create {TXN_TOPIC}");
+                return Err((ErrorCode::COORDINATOR_NOT_AVAILABLE, e.to_string()));
+            }
+        }
+    }
+    state.sync_replicas();
+    Ok(())
 }
 
 /// Creates `__consumer_offsets` on first use, once enough brokers are alive

@@ -1,9 +1,12 @@
-//! InitProducerId (22): producer ids for idempotent producers.
+//! InitProducerId (22): producer ids for idempotent and transactional
+//! producers.
 //!
-//! Ids come from the controller in blocks that are never reused. A producer
-//! that presents its current id and epoch (KIP-360, v3+) gets the epoch
-//! bumped instead of a new id. Transactional producers are refused: the
-//! broker has no transaction coordinator.
+//! Ids come from the controller in blocks that are never reused. An
+//! idempotent producer that presents its current id and epoch (KIP-360,
+//! v3+) gets the epoch bumped instead of a new id. A transactional
+//! producer goes to the transaction coordinator of its id, which bumps
+//! the id's epoch (fencing the previous producer) and ends any
+//! transaction it left open.
 
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kraftwerk_types::ErrorCode;
@@ -13,7 +16,7 @@ use crate::BrokerState;
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let failed = |code: ErrorCode| {
@@ -22,8 +25,18 @@ pub async fn handle(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
-    if body.transactional_id.is_some() {
-        return failed(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    if let Some(id) = &body.transactional_id {
+        let given = (body.producer_id.0 >= 0).then_some((body.producer_id.0, body.producer_epoch));
+        return match state
+            .txns
+            .init_producer_id(state, id, body.transaction_timeout_ms, given)
+            .await
+        {
+            Ok((producer_id, epoch)) => InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(producer_id))
+                .with_producer_epoch(epoch),
+            Err(code) => failed(super::fenced_for_version(code, req.version, 4)),
+        };
     }
     // A known producer gets its epoch bumped; once the epoch is exhausted a
     // fresh id follows, as in Kafka.

@@ -14,6 +14,8 @@ use kraftwerk_protocol::versions;
 
 use crate::BrokerState;
 
+mod add_offsets_to_txn;
+mod add_partitions_to_txn;
 mod alter_configs;
 mod alter_partition_reassignments;
 mod api_versions;
@@ -28,7 +30,9 @@ mod describe_groups;
 mod describe_log_dirs;
 mod describe_producers;
 mod describe_quorum;
+mod describe_transactions;
 mod elect_leaders;
+mod end_txn;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -39,6 +43,7 @@ mod leave_group;
 mod list_groups;
 mod list_offsets;
 mod list_partition_reassignments;
+mod list_transactions;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -46,6 +51,7 @@ mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
+mod txn_offset_commit;
 
 /// What the connection does after one request.
 pub enum Outcome {
@@ -167,6 +173,12 @@ pub async fn handle_frame(
         AlterPartitionReassignments => alter_partition_reassignments,
         ListPartitionReassignments => list_partition_reassignments,
         DescribeProducers => describe_producers,
+        AddPartitionsToTxn => add_partitions_to_txn,
+        AddOffsetsToTxn => add_offsets_to_txn,
+        EndTxn => end_txn,
+        TxnOffsetCommit => txn_offset_commit,
+        DescribeTransactions => describe_transactions,
+        ListTransactions => list_transactions,
     }
 }
 
@@ -213,6 +225,21 @@ pub(crate) fn finish_frame(out: &mut BytesMut) -> Outcome {
     };
     out[..4].copy_from_slice(&len.to_be_bytes());
     Outcome::Respond
+}
+
+/// PRODUCER_FENCED is INVALID_PRODUCER_EPOCH to clients of versions
+/// before `since`, which do not know it (as Kafka answers them).
+pub(crate) fn fenced_for_version(
+    code: kraftwerk_types::ErrorCode,
+    version: i16,
+    since: i16,
+) -> kraftwerk_types::ErrorCode {
+    use kraftwerk_types::ErrorCode;
+    if code == ErrorCode::PRODUCER_FENCED && version < since {
+        ErrorCode::INVALID_PRODUCER_EPOCH
+    } else {
+        code
+    }
 }
 
 pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {

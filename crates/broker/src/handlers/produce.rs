@@ -53,12 +53,6 @@ pub async fn handle(
                         format!("acks={acks} is not one of -1, 0, 1"),
                     ));
                 }
-                if body.transactional_id.is_some() {
-                    return Err((
-                        ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-                        "transactions are not supported by this broker".into(),
-                    ));
-                }
                 let Some(record) = image.partition(&name, pd.index) else {
                     return Err((
                         ErrorCode::UNKNOWN_TOPIC_OR_PARTITION,

@@ -29,12 +29,10 @@ pub mod state;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::ConsumerProtocolSubscription;
 use kafka_protocol::protocol::Decodable;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::RecordBatchDecoder;
 use kraftwerk_types::ErrorCode;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
@@ -230,53 +228,24 @@ impl GroupCoordinator {
         if records.is_empty() {
             return Ok(-1);
         }
-        let now = now_ms();
-        let batch: Vec<Record> = records
-            .into_iter()
-            .enumerate()
-            .map(|(i, (key, value))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: -1,
-                timestamp: now,
-                key: Some(key),
-                value,
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        };
-        if let Err(e) = RecordBatchEncoder::encode(&mut buf, &batch, &options) {
-            tracing::error!(error = %e, "could not encode a {OFFSETS_TOPIC} batch");
-            return Err(ErrorCode::UNKNOWN_SERVER_ERROR);
-        }
-        log.append(OFFSETS_TOPIC, partition, buf.freeze())
-            .map_err(|e| {
-                tracing::warn!(
-                    partition,
-                    code = e.code(),
-                    "append to {OFFSETS_TOPIC} failed"
-                );
-                // Kafka's mapping of append errors for its coordinators.
-                match e {
-                    ErrorCode::NOT_LEADER_OR_FOLLOWER
-                    | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
-                    | ErrorCode::KAFKA_STORAGE_ERROR => ErrorCode::NOT_COORDINATOR,
-                    ErrorCode::MESSAGE_TOO_LARGE | ErrorCode::RECORD_LIST_TOO_LARGE => {
-                        ErrorCode::INVALID_COMMIT_OFFSET_SIZE
-                    }
-                    _ => ErrorCode::COORDINATOR_NOT_AVAILABLE,
-                }
-            })
+        self.append_batch(log, partition, crate::encode_batch(records, None)?)
+    }
+
+    /// Appends an encoded batch to an offsets partition led here.
+    pub(crate) fn append_batch(
+        &self,
+        log: &dyn CoordinatorLog,
+        partition: i32,
+        batch: Bytes,
+    ) -> Result<i64, ErrorCode> {
+        log.append(OFFSETS_TOPIC, partition, batch).map_err(|e| {
+            tracing::warn!(
+                partition,
+                code = e.code(),
+                "append to {OFFSETS_TOPIC} failed"
+            );
+            crate::append_error(e)
+        })
     }
 
     /// Waits until `offset` of an offsets partition is committed (below the
@@ -298,22 +267,7 @@ impl GroupCoordinator {
             r = log.wait_committed(OFFSETS_TOPIC, partition, offset, deadline) => r,
             _ = self.shutdown.cancelled() => return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
         };
-        match result {
-            Ok(()) => Ok(()),
-            Err(ErrorCode::NOT_LEADER_OR_FOLLOWER | ErrorCode::UNKNOWN_TOPIC_OR_PARTITION) => {
-                Err(ErrorCode::NOT_COORDINATOR)
-            }
-            // As Kafka's coordinator does: a record the ISR did not take in
-            // time makes the coordinator unavailable (clients find it
-            // again and retry); REQUEST_TIMED_OUT would be fatal to them.
-            Err(
-                ErrorCode::NOT_ENOUGH_REPLICAS
-                | ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND
-                | ErrorCode::REQUEST_TIMED_OUT,
-            ) => Err(ErrorCode::COORDINATOR_NOT_AVAILABLE),
-            Err(ErrorCode::KAFKA_STORAGE_ERROR) => Err(ErrorCode::NOT_COORDINATOR),
-            Err(code) => Err(code),
-        }
+        result.map_err(crate::commit_error)
     }
 
     /// Persists a group's membership if it changed (or its tombstone when it died).
@@ -484,6 +438,7 @@ impl GroupCoordinator {
             if g.state == GroupState::Empty
                 && g.offsets.is_empty()
                 && g.pending_offsets.is_empty()
+                && g.txn_offsets.is_empty()
                 && g.is_empty()
             {
                 g.mark_dead(now_ms);
@@ -506,6 +461,8 @@ fn replay(log: &dyn CoordinatorLog, partition: i32) -> Result<Vec<Group>, String
     let now = Instant::now();
     let mut offsets: HashMap<String, BTreeMap<(String, i32), OffsetValue>> = HashMap::new();
     let mut metadata: HashMap<String, Option<records::GroupValue>> = HashMap::new();
+    type TxnOffset = (String, (String, i32), OffsetValue);
+    let mut txn_offsets: HashMap<i64, Vec<TxnOffset>> = HashMap::new();
     let mut at = start;
     while at < end {
         let chunk = log.read(OFFSETS_TOPIC, partition, at, LOAD_READ_BYTES, end)?;
@@ -523,9 +480,43 @@ fn replay(log: &dyn CoordinatorLog, partition: i32) -> Result<Vec<Group>, String
             let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
             for r in set.records {
                 if r.control {
+                    // A transaction marker: its offsets become committed
+                    // (COMMIT) or are dropped.
+                    let commit = r.key.as_deref().is_some_and(|k| {
+                        k.len() >= 4
+                            && i16::from_be_bytes([k[2], k[3]])
+                                == kraftwerk_protocol::batch::CONTROL_COMMIT
+                    });
+                    for (group, key, value) in
+                        txn_offsets.remove(&r.producer_id).unwrap_or_default()
+                    {
+                        if commit {
+                            offsets.entry(group).or_default().insert(key, value);
+                        }
+                    }
                     continue;
                 }
                 let Some(key) = r.key else { continue };
+                if r.transactional {
+                    // An offset of an open transaction (TxnOffsetCommit).
+                    if let (
+                        Ok(RecordKey::Offset {
+                            group,
+                            topic,
+                            partition: tp,
+                        }),
+                        Some(Ok(v)),
+                    ) = (
+                        records::decode_key(&key),
+                        r.value.as_deref().map(records::decode_offset_value),
+                    ) {
+                        txn_offsets
+                            .entry(r.producer_id)
+                            .or_default()
+                            .push((group, (topic, tp), v));
+                    }
+                    continue;
+                }
                 let key = match records::decode_key(&key) {
                     Ok(k) => k,
                     Err(e) => {
@@ -592,6 +583,18 @@ fn replay(log: &dyn CoordinatorLog, partition: i32) -> Result<Vec<Group>, String
             .entry(id.clone())
             .or_insert_with(|| Group::new(&id, now_ms))
             .offsets = o;
+    }
+    // Transactions still open: their offsets wait for a marker.
+    for (producer_id, pending) in txn_offsets {
+        for (id, key, value) in pending {
+            groups
+                .entry(id.clone())
+                .or_insert_with(|| Group::new(&id, now_ms))
+                .txn_offsets
+                .entry(producer_id)
+                .or_default()
+                .insert(key, value);
+        }
     }
     Ok(groups.into_values().collect())
 }

@@ -224,6 +224,68 @@ impl GroupCoordinator {
         committed
     }
 
+    /// TxnOffsetCommit: offsets written as part of a producer's
+    /// transaction, committed by its COMMIT marker ([`Self::complete_txn`]).
+    /// The transaction coordinator checked the producer id and epoch.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn txn_commit_offsets(
+        &self,
+        log: &dyn CoordinatorLog,
+        group_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        generation: i32,
+        offsets: Vec<((String, i32), OffsetValue)>,
+    ) -> Result<(), ErrorCode> {
+        let owned = self.owns(log, group_id)?;
+        let group = self.group_or_new(group_id);
+        let record_offset = {
+            let g = group.lock();
+            g.validate_txn_commit(member_id, group_instance_id, generation)?;
+            if offsets.is_empty() {
+                return Ok(());
+            }
+            let batch = offsets
+                .iter()
+                .map(|((t, p), v)| {
+                    (
+                        records::offset_key(group_id, t, *p),
+                        Some(records::offset_value(v)),
+                    )
+                })
+                .collect();
+            let encoded = crate::encode_batch(batch, Some((producer_id, producer_epoch)))?;
+            self.append_batch(log, owned.partition, encoded)?
+        };
+        self.await_committed(log, owned.partition, record_offset)
+            .await?;
+        let mut g = group.lock();
+        let pending = g.txn_offsets.entry(producer_id).or_default();
+        pending.extend(offsets);
+        Ok(())
+    }
+
+    /// A transaction marker was written to `partition` of the offsets
+    /// topic: the producer's transactional offsets there are committed or
+    /// dropped.
+    pub fn complete_txn(
+        &self,
+        log: &dyn CoordinatorLog,
+        partition: i32,
+        producer_id: i64,
+        commit: bool,
+    ) {
+        let count = self.partition_count(log);
+        for group in self.all_groups() {
+            let mut g = group.lock();
+            if super::partition_for(&g.group_id, count) == partition {
+                g.complete_txn(producer_id, commit);
+            }
+        }
+    }
+
     /// OffsetFetch: the committed offsets of the partitions asked for, or
     /// of every partition the group has an offset for.
     pub fn fetch_offsets(

@@ -183,6 +183,11 @@ pub struct Group {
     /// record is committed, and only the latest write of a partition's
     /// offset is applied then.
     pub pending_offsets: HashMap<(String, i32), (i64, OffsetValue)>,
+    /// Offsets committed inside a transaction (TxnOffsetCommit), by
+    /// producer id: they become committed offsets when the transaction's
+    /// COMMIT marker is written to this group's offsets partition, and
+    /// are dropped on ABORT.
+    pub txn_offsets: HashMap<i64, BTreeMap<(String, i32), OffsetValue>>,
     /// Wall-clock time of the last state change (Kafka's currentStateTimestamp).
     pub state_timestamp_ms: i64,
     rebalance_deadline: Option<Instant>,
@@ -213,6 +218,7 @@ impl Group {
             static_members: HashMap::new(),
             offsets: BTreeMap::new(),
             pending_offsets: HashMap::new(),
+            txn_offsets: HashMap::new(),
             state_timestamp_ms: now_ms,
             rebalance_deadline: None,
             initial_delay: None,
@@ -983,6 +989,54 @@ impl Group {
             return Err(ErrorCode::ILLEGAL_GENERATION);
         }
         Ok(())
+    }
+
+    /// Kafka's checks of a TxnOffsetCommit's group metadata (KIP-447): a
+    /// member id and generation, when given, must be current; unlike a
+    /// plain commit it is accepted while a rebalance completes.
+    pub fn validate_txn_commit(
+        &self,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ErrorCode> {
+        if self.state == GroupState::Dead {
+            return Err(ErrorCode::COORDINATOR_NOT_AVAILABLE);
+        }
+        if generation < 0 && self.state == GroupState::Empty {
+            return Ok(());
+        }
+        if let Some(instance) = instance_id {
+            if self
+                .static_members
+                .get(instance)
+                .is_some_and(|known| known != member_id)
+            {
+                return Err(ErrorCode::FENCED_INSTANCE_ID);
+            }
+        }
+        if !member_id.is_empty() && !self.members.contains_key(member_id) {
+            return Err(ErrorCode::UNKNOWN_MEMBER_ID);
+        }
+        if generation >= 0 && generation != self.generation {
+            return Err(ErrorCode::ILLEGAL_GENERATION);
+        }
+        Ok(())
+    }
+
+    /// A transaction's marker reached this group's offsets partition.
+    pub fn complete_txn(&mut self, producer_id: i64, commit: bool) {
+        if let Some(offsets) = self.txn_offsets.remove(&producer_id) {
+            if commit {
+                self.offsets.extend(offsets);
+            }
+        }
+    }
+
+    /// Whether a transaction has an offset of this partition pending
+    /// (OffsetFetch with `require_stable` answers UNSTABLE_OFFSET_COMMIT).
+    pub fn has_txn_offset(&self, key: &(String, i32)) -> bool {
+        self.txn_offsets.values().any(|o| o.contains_key(key))
     }
 
     /// Timer duties: the initial delay, the rebalance timeout, expired sessions.

@@ -1,0 +1,51 @@
+//! DescribeTransactions (65): the state of transactional ids coordinated
+//! by this broker (NOT_COORDINATOR for others, TRANSACTIONAL_ID_NOT_FOUND
+//! for unknown ones), as `kafka-transactions.sh describe` shows it.
+
+use kafka_protocol::messages::describe_transactions_response::{TopicData, TransactionState};
+use kafka_protocol::messages::{
+    DescribeTransactionsRequest, DescribeTransactionsResponse, ProducerId, TopicName,
+};
+use kraftwerk_coordinator::txn::partitions_by_topic;
+
+use super::{str_bytes, Request};
+use crate::BrokerState;
+
+pub async fn handle(
+    state: &BrokerState,
+    _req: &Request<'_>,
+    body: DescribeTransactionsRequest,
+) -> DescribeTransactionsResponse {
+    let states = body
+        .transactional_ids
+        .iter()
+        .map(|id| {
+            let base = TransactionState::default()
+                .with_transactional_id(id.clone())
+                .with_transaction_state(str_bytes(""))
+                .with_transaction_start_time_ms(-1)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
+            match state.txns.describe(state, &id.0) {
+                Ok(m) => base
+                    .with_transaction_state(str_bytes(m.state.name()))
+                    .with_transaction_timeout_ms(m.timeout_ms)
+                    .with_transaction_start_time_ms(m.start_ms)
+                    .with_producer_id(ProducerId(m.producer_id))
+                    .with_producer_epoch(m.producer_epoch)
+                    .with_topics(
+                        partitions_by_topic(&m.partitions)
+                            .into_iter()
+                            .map(|(t, ps)| {
+                                TopicData::default()
+                                    .with_topic(TopicName(str_bytes(t)))
+                                    .with_partitions(ps)
+                            })
+                            .collect(),
+                    ),
+                Err(code) => base.with_error_code(code.code()),
+            }
+        })
+        .collect();
+    DescribeTransactionsResponse::default().with_transaction_states(states)
+}
