@@ -1388,6 +1388,327 @@ fn describe_quorum(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
 }
 
 /// Every case for every version in `min..=max` of the APIs it names.
+/// A transactional producer ready to write: its coordinator found (the
+/// first FindCoordinator creates `__transaction_state`) and loaded, and
+/// InitProducerId answered. Returns (producer id, epoch).
+fn txn_producer(ctx: &mut Ctx, transactional_id: &str) -> Result<(i64, i16), String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let find = FindCoordinatorRequest::default()
+        .with_key(s(transactional_id))
+        .with_key_type(1);
+    loop {
+        let found = ctx.call(3, &find)?;
+        if found.error_code == 0 {
+            let init = InitProducerIdRequest::default()
+                .with_transactional_id(Some(TransactionalId(s(transactional_id))))
+                .with_transaction_timeout_ms(60_000)
+                .with_producer_id(ProducerId(-1))
+                .with_producer_epoch(-1);
+            let r = ctx.call(4, &init)?;
+            if r.error_code == 0 {
+                return Ok((r.producer_id.0, r.producer_epoch));
+            }
+            // NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS,
+            // COORDINATOR_NOT_AVAILABLE, CONCURRENT_TRANSACTIONS: retriable.
+            if ![14, 15, 16, 51].contains(&r.error_code) {
+                return Err(format!("InitProducerId: error {}", r.error_code));
+            }
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "no transaction coordinator for {transactional_id} after 60 s"
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn add_partitions(
+    id: &str,
+    producer: (i64, i16),
+    partitions: &[(&str, i32)],
+) -> AddPartitionsToTxnRequest {
+    let mut topics: Vec<add_partitions_to_txn_request::AddPartitionsToTxnTopic> = Vec::new();
+    for (t, p) in partitions {
+        match topics.iter_mut().find(|x| x.name.0.as_str() == *t) {
+            Some(x) => x.partitions.push(*p),
+            None => topics.push(
+                add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                    .with_name(topic_name(t))
+                    .with_partitions(vec![*p]),
+            ),
+        }
+    }
+    AddPartitionsToTxnRequest::default()
+        .with_v3_and_below_transactional_id(TransactionalId(s(id)))
+        .with_v3_and_below_producer_id(ProducerId(producer.0))
+        .with_v3_and_below_producer_epoch(producer.1)
+        .with_v3_and_below_topics(topics)
+}
+
+fn end_txn(id: &str, producer: (i64, i16), commit: bool) -> EndTxnRequest {
+    EndTxnRequest::default()
+        .with_transactional_id(TransactionalId(s(id)))
+        .with_producer_id(ProducerId(producer.0))
+        .with_producer_epoch(producer.1)
+        .with_committed(commit)
+}
+
+/// Ends a transaction and waits until its markers are written (the next
+/// InitProducerId is refused with CONCURRENT_TRANSACTIONS until then).
+fn end_and_settle(
+    ctx: &mut Ctx,
+    id: &str,
+    producer: (i64, i16),
+    commit: bool,
+) -> Result<EndTxnResponse, String> {
+    let ended = ctx.call(1, &end_txn(id, producer, commit))?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let d = ctx.call(
+            0,
+            &DescribeTransactionsRequest::default()
+                .with_transactional_ids(vec![TransactionalId(s(id))]),
+        )?;
+        let state = d
+            .transaction_states
+            .first()
+            .map(|t| t.transaction_state.to_string());
+        if !matches!(state.as_deref(), Some("PrepareCommit" | "PrepareAbort")) {
+            return Ok(ended);
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("{id}: markers not written after 30 s"));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A transactional batch on partition 0 of `topic`.
+fn txn_produce(
+    ctx: &mut Ctx,
+    id: &str,
+    topic: &str,
+    producer: (i64, i16),
+    values: &[&str],
+) -> Result<ProduceResponse, String> {
+    let values: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+    let stamp = crate::ProducerStamp {
+        producer_id: producer.0,
+        producer_epoch: producer.1,
+        base_sequence: 0,
+    };
+    let request = produce(
+        topic,
+        Uuid::nil(),
+        crate::transactional_batch(&values, stamp),
+        9,
+    )
+    .with_transactional_id(Some(TransactionalId(s(id))));
+    // NOT_LEADER_OR_FOLLOWER is retriable: Kafka answers it while the
+    // partition leader's check with the transaction coordinator (KIP-890)
+    // has not gone through.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = ctx.call(9, &request)?;
+        let code = r
+            .responses
+            .first()
+            .and_then(|t| t.partition_responses.first())
+            .map_or(-1, |p| p.error_code);
+        if ![3, 6].contains(&code) || std::time::Instant::now() > deadline {
+            return Ok(r);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+fn add_partitions_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let topic = ctx.name("txn-add", v);
+    ctx.topic(&topic, 2)?;
+    let id = ctx.name("txn-add-id", v);
+    let producer = txn_producer(ctx, &id)?;
+    let missing = ctx.name("txn-add-missing", v);
+    let mut out = Seen::new();
+    out.extend(seen(
+        &ctx.call(v, &add_partitions(&id, producer, &[(&topic, 0)]))?,
+    ));
+    out.extend(seen(&ctx.call(
+        v,
+        &add_partitions(&id, producer, &[(&topic, 0), (&topic, 1)]),
+    )?));
+    // (Kafka lists a mixed answer in hash order, so the unknown topic
+    // comes alone.)
+    out.extend(seen(
+        &ctx.call(v, &add_partitions(&id, producer, &[(&missing, 0)]))?,
+    ));
+    let stale = (producer.0, producer.1 - 1);
+    out.extend(seen(
+        &ctx.call(v, &add_partitions(&id, stale, &[(&topic, 1)]))?,
+    ));
+    let other = (producer.0 + 1, producer.1);
+    out.extend(seen(
+        &ctx.call(v, &add_partitions(&id, other, &[(&topic, 1)]))?,
+    ));
+    out.extend(seen(&end_and_settle(ctx, &id, producer, false)?));
+    Ok(out)
+}
+
+fn add_offsets_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let id = ctx.name("txn-offsets-id", v);
+    let group = ctx.name("txn-offsets-group", v);
+    coordinator_ready(ctx, &group)?;
+    let producer = txn_producer(ctx, &id)?;
+    let add = |producer: (i64, i16)| {
+        AddOffsetsToTxnRequest::default()
+            .with_transactional_id(TransactionalId(s(&id)))
+            .with_producer_id(ProducerId(producer.0))
+            .with_producer_epoch(producer.1)
+            .with_group_id(group_id(&group))
+    };
+    let mut out = seen(&ctx.call(v, &add(producer))?);
+    out.extend(seen(&ctx.call(v, &add((producer.0, producer.1 + 1)))?));
+    out.extend(seen(&end_and_settle(ctx, &id, producer, false)?));
+    Ok(out)
+}
+
+fn end_txn_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let topic = ctx.name("txn-end", v);
+    ctx.topic(&topic, 1)?;
+    let id = ctx.name("txn-end-id", v);
+    let producer = txn_producer(ctx, &id)?;
+    let mut out = Seen::new();
+    // Nothing open yet.
+    out.extend(seen(&ctx.call(v, &end_txn(&id, producer, true))?));
+    out.extend(seen(
+        &ctx.call(3, &add_partitions(&id, producer, &[(&topic, 0)]))?,
+    ));
+    out.extend(seen(&txn_produce(ctx, &id, &topic, producer, &["a", "b"])?));
+    // A fenced epoch, then the real commit.
+    out.extend(seen(
+        &ctx.call(v, &end_txn(&id, (producer.0, producer.1 - 1), true))?,
+    ));
+    out.extend(seen(&ctx.call(v, &end_txn(&id, producer, true))?));
+    let d = DescribeTransactionsRequest::default()
+        .with_transactional_ids(vec![TransactionalId(s(&id))]);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = ctx.call(0, &d)?;
+        if r.transaction_states
+            .first()
+            .map(|t| t.transaction_state.as_str())
+            == Some("CompleteCommit")
+        {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err("transaction not complete after 30 s".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // Aborting what was committed.
+    out.extend(seen(&ctx.call(v, &end_txn(&id, producer, false))?));
+    // Both records and the marker are readable by read_committed.
+    let mut f = fetch(11, &topic, Uuid::nil(), 0, 0);
+    f.isolation_level = 1;
+    let r = ctx.call(11, &f)?;
+    let p = r.responses.first().and_then(|t| t.partitions.first());
+    out.push(format!(
+        "high watermark {:?}, last stable {:?}",
+        p.map(|p| p.high_watermark),
+        p.map(|p| p.last_stable_offset)
+    ));
+    Ok(out)
+}
+
+fn txn_offset_commit_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let topic = ctx.name("txn-commit", v);
+    ctx.topic(&topic, 1)?;
+    let id = ctx.name("txn-commit-id", v);
+    let group = ctx.name("txn-commit-group", v);
+    coordinator_ready(ctx, &group)?;
+    let producer = txn_producer(ctx, &id)?;
+    let add = AddOffsetsToTxnRequest::default()
+        .with_transactional_id(TransactionalId(s(&id)))
+        .with_producer_id(ProducerId(producer.0))
+        .with_producer_epoch(producer.1)
+        .with_group_id(group_id(&group));
+    let mut out = seen(&ctx.call(3, &add)?);
+    let commit = |producer: (i64, i16), generation: i32, member: &str| {
+        let mut r = TxnOffsetCommitRequest::default()
+            .with_transactional_id(TransactionalId(s(&id)))
+            .with_group_id(group_id(&group))
+            .with_producer_id(ProducerId(producer.0))
+            .with_producer_epoch(producer.1)
+            .with_topics(vec![
+                txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                    .with_name(topic_name(&topic))
+                    .with_partitions(vec![
+                        txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(5)
+                            .with_committed_leader_epoch(-1)
+                            .with_committed_metadata(Some(s("meta"))),
+                    ]),
+            ]);
+        if v >= 3 {
+            r = r.with_generation_id(generation).with_member_id(s(member));
+        }
+        r
+    };
+    out.extend(seen(&ctx.call(v, &commit(producer, -1, ""))?));
+    if v >= 3 {
+        // KIP-447: a member the group does not know.
+        out.extend(seen(&ctx.call(v, &commit(producer, -1, "stranger"))?));
+    }
+    // Not visible before the transaction commits.
+    out.extend(seen(&ctx.call(2, &offset_fetch(2, &group, &topic))?));
+    out.extend(seen(&end_and_settle(ctx, &id, producer, true)?));
+    out.extend(seen(&ctx.call(2, &offset_fetch(2, &group, &topic))?));
+    Ok(out)
+}
+
+fn describe_transactions_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let topic = ctx.name("txn-describe", v);
+    ctx.topic(&topic, 2)?;
+    let id = ctx.name("txn-describe-id", v);
+    let producer = txn_producer(ctx, &id)?;
+    let unknown = ctx.name("txn-describe-unknown", v);
+    let d = DescribeTransactionsRequest::default()
+        .with_transactional_ids(vec![TransactionalId(s(&id)), TransactionalId(s(&unknown))]);
+    let mut out = seen(&ctx.call(v, &d)?);
+    ctx.call(
+        3,
+        &add_partitions(&id, producer, &[(&topic, 1), (&topic, 0)]),
+    )?;
+    let d = DescribeTransactionsRequest::default()
+        .with_transactional_ids(vec![TransactionalId(s(&id))]);
+    out.extend(seen(&ctx.call(v, &d)?));
+    out.extend(seen(&end_and_settle(ctx, &id, producer, false)?));
+    Ok(out)
+}
+
+fn list_transactions_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let topic = ctx.name("txn-list", v);
+    ctx.topic(&topic, 1)?;
+    let id = ctx.name("txn-list-id", v);
+    let producer = txn_producer(ctx, &id)?;
+    ctx.call(3, &add_partitions(&id, producer, &[(&topic, 0)]))?;
+    let mut r = ListTransactionsRequest::default()
+        .with_state_filters(vec![s("Ongoing"), s("NoSuchState")])
+        .with_producer_id_filters(vec![ProducerId(producer.0)]);
+    if v >= 1 {
+        r = r.with_duration_filter(-1);
+    }
+    let mut out = seen(&ctx.call(v, &r)?);
+    let none = ListTransactionsRequest::default()
+        .with_state_filters(vec![s("CompleteCommit")])
+        .with_producer_id_filters(vec![ProducerId(producer.0)]);
+    out.extend(seen(&ctx.call(v, &none)?));
+    out.extend(seen(&end_and_settle(ctx, &id, producer, false)?));
+    Ok(out)
+}
+
 pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
     type Run = fn(&mut Ctx, i16) -> Result<Seen, String>;
     let table: &[(ApiKey, &'static str, &'static [&'static str], Run)] = &[
@@ -1602,6 +1923,42 @@ pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
             describe_quorum,
         ),
         (ApiKey::DescribeCluster, "brokers", &[], describe_cluster),
+        (
+            ApiKey::AddPartitionsToTxn,
+            "add, again, unknown topic, stale epoch, other producer",
+            &[],
+            add_partitions_flow,
+        ),
+        (
+            ApiKey::AddOffsetsToTxn,
+            "add group, future epoch",
+            &[],
+            add_offsets_flow,
+        ),
+        (
+            ApiKey::EndTxn,
+            "nothing open, stale epoch, commit, abort after commit",
+            &[],
+            end_txn_flow,
+        ),
+        (
+            ApiKey::TxnOffsetCommit,
+            "standalone, unknown member, invisible until committed",
+            &[],
+            txn_offset_commit_flow,
+        ),
+        (
+            ApiKey::DescribeTransactions,
+            "empty, unknown, ongoing",
+            &["transaction_start_time_ms"],
+            describe_transactions_flow,
+        ),
+        (
+            ApiKey::ListTransactions,
+            "ongoing with an unknown state, none",
+            &[],
+            list_transactions_flow,
+        ),
     ];
     let mut cases = Vec::new();
     for &(api, what, varies, run) in table {

@@ -150,6 +150,19 @@ pub struct ProducerStamp {
 /// request's partition) holding `values`, stamped with a
 /// producer id and sequences when `producer` is given.
 pub fn record_batch(values: &[String], producer: Option<ProducerStamp>) -> bytes::Bytes {
+    encode_batch(values, producer, false)
+}
+
+/// [`record_batch`] as a transactional producer writes it.
+pub fn transactional_batch(values: &[String], producer: ProducerStamp) -> bytes::Bytes {
+    encode_batch(values, Some(producer), true)
+}
+
+fn encode_batch(
+    values: &[String],
+    producer: Option<ProducerStamp>,
+    transactional: bool,
+) -> bytes::Bytes {
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
@@ -157,7 +170,7 @@ pub fn record_batch(values: &[String], producer: Option<ProducerStamp>) -> bytes
         .iter()
         .enumerate()
         .map(|(i, v)| Record {
-            transactional: false,
+            transactional,
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,

@@ -3,6 +3,9 @@
 //! does not exist, it gets UNKNOWN_TOPIC_OR_PARTITION and the others
 //! OPERATION_NOT_ATTEMPTED, as in Kafka; otherwise all share the
 //! coordinator's answer.
+//!
+//! Not yet done: KIP-890 part 1's check on the partition leader that a
+//! transactional batch belongs to a transaction its coordinator knows.
 
 use kafka_protocol::messages::add_partitions_to_txn_response::{
     AddPartitionsToTxnPartitionResult, AddPartitionsToTxnTopicResult,
@@ -60,9 +63,16 @@ pub async fn handle(
     } else {
         ErrorCode::NONE
     };
-    let results = body
-        .v3_and_below_topics
-        .iter()
+    // As Kafka lists them: the topics with a partition in error first.
+    let mut topics: Vec<_> = body.v3_and_below_topics.iter().collect();
+    topics.sort_by_key(|t| {
+        let name = t.name.0.to_string();
+        !t.partitions
+            .iter()
+            .any(|p| unknown.contains(&(name.clone(), *p)))
+    });
+    let results = topics
+        .into_iter()
         .map(|topic| {
             let name = topic.name.0.to_string();
             AddPartitionsToTxnTopicResult::default()

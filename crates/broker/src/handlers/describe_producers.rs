@@ -40,9 +40,7 @@ pub async fn handle(
                                         .with_last_sequence(a.last_sequence)
                                         .with_last_timestamp(a.last_timestamp)
                                         .with_coordinator_epoch(a.coordinator_epoch)
-                                        .with_current_txn_start_offset(
-                                            a.current_txn_start_offset,
-                                        )
+                                        .with_current_txn_start_offset(a.current_txn_start_offset)
                                 })
                                 .collect(),
                         ),

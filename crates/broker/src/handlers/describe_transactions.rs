@@ -20,12 +20,8 @@ pub async fn handle(
         .transactional_ids
         .iter()
         .map(|id| {
-            let base = TransactionState::default()
-                .with_transactional_id(id.clone())
-                .with_transaction_state(str_bytes(""))
-                .with_transaction_start_time_ms(-1)
-                .with_producer_id(ProducerId(-1))
-                .with_producer_epoch(-1);
+            // An id that cannot be described keeps the schema's defaults, as in Kafka.
+            let base = TransactionState::default().with_transactional_id(id.clone());
             match state.txns.describe(state, &id.0) {
                 Ok(m) => base
                     .with_transaction_state(str_bytes(m.state.name()))
