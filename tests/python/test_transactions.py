@@ -318,3 +318,47 @@ def test_transaction_outcomes_survive_a_broker_restart(broker):
     again.commit_transaction(30)
     got = read_all(broker.bootstrap, [topic], 2, "read_committed", expect=3, timeout_s=15)
     assert got == {(topic, 0): [b"kept"], (topic, 1): [b"kept", b"after-restart"]}
+
+
+def test_java_client_exactly_once_copy_on_one_node(broker):
+    from peers import run_java_scenario
+
+    out = run_java_scenario("TransactionalCopy", broker.bootstrap, "--records", 5000, "--partitions", 4)
+    assert "exactly the input in order" in out
+
+
+def test_kafka_transactions_tool_lists_describes_and_finds_a_hanging_transaction(broker):
+    from peers import kafka_tool, require_kafka_tools
+
+    require_kafka_tools()
+    topic = "txn-tool"
+    create_topics(broker.bootstrap, [topic], 2)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "tool-app"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(topic, value=b"pending", partition=1)
+    assert producer.flush(30) == 0
+    b = ["--bootstrap-server", broker.bootstrap]
+
+    listed = kafka_tool("kafka-transactions.sh", *b, "list").stdout
+    assert "tool-app" in listed and "Ongoing" in listed, listed
+    described = kafka_tool("kafka-transactions.sh", *b, "describe", "--transactional-id", "tool-app").stdout
+    assert "Ongoing" in described and f"{topic}-1" in described, described
+    producers = kafka_tool("kafka-transactions.sh", *b, "describe-producers", "--topic", topic,
+                           "--partition", "1").stdout
+    # The producer's open transaction starts at offset 0 of partition 1.
+    rows = [line.split() for line in producers.splitlines()[1:] if line.strip()]
+    assert rows and rows[0][-1] == "0", producers
+
+    # Not hanging: the coordinator knows the transaction (and it is young).
+    hanging = kafka_tool("kafka-transactions.sh", *b, "find-hanging", "--broker-id", "1").stdout
+    assert hanging.splitlines()[0].startswith("Topic") and not hanging.splitlines()[1:], hanging
+
+    producer.commit_transaction(30)
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        described = kafka_tool("kafka-transactions.sh", *b, "describe", "--transactional-id", "tool-app").stdout
+        if "CompleteCommit" in described:
+            break
+        time.sleep(0.5)
+    assert "CompleteCommit" in described, described
