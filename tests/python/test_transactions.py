@@ -354,6 +354,22 @@ def test_kafka_transactions_tool_lists_describes_and_finds_a_hanging_transaction
     hanging = kafka_tool("kafka-transactions.sh", *b, "find-hanging", "--broker-id", "1").stdout
     assert hanging.splitlines()[0].startswith("Topic") and not hanging.splitlines()[1:], hanging
 
+    # Abort it on the partition by hand, as an operator ends a hanging
+    # transaction: the record is dropped for read_committed readers and the
+    # partition's stable offset moves on.
+    kafka_tool("kafka-transactions.sh", *b, "abort", "--topic", topic, "--partition", "1", "--start-offset", "0")
+    producers = kafka_tool("kafka-transactions.sh", *b, "describe-producers", "--topic", topic,
+                           "--partition", "1").stdout
+    rows = [line.split() for line in producers.splitlines()[1:] if line.strip()]
+    assert rows and rows[0][-1] == "None", producers
+    later = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "tool-later"})
+    later.init_transactions(30)
+    later.begin_transaction()
+    later.produce(topic, value=b"after", partition=1)
+    later.commit_transaction(30)
+    assert read_all(broker.bootstrap, [topic], 2, "read_committed", expect=1) == {(topic, 1): [b"after"]}
+
+    # The coordinator still ends the transaction it knows.
     producer.commit_transaction(30)
     deadline = time.time() + 20
     while time.time() < deadline:

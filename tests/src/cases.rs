@@ -1709,6 +1709,60 @@ fn list_transactions_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     Ok(out)
 }
 
+/// A hanging transaction aborted by hand, as `kafka-transactions.sh
+/// abort` does it: DescribeProducers, then WriteTxnMarkers to the
+/// partition leader.
+fn write_txn_markers_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let topic = ctx.name("txn-markers", v);
+    ctx.topic(&topic, 1)?;
+    let id = ctx.name("txn-markers-id", v);
+    let producer = txn_producer(ctx, &id)?;
+    ctx.call(3, &add_partitions(&id, producer, &[(&topic, 0)]))?;
+    let mut out = seen(&txn_produce(ctx, &id, &topic, producer, &["hanging"])?);
+    let describe = DescribeProducersRequest::default().with_topics(vec![
+        describe_producers_request::TopicRequest::default()
+            .with_name(topic_name(&topic))
+            .with_partition_indexes(vec![0]),
+    ]);
+    let described = ctx.call(0, &describe)?;
+    let coordinator_epoch = described
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .and_then(|p| p.active_producers.first())
+        .map_or(-1, |p| p.coordinator_epoch);
+    let marker = |partitions: Vec<i32>| {
+        WriteTxnMarkersRequest::default().with_markers(vec![
+            write_txn_markers_request::WritableTxnMarker::default()
+                .with_producer_id(ProducerId(producer.0))
+                .with_producer_epoch(producer.1)
+                .with_transaction_result(false)
+                .with_coordinator_epoch(coordinator_epoch)
+                .with_topics(vec![
+                    write_txn_markers_request::WritableTxnMarkerTopic::default()
+                        .with_name(topic_name(&topic))
+                        .with_partition_indexes(partitions),
+                ]),
+        ])
+    };
+    out.extend(seen(&ctx.call(v, &marker(vec![0]))?));
+    out.extend(seen(&ctx.call(v, &marker(vec![3]))?));
+    // The stable offset moved past the aborted record and its marker.
+    let mut f = fetch(11, &topic, Uuid::nil(), 0, 0);
+    f.isolation_level = 1;
+    let r = ctx.call(11, &f)?;
+    let p = r.responses.first().and_then(|t| t.partitions.first());
+    out.push(format!(
+        "high watermark {:?}, last stable {:?}, aborted {:?}",
+        p.map(|p| p.high_watermark),
+        p.map(|p| p.last_stable_offset),
+        p.and_then(|p| p.aborted_transactions.as_ref())
+            .map(|a| a.iter().map(|t| t.first_offset).collect::<Vec<_>>())
+    ));
+    out.extend(seen(&end_and_settle(ctx, &id, producer, false)?));
+    Ok(out)
+}
+
 pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
     type Run = fn(&mut Ctx, i16) -> Result<Seen, String>;
     let table: &[(ApiKey, &'static str, &'static [&'static str], Run)] = &[
@@ -1940,6 +1994,12 @@ pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
             "nothing open, stale epoch, commit, abort after commit",
             &[],
             end_txn_flow,
+        ),
+        (
+            ApiKey::WriteTxnMarkers,
+            "abort a hanging transaction, unknown partition",
+            &[],
+            write_txn_markers_flow,
         ),
         (
             ApiKey::TxnOffsetCommit,

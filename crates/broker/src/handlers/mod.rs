@@ -52,6 +52,7 @@ mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
 mod txn_offset_commit;
+mod write_txn_markers;
 
 /// What the connection does after one request.
 pub enum Outcome {
@@ -176,6 +177,7 @@ pub async fn handle_frame(
         AddPartitionsToTxn => add_partitions_to_txn,
         AddOffsetsToTxn => add_offsets_to_txn,
         EndTxn => end_txn,
+        WriteTxnMarkers => write_txn_markers,
         TxnOffsetCommit => txn_offset_commit,
         DescribeTransactions => describe_transactions,
         ListTransactions => list_transactions,

@@ -37,8 +37,10 @@ import org.apache.kafka.common.errors.ProducerFencedException;
  * Options: --records N (10000), --partitions P (6), --replication R (1),
  * --min-isr M, --batch B (records per transaction, 500), --timeout-s S.
  *
- * Prints `LEADERS {partition=node,...}` for the input topic and `COPIED n`
- * after each commit, so that a harness can kill brokers mid-run.
+ * Prints `LEADERS {partition=node,...}` for the input topic, `COPIED n`
+ * after each commit and `COORDINATOR n` (the transaction coordinator) at
+ * the start and every fifth commit, so that a harness can kill brokers
+ * mid-run.
  *
  * Checks: the read_committed output is the input, partition by partition,
  * in order, without duplicates and without the aborted records; a
@@ -95,13 +97,15 @@ public final class TransactionalCopy {
         int committedTxns = 0;
         int abortedOnPurpose = 0;
         int failedTxns = 0;
+        int restarts = 0;
         long copied = 0;
         try (KafkaConsumer<String, String> consumer = new KafkaConsumer<>(cp);
-                KafkaProducer<String, String> producer = new KafkaProducer<>(pp)) {
+                Admin admin = Admin.create(Common.adminProps(args.bootstrap))) {
+            KafkaProducer<String, String> producer = new KafkaProducer<>(pp);
             producer.initTransactions();
+            printCoordinator(admin, txnId);
             consumer.subscribe(List.of(input));
-            long inputEnd = n;
-            while (copied < inputEnd) {
+            while (copied < n) {
                 ConsumerRecords<String, String> records = consumer.poll(Duration.ofMillis(500));
                 if (records.isEmpty()) {
                     copied = committedTotal(consumer, input, partitions);
@@ -128,6 +132,9 @@ public final class TransactionalCopy {
                     committedTxns++;
                     copied = committedTotal(consumer, input, partitions);
                     System.out.println("COPIED " + copied);
+                    if (committedTxns % 5 == 0) {
+                        printCoordinator(admin, txnId);
+                    }
                     System.out.flush();
                 } catch (ProducerFencedException e) {
                     throw new Common.CheckFailed("fenced without a second producer: " + Common.describe(e));
@@ -137,13 +144,20 @@ public final class TransactionalCopy {
                     try {
                         producer.abortTransaction();
                     } catch (KafkaException again) {
-                        throw new Common.CheckFailed("abort after a failure failed: " + Common.describe(again));
+                        // Kafka's recovery when the transaction cannot be
+                        // aborted (a commit timed out): a new producer with
+                        // the same id fences this one and ends what it left open.
+                        Common.log("abort failed (%s); starting a new producer", Common.describe(again));
+                        producer.close(Duration.ZERO);
+                        producer = new KafkaProducer<>(pp);
+                        producer.initTransactions();
+                        restarts++;
                     }
                     rewind(consumer);
                 }
             }
-            Common.log("copied %d records in %d transactions (%d aborted on purpose, %d failed and retried)",
-                    copied, committedTxns, abortedOnPurpose, failedTxns);
+            Common.log("copied %d records in %d transactions (%d aborted on purpose, %d failed and retried, "
+                    + "%d producer restarts)", copied, committedTxns, abortedOnPurpose, failedTxns, restarts);
             Common.check(abortedOnPurpose > 0, "no transaction was aborted on purpose");
 
             // Zombie fencing: a second producer with the same id.
@@ -160,9 +174,22 @@ public final class TransactionalCopy {
                 }
                 Common.check(fenced, "the first producer could still commit after a successor initialised");
             }
+            producer.close(Duration.ZERO);
         }
 
         verify(args.bootstrap, input, output, group, partitions, n);
+    }
+
+    /** Prints `COORDINATOR n`: the broker coordinating the transactional id. */
+    static void printCoordinator(Admin admin, String txnId) {
+        try {
+            int id = admin.describeTransactions(List.of(txnId)).description(txnId).get(15, TimeUnit.SECONDS)
+                    .coordinatorId();
+            System.out.println("COORDINATOR " + id);
+            System.out.flush();
+        } catch (Exception e) {
+            Common.log("no coordinator known for %s: %s", txnId, Common.describe(e));
+        }
     }
 
     /** The committed offsets of the group, summed (the records copied). */
