@@ -1578,8 +1578,10 @@ fn end_txn_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     let id = ctx.name("txn-end-id", v);
     let producer = txn_producer(ctx, &id)?;
     let mut out = Seen::new();
-    // Nothing open yet.
+    // Nothing open yet; a write to a partition outside any transaction
+    // is refused (KIP-890 part 1).
     out.extend(seen(&ctx.call(v, &end_txn(&id, producer, true))?));
+    out.extend(seen(&txn_produce(ctx, &id, &topic, producer, &["early"])?));
     out.extend(seen(
         &ctx.call(3, &add_partitions(&id, producer, &[(&topic, 0)]))?,
     ));
@@ -1677,10 +1679,8 @@ fn describe_transactions_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     let d = DescribeTransactionsRequest::default()
         .with_transactional_ids(vec![TransactionalId(s(&id)), TransactionalId(s(&unknown))]);
     let mut out = seen(&ctx.call(v, &d)?);
-    ctx.call(
-        3,
-        &add_partitions(&id, producer, &[(&topic, 1), (&topic, 0)]),
-    )?;
+    // One partition: Kafka lists a transaction's partitions in hash order.
+    ctx.call(3, &add_partitions(&id, producer, &[(&topic, 1)]))?;
     let d = DescribeTransactionsRequest::default()
         .with_transactional_ids(vec![TransactionalId(s(&id))]);
     out.extend(seen(&ctx.call(v, &d)?));

@@ -35,7 +35,7 @@ pub struct MarkerClients {
 }
 
 impl MarkerClients {
-    fn client(&self, endpoint: &str) -> Result<ReplicationClient<Channel>, ErrorCode> {
+    pub(crate) fn client(&self, endpoint: &str) -> Result<ReplicationClient<Channel>, ErrorCode> {
         let mut channels = self.channels.lock();
         if let Some(c) = channels.get(endpoint) {
             return Ok(ReplicationClient::new(c.clone()));
@@ -50,7 +50,7 @@ impl MarkerClients {
         Ok(ReplicationClient::new(channel))
     }
 
-    fn forget(&self, endpoint: &str) {
+    pub(crate) fn forget(&self, endpoint: &str) {
         self.channels.lock().remove(endpoint);
     }
 }
@@ -121,6 +121,74 @@ pub async fn serve(
         });
     }
     pb::WriteTxnMarkersResponse { results }
+}
+
+/// KIP-890 part 1, on the partition leader: before the first
+/// transactional batch of a producer is appended to `topic`-`partition`,
+/// the transactional id's coordinator (this broker, or another over
+/// gRPC) must confirm the partition is in the producer's ongoing
+/// transaction. Anything transient (no coordinator yet, loading, a state
+/// change in flight, an unreachable broker) is NOT_LEADER_OR_FOLLOWER,
+/// which every client retries; a refusal is INVALID_TXN_STATE or
+/// INVALID_PRODUCER_EPOCH.
+pub async fn verify_transaction(
+    state: &BrokerState,
+    transactional_id: &str,
+    producer_id: i64,
+    epoch: i16,
+    topic: &str,
+    partition: i32,
+) -> Result<(), ErrorCode> {
+    use kraftwerk_coordinator::txn::TXN_TOPIC;
+    use kraftwerk_coordinator::CoordinatorLog;
+    let transient = |code: ErrorCode| match code {
+        ErrorCode::INVALID_TXN_STATE | ErrorCode::INVALID_PRODUCER_EPOCH => code,
+        _ => ErrorCode::NOT_LEADER_OR_FOLLOWER,
+    };
+    let Some(count) = state.partition_count(TXN_TOPIC) else {
+        // No transaction state anywhere: no transaction can be open.
+        return Err(ErrorCode::INVALID_TXN_STATE);
+    };
+    let p = kraftwerk_coordinator::group::partition_for(transactional_id, count);
+    let image = state.image.load();
+    let leader = image.partition(TXN_TOPIC, p).map_or(-1, |r| r.leader);
+    if leader == state.config.node_id {
+        return state
+            .txns
+            .verify(
+                state,
+                transactional_id,
+                producer_id,
+                epoch,
+                topic,
+                partition,
+            )
+            .map_err(transient);
+    }
+    let endpoint = image
+        .brokers
+        .get(&leader)
+        .and_then(|b| b.replication_endpoint.clone())
+        .ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
+    let mut client = state.marker_clients.client(&endpoint).map_err(transient)?;
+    let request = pb::VerifyTransactionRequest {
+        transactional_id: transactional_id.to_string(),
+        producer_id,
+        producer_epoch: i32::from(epoch),
+        topic: topic.to_string(),
+        partition,
+    };
+    match client.verify_transaction(request).await {
+        Ok(answer) => match ErrorCode(answer.into_inner().error_code as i16) {
+            ErrorCode::NONE => Ok(()),
+            code => Err(transient(code)),
+        },
+        Err(status) => {
+            tracing::debug!(leader, %endpoint, %status, "transaction verification not answered");
+            state.marker_clients.forget(&endpoint);
+            Err(ErrorCode::NOT_LEADER_OR_FOLLOWER)
+        }
+    }
 }
 
 /// Whether a partition's marker failed for good: it cannot be written

@@ -175,6 +175,27 @@ impl Replication for ReplicationGrpc {
         let response = crate::markers::serve(&self.state, request.into_inner()).await;
         Ok(tonic::Response::new(response))
     }
+
+    async fn verify_transaction(
+        &self,
+        request: tonic::Request<pb::VerifyTransactionRequest>,
+    ) -> Result<tonic::Response<pb::VerifyTransactionResponse>, tonic::Status> {
+        let r = request.into_inner();
+        let code = match self.state.txns.verify(
+            &*self.state,
+            &r.transactional_id,
+            r.producer_id,
+            r.producer_epoch as i16,
+            &r.topic,
+            r.partition,
+        ) {
+            Ok(()) => 0,
+            Err(code) => i32::from(code.code()),
+        };
+        Ok(tonic::Response::new(pb::VerifyTransactionResponse {
+            error_code: code,
+        }))
+    }
 }
 
 /// ISR changes as `AlterPartition` commands to the controller quorum.

@@ -469,6 +469,13 @@ mod tests {
         ) -> Result<tonic::Response<pb::WriteTxnMarkersResponse>, tonic::Status> {
             Err(tonic::Status::unimplemented("a fetch-only test leader"))
         }
+
+        async fn verify_transaction(
+            &self,
+            _request: tonic::Request<pb::VerifyTransactionRequest>,
+        ) -> Result<tonic::Response<pb::VerifyTransactionResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("a fetch-only test leader"))
+        }
     }
 
     #[tokio::test]

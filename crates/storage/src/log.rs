@@ -551,6 +551,15 @@ impl Log {
         self.state.read().producers.first_unstable_offset()
     }
 
+    /// Whether `producer_id` has a transaction open in this log.
+    pub fn has_open_transaction(&self, producer_id: i64) -> bool {
+        self.state
+            .read()
+            .producers
+            .entry(producer_id)
+            .is_some_and(|e| e.txn_first_offset.is_some())
+    }
+
     /// Aborted transactions whose data overlaps `[from, upper)`.
     pub fn aborted_transactions(&self, from: i64, upper: i64) -> Vec<AbortedTxn> {
         self.state.read().producers.aborted_between(from, upper)

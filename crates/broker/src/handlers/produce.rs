@@ -7,6 +7,11 @@
 //! passes the last appended offset: NOT_ENOUGH_REPLICAS_AFTER_APPEND if the
 //! ISR shrank below the minimum meanwhile, REQUEST_TIMED_OUT if it never
 //! got there (for example on a leader that lost its followers).
+//!
+//! Transactional batches: a producer's first one in a partition is only
+//! appended once its transaction coordinator confirms the partition is in
+//! the producer's ongoing transaction (KIP-890 part 1), so a write that
+//! arrives after its transaction ended cannot leave a hanging transaction.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,7 +51,7 @@ pub async fn handle(
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let outcome: Result<Appended, (ErrorCode, String)> = (|| {
+            let outcome: Result<Appended, (ErrorCode, String)> = async {
                 if !(-1..=1).contains(&acks) {
                     return Err((
                         ErrorCode::INVALID_REQUIRED_ACKS,
@@ -108,6 +113,40 @@ pub async fn handle(
                         ),
                     ));
                 }
+                // KIP-890 part 1: a producer's first transactional batch
+                // here is checked with its transaction coordinator.
+                if let Some((producer_id, epoch)) = batches
+                    .iter()
+                    .find(|(h, _)| h.is_transactional())
+                    .map(|(h, _)| (h.producer_id, h.producer_epoch))
+                {
+                    let Some(transactional_id) = body.transactional_id.as_ref() else {
+                        return Err((
+                            ErrorCode::INVALID_TXN_STATE,
+                            "transactional batches need the request's transactional id".into(),
+                        ));
+                    };
+                    if !partition.log.has_open_transaction(producer_id) {
+                        crate::markers::verify_transaction(
+                            state,
+                            transactional_id,
+                            producer_id,
+                            epoch,
+                            &name,
+                            pd.index,
+                        )
+                        .await
+                        .map_err(|code| {
+                            (
+                                code,
+                                format!(
+                                    "{name}-{} is not in an ongoing transaction of producer {producer_id}",
+                                    pd.index
+                                ),
+                            )
+                        })?;
+                    }
+                }
                 let info = partition
                     .log
                     .append_as_leader(batches, partition.leader_epoch(), now_ms())
@@ -120,7 +159,8 @@ pub async fn handle(
                     info.last_offset,
                     partition,
                 ))
-            })();
+            }
+            .await;
             match outcome {
                 Ok((base_offset, log_append_time_ms, log_start_offset, last_offset, partition)) => {
                     appended_any = true;

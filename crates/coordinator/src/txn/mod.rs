@@ -425,6 +425,44 @@ impl TransactionCoordinator {
         state::check_producer(m, producer_id, epoch)
     }
 
+    /// KIP-890 part 1: whether `topic`-`partition` is in the ongoing
+    /// transaction of this producer, asked by a partition leader before it
+    /// appends the producer's first transactional batch there.
+    /// INVALID_TXN_STATE when it is not (a late write of a transaction that
+    /// ended), INVALID_PRODUCER_EPOCH when the producer was fenced,
+    /// CONCURRENT_TRANSACTIONS while the id's state is being stored.
+    pub fn verify(
+        &self,
+        log: &dyn CoordinatorLog,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), ErrorCode> {
+        self.owns(log, transactional_id)?;
+        let slot = self
+            .slot(transactional_id)
+            .ok_or(ErrorCode::INVALID_TXN_STATE)?;
+        let s = slot.lock();
+        let m = s.meta.as_ref().ok_or(ErrorCode::INVALID_TXN_STATE)?;
+        if m.producer_id != producer_id {
+            return Err(ErrorCode::INVALID_TXN_STATE);
+        }
+        if m.producer_epoch != epoch {
+            return Err(ErrorCode::INVALID_PRODUCER_EPOCH);
+        }
+        if s.busy {
+            return Err(ErrorCode::CONCURRENT_TRANSACTIONS);
+        }
+        let key = (topic.to_string(), partition);
+        if m.state == TxnState::Ongoing && m.partitions.contains(&key) {
+            Ok(())
+        } else {
+            Err(ErrorCode::INVALID_TXN_STATE)
+        }
+    }
+
     /// DescribeTransactions for one id.
     pub fn describe(
         &self,
