@@ -12,7 +12,7 @@ from cluster_harness import running_cluster
 from peers import java_classpath, java_scenario
 
 SESSION_TIMEOUT_MS = 4000
-RECORDS = 30_000
+RECORDS = 100_000
 
 
 def test_exactly_once_copy_survives_leader_and_coordinator_kills():
@@ -21,7 +21,7 @@ def test_exactly_once_copy_survives_leader_and_coordinator_kills():
              "offsets.topic.replication.factor": 3, "transaction.state.log.replication.factor": 3}
     with running_cluster("kraftwerk-txn-", extra=extra) as cluster:
         proc = java_scenario("TransactionalCopy", cluster.bootstrap, "--records", RECORDS, "--partitions", 6,
-                             "--replication", 3, "--min-isr", 2, "--batch", 500, "--timeout-s", 540)
+                             "--replication", 3, "--min-isr", 2, "--batch", 1000, "--timeout-s", 540)
         lines, kills = [], []
 
         def read():
