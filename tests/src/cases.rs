@@ -1663,8 +1663,13 @@ fn txn_offset_commit_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
         // KIP-447: a member the group does not know.
         out.extend(seen(&ctx.call(v, &commit(producer, -1, "stranger"))?));
     }
-    // Not visible before the transaction commits.
+    // Not visible before the transaction commits; unstable to a reader
+    // that requires stable offsets.
     out.extend(seen(&ctx.call(2, &offset_fetch(2, &group, &topic))?));
+    for version in [7, 8] {
+        let stable = offset_fetch(version, &group, &topic).with_require_stable(true);
+        out.extend(seen(&ctx.call(version, &stable)?));
+    }
     out.extend(seen(&end_and_settle(ctx, &id, producer, true)?));
     out.extend(seen(&ctx.call(2, &offset_fetch(2, &group, &topic))?));
     Ok(out)

@@ -1,6 +1,8 @@
 //! OffsetFetch (9): committed offsets, -1 where there is none. All of a
 //! group's offsets when `topics` is null; v8+ asks for several groups.
-//! `require_stable` is ignored: without transactions nothing is pending.
+//! With `require_stable` (v7+), a partition whose offset is part of an
+//! open transaction is answered UNSTABLE_OFFSET_COMMIT (retriable) until
+//! the transaction ends.
 
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
@@ -32,6 +34,7 @@ pub async fn handle(
                         .collect()
                 });
                 let group_id = g.group_id.0.to_string();
+                let unstable = unstable(state, &group_id, body.require_stable);
                 let (code, fetched) = match fetch(state, &group_id, topics) {
                     Ok(f) => (ErrorCode::NONE, f),
                     Err(e) => (e, Vec::new()),
@@ -44,17 +47,25 @@ pub async fn handle(
                             .into_iter()
                             .map(|(name, parts)| {
                                 OffsetFetchResponseTopics::default()
-                                    .with_name(TopicName(str_bytes(name)))
+                                    .with_name(TopicName(str_bytes(name.clone())))
                                     .with_partitions(
                                         parts
                                             .into_iter()
                                             .map(|(p, o)| {
-                                                let (offset, epoch, meta) = split(o);
+                                                let held = unstable.contains(&(name.clone(), p));
+                                                let (offset, epoch, meta) =
+                                                    split(if held { None } else { o });
+                                                let code = if held {
+                                                    ErrorCode::UNSTABLE_OFFSET_COMMIT
+                                                } else {
+                                                    ErrorCode::NONE
+                                                };
                                                 OffsetFetchResponsePartitions::default()
                                                     .with_partition_index(p)
                                                     .with_committed_offset(offset)
                                                     .with_committed_leader_epoch(epoch)
                                                     .with_metadata(Some(str_bytes(meta)))
+                                                    .with_error_code(code.code())
                                             })
                                             .collect(),
                                     )
@@ -66,6 +77,7 @@ pub async fn handle(
         return OffsetFetchResponse::default().with_groups(groups);
     }
     let group_id = body.group_id.0.to_string();
+    let unstable = unstable(state, &group_id, v >= 7 && body.require_stable);
     let requested: Option<Vec<(String, Vec<i32>)>> = body.topics.as_ref().map(|ts| {
         ts.iter()
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
@@ -88,18 +100,24 @@ pub async fn handle(
         .into_iter()
         .map(|(name, parts)| {
             OffsetFetchResponseTopic::default()
-                .with_name(TopicName(str_bytes(name)))
+                .with_name(TopicName(str_bytes(name.clone())))
                 .with_partitions(
                     parts
                         .into_iter()
                         .map(|(p, o)| {
-                            let (offset, epoch, meta) = split(o);
+                            let held = unstable.contains(&(name.clone(), p));
+                            let (offset, epoch, meta) = split(if held { None } else { o });
+                            let code = if held {
+                                ErrorCode::UNSTABLE_OFFSET_COMMIT
+                            } else {
+                                partition_code
+                            };
                             OffsetFetchResponsePartition::default()
                                 .with_partition_index(p)
                                 .with_committed_offset(offset)
                                 .with_committed_leader_epoch(if v >= 5 { epoch } else { -1 })
                                 .with_metadata(Some(str_bytes(meta)))
-                                .with_error_code(partition_code.code())
+                                .with_error_code(code.code())
                         })
                         .collect(),
                 )
@@ -116,6 +134,19 @@ fn split(o: Option<OffsetValue>) -> (i64, i32, String) {
     match o {
         Some(v) => (v.offset, v.leader_epoch, v.metadata),
         None => (-1, -1, String::new()),
+    }
+}
+
+/// The partitions to answer UNSTABLE_OFFSET_COMMIT, when asked to.
+fn unstable(
+    state: &BrokerState,
+    group_id: &str,
+    require_stable: bool,
+) -> std::collections::BTreeSet<(String, i32)> {
+    if require_stable {
+        state.groups.unstable_offsets(group_id)
+    } else {
+        Default::default()
     }
 }
 

@@ -286,6 +286,20 @@ impl GroupCoordinator {
         }
     }
 
+    /// The partitions of `group_id` with offsets in an open transaction:
+    /// OffsetFetch with `require_stable` answers them UNSTABLE_OFFSET_COMMIT.
+    pub fn unstable_offsets(&self, group_id: &str) -> BTreeSet<(String, i32)> {
+        self.group(group_id)
+            .map(|g| {
+                g.lock()
+                    .txn_offsets
+                    .values()
+                    .flat_map(|o| o.keys().cloned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// OffsetFetch: the committed offsets of the partitions asked for, or
     /// of every partition the group has an offset for.
     pub fn fetch_offsets(
