@@ -378,3 +378,10 @@ def test_kafka_transactions_tool_lists_describes_and_finds_a_hanging_transaction
             break
         time.sleep(0.5)
     assert "CompleteCommit" in described, described
+
+
+def test_kafka_streams_exactly_once_word_count_on_one_node(broker):
+    from peers import run_java_scenario
+
+    out = run_java_scenario("StreamsWordCount", broker.bootstrap, "--lines", 2000, "--rate", 1000)
+    assert "every word counted exactly once" in out
