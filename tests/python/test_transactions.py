@@ -385,3 +385,42 @@ def test_kafka_streams_exactly_once_word_count_on_one_node(broker):
 
     out = run_java_scenario("StreamsWordCount", broker.bootstrap, "--lines", 2000, "--rate", 1000)
     assert "every word counted exactly once" in out
+
+
+def test_kraftwerk_transactions_cli(broker):
+    import json
+
+    from conftest import kraftwerk_bin
+
+    def cli(*args):
+        out = subprocess.run([kraftwerk_bin(), "transactions", *args, "--bootstrap-server", broker.bootstrap,
+                              "--output", "json"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    topic = "txn-cli"
+    create_topics(broker.bootstrap, [topic], 2)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "cli-app"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce(topic, value=b"a", partition=0)
+    producer.produce(topic, value=b"b", partition=1)
+    assert producer.flush(30) == 0
+
+    listed = {t["transactional_id"]: t for t in cli("list")}
+    assert listed["cli-app"]["state"] == "Ongoing"
+    described = cli("describe", "--transactional-id", "cli-app")
+    assert described["state"] == "Ongoing"
+    assert described["partitions"] == [f"{topic}-0", f"{topic}-1"]
+    producers = cli("describe-producers", "--topic", topic, "--partition", "1")
+    assert [p["current_transaction_start_offset"] for p in producers] == [0]
+    # Known to its coordinator, so not hanging even past a zero timeout.
+    assert cli("find-hanging", "--max-transaction-timeout", "0") == []
+
+    # Abort on partition 1 by hand; partition 0 stays in the transaction.
+    cli("abort", "--topic", topic, "--partition", "1", "--start-offset", "0")
+    producers = cli("describe-producers", "--topic", topic, "--partition", "1")
+    assert [p["current_transaction_start_offset"] for p in producers] == [None]
+    producer.commit_transaction(30)
+    got = read_all(broker.bootstrap, [topic], 2, "read_committed", expect=1)
+    assert got == {(topic, 0): [b"a"]}

@@ -8,6 +8,7 @@ mod console;
 mod dev;
 mod groups;
 mod server;
+mod transactions;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -55,6 +56,8 @@ enum Command {
     Dev(dev::DevArgs),
     /// List, describe, reset offsets of and delete consumer groups (like kafka-consumer-groups.sh).
     Groups(groups::GroupsArgs),
+    /// List, describe and abort transactions; find hanging ones (like kafka-transactions.sh).
+    Transactions(transactions::TransactionsArgs),
     /// Describe the cluster's brokers or its metadata quorum.
     Cluster(cluster::ClusterArgs),
     /// Measure produce or consume throughput and latency (like kafka-producer-perf-test).
@@ -100,6 +103,7 @@ fn main() -> std::process::ExitCode {
             Command::Dev(args) => dev::run(args).await,
             Command::Cluster(args) => cluster::run(args).await,
             Command::Groups(args) => groups::run(args).await,
+            Command::Transactions(args) => transactions::run(args).await,
         }
     });
     match result {

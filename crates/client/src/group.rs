@@ -170,6 +170,10 @@ pub(crate) struct CoordinatorLink {
     connection_config: ClientConfig,
     request_timeout: Duration,
     current: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    /// FindCoordinator's key type: 0 for a group, 1 for a transactional id.
+    key_type: i8,
+    /// The node id of the coordinator last found, -1 before.
+    coordinator_id: std::sync::atomic::AtomicI32,
 }
 
 impl CoordinatorLink {
@@ -183,6 +187,16 @@ impl CoordinatorLink {
             connection_config,
             request_timeout: Duration::from_millis(request_timeout_ms),
             current: tokio::sync::Mutex::new(None),
+            key_type: 0,
+            coordinator_id: std::sync::atomic::AtomicI32::new(-1),
+        }
+    }
+
+    /// The link to a transactional id's transaction coordinator.
+    pub(crate) fn for_transaction(cluster: Arc<Cluster>, transactional_id: &str) -> Self {
+        CoordinatorLink {
+            key_type: 1,
+            ..CoordinatorLink::new(cluster, transactional_id, 0)
         }
     }
 
@@ -217,7 +231,7 @@ impl CoordinatorLink {
                 Err(err) => return Err(err),
             };
             let version = any.version_for::<FindCoordinatorRequest>()?;
-            let mut request = FindCoordinatorRequest::default();
+            let mut request = FindCoordinatorRequest::default().with_key_type(self.key_type);
             if version >= 4 {
                 request.coordinator_keys = vec![str_bytes(&self.group_id)];
             } else {
@@ -232,7 +246,7 @@ impl CoordinatorLink {
                 }
                 Err(err) => return Err(err),
             };
-            let (code, message, host, port) = if version >= 4 {
+            let (code, message, host, port, node_id) = if version >= 4 {
                 let Some(found) = response.coordinators.first() else {
                     return Err(ClientError::Protocol(
                         "FindCoordinator returned no coordinator".into(),
@@ -243,6 +257,7 @@ impl CoordinatorLink {
                     found.error_message.clone(),
                     found.host.to_string(),
                     found.port,
+                    found.node_id.0,
                 )
             } else {
                 (
@@ -250,6 +265,7 @@ impl CoordinatorLink {
                     response.error_message.clone(),
                     response.host.to_string(),
                     response.port,
+                    response.node_id.0,
                 )
             };
             if is_coordinator_code(code) {
@@ -257,6 +273,8 @@ impl CoordinatorLink {
                 continue;
             }
             ClientError::check(code, message.as_ref())?;
+            self.coordinator_id
+                .store(node_id, std::sync::atomic::Ordering::Relaxed);
             let addr = format!("{host}:{port}");
             match Connection::connect(&addr, &self.connection_config).await {
                 Ok(connection) => {
@@ -316,6 +334,24 @@ impl CoordinatorLink {
             return Ok(response);
         }
         Err(last_error)
+    }
+
+    /// [`Self::send`], and the node id of the coordinator that answered.
+    pub(crate) async fn send_with_node<R, F>(
+        &self,
+        build: F,
+        coordinator_code: fn(&R::Response) -> i16,
+    ) -> Result<(R::Response, i32)>
+    where
+        R: Request,
+        F: Fn(i16) -> R,
+    {
+        let response = self.send(build, coordinator_code, None).await?;
+        Ok((
+            response,
+            self.coordinator_id
+                .load(std::sync::atomic::Ordering::Relaxed),
+        ))
     }
 
     /// Committed offsets of the group (-1 where none); `None` asks for all.

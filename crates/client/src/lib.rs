@@ -20,6 +20,7 @@ pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod records;
+pub mod transactions;
 
 pub use admin::{
     Admin, BrokerDescription, ClusterDescription, ConfigEntry, CreateTopicResult, NewTopic,
@@ -37,6 +38,7 @@ pub use kafka_protocol::records::{Compression, TimestampType};
 pub use producer::{
     DeliveryFuture, Partitioner, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
+pub use transactions::{ListedTransaction, ProducerDescription, TransactionDescription};
 
 /// Settings shared by every client: where to start and how long to wait.
 #[derive(Debug, Clone)]
