@@ -81,8 +81,8 @@ pub async fn run(args: TransactionsArgs) -> anyhow::Result<()> {
                 println!("{}", serde_json::Value::Array(rows));
             } else {
                 println!(
-                    "{:<40} {:>11} {:>12} {}",
-                    "TransactionalId", "Coordinator", "ProducerId", "TransactionState"
+                    "{:<40} {:>11} {:>12} TransactionState",
+                    "TransactionalId", "Coordinator", "ProducerId"
                 );
                 for t in listed {
                     println!(
@@ -122,7 +122,7 @@ pub async fn run(args: TransactionsArgs) -> anyhow::Result<()> {
                 );
             } else {
                 println!(
-                    "{:<11} {:<30} {:>10} {:>13} {:<16} {:>16} {:>21} {:>12} {}",
+                    "{:<11} {:<30} {:>10} {:>13} {:<16} {:>16} {:>21} {:>12} TopicPartitions",
                     "CoordinatorId",
                     "TransactionalId",
                     "ProducerId",
@@ -131,7 +131,6 @@ pub async fn run(args: TransactionsArgs) -> anyhow::Result<()> {
                     "TimeoutMs",
                     "CurrentStartTimeMs",
                     "DurationSec",
-                    "TopicPartitions"
                 );
                 println!(
                     "{:<13} {:<30} {:>10} {:>13} {:<16} {:>16} {:>21} {:>12} {}",
