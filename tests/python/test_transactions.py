@@ -320,6 +320,14 @@ def test_transaction_outcomes_survive_a_broker_restart(broker):
     assert got == {(topic, 0): [b"kept"], (topic, 1): [b"kept", b"after-restart"]}
 
 
+def test_java_client_commits_across_topics_and_aborts_atomically(broker):
+    from peers import run_java_scenario
+
+    out = run_java_scenario("TransactionalFanout", broker.bootstrap, "--topics", TOPICS, "--partitions", PARTITIONS,
+                            "--records", COMMITTED_PER_PARTITION)
+    assert "read_committed: exactly the expected" in out and "read_uncommitted: exactly the expected" in out
+
+
 def test_java_client_exactly_once_copy_on_one_node(broker):
     from peers import run_java_scenario
 
