@@ -113,17 +113,25 @@ def test_librdkafka_commits_across_topics_and_aborts_atomically(broker):
 def test_kafka_python_transactions_and_read_committed(broker):
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KTopicPartition
 
-    topic = "txn-kafka-python"
-    create_topics(broker.bootstrap, [topic], 3)
+    topics = [f"txn-kafka-python-{i}" for i in range(TOPICS)]
+    create_topics(broker.bootstrap, topics, PARTITIONS)
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id="kafka-python-txn")
     producer.init_transactions()
+    committed, aborted = {}, {}
     producer.begin_transaction()
-    for i in range(30):
-        producer.send(topic, value=f"ok-{i}".encode(), partition=i % 3)
+    for t in topics:
+        for p in range(PARTITIONS):
+            for i in range(5):
+                value = f"{t}/{p}/ok-{i}"
+                producer.send(t, value=value.encode(), partition=p)
+                committed.setdefault((t, p), []).append(value)
     producer.commit_transaction()
     producer.begin_transaction()
-    for i in range(9):
-        producer.send(topic, value=f"no-{i}".encode(), partition=i % 3)
+    for t in topics:
+        for p in range(PARTITIONS):
+            value = f"{t}/{p}/no"
+            producer.send(t, value=value.encode(), partition=p)
+            aborted[(t, p)] = value
     producer.flush()
     producer.abort_transaction()
     producer.close()
@@ -131,20 +139,21 @@ def test_kafka_python_transactions_and_read_committed(broker):
     def consume(isolation, want):
         consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, isolation_level=isolation,
                                  enable_auto_commit=False, consumer_timeout_ms=3000)
-        consumer.assign([KTopicPartition(topic, p) for p in range(3)])
+        consumer.assign([KTopicPartition(t, p) for t in topics for p in range(PARTITIONS)])
         consumer.seek_to_beginning()
-        values = []
-        deadline = time.time() + 20
-        while len(values) < want and time.time() < deadline:
+        got, count = {}, 0
+        deadline = time.time() + 30
+        while count < want and time.time() < deadline:
             for msg in consumer:
-                values.append(msg.value.decode())
+                got.setdefault((msg.topic, msg.partition), []).append(msg.value.decode())
+                count += 1
         consumer.close()
-        return values
+        return got
 
-    committed = consume("read_committed", 30)
-    assert sorted(committed) == sorted(f"ok-{i}" for i in range(30))
-    everything = consume("read_uncommitted", 39)
-    assert sorted(everything) == sorted([f"ok-{i}" for i in range(30)] + [f"no-{i}" for i in range(9)])
+    total = sum(len(v) for v in committed.values())
+    assert consume("read_committed", total) == committed
+    everything = consume("read_uncommitted", total + len(aborted))
+    assert everything == {k: v + [aborted[k]] for k, v in committed.items()}
 
 
 def test_consume_transform_produce_commits_offsets_with_the_output(broker):
@@ -279,6 +288,35 @@ def test_a_stopped_producer_holds_readers_until_its_transaction_times_out(broker
     finally:
         stalled.send_signal(signal.SIGKILL)
         stalled.wait(timeout=10)
+
+
+def test_an_idle_transactional_id_expires(broker_factory):
+    import json
+
+    from conftest import kraftwerk_bin
+
+    broker = broker_factory(extra=[
+        "--override", "transactional.id.expiration.ms=6000",
+        "--override", "transaction.remove.expired.transaction.cleanup.interval.ms=500",
+    ]).start()
+    create_topics(broker.bootstrap, ["txn-expiry"], 1)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "transactional.id": "short-lived"})
+    producer.init_transactions(30)
+    producer.begin_transaction()
+    producer.produce("txn-expiry", value=b"v")
+    producer.commit_transaction(30)
+
+    def listed():
+        out = subprocess.run([kraftwerk_bin(), "transactions", "list", "--bootstrap-server", broker.bootstrap,
+                              "--output", "json"], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return [t["transactional_id"] for t in json.loads(out.stdout)]
+
+    assert "short-lived" in listed()
+    deadline = time.time() + 30
+    while "short-lived" in listed() and time.time() < deadline:
+        time.sleep(0.5)
+    assert "short-lived" not in listed()
 
 
 def test_transaction_outcomes_survive_a_broker_restart(broker):
