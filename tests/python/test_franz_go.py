@@ -14,9 +14,6 @@ from conftest import ROOT
 
 RUNNER = ROOT / "tests" / "go" / "franz-go.sh"
 PASSING = ROOT / "tests" / "go" / "PASSING"
-# Needs transactions (issue 13); it would retry InitProducerId until the
-# suite's timeout.
-SKIP = "^TestTxnEtl$"
 
 
 def expected_passing():
@@ -27,7 +24,7 @@ def run_suite(bootstrap, rf, log, during=None):
     """Runs the kgo tests against `bootstrap`; `during(proc)` runs beside
     them (for example to kill a broker). Returns go test's output."""
     proc = subprocess.Popen([str(RUNNER), "--seeds", bootstrap, "--rf", str(rf), "--records", "10000",
-                             "--skip", SKIP, "--timeout", "15m", "--out", str(log)],
+                             "--timeout", "15m", "--out", str(log)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if during:
         during(proc)
