@@ -18,6 +18,7 @@ pub mod handlers;
 pub mod lifecycle;
 pub mod listeners;
 pub mod markers;
+pub mod metrics;
 pub mod remote;
 pub use kraftwerk_metadata as metadata;
 pub mod replica_manager;
@@ -48,6 +49,7 @@ pub struct BrokerState {
     pub txns: txn::TransactionCoordinator,
     /// gRPC clients to other brokers for transaction markers.
     pub marker_clients: markers::MarkerClients,
+    pub metrics: metrics::BrokerMetrics,
     pub shutdown: CancellationToken,
     /// The controller quorum, when this broker is part of a cluster.
     pub quorum: Option<Arc<remote::ControllerClient>>,
@@ -179,6 +181,7 @@ impl Broker {
                 shutdown.clone(),
             ),
             marker_clients: markers::MarkerClients::default(),
+            metrics: metrics::BrokerMetrics::new(),
             shutdown: shutdown.clone(),
             quorum: quorum.clone(),
             applied_image_version: parking_lot::Mutex::new(0),
@@ -240,6 +243,13 @@ impl Broker {
         });
         // Loads the __transaction_state partitions led here; markers and timeouts.
         tracker.spawn(txn::run(state.clone()));
+        if let Some(addr) = config
+            .value_of(metrics::HTTP_LISTENER_KEY)
+            .map(|a| a.trim().to_string())
+            .filter(|a| !a.is_empty())
+        {
+            tracker.spawn(metrics::serve(state.clone(), addr, shutdown.clone()));
+        }
         tracing::info!(node_id = config.node_id, %local_addr, "broker started");
         Ok(Broker {
             local_addr,

@@ -27,6 +27,9 @@ pub struct DevArgs {
     /// Controller port of node 1; node n uses base + n - 1.
     #[arg(long, default_value_t = 9192)]
     controller_base_port: u16,
+    /// HTTP port (`/metrics`) of node 1; node n uses base + n - 1.
+    #[arg(long, default_value_t = 9080)]
+    http_base_port: u16,
 }
 
 /// The server.properties of node `n` of a local cluster.
@@ -35,14 +38,16 @@ pub fn node_properties(
     count: u16,
     kafka_base: u16,
     controller_base: u16,
+    http_base: u16,
     data_dir: &std::path::Path,
 ) -> String {
     let voters: Vec<String> = (1..=count)
         .map(|i| format!("{i}@127.0.0.1:{}", controller_base + i - 1))
         .collect();
     format!(
-        "node.id={n}\nprocess.roles=broker,controller\nlisteners=PLAINTEXT://127.0.0.1:{kp},CONTROLLER://127.0.0.1:{cp}\nadvertised.listeners=PLAINTEXT://127.0.0.1:{kp}\ncontroller.quorum.voters={voters}\nlog.dirs={dir}\nnum.partitions=1\ndefault.replication.factor={rf}\noffsets.topic.replication.factor={rf}\n",
+        "node.id={n}\nprocess.roles=broker,controller\nlisteners=PLAINTEXT://127.0.0.1:{kp},CONTROLLER://127.0.0.1:{cp}\nadvertised.listeners=PLAINTEXT://127.0.0.1:{kp}\ncontroller.quorum.voters={voters}\nlog.dirs={dir}\nnum.partitions=1\ndefault.replication.factor={rf}\noffsets.topic.replication.factor={rf}\nkraftwerk.http.listener=127.0.0.1:{hp}\n",
         kp = kafka_base + n - 1,
+        hp = http_base + n - 1,
         cp = controller_base + n - 1,
         voters = voters.join(","),
         dir = data_dir.join(format!("node-{n}")).display(),
@@ -75,6 +80,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
                 args.brokers,
                 args.base_port,
                 args.controller_base_port,
+                args.http_base_port,
                 &data_dir,
             ),
         )?;
@@ -154,12 +160,13 @@ mod tests {
 
     #[test]
     fn node_files_match_the_documented_layout() {
-        let p = node_properties(2, 3, 9092, 9192, std::path::Path::new("/d"));
+        let p = node_properties(2, 3, 9092, 9192, 9080, std::path::Path::new("/d"));
         assert!(p.contains("node.id=2\n"));
         assert!(p.contains("listeners=PLAINTEXT://127.0.0.1:9093,CONTROLLER://127.0.0.1:9193\n"));
         assert!(p.contains(
             "controller.quorum.voters=1@127.0.0.1:9192,2@127.0.0.1:9193,3@127.0.0.1:9194\n"
         ));
         assert!(p.contains("log.dirs=/d/node-2\n"));
+        assert!(p.contains("kraftwerk.http.listener=127.0.0.1:9081\n"));
     }
 }

@@ -526,6 +526,7 @@ pub static BROKER_CONFIGS: &[(&str, &str)] = &[
     ("max.connections.per.ip", "2147483647"),
     ("max.connections.per.ip.overrides", ""),
     ("listener.security.protocol.map", ""),
+    ("kraftwerk.http.listener", "127.0.0.1:9080"),
     ("log.retention.hours", "168"),
     ("log.roll.hours", "168"),
     ("log.retention.check.interval.ms", "300000"),

@@ -162,6 +162,7 @@ fn read_once(
                     }
                 };
                 used += records.len();
+                state.metrics.fetched(&name, records.len() as u64);
                 if read_committed && !records.is_empty() {
                     let aborted = partition
                         .log

@@ -122,21 +122,88 @@ pub async fn handle_frame(
         listener,
     };
     tracing::trace!(api = ?key, version, correlation_id, "request");
+    let started = std::time::Instant::now();
+    let outcome = route_request(state, key, version, &header, &request, body, out).await;
+    if !matches!(outcome, Outcome::Close(_)) {
+        state.metrics.answered(key_name(key), started.elapsed());
+    }
+    outcome
+}
 
+/// Kafka's name of an API key, as its request metrics label it.
+fn key_name(key: ApiKey) -> &'static str {
+    macro_rules! names {
+        ($($api:ident),* $(,)?) => {
+            match key { $(ApiKey::$api => stringify!($api),)* _ => "Other" }
+        };
+    }
+    names!(
+        Produce,
+        Fetch,
+        ListOffsets,
+        Metadata,
+        OffsetCommit,
+        OffsetFetch,
+        FindCoordinator,
+        JoinGroup,
+        Heartbeat,
+        LeaveGroup,
+        SyncGroup,
+        DescribeGroups,
+        ListGroups,
+        ApiVersions,
+        CreateTopics,
+        DeleteTopics,
+        DeleteRecords,
+        InitProducerId,
+        OffsetForLeaderEpoch,
+        AddPartitionsToTxn,
+        AddOffsetsToTxn,
+        EndTxn,
+        WriteTxnMarkers,
+        TxnOffsetCommit,
+        DescribeConfigs,
+        AlterConfigs,
+        DescribeLogDirs,
+        CreatePartitions,
+        DeleteGroups,
+        ElectLeaders,
+        IncrementalAlterConfigs,
+        AlterPartitionReassignments,
+        ListPartitionReassignments,
+        OffsetDelete,
+        DescribeQuorum,
+        DescribeCluster,
+        DescribeProducers,
+        DescribeTransactions,
+        ListTransactions,
+    )
+}
+
+/// Decodes the body, runs the API's handler and encodes its answer.
+async fn route_request(
+    state: &BrokerState,
+    key: ApiKey,
+    version: i16,
+    header: &RequestHeader,
+    request: &Request<'_>,
+    mut body: Bytes,
+    out: &mut BytesMut,
+) -> Outcome {
     macro_rules! route {
         ($($api:ident => $module:ident),* $(,)?) => {
             match key {
                 ApiKey::Produce => {
                     let req = match decode(&mut body, version) { Ok(r) => r, Err(e) => return e };
-                    match produce::handle(state, &request, req).await {
-                        Some(resp) => respond(out, key, &header, version, &resp),
+                    match produce::handle(state, request, req).await {
+                        Some(resp) => respond(out, key, header, version, &resp),
                         None => Outcome::NoResponse,
                     }
                 }
                 $(ApiKey::$api => {
                     let req = match decode(&mut body, version) { Ok(r) => r, Err(e) => return e };
-                    let resp = $module::handle(state, &request, req).await;
-                    respond(out, key, &header, version, &resp)
+                    let resp = $module::handle(state, request, req).await;
+                    respond(out, key, header, version, &resp)
                 })*
                 other => Outcome::Close(format!("{other:?} has no handler")),
             }

@@ -147,11 +147,15 @@ pub async fn handle(
                         })?;
                     }
                 }
+                let records_in: u64 = batches.iter().map(|(h, _)| h.record_count as u64).sum();
                 let info = partition
                     .log
                     .append_as_leader(batches, partition.leader_epoch(), now_ms())
                     .map_err(|e| (e.error_code(), e.to_string()))?;
                 partition.after_leader_append();
+                if !info.duplicate {
+                    state.metrics.produced(&name, records.len() as u64, records_in);
+                }
                 Ok((
                     info.base_offset,
                     info.log_append_time_ms,
