@@ -48,7 +48,8 @@ def test_topic_counters_rise_with_produced_and_consumed_records(broker_factory):
     sizes = [value(after, "kafka_log_log_size", topic="metered", partition=str(p)) for p in range(2)]
     assert sum(sizes) == bytes_in
 
-    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "metered-reader"})
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "metered-reader",
+                         "enable.auto.commit": False})
     consumer.assign([TopicPartition("metered", p, 0) for p in range(2)])
     got = 0
     deadline = time.time() + 20
@@ -56,8 +57,18 @@ def test_topic_counters_rise_with_produced_and_consumed_records(broker_factory):
         msg = consumer.poll(0.5)
         if msg is not None and not msg.error():
             got += 1
-    consumer.close()
     assert got == 500
+    consumer.commit(asynchronous=False)
+    consumer.close()
+    lag = [value(scrape(http), "kafka_consumergroup_lag", consumergroup="metered-reader", topic="metered",
+                 partition=str(p)) for p in range(2)]
+    assert lag == [0, 0]
+    for i in range(30):
+        producer.produce("metered", value=b"y", partition=0)
+    assert producer.flush(30) == 0
+    lag = value(scrape(http), "kafka_consumergroup_lag", consumergroup="metered-reader", topic="metered",
+                partition="0")
+    assert lag == 30
     out = value(scrape(http), "kafka_server_brokertopicmetrics_bytesoutpersec_total", topic="metered")
     assert out is not None and out >= bytes_in
     assert value(after, "kafka_controller_kafkacontroller_activecontrollercount") == 1

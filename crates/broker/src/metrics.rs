@@ -48,6 +48,13 @@ pub struct PartitionLabels {
     pub partition: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LagLabels {
+    pub consumergroup: String,
+    pub topic: String,
+    pub partition: String,
+}
+
 fn request_histogram() -> Histogram {
     // 0.1 ms to about 6.5 s.
     Histogram::new(exponential_buckets(0.1, 2.0, 17))
@@ -67,6 +74,7 @@ pub struct BrokerMetrics {
     active_controller: Gauge,
     offline_partitions: Gauge,
     log_size: Family<PartitionLabels, Gauge>,
+    group_lag: Family<LagLabels, Gauge>,
     cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     resident_bytes: Gauge,
 }
@@ -94,6 +102,7 @@ impl BrokerMetrics {
         let active_controller = Gauge::default();
         let offline_partitions = Gauge::default();
         let log_size = Family::<PartitionLabels, Gauge>::default();
+        let group_lag = Family::<LagLabels, Gauge>::default();
         let cpu_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
         let resident_bytes = Gauge::default();
         registry.register(
@@ -152,6 +161,11 @@ impl BrokerMetrics {
             log_size.clone(),
         );
         registry.register(
+            "kafka_consumergroup_lag",
+            "High watermark minus the committed offset, per group and partition (groups coordinated here, partitions led here)",
+            group_lag.clone(),
+        );
+        registry.register(
             "process_cpu_seconds",
             "User and system CPU time of the process in seconds",
             cpu_seconds.clone(),
@@ -174,6 +188,7 @@ impl BrokerMetrics {
             active_controller,
             offline_partitions,
             log_size,
+            group_lag,
             cpu_seconds,
             resident_bytes,
         }
@@ -246,6 +261,25 @@ impl BrokerMetrics {
                     partition: p.topic_partition.partition.to_string(),
                 })
                 .set(p.log.size_bytes() as i64);
+        }
+        self.group_lag.clear();
+        for group in state.groups.all_groups() {
+            let g = group.lock();
+            for ((topic, partition), committed) in &g.offsets {
+                let Some(p) = state.replicas.get(topic, *partition) else {
+                    continue;
+                };
+                if !p.replication.is_leader() || committed.offset < 0 {
+                    continue;
+                }
+                self.group_lag
+                    .get_or_create(&LagLabels {
+                        consumergroup: g.group_id.clone(),
+                        topic: topic.clone(),
+                        partition: partition.to_string(),
+                    })
+                    .set((p.high_watermark() - committed.offset).max(0));
+            }
         }
         if let Some((cpu, rss)) = process_usage() {
             self.cpu_seconds.set(cpu);
