@@ -5,6 +5,7 @@ them; the first commands are the seed notes' own."""
 import json
 import re
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -181,9 +182,15 @@ def verifiable_run(bootstrap, topic, count, during=None):
     watchdog.start()
     try:
         assert assigned.wait(60), "the verifiable consumer was assigned no partition within 60 s"
+        # The tool sets retries=0 unless a producer config says otherwise;
+        # a send in flight to a killed leader would then fail instead of
+        # being retried. Retries (and idempotence) as a real producer has them.
+        config = tempfile.NamedTemporaryFile("w", suffix=".properties", delete=False)
+        config.write("retries=2147483647\nenable.idempotence=true\n")
+        config.close()
         producer = kafka_tool_popen("kafka-verifiable-producer.sh", "--bootstrap-server", bootstrap, "--topic",
                                     topic, "--max-messages", count, "--acks", -1, "--throughput", 1000,
-                                    stdout=subprocess.PIPE)
+                                    "--producer.config", config.name, stdout=subprocess.PIPE)
         for line in producer.stdout:
             event = json.loads(line) if line.startswith("{") else {}
             if event.get("name") == "producer_send_success":
@@ -257,14 +264,18 @@ def test_verifiable_producer_and_consumer_survive_a_leader_kill(cluster):
             cluster.kill(victim)
             killed.append(victim)
 
-    acked, errors, ranges, committed = verifiable_run(cluster.bootstrap, topic, 3000, during=kill_at_500)
+    try:
+        acked, errors, ranges, committed = verifiable_run(cluster.bootstrap, topic, 3000, during=kill_at_500)
+    finally:
+        # Back for the tests after this one, whatever happened here.
+        if killed:
+            cluster.start(victim)
+            cluster.wait_until(cluster.all_unfenced, 60, "the killed node back and unfenced")
     assert killed
     # The producer retries through the election: every record is acknowledged.
     assert len(acked) == 3000 and not errors, errors[:3]
     assert_every_ack_consumed(acked, ranges)
     assert committed and all(committed)
-    cluster.start(victim)
-    cluster.wait_until(cluster.all_unfenced, 60, "the killed node back and unfenced")
 
 
 def test_reassign_partitions_moves_the_data(cluster, tmp_path):
