@@ -123,7 +123,7 @@ def test_sigstopped_leader_past_the_session_timeout_loses_nothing(cluster):
     # Longer when the stopped node was also the active controller: a new
     # one is elected first and gives every broker a whole session.
     cluster.wait_until(lambda: partition_state(cluster, topic, avoid=victim)["leader"] not in (victim, -1),
-                       20, "leadership moved away from the stopped broker")
+                       40, "leadership moved away from the stopped broker")
     time.sleep(1)
     sigcont(cluster.procs[victim])
     time.sleep(3)
