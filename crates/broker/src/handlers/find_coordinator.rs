@@ -147,43 +147,19 @@ async fn ensure_txn_topic(state: &BrokerState) -> Result<(), (ErrorCode, String)
         return Ok(());
     }
     let config = &state.txns.config;
-    let image = state.image.load();
-    let brokers = image.brokers.len().max(1) as i64;
-    let live = image.live_brokers().count() as i64;
-    let rf = (config.replication_factor as i64).min(brokers);
-    if live < rf {
-        let msg = format!("{TXN_TOPIC} needs {rf} live brokers but {live} are alive");
-        tracing::warn!("{msg}");
-        return Err((ErrorCode::COORDINATOR_NOT_AVAILABLE, msg));
-    }
-    let mut configs = BTreeMap::new();
-    configs.insert("cleanup.policy".to_string(), "compact".to_string());
-    configs.insert(
-        "segment.bytes".to_string(),
-        config.segment_bytes.to_string(),
-    );
-    configs.insert(
-        "min.insync.replicas".to_string(),
-        (config.min_isr as i64).min(rf).to_string(),
-    );
-    let topic = NewTopic {
-        name: TXN_TOPIC.to_string(),
-        num_partitions: config.partitions,
-        replication_factor: rf as i16,
-        assignments: None,
-        configs,
-    };
-    match state.control.create_topic(topic, false).await {
-        Ok(_) => tracing::info!(partitions = config.partitions, rf, "created {TXN_TOPIC}"),
-        Err(e) => {
-            if state.image.load().topic(TXN_TOPIC).is_none() {
-                tracing::warn!(error = %e, "could not create {TXN_TOPIC}");
-                return Err((ErrorCode::COORDINATOR_NOT_AVAILABLE, e.to_string()));
-            }
-        }
-    }
-    state.sync_replicas();
-    Ok(())
+    let brokers = state.image.load().brokers.len().max(1) as i64;
+    let rf = (config.replication_factor as i64).min(brokers) as i16;
+    let min_isr = (config.min_isr as i64).min(rf as i64);
+    let configs = [("min.insync.replicas", min_isr.to_string())];
+    create_internal_topic(
+        state,
+        TXN_TOPIC,
+        config.partitions,
+        rf,
+        config.segment_bytes,
+        &configs,
+    )
+    .await
 }
 
 /// Creates `__consumer_offsets` on first use, once enough brokers are alive
@@ -193,36 +169,51 @@ async fn ensure_offsets_topic(state: &BrokerState) -> Result<(), (ErrorCode, Str
         return Ok(());
     }
     let config = &state.groups.config;
+    create_internal_topic(
+        state,
+        OFFSETS_TOPIC,
+        config.offsets_partitions,
+        config.offsets_replication_factor,
+        config.offsets_segment_bytes,
+        &[],
+    )
+    .await
+}
+
+/// Creates a compacted internal topic once `rf` brokers are alive; losing
+/// a race with another creator is fine.
+async fn create_internal_topic(
+    state: &BrokerState,
+    name: &str,
+    partitions: i32,
+    rf: i16,
+    segment_bytes: i64,
+    extra: &[(&str, String)],
+) -> Result<(), (ErrorCode, String)> {
     let live = state.image.load().live_brokers().count();
-    let rf = config.offsets_replication_factor;
     if (live as i64) < rf as i64 {
-        let msg = format!(
-            "{OFFSETS_TOPIC} needs offsets.topic.replication.factor={rf} brokers but {live} are alive"
-        );
+        let msg = format!("{name} needs {rf} live brokers but {live} are alive");
         tracing::warn!("{msg}");
         return Err((ErrorCode::COORDINATOR_NOT_AVAILABLE, msg));
     }
     let mut configs = BTreeMap::new();
     configs.insert("cleanup.policy".to_string(), "compact".to_string());
-    configs.insert(
-        "segment.bytes".to_string(),
-        config.offsets_segment_bytes.to_string(),
-    );
+    configs.insert("segment.bytes".to_string(), segment_bytes.to_string());
+    for (k, v) in extra {
+        configs.insert(k.to_string(), v.clone());
+    }
     let topic = NewTopic {
-        name: OFFSETS_TOPIC.to_string(),
-        num_partitions: config.offsets_partitions,
+        name: name.to_string(),
+        num_partitions: partitions,
         replication_factor: rf,
         assignments: None,
         configs,
     };
     match state.control.create_topic(topic, false).await {
-        Ok(_) => tracing::info!(
-            partitions = config.offsets_partitions,
-            "created {OFFSETS_TOPIC}"
-        ),
+        Ok(_) => tracing::info!(partitions, rf, "created {name}"),
         Err(e) => {
-            if state.image.load().topic(OFFSETS_TOPIC).is_none() {
-                tracing::warn!(error = %e, "could not create {OFFSETS_TOPIC}");
+            if state.image.load().topic(name).is_none() {
+                tracing::warn!(error = %e, "could not create {name}");
                 return Err((ErrorCode::COORDINATOR_NOT_AVAILABLE, e.to_string()));
             }
         }

@@ -18,6 +18,22 @@ use super::state::GroupState;
 use super::{GroupCoordinator, JoinRequest, JoinResult, Reply, SyncResult};
 use crate::{now_ms, CoordinatorLog};
 
+/// The `__consumer_offsets` records of committed offsets.
+fn offset_records(
+    group_id: &str,
+    offsets: &[((String, i32), OffsetValue)],
+) -> Vec<(Bytes, Option<Bytes>)> {
+    offsets
+        .iter()
+        .map(|((t, p), v)| {
+            (
+                records::offset_key(group_id, t, *p),
+                Some(records::offset_value(v)),
+            )
+        })
+        .collect()
+}
+
 /// A SyncGroup request, as the coordinator needs it.
 #[derive(Debug, Clone)]
 pub struct SyncRequest {
@@ -198,15 +214,7 @@ impl GroupCoordinator {
             if offsets.is_empty() {
                 return Ok(());
             }
-            let batch = offsets
-                .iter()
-                .map(|((t, p), v)| {
-                    (
-                        records::offset_key(group_id, t, *p),
-                        Some(records::offset_value(v)),
-                    )
-                })
-                .collect();
+            let batch = offset_records(group_id, &offsets);
             let last = self.append(log, owned.partition, batch)?;
             for (key, value) in offsets {
                 g.pending_offsets.insert(key, (last, value));
@@ -247,15 +255,7 @@ impl GroupCoordinator {
             if offsets.is_empty() {
                 return Ok(());
             }
-            let batch = offsets
-                .iter()
-                .map(|((t, p), v)| {
-                    (
-                        records::offset_key(group_id, t, *p),
-                        Some(records::offset_value(v)),
-                    )
-                })
-                .collect();
+            let batch = offset_records(group_id, &offsets);
             let encoded = crate::encode_batch(batch, Some((producer_id, producer_epoch)))?;
             self.append_batch(log, owned.partition, encoded)?
         };
