@@ -18,7 +18,8 @@ use kraftwerk_types::{BrokerConfig, ErrorCode, TopicId};
 use serde::{Deserialize, Serialize};
 
 use crate::metadata::{
-    validate_topic_name, BrokerRegistration, ImageCell, MetadataImage, PartitionRecord, TopicRecord,
+    validate_topic_name, BrokerRegistration, ImageCell, MetadataImage, PartitionRecord,
+    ScramCredential, TopicRecord,
 };
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -107,6 +108,12 @@ pub trait ClusterControl: Send + Sync {
         name: String,
         changes: Vec<ConfigChange>,
         validate_only: bool,
+    ) -> BoxFuture<'_, Result<(), ControllerError>>;
+    /// Removes, then sets, users' SCRAM credentials, all at once.
+    fn alter_scram_credentials(
+        &self,
+        deletions: Vec<(String, String)>,
+        upsertions: Vec<(String, String, ScramCredential)>,
     ) -> BoxFuture<'_, Result<(), ControllerError>>;
     /// A fresh producer id, never handed out before on this cluster.
     fn allocate_producer_id(&self) -> BoxFuture<'_, Result<i64, ControllerError>>;
@@ -519,6 +526,23 @@ impl ClusterControl for LocalController {
             if validate_only {
                 return Ok(());
             }
+            self.commit(&state, image)
+        })
+    }
+
+    fn alter_scram_credentials(
+        &self,
+        deletions: Vec<(String, String)>,
+        upsertions: Vec<(String, String, ScramCredential)>,
+    ) -> BoxFuture<'_, Result<(), ControllerError>> {
+        Box::pin(async move {
+            let state = self.state.lock().await;
+            let mut image = (*self.image.load()).clone();
+            kraftwerk_controller::commands::apply_scram_changes(
+                &mut image,
+                &deletions,
+                &upsertions,
+            );
             self.commit(&state, image)
         })
     }

@@ -23,6 +23,7 @@ pub mod remote;
 pub use kraftwerk_metadata as metadata;
 pub mod replica_manager;
 pub mod replication;
+pub mod security;
 pub mod server;
 
 use std::collections::BTreeMap;
@@ -130,9 +131,16 @@ impl Broker {
                 "`listeners` has no Kafka listener (only controller or REPLICATION ones)".into(),
             ));
         }
+        // Every listener's security is read and checked before anything binds.
+        let mut secured = Vec::with_capacity(kafka_listeners.len());
+        for l in &kafka_listeners {
+            let security = security::ListenerSecurity::from_config(&config, &l.name)
+                .map_err(|e| BrokerError::Config(e.to_string()))?;
+            secured.push(Arc::new(security));
+        }
         let mut bound = Vec::with_capacity(kafka_listeners.len());
         let mut config = config;
-        for l in &kafka_listeners {
+        for (l, security) in kafka_listeners.iter().zip(secured) {
             let addr = l.bind_addr();
             let listener = TcpListener::bind(&addr)
                 .await
@@ -149,9 +157,10 @@ impl Broker {
                     a.port = local.port();
                 }
             }
-            bound.push((Arc::<str>::from(l.name.as_str()), listener, local));
+            bound.push((Arc::<str>::from(l.name.as_str()), security, listener, local));
         }
-        let local_addr = bound[0].2;
+        let local_addr = bound[0].3;
+        let tls_cells: Vec<_> = bound.iter().filter_map(|b| b.1.tls.clone()).collect();
         let image = Arc::new(ImageCell::default());
         // With `controller.quorum.voters` the metadata comes from the Raft
         // quorum; without it this node is its own single-node controller.
@@ -224,10 +233,11 @@ impl Broker {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let limits = connection_limits::ConnectionLimits::new(&serving.config);
-            for (name, listener, _) in bound {
+            for (name, security, listener, _) in bound {
                 serve_tracker.spawn(server::serve(
                     listener,
                     name,
+                    security,
                     serving.clone(),
                     limits.clone(),
                     serve_shutdown.clone(),
@@ -235,6 +245,14 @@ impl Broker {
                 ));
             }
         });
+        tracker.spawn(security::reload_certificates(
+            tls_cells,
+            config
+                .value_of("kraftwerk.ssl.reload.interval.ms")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(5000),
+            shutdown.clone(),
+        ));
         tracker.spawn(housekeeping(state.clone(), shutdown.clone()));
         // Loads the __consumer_offsets partitions led here, then keeps group timers.
         let coordinator = state.clone();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kraftwerk_controller::commands::{CommandResult, MetadataCommand, Reassignment};
-use kraftwerk_metadata::{validate_topic_name, ImageCell, TopicRecord};
+use kraftwerk_metadata::{validate_topic_name, ImageCell, ScramCredential, TopicRecord};
 use kraftwerk_rpc::controller as pb;
 use kraftwerk_rpc::controller::controller_client::ControllerClient as GrpcClient;
 use kraftwerk_types::config::validate_topic_configs;
@@ -422,6 +422,21 @@ impl ClusterControl for RemoteControl {
             self.write(MetadataCommand::AlterTopicConfigs { name, changes })
                 .await
                 .map(|_| ())
+        })
+    }
+
+    fn alter_scram_credentials(
+        &self,
+        deletions: Vec<(String, String)>,
+        upsertions: Vec<(String, String, ScramCredential)>,
+    ) -> BoxFuture<'_, Result<(), ControllerError>> {
+        Box::pin(async move {
+            self.write(MetadataCommand::AlterScramCredentials {
+                deletions,
+                upsertions,
+            })
+            .await
+            .map(|_| ())
         })
     }
 

@@ -3,21 +3,27 @@
 //! A frame is taken only once it is wholly buffered, and its size is checked
 //! against `socket.request.max.bytes` before any room is reserved. A frame
 //! that cannot be understood closes that one connection; everyone else is
-//! served as before.
+//! served as before. On TLS listeners the handshake comes first (bounded by
+//! [`TLS_HANDSHAKE_TIMEOUT`]); on SASL listeners every frame passes the
+//! connection's [`Authenticator`] before any handler sees it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use kraftwerk_protocol::frame::{take_frame, FrameError};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connection_limits::{ConnectionLimits, Refused};
 use crate::handlers::{self, Outcome};
+use crate::security::{self, Authenticator, ListenerSecurity, Step};
 use crate::BrokerState;
+
+/// How long a client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How many bytes one read from a socket may add to its buffer.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -30,6 +36,7 @@ const RESPONSE_BUFFER_KEEP_BYTES: usize = 16 * 1024 * 1024;
 pub async fn serve(
     listener: TcpListener,
     name: Arc<str>,
+    security: Arc<ListenerSecurity>,
     state: Arc<BrokerState>,
     limits: Arc<ConnectionLimits>,
     shutdown: CancellationToken,
@@ -55,9 +62,11 @@ pub async fn serve(
                     let state = state.clone();
                     let shutdown = shutdown.clone();
                     let name = name.clone();
+                    let security = security.clone();
                     tracker.spawn(async move {
                         let _slot = admitted;
-                        if let Err(reason) = connection(stream, peer, &name, state, shutdown).await {
+                        let result = secure_connection(stream, peer, &name, &security, state, shutdown).await;
+                        if let Err(reason) = result {
                             tracing::debug!(%peer, %reason, "connection closed");
                         }
                     });
@@ -103,10 +112,85 @@ impl RefusalLog {
     }
 }
 
-async fn connection(
-    mut stream: TcpStream,
+/// Runs the listener's TLS handshake, if any, then serves the connection
+/// with the principal it starts with and, on SASL listeners, an
+/// authenticator.
+async fn secure_connection(
+    stream: TcpStream,
     peer: SocketAddr,
     listener: &str,
+    security: &ListenerSecurity,
+    state: Arc<BrokerState>,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
+    let auth = security.sasl.clone().map(Authenticator::new);
+    let Some(tls) = &security.tls else {
+        let principal = security::ANONYMOUS.to_string();
+        return connection(stream, peer, listener, principal, auth, state, shutdown).await;
+    };
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream));
+    let stream = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        r = handshake => match r {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::info!(%peer, listener, error = %e, "TLS handshake failed; connection closed");
+                return Err(format!("TLS handshake failed: {e}"));
+            }
+            Err(_) => {
+                tracing::info!(%peer, listener, "TLS handshake not finished in {TLS_HANDSHAKE_TIMEOUT:?}; connection closed");
+                return Err("TLS handshake timed out".into());
+            }
+        },
+    };
+    let principal = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| certs.first())
+        .and_then(security::tls::certificate_principal)
+        .unwrap_or_else(|| security::ANONYMOUS.to_string());
+    connection(stream, peer, listener, principal, auth, state, shutdown).await
+}
+
+/// A connection's byte stream, plain or TLS.
+trait KafkaStream: AsyncWrite + Unpin + Send {
+    /// Reads what is there into `buf`, reserving room only when needed.
+    fn read_some<'a>(
+        &'a mut self,
+        buf: &'a mut BytesMut,
+    ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send + 'a;
+}
+
+impl KafkaStream for TcpStream {
+    fn read_some<'a>(
+        &'a mut self,
+        buf: &'a mut BytesMut,
+    ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send + 'a {
+        read_some(self, buf)
+    }
+}
+
+impl KafkaStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn read_some<'a>(
+        &'a mut self,
+        buf: &'a mut BytesMut,
+    ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send + 'a {
+        async move {
+            if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
+                buf.reserve(READ_CHUNK_BYTES);
+            }
+            self.read_buf(buf).await
+        }
+    }
+}
+
+async fn connection<S: KafkaStream>(
+    mut stream: S,
+    peer: SocketAddr,
+    listener: &str,
+    mut principal: String,
+    mut auth: Option<Authenticator>,
     state: Arc<BrokerState>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
@@ -120,7 +204,31 @@ async fn connection(
         loop {
             match take_frame(&mut buf, max_frame_bytes) {
                 Ok(Some(frame)) => {
-                    match handlers::handle_frame(&state, frame.freeze(), peer, listener, &mut out)
+                    let frame = frame.freeze();
+                    if let Some(auth) = auth.as_mut() {
+                        out.clear();
+                        match auth.on_frame(&state, &frame, &mut out) {
+                            Step::Pass => {}
+                            Step::Respond => {
+                                stream.write_all(&out).await.map_err(|e| e.to_string())?;
+                                if let Some(p) = auth.principal() {
+                                    p.clone_into(&mut principal);
+                                }
+                                continue;
+                            }
+                            Step::Refuse { reason, delay } => {
+                                tracing::info!(%peer, listener, %reason, "SASL: connection closed");
+                                tokio::time::sleep(delay).await;
+                                if !out.is_empty() {
+                                    // Best effort: the connection closes either way.
+                                    let _ = stream.write_all(&out).await;
+                                    let _ = stream.flush().await;
+                                }
+                                return Err(reason);
+                            }
+                        }
+                    }
+                    match handlers::handle_frame(&state, frame, peer, listener, &principal, &mut out)
                         .await
                     {
                         Outcome::Respond => {
@@ -145,7 +253,7 @@ async fn connection(
         }
         let read = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            r = read_some(&mut stream, &mut buf) => r,
+            r = stream.read_some(&mut buf) => r,
         };
         match read {
             Ok(0) => {

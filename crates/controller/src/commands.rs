@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 
 use kraftwerk_metadata::{
-    BrokerRegistration, ListenerEndpoint, MetadataImage, PartitionRecord, TopicRecord,
+    BrokerRegistration, ListenerEndpoint, MetadataImage, PartitionRecord, ScramCredential,
+    TopicRecord,
 };
 use kraftwerk_types::{ErrorCode, TopicId};
 use serde::{Deserialize, Serialize};
@@ -64,6 +65,14 @@ pub enum MetadataCommand {
     AlterTopicConfigs {
         name: String,
         changes: Vec<(String, Option<String>)>,
+    },
+    /// Sets and removes users' SCRAM credentials (AlterUserScramCredentials,
+    /// already checked by the broker that received it). Removals first.
+    AlterScramCredentials {
+        /// (user, mechanism name)
+        deletions: Vec<(String, String)>,
+        /// (user, mechanism name, credential)
+        upsertions: Vec<(String, String, ScramCredential)>,
     },
     /// Reserves `count` producer ids; the result is the first one.
     AllocateProducerIds {
@@ -123,6 +132,29 @@ fn refused(code: ErrorCode, message: impl Into<String>) -> CommandResult {
     CommandResult::Error {
         code: code.code(),
         message: message.into(),
+    }
+}
+
+/// Removes, then sets, SCRAM credentials; a user left with none is forgotten.
+pub fn apply_scram_changes(
+    image: &mut MetadataImage,
+    deletions: &[(String, String)],
+    upsertions: &[(String, String, ScramCredential)],
+) {
+    for (user, mechanism) in deletions {
+        if let Some(by_mechanism) = image.scram_credentials.get_mut(user) {
+            by_mechanism.remove(mechanism);
+            if by_mechanism.is_empty() {
+                image.scram_credentials.remove(user);
+            }
+        }
+    }
+    for (user, mechanism, credential) in upsertions {
+        image
+            .scram_credentials
+            .entry(user.clone())
+            .or_default()
+            .insert(mechanism.clone(), credential.clone());
     }
 }
 
@@ -285,6 +317,13 @@ fn apply_inner(
                     }
                 }
             }
+            CommandResult::Ok
+        }
+        MetadataCommand::AlterScramCredentials {
+            deletions,
+            upsertions,
+        } => {
+            apply_scram_changes(image, deletions, upsertions);
             CommandResult::Ok
         }
         MetadataCommand::AllocateProducerIds { count } => {

@@ -109,6 +109,17 @@ impl TopicRecord {
     }
 }
 
+/// A user's SCRAM credential as Kafka keeps it (RFC 5802): the salt, the
+/// iteration count and the two keys derived from the salted password,
+/// never the password or the salted password itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramCredential {
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: i32,
+}
+
 /// An immutable snapshot of cluster metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataImage {
@@ -127,6 +138,10 @@ pub struct MetadataImage {
     /// Producer ids below this were handed out.
     #[serde(default)]
     pub next_producer_id: i64,
+    /// SCRAM credentials by user name, then mechanism name
+    /// (`SCRAM-SHA-256`, `SCRAM-SHA-512`).
+    #[serde(default)]
+    pub scram_credentials: BTreeMap<String, BTreeMap<String, ScramCredential>>,
     #[serde(skip)]
     ids: HashMap<TopicId, String>,
 }

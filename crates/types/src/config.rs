@@ -486,6 +486,8 @@ impl Listener {
 pub struct BrokerConfig {
     pub node_id: i32,
     pub listeners: Vec<Listener>,
+    /// Each listener's security protocol, by name.
+    pub listener_protocols: BTreeMap<String, SecurityProtocol>,
     pub advertised_listeners: Vec<Listener>,
     pub log_dirs: Vec<PathBuf>,
     pub num_partitions: i32,
@@ -526,6 +528,21 @@ pub static BROKER_CONFIGS: &[(&str, &str)] = &[
     ("max.connections.per.ip", "2147483647"),
     ("max.connections.per.ip.overrides", ""),
     ("listener.security.protocol.map", ""),
+    ("ssl.keystore.type", "PEM"),
+    ("ssl.keystore.location", ""),
+    ("ssl.keystore.certificate.chain", ""),
+    ("ssl.keystore.key", ""),
+    ("ssl.key.password", ""),
+    ("ssl.truststore.type", "PEM"),
+    ("ssl.truststore.location", ""),
+    ("ssl.truststore.certificates", ""),
+    ("ssl.client.auth", "none"),
+    ("ssl.enabled.protocols", "TLSv1.2,TLSv1.3"),
+    ("kraftwerk.ssl.reload.interval.ms", "5000"),
+    ("sasl.enabled.mechanisms", "GSSAPI"),
+    ("sasl.jaas.config", ""),
+    ("connections.max.reauth.ms", "0"),
+    ("connection.failed.authentication.delay.ms", "100"),
     ("kraftwerk.http.listener", "127.0.0.1:9080"),
     ("log.retention.hours", "168"),
     ("log.roll.hours", "168"),
@@ -575,6 +592,12 @@ pub static BROKER_CONFIGS: &[(&str, &str)] = &[
 /// checked once, at startup, so a typo stops the broker with the key's name
 /// instead of falling back to a default unseen.
 static BROKER_VALUE_KINDS: &[(&str, ValueKind)] = &[
+    ("connections.max.reauth.ms", ValueKind::Long { min: 0 }),
+    (
+        "connection.failed.authentication.delay.ms",
+        ValueKind::Int { min: 0 },
+    ),
+    ("kraftwerk.ssl.reload.interval.ms", ValueKind::Long { min: 0 }),
     ("node.id", ValueKind::Int { min: 0 }),
     ("num.partitions", ValueKind::Int { min: 1 }),
     ("default.replication.factor", ValueKind::Int { min: 1 }),
@@ -741,7 +764,17 @@ impl BrokerConfig {
                 format!("must be below broker.session.timeout.ms ({session_ms})"),
             ));
         }
-        check_security_protocols(&listeners, &get("listener.security.protocol.map"))?;
+        let mut non_kafka: Vec<String> = get("controller.listener.names")
+            .split(',')
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        non_kafka.push("REPLICATION".to_string());
+        let listener_protocols = listener_protocols(
+            &listeners,
+            &get("listener.security.protocol.map"),
+            &non_kafka,
+        )?;
         let max_connections_per_ip: usize =
             num("max.connections.per.ip", get("max.connections.per.ip"))?;
         let max_connections_per_ip_overrides =
@@ -757,6 +790,7 @@ impl BrokerConfig {
         Ok(BrokerConfig {
             node_id: num("node.id", get("node.id"))?,
             listeners,
+            listener_protocols,
             advertised_listeners: advertised,
             log_dirs,
             num_partitions: num("num.partitions", get("num.partitions"))?,
@@ -800,6 +834,33 @@ impl BrokerConfig {
             .map(|(_, v)| v.to_string())
     }
 
+    /// Whether a key holds a secret: DescribeConfigs shows it as
+    /// sensitive, without its value, as Kafka does.
+    pub fn is_sensitive(key: &str) -> bool {
+        key.ends_with("password")
+            || key.ends_with("sasl.jaas.config")
+            || key.ends_with("ssl.keystore.key")
+    }
+
+    /// The security protocol of the listener called `name`.
+    pub fn security_protocol(&self, name: &str) -> SecurityProtocol {
+        self.listener_protocols
+            .get(name)
+            .copied()
+            .unwrap_or(SecurityProtocol::Plaintext)
+    }
+
+    /// A key as Kafka reads it for one listener: the
+    /// `listener.name.<listener, lowercased>.<key>` form first, else the
+    /// bare key, else Kafka's default.
+    pub fn listener_value(&self, listener: &str, key: &str) -> Option<String> {
+        let prefixed = format!("listener.name.{}.{key}", listener.to_ascii_lowercase());
+        self.raw
+            .get(&prefixed)
+            .cloned()
+            .or_else(|| self.value_of(key))
+    }
+
     /// The log settings of a topic with the given overrides.
     pub fn log_config(&self, topic_overrides: &BTreeMap<String, String>) -> LogConfig {
         LogConfig::resolve(topic_overrides, &self.raw)
@@ -812,54 +873,94 @@ impl BrokerConfig {
     }
 }
 
-/// Kafka's security protocols, and whether this broker serves each.
-const SECURITY_PROTOCOLS: &[(&str, bool)] = &[
-    ("PLAINTEXT", true),
-    ("SSL", false),
-    ("SASL_PLAINTEXT", false),
-    ("SASL_SSL", false),
-];
+/// Kafka's security protocols, one per listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SecurityProtocol {
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
 
-/// Refuses a listener whose security protocol (by
-/// `listener.security.protocol.map`, or its name when that is a protocol)
-/// is one this broker cannot give: starting it as plaintext would hand out
-/// no security while the operator believes there is some. A listener name
-/// that is neither mapped nor a protocol is plaintext, as every Kraftwerk
-/// listener is.
-fn check_security_protocols(listeners: &[Listener], map: &str) -> Result<(), ConfigError> {
+impl SecurityProtocol {
+    pub fn parse(name: &str) -> Option<SecurityProtocol> {
+        match name.trim().to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => Some(SecurityProtocol::Plaintext),
+            "SSL" => Some(SecurityProtocol::Ssl),
+            "SASL_PLAINTEXT" => Some(SecurityProtocol::SaslPlaintext),
+            "SASL_SSL" => Some(SecurityProtocol::SaslSsl),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SecurityProtocol::Plaintext => "PLAINTEXT",
+            SecurityProtocol::Ssl => "SSL",
+            SecurityProtocol::SaslPlaintext => "SASL_PLAINTEXT",
+            SecurityProtocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    pub fn uses_tls(self) -> bool {
+        matches!(self, SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+    }
+
+    pub fn uses_sasl(self) -> bool {
+        matches!(
+            self,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        )
+    }
+}
+
+/// Each listener's security protocol: by `listener.security.protocol.map`,
+/// else its name when that is a protocol, else PLAINTEXT. Listeners that do
+/// not speak Kafka (the controller's, `REPLICATION`) carry gRPC, which is
+/// served in plaintext only: asking for more there stops the broker rather
+/// than serving it without the security the operator believes is on.
+fn listener_protocols(
+    listeners: &[Listener],
+    map: &str,
+    non_kafka: &[String],
+) -> Result<BTreeMap<String, SecurityProtocol>, ConfigError> {
     const KEY: &str = "listener.security.protocol.map";
     let mut mapped = BTreeMap::new();
     for item in map.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (name, protocol) = item
             .split_once(':')
             .ok_or_else(|| invalid(KEY, item, "expected LISTENER_NAME:PROTOCOL"))?;
-        let protocol = protocol.trim().to_ascii_uppercase();
-        if !SECURITY_PROTOCOLS.iter().any(|(p, _)| *p == protocol) {
-            return Err(invalid(
+        let protocol = SecurityProtocol::parse(protocol).ok_or_else(|| {
+            invalid(
                 KEY,
                 item,
                 "the protocol must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
-            ));
-        }
+            )
+        })?;
         mapped.insert(name.trim().to_string(), protocol);
     }
+    let mut out = BTreeMap::new();
     for l in listeners {
         let protocol = mapped
             .get(&l.name)
-            .cloned()
-            .unwrap_or_else(|| l.name.to_ascii_uppercase());
-        if let Some((p, false)) = SECURITY_PROTOCOLS.iter().find(|(p, _)| *p == protocol) {
+            .copied()
+            .or_else(|| SecurityProtocol::parse(&l.name))
+            .unwrap_or(SecurityProtocol::Plaintext);
+        if protocol != SecurityProtocol::Plaintext && non_kafka.contains(&l.name) {
             return Err(invalid(
                 "listeners",
                 &format!("{}://{}:{}", l.name, l.host, l.port),
                 format!(
-                    "security protocol {p} is not served by Kraftwerk yet (only PLAINTEXT); \
-                     refusing to start rather than serve it without security"
+                    "{} carries gRPC between nodes, which Kraftwerk serves in PLAINTEXT only; \
+                     refusing to start rather than serve it without {}",
+                    l.name,
+                    protocol.name()
                 ),
             ));
         }
+        out.insert(l.name.clone(), protocol);
     }
-    Ok(())
+    Ok(out)
 }
 
 /// `max.connections.per.ip.overrides`: `host:count` pairs; a host name is
@@ -905,14 +1006,31 @@ mod tests {
     }
 
     #[test]
-    fn listeners_asking_for_security_that_is_not_served_stop_the_broker() {
-        for (listeners, map) in [
-            ("SASL_SSL://127.0.0.1:9092", ""),
-            ("SSL://127.0.0.1:9092", ""),
-            ("CLIENT://127.0.0.1:9092", "CLIENT:SASL_PLAINTEXT"),
+    fn listeners_get_their_security_protocol_by_map_or_name() {
+        let c = broker(&[
             (
-                "PLAINTEXT://127.0.0.1:9092,EXTERNAL://0.0.0.0:9093",
-                "EXTERNAL:ssl",
+                "listeners",
+                "PLAINTEXT://127.0.0.1:9092,SASL_SSL://127.0.0.1:9093,CLIENT://127.0.0.1:9094,INTERNAL://127.0.0.1:9095",
+            ),
+            ("listener.security.protocol.map", "CLIENT:sasl_plaintext"),
+        ])
+        .expect("valid");
+        assert_eq!(c.security_protocol("PLAINTEXT"), SecurityProtocol::Plaintext);
+        assert_eq!(c.security_protocol("SASL_SSL"), SecurityProtocol::SaslSsl);
+        assert_eq!(c.security_protocol("CLIENT"), SecurityProtocol::SaslPlaintext);
+        assert_eq!(c.security_protocol("INTERNAL"), SecurityProtocol::Plaintext);
+        let err = broker(&[("listener.security.protocol.map", "PLAINTEXT:TLS")])
+            .expect_err("unknown protocol");
+        assert!(err.to_string().contains("must be PLAINTEXT"), "{err}");
+        // gRPC listeners stay plaintext: asking for TLS there stops the broker.
+        for (listeners, map) in [
+            (
+                "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
+                "CONTROLLER:SSL",
+            ),
+            (
+                "PLAINTEXT://127.0.0.1:9092,REPLICATION://127.0.0.1:9094",
+                "REPLICATION:SASL_SSL",
             ),
         ] {
             let err = broker(&[
@@ -920,26 +1038,26 @@ mod tests {
                 ("listener.security.protocol.map", map),
             ])
             .expect_err(listeners);
-            assert!(err.to_string().contains("not served"), "{err}");
+            assert!(err.to_string().contains("PLAINTEXT only"), "{err}");
         }
-        let err = broker(&[("listener.security.protocol.map", "PLAINTEXT:TLS")])
-            .expect_err("unknown protocol");
-        assert!(err.to_string().contains("must be PLAINTEXT"), "{err}");
-        for (listeners, map) in [
-            ("PLAINTEXT://127.0.0.1:9092", ""),
-            ("PLAINTEXT_HOST://127.0.0.1:9092", ""),
-            ("SSL://127.0.0.1:9092", "SSL:PLAINTEXT"),
-            (
-                "PLAINTEXT://0.0.0.0:9092,CONTROLLER://0.0.0.0:9093",
-                "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            ),
-        ] {
-            broker(&[
-                ("listeners", listeners),
-                ("listener.security.protocol.map", map),
-            ])
-            .expect(listeners);
-        }
+    }
+
+    #[test]
+    fn listener_prefixed_keys_win_over_bare_ones() {
+        let c = broker(&[
+            ("listeners", "SASL_SSL://127.0.0.1:9093"),
+            ("ssl.client.auth", "requested"),
+            ("listener.name.sasl_ssl.ssl.client.auth", "required"),
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.listener_value("SASL_SSL", "ssl.client.auth").as_deref(),
+            Some("required")
+        );
+        assert_eq!(
+            c.listener_value("OTHER", "ssl.client.auth").as_deref(),
+            Some("requested")
+        );
     }
 
     #[test]

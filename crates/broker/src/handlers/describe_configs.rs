@@ -11,7 +11,7 @@ use kraftwerk_types::config::{
     broker_default, broker_key_has_default, broker_synonyms, ValueKind, BROKER_CONFIGS,
     TOPIC_CONFIGS,
 };
-use kraftwerk_types::ErrorCode;
+use kraftwerk_types::{BrokerConfig, ErrorCode};
 
 use super::{str_bytes, Request};
 use crate::BrokerState;
@@ -155,15 +155,22 @@ fn broker_configs(
                 continue;
             }
         }
+        // Secrets (passwords, keys, JAAS configs) are named, never shown.
+        let sensitive = BrokerConfig::is_sensitive(k);
         let listed = if synonyms {
-            vec![synonym(k, &v, source)]
+            let mut s = synonym(k, &v, source);
+            if sensitive {
+                s.value = None;
+            }
+            vec![s]
         } else {
             Vec::new()
         };
         out.push(
             DescribeConfigsResourceResult::default()
                 .with_name(str_bytes(k))
-                .with_value(Some(str_bytes(v)))
+                .with_value((!sensitive).then(|| str_bytes(v)))
+                .with_is_sensitive(sensitive)
                 .with_read_only(true)
                 .with_config_source(source)
                 .with_config_type(broker_config_type(k))

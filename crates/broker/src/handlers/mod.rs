@@ -18,6 +18,7 @@ mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod alter_configs;
 mod alter_partition_reassignments;
+mod alter_user_scram_credentials;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
@@ -31,6 +32,7 @@ mod describe_log_dirs;
 mod describe_producers;
 mod describe_quorum;
 mod describe_transactions;
+mod describe_user_scram_credentials;
 mod elect_leaders;
 mod end_txn;
 mod fetch;
@@ -50,6 +52,8 @@ mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod sasl_authenticate;
+mod sasl_handshake;
 mod sync_group;
 mod txn_offset_commit;
 mod write_txn_markers;
@@ -72,6 +76,9 @@ pub struct Request<'a> {
     pub peer: SocketAddr,
     /// The name of the listener the connection came in on.
     pub listener: &'a str,
+    /// Who the connection is (`User:NAME`; `User:ANONYMOUS` when nobody
+    /// authenticated).
+    pub principal: &'a str,
 }
 
 /// Answers one request frame. A response is encoded into `out`, the
@@ -82,6 +89,7 @@ pub async fn handle_frame(
     frame: Bytes,
     peer: SocketAddr,
     listener: &str,
+    principal: &str,
     out: &mut BytesMut,
 ) -> Outcome {
     if frame.len() < 8 {
@@ -120,6 +128,7 @@ pub async fn handle_frame(
         version,
         peer,
         listener,
+        principal,
     };
     tracing::trace!(api = ?key, version, correlation_id, "request");
     let started = std::time::Instant::now();
@@ -177,6 +186,10 @@ fn key_name(key: ApiKey) -> &'static str {
         DescribeProducers,
         DescribeTransactions,
         ListTransactions,
+        SaslHandshake,
+        SaslAuthenticate,
+        DescribeUserScramCredentials,
+        AlterUserScramCredentials,
     )
 }
 
@@ -248,6 +261,10 @@ async fn route_request(
         TxnOffsetCommit => txn_offset_commit,
         DescribeTransactions => describe_transactions,
         ListTransactions => list_transactions,
+        SaslHandshake => sasl_handshake,
+        SaslAuthenticate => sasl_authenticate,
+        DescribeUserScramCredentials => describe_user_scram_credentials,
+        AlterUserScramCredentials => alter_user_scram_credentials,
     }
 }
 
@@ -255,7 +272,7 @@ fn decode<T: Decodable>(body: &mut Bytes, version: i16) -> Result<T, Outcome> {
     T::decode(body, version).map_err(|e| Outcome::Close(format!("malformed request body: {e}")))
 }
 
-fn respond<T: Encodable>(
+pub(crate) fn respond<T: Encodable>(
     out: &mut BytesMut,
     key: ApiKey,
     header: &RequestHeader,
