@@ -1714,6 +1714,72 @@ fn list_transactions_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     Ok(out)
 }
 
+/// On a PLAINTEXT listener there is no SASL exchange to take part in:
+/// Kafka answers ILLEGAL_SASL_STATE.
+fn sasl_handshake_plaintext(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let r = SaslHandshakeRequest::default().with_mechanism(s("PLAIN"));
+    Ok(seen(&ctx.call(v, &r)?))
+}
+
+fn sasl_authenticate_plaintext(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let r = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from_static(b"\0u\0p"));
+    Ok(seen(&ctx.call(v, &r)?))
+}
+
+fn scram_upsert(user: &str, mechanism: i8, iterations: i32) -> AlterUserScramCredentialsRequest {
+    AlterUserScramCredentialsRequest::default().with_upsertions(vec![
+        alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+            .with_name(s(user))
+            .with_mechanism(mechanism)
+            .with_iterations(iterations)
+            .with_salt(Bytes::from_static(b"0123456789abcdef"))
+            .with_salted_password(Bytes::from(vec![7u8; 32])),
+    ])
+}
+
+fn scram_delete(user: &str, mechanism: i8) -> AlterUserScramCredentialsRequest {
+    AlterUserScramCredentialsRequest::default().with_deletions(vec![
+        alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+            .with_name(s(user))
+            .with_mechanism(mechanism),
+    ])
+}
+
+fn describe_scram(users: &[&str]) -> DescribeUserScramCredentialsRequest {
+    DescribeUserScramCredentialsRequest::default().with_users(Some(
+        users
+            .iter()
+            .map(|u| describe_user_scram_credentials_request::UserName::default().with_name(s(u)))
+            .collect(),
+    ))
+}
+
+/// Each request names one user: Kafka answers several in hash order.
+fn alter_scram_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let user = ctx.name("scram-alter", v);
+    let mut out = seen(&ctx.call(v, &scram_upsert(&user, 1, 8192))?);
+    out.extend(seen(&ctx.call(v, &scram_upsert(&user, 1, 1000))?));
+    out.extend(seen(&ctx.call(v, &scram_upsert(&user, 2, 100_000))?));
+    out.extend(seen(&ctx.call(v, &scram_upsert(&user, 0, 8192))?));
+    out.extend(seen(&ctx.call(v, &scram_upsert("", 1, 8192))?));
+    out.extend(seen(&ctx.call(v, &scram_delete(&user, 2))?));
+    out.extend(seen(&ctx.call(0, &describe_scram(&[&user]))?));
+    out.extend(seen(&ctx.call(v, &scram_delete(&user, 1))?));
+    out.extend(seen(&ctx.call(0, &describe_scram(&[&user]))?));
+    Ok(out)
+}
+
+fn describe_scram_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let user = ctx.name("scram-describe", v);
+    let unknown = ctx.name("scram-nobody", v);
+    ctx.call(0, &scram_upsert(&user, 2, 4096))?;
+    let mut out = seen(&ctx.call(v, &describe_scram(&[&user]))?);
+    out.extend(seen(&ctx.call(v, &describe_scram(&[&unknown]))?));
+    out.extend(seen(&ctx.call(v, &describe_scram(&[&unknown, &unknown]))?));
+    ctx.call(0, &scram_delete(&user, 2))?;
+    Ok(out)
+}
+
 /// A hanging transaction aborted by hand, as `kafka-transactions.sh
 /// abort` does it: DescribeProducers, then WriteTxnMarkers to the
 /// partition leader.
@@ -2023,6 +2089,30 @@ pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
             "ongoing with an unknown state, none",
             &[],
             list_transactions_flow,
+        ),
+        (
+            ApiKey::SaslHandshake,
+            "on a PLAINTEXT listener",
+            &[],
+            sasl_handshake_plaintext,
+        ),
+        (
+            ApiKey::SaslAuthenticate,
+            "on a PLAINTEXT listener",
+            &[],
+            sasl_authenticate_plaintext,
+        ),
+        (
+            ApiKey::AlterUserScramCredentials,
+            "set, bad iterations, unknown mechanism, empty name, delete",
+            &[],
+            alter_scram_flow,
+        ),
+        (
+            ApiKey::DescribeUserScramCredentials,
+            "known, unknown, twice",
+            &[],
+            describe_scram_flow,
         ),
     ];
     let mut cases = Vec::new();

@@ -9,6 +9,7 @@ mod dev;
 mod groups;
 mod server;
 mod transactions;
+mod users;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -58,6 +59,8 @@ enum Command {
     Groups(groups::GroupsArgs),
     /// List, describe and abort transactions; find hanging ones (like kafka-transactions.sh).
     Transactions(transactions::TransactionsArgs),
+    /// Set, list and delete users' SCRAM credentials (like kafka-configs.sh --entity-type users).
+    Users(users::UsersArgs),
     /// Describe the cluster's brokers or its metadata quorum.
     Cluster(cluster::ClusterArgs),
     /// Measure produce or consume throughput and latency (like kafka-producer-perf-test).
@@ -104,6 +107,7 @@ fn main() -> std::process::ExitCode {
             Command::Cluster(args) => cluster::run(args).await,
             Command::Groups(args) => groups::run(args).await,
             Command::Transactions(args) => transactions::run(args).await,
+            Command::Users(args) => users::run(args).await,
         }
     });
     match result {

@@ -21,6 +21,7 @@ pub mod partitioner;
 pub mod producer;
 pub mod records;
 pub mod transactions;
+pub mod users;
 
 pub use admin::{
     Admin, BrokerDescription, ClusterDescription, ConfigEntry, CreateTopicResult, NewTopic,
@@ -39,6 +40,7 @@ pub use producer::{
     DeliveryFuture, Partitioner, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };
 pub use transactions::{ListedTransaction, ProducerDescription, TransactionDescription};
+pub use users::{ScramAlteration, ScramMechanism, UserScramCredentials};
 
 /// Settings shared by every client: where to start and how long to wait.
 #[derive(Debug, Clone)]

@@ -133,6 +133,12 @@ mod tests {
                 ApiKey::TxnOffsetCommit => TxnOffsetCommitRequest::VERSIONS,
                 ApiKey::DescribeTransactions => DescribeTransactionsRequest::VERSIONS,
                 ApiKey::ListTransactions => ListTransactionsRequest::VERSIONS,
+                ApiKey::SaslHandshake => SaslHandshakeRequest::VERSIONS,
+                ApiKey::SaslAuthenticate => SaslAuthenticateRequest::VERSIONS,
+                ApiKey::DescribeUserScramCredentials => {
+                    DescribeUserScramCredentialsRequest::VERSIONS
+                }
+                ApiKey::AlterUserScramCredentials => AlterUserScramCredentialsRequest::VERSIONS,
                 other => panic!("no codec check for {other:?}"),
             };
             assert!(
