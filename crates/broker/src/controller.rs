@@ -18,8 +18,8 @@ use kraftwerk_types::{BrokerConfig, ErrorCode, TopicId};
 use serde::{Deserialize, Serialize};
 
 use crate::metadata::{
-    validate_topic_name, BrokerRegistration, ImageCell, MetadataImage, PartitionRecord,
-    ScramCredential, TopicRecord,
+    validate_topic_name, AclBinding, BrokerRegistration, ImageCell, MetadataImage,
+    PartitionRecord, ScramCredential, TopicRecord,
 };
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -114,6 +114,12 @@ pub trait ClusterControl: Send + Sync {
         &self,
         deletions: Vec<(String, String)>,
         upsertions: Vec<(String, String, ScramCredential)>,
+    ) -> BoxFuture<'_, Result<(), ControllerError>>;
+    /// Adds ACLs and removes others, all at once.
+    fn alter_acls(
+        &self,
+        created: Vec<AclBinding>,
+        deleted: Vec<AclBinding>,
     ) -> BoxFuture<'_, Result<(), ControllerError>>;
     /// A fresh producer id, never handed out before on this cluster.
     fn allocate_producer_id(&self) -> BoxFuture<'_, Result<i64, ControllerError>>;
@@ -543,6 +549,19 @@ impl ClusterControl for LocalController {
                 &deletions,
                 &upsertions,
             );
+            self.commit(&state, image)
+        })
+    }
+
+    fn alter_acls(
+        &self,
+        created: Vec<AclBinding>,
+        deleted: Vec<AclBinding>,
+    ) -> BoxFuture<'_, Result<(), ControllerError>> {
+        Box::pin(async move {
+            let state = self.state.lock().await;
+            let mut image = (*self.image.load()).clone();
+            kraftwerk_controller::commands::apply_acl_changes(&mut image, &created, &deleted);
             self.commit(&state, image)
         })
     }

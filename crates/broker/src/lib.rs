@@ -51,6 +51,9 @@ pub struct BrokerState {
     /// gRPC clients to other brokers for transaction markers.
     pub marker_clients: markers::MarkerClients,
     pub metrics: metrics::BrokerMetrics,
+    /// Kafka's StandardAuthorizer over the image's ACLs (off without
+    /// `authorizer.class.name`).
+    pub authorizer: security::authorizer::Authorizer,
     pub shutdown: CancellationToken,
     /// The controller quorum, when this broker is part of a cluster.
     pub quorum: Option<Arc<remote::ControllerClient>>,
@@ -131,6 +134,8 @@ impl Broker {
                 "`listeners` has no Kafka listener (only controller or REPLICATION ones)".into(),
             ));
         }
+        let authorizer =
+            security::authorizer::Authorizer::from_config(&config).map_err(BrokerError::Config)?;
         // Every listener's security is read and checked before anything binds.
         let mut secured = Vec::with_capacity(kafka_listeners.len());
         for l in &kafka_listeners {
@@ -191,6 +196,7 @@ impl Broker {
             ),
             marker_clients: markers::MarkerClients::default(),
             metrics: metrics::BrokerMetrics::new(),
+            authorizer,
             shutdown: shutdown.clone(),
             quorum: quorum.clone(),
             applied_image_version: parking_lot::Mutex::new(0),

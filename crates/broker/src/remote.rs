@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kraftwerk_controller::commands::{CommandResult, MetadataCommand, Reassignment};
-use kraftwerk_metadata::{validate_topic_name, ImageCell, ScramCredential, TopicRecord};
+use kraftwerk_metadata::{validate_topic_name, AclBinding, ImageCell, ScramCredential, TopicRecord};
 use kraftwerk_rpc::controller as pb;
 use kraftwerk_rpc::controller::controller_client::ControllerClient as GrpcClient;
 use kraftwerk_types::config::validate_topic_configs;
@@ -437,6 +437,24 @@ impl ClusterControl for RemoteControl {
             })
             .await
             .map(|_| ())
+        })
+    }
+
+    fn alter_acls(
+        &self,
+        created: Vec<AclBinding>,
+        deleted: Vec<AclBinding>,
+    ) -> BoxFuture<'_, Result<(), ControllerError>> {
+        Box::pin(async move {
+            if !deleted.is_empty() {
+                self.write(MetadataCommand::DeleteAcls { acls: deleted })
+                    .await?;
+            }
+            if !created.is_empty() {
+                self.write(MetadataCommand::CreateAcls { acls: created })
+                    .await?;
+            }
+            Ok(())
         })
     }
 

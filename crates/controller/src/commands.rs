@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use kraftwerk_metadata::{
-    BrokerRegistration, ListenerEndpoint, MetadataImage, PartitionRecord, ScramCredential,
-    TopicRecord,
+    AclBinding, BrokerRegistration, ListenerEndpoint, MetadataImage, PartitionRecord,
+    ScramCredential, TopicRecord,
 };
 use kraftwerk_types::{ErrorCode, TopicId};
 use serde::{Deserialize, Serialize};
@@ -73,6 +73,15 @@ pub enum MetadataCommand {
         deletions: Vec<(String, String)>,
         /// (user, mechanism name, credential)
         upsertions: Vec<(String, String, ScramCredential)>,
+    },
+    /// Adds ACLs (checked by the broker that received them); one already
+    /// there is not added twice.
+    CreateAcls {
+        acls: Vec<AclBinding>,
+    },
+    /// Removes these exact ACLs (the broker matched the filters).
+    DeleteAcls {
+        acls: Vec<AclBinding>,
     },
     /// Reserves `count` producer ids; the result is the first one.
     AllocateProducerIds {
@@ -155,6 +164,16 @@ pub fn apply_scram_changes(
             .entry(user.clone())
             .or_default()
             .insert(mechanism.clone(), credential.clone());
+    }
+}
+
+/// Adds `created` (each once) and removes `deleted`.
+pub fn apply_acl_changes(image: &mut MetadataImage, created: &[AclBinding], deleted: &[AclBinding]) {
+    image.acls.retain(|a| !deleted.contains(a));
+    for acl in created {
+        if !image.acls.contains(acl) {
+            image.acls.push(acl.clone());
+        }
     }
 }
 
@@ -324,6 +343,14 @@ fn apply_inner(
             upsertions,
         } => {
             apply_scram_changes(image, deletions, upsertions);
+            CommandResult::Ok
+        }
+        MetadataCommand::CreateAcls { acls } => {
+            apply_acl_changes(image, acls, &[]);
+            CommandResult::Ok
+        }
+        MetadataCommand::DeleteAcls { acls } => {
+            apply_acl_changes(image, &[], acls);
             CommandResult::Ok
         }
         MetadataCommand::AllocateProducerIds { count } => {

@@ -120,6 +120,21 @@ pub struct ScramCredential {
     pub iterations: i32,
 }
 
+/// One ACL, with Kafka's codes for its resource type, pattern type,
+/// operation and permission type (see the broker's authorizer).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AclBinding {
+    pub resource_type: i8,
+    pub resource_name: String,
+    pub pattern_type: i8,
+    /// `User:NAME`, or `User:*` for everyone.
+    pub principal: String,
+    /// A client address, or `*` for any.
+    pub host: String,
+    pub operation: i8,
+    pub permission_type: i8,
+}
+
 /// An immutable snapshot of cluster metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataImage {
@@ -142,6 +157,9 @@ pub struct MetadataImage {
     /// (`SCRAM-SHA-256`, `SCRAM-SHA-512`).
     #[serde(default)]
     pub scram_credentials: BTreeMap<String, BTreeMap<String, ScramCredential>>,
+    /// ACLs, in the order they were created.
+    #[serde(default)]
+    pub acls: Vec<AclBinding>,
     #[serde(skip)]
     ids: HashMap<TopicId, String>,
 }

@@ -5,7 +5,8 @@
 use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 use kraftwerk_types::ErrorCode;
 
-use super::Request;
+use super::{authorized_on_group, authorized_on_txn, Request};
+use crate::security::authorizer::op;
 use crate::group::OFFSETS_TOPIC;
 use crate::BrokerState;
 
@@ -15,7 +16,11 @@ pub async fn handle(
     body: AddOffsetsToTxnRequest,
 ) -> AddOffsetsToTxnResponse {
     let group_id = body.group_id.0.to_string();
-    let code = if group_id.is_empty() {
+    let code = if !authorized_on_txn(state, req, op::WRITE, &body.transactional_id.0) {
+        ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+    } else if !authorized_on_group(state, req, op::READ, &group_id) {
+        ErrorCode::GROUP_AUTHORIZATION_FAILED
+    } else if group_id.is_empty() {
         ErrorCode::INVALID_GROUP_ID
     } else {
         let partition = state.groups.partition_of(state, &group_id);

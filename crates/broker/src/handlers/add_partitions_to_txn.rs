@@ -14,7 +14,8 @@ use kafka_protocol::messages::{AddPartitionsToTxnRequest, AddPartitionsToTxnResp
 use kraftwerk_coordinator::CoordinatorLog;
 use kraftwerk_types::ErrorCode;
 
-use super::Request;
+use super::{authorized_on_topic, authorized_on_txn, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(
@@ -25,11 +26,16 @@ pub async fn handle(
     let id = body.v3_and_below_transactional_id.0.to_string();
     let mut partitions = Vec::new();
     let mut unknown = Vec::new();
+    let txn_allowed = authorized_on_txn(state, req, op::WRITE, &id);
+    let mut denied = Vec::new();
     for topic in &body.v3_and_below_topics {
         let name = topic.name.0.to_string();
         let count = state.partition_count(&name).unwrap_or(0);
+        let allowed = authorized_on_topic(state, req, op::WRITE, &name);
         for p in &topic.partitions {
-            if *p < 0 || *p >= count {
+            if !allowed {
+                denied.push((name.clone(), *p));
+            } else if *p < 0 || *p >= count {
                 unknown.push((name.clone(), *p));
             } else {
                 partitions.push((name.clone(), *p));
@@ -37,15 +43,19 @@ pub async fn handle(
         }
     }
     let code_for = |tp: &(String, i32), shared: ErrorCode| {
-        if unknown.is_empty() {
+        if !txn_allowed {
+            ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+        } else if unknown.is_empty() && denied.is_empty() {
             shared
+        } else if denied.contains(tp) {
+            ErrorCode::TOPIC_AUTHORIZATION_FAILED
         } else if unknown.contains(tp) {
             ErrorCode::UNKNOWN_TOPIC_OR_PARTITION
         } else {
             ErrorCode::OPERATION_NOT_ATTEMPTED
         }
     };
-    let shared = if unknown.is_empty() {
+    let shared = if unknown.is_empty() && denied.is_empty() && txn_allowed {
         match state
             .txns
             .add_partitions(
@@ -69,7 +79,10 @@ pub async fn handle(
         let name = t.name.0.to_string();
         !t.partitions
             .iter()
-            .any(|p| unknown.contains(&(name.clone(), *p)))
+            .any(|p| {
+                let tp = (name.clone(), *p);
+                unknown.contains(&tp) || denied.contains(&tp)
+            })
     });
     let results = topics
         .into_iter()

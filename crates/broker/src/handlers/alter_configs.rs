@@ -8,12 +8,13 @@ use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceRespon
 use kafka_protocol::messages::{AlterConfigsRequest, AlterConfigsResponse};
 
 use super::incremental_alter_configs::alterable_topic_configs;
-use super::{str_bytes, Request};
+use super::{config_resource_authorized, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
     let mut responses = Vec::with_capacity(body.resources.len());
@@ -22,6 +23,14 @@ pub async fn handle(
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
         let name = r.resource_name.to_string();
+        if let Err((code, message)) =
+            config_resource_authorized(state, req, op::ALTER_CONFIGS, r.resource_type, &name)
+        {
+            resp.error_code = code.code();
+            resp.error_message = Some(str_bytes(message));
+            responses.push(resp);
+            continue;
+        }
         let current = match alterable_topic_configs(state, r.resource_type, &name) {
             Ok(current) => current,
             Err((code, message)) => {

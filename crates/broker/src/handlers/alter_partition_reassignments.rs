@@ -11,13 +11,14 @@ use kafka_protocol::messages::{
 };
 use kraftwerk_types::ErrorCode;
 
-use super::{str_bytes, Request};
+use super::{authorized_on_cluster, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::controller::ReassignPartition;
 use crate::BrokerState;
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: AlterPartitionReassignmentsRequest,
 ) -> AlterPartitionReassignmentsResponse {
     let mut asked = Vec::new();
@@ -32,6 +33,11 @@ pub async fn handle(
     }
     let response = AlterPartitionReassignmentsResponse::default()
         .with_allow_replication_factor_change(body.allow_replication_factor_change);
+    if !authorized_on_cluster(state, req, op::ALTER) {
+        return response
+            .with_error_code(ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code())
+            .with_error_message(Some(str_bytes("Cluster authorization failed.")));
+    }
     let answers = match state
         .control
         .alter_partition_reassignments(asked.clone(), body.allow_replication_factor_change)

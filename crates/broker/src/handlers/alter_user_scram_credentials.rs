@@ -13,7 +13,8 @@ use kafka_protocol::messages::{
 };
 use kraftwerk_types::ErrorCode;
 
-use super::{str_bytes, Request};
+use super::{authorized_on_cluster, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::metadata::ScramCredential;
 use crate::security::scram::{ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS};
 use crate::BrokerState;
@@ -22,9 +23,28 @@ type Refusal = (ErrorCode, String);
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: AlterUserScramCredentialsRequest,
 ) -> AlterUserScramCredentialsResponse {
+    if !authorized_on_cluster(state, req, op::ALTER) {
+        let mut users: Vec<String> = Vec::new();
+        for u in body.deletions.iter().map(|d| &d.name).chain(body.upsertions.iter().map(|u| &u.name)) {
+            if !users.iter().any(|x| x == u.as_str()) {
+                users.push(u.to_string());
+            }
+        }
+        return AlterUserScramCredentialsResponse::default().with_results(
+            users
+                .into_iter()
+                .map(|u| {
+                    AlterUserScramCredentialsResult::default()
+                        .with_user(str_bytes(u))
+                        .with_error_code(ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code())
+                        .with_error_message(Some(str_bytes("Cluster authorization failed.")))
+                })
+                .collect(),
+        );
+    }
     let image = state.image.load();
     // Users in order of first mention, each with its first refusal.
     let mut order: Vec<String> = Vec::new();

@@ -3,12 +3,13 @@
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 
-use super::{str_bytes, Request};
+use super::{authorized_on_topic, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: CreatePartitionsRequest,
 ) -> CreatePartitionsResponse {
     let mut results = Vec::with_capacity(body.topics.len());
@@ -19,6 +20,14 @@ pub async fn handle(
                 .collect()
         });
         let mut result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+        if !authorized_on_topic(state, req, op::ALTER, &topic.name.0) {
+            results.push(
+                result
+                    .with_error_code(kraftwerk_types::ErrorCode::TOPIC_AUTHORIZATION_FAILED.code())
+                    .with_error_message(Some(str_bytes("Authorization failed."))),
+            );
+            continue;
+        }
         if let Err(e) = state
             .control
             .create_partitions(

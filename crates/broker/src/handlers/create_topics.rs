@@ -8,13 +8,14 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kraftwerk_types::ErrorCode;
 
-use super::{str_bytes, Request};
+use super::{authorized_on_cluster, authorized_on_topic, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::controller::NewTopic;
 use crate::BrokerState;
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(body.topics.len());
@@ -25,6 +26,18 @@ pub async fn handle(
             .with_name(topic.name.clone())
             .with_num_partitions(-1)
             .with_replication_factor(-1);
+        // CREATE on the cluster, or on the topic.
+        if !authorized_on_cluster(state, req, op::CREATE)
+            && !authorized_on_topic(state, req, op::CREATE, &name)
+        {
+            seen.insert(name.clone());
+            results.push(
+                result
+                    .with_error_code(ErrorCode::TOPIC_AUTHORIZATION_FAILED.code())
+                    .with_error_message(Some(str_bytes("Authorization failed."))),
+            );
+            continue;
+        }
         if !seen.insert(name.clone()) {
             results.push(
                 result

@@ -5,22 +5,27 @@ use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
 use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 use kraftwerk_types::ErrorCode;
 
-use super::Request;
+use super::{authorized_on_group, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: DeleteGroupsRequest,
 ) -> DeleteGroupsResponse {
     let mut results = Vec::with_capacity(body.groups_names.len());
     for id in body.groups_names {
-        let code = state
-            .groups
-            .delete_group(state, &id.0)
-            .await
-            .err()
-            .unwrap_or(ErrorCode::NONE);
+        let code = if authorized_on_group(state, req, op::DELETE, &id.0) {
+            state
+                .groups
+                .delete_group(state, &id.0)
+                .await
+                .err()
+                .unwrap_or(ErrorCode::NONE)
+        } else {
+            ErrorCode::GROUP_AUTHORIZATION_FAILED
+        };
         results.push(
             DeletableGroupResult::default()
                 .with_group_id(id)

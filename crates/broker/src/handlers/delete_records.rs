@@ -12,7 +12,8 @@ use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use kraftwerk_storage::StorageError;
 use kraftwerk_types::ErrorCode;
 
-use super::Request;
+use super::{authorized_on_topic, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 /// The offset that stands for "up to the high watermark".
@@ -20,7 +21,7 @@ const HIGH_WATERMARK: i64 = -1;
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: DeleteRecordsRequest,
 ) -> DeleteRecordsResponse {
     let image = state.image.load();
@@ -29,6 +30,7 @@ pub async fn handle(
         .into_iter()
         .map(|topic| {
             let name = topic.name.0.to_string();
+            let allowed = authorized_on_topic(state, req, op::DELETE, &name);
             let partitions = topic
                 .partitions
                 .into_iter()
@@ -36,6 +38,10 @@ pub async fn handle(
                     let result = DeleteRecordsPartitionResult::default()
                         .with_partition_index(p.partition_index)
                         .with_low_watermark(-1);
+                    if !allowed {
+                        return result
+                            .with_error_code(ErrorCode::TOPIC_AUTHORIZATION_FAILED.code());
+                    }
                     match delete(state, &image, &name, p.partition_index, p.offset) {
                         Ok(low_watermark) => result.with_low_watermark(low_watermark),
                         Err(code) => result.with_error_code(code.code()),

@@ -4,7 +4,8 @@ use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 use kraftwerk_types::{ErrorCode, TopicId};
 
-use super::{str_bytes, Request};
+use super::{authorized_on_topic, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(
@@ -39,6 +40,16 @@ pub async fn handle(
         let mut result = DeletableTopicResult::default()
             .with_name(name.clone().map(|n| TopicName(str_bytes(n))))
             .with_topic_id(id);
+        // Unauthorized: refused whether or not the topic exists.
+        let resolved = match resolved {
+            Ok(topic) if !authorized_on_topic(state, req, op::DELETE, &topic) => {
+                Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
+            }
+            Err(_) if name.as_ref().is_some_and(|n| !authorized_on_topic(state, req, op::DELETE, n)) => {
+                Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
+            }
+            other => other,
+        };
         match resolved {
             Ok(topic) => match state.control.delete_topic(topic.clone()).await {
                 Ok(deleted_id) => {

@@ -13,7 +13,8 @@ use kraftwerk_types::config::{
 };
 use kraftwerk_types::{BrokerConfig, ErrorCode};
 
-use super::{str_bytes, Request};
+use super::{config_resource_authorized, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -183,7 +184,7 @@ fn broker_configs(
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: DescribeConfigsRequest,
 ) -> DescribeConfigsResponse {
     let image = state.image.load();
@@ -200,6 +201,13 @@ pub async fn handle(
             let mut result = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name);
+            if let Err((code, message)) =
+                config_resource_authorized(state, req, op::DESCRIBE_CONFIGS, r.resource_type, &name)
+            {
+                result.error_code = code.code();
+                result.error_message = Some(str_bytes(message));
+                return result;
+            }
             match r.resource_type {
                 RESOURCE_TOPIC => match image.topic(&name) {
                     Some(t) => {

@@ -5,7 +5,8 @@ use kafka_protocol::messages::describe_groups_response::{DescribedGroup, Describ
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 use kraftwerk_types::ErrorCode;
 
-use super::{str_bytes, Request};
+use super::{authorized_on_group, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(
@@ -19,6 +20,11 @@ pub async fn handle(
         .into_iter()
         .map(|id| {
             let described = DescribedGroup::default().with_group_id(id.clone());
+            if !authorized_on_group(state, req, op::DESCRIBE, &id.0) {
+                return described
+                    .with_error_code(ErrorCode::GROUP_AUTHORIZATION_FAILED.code())
+                    .with_group_state(str_bytes(""));
+            }
             match state.groups.describe(state, &id.0) {
                 Err(e) => described
                     .with_error_code(e.code())

@@ -7,14 +7,23 @@ use kafka_protocol::messages::describe_log_dirs_response::{
 };
 use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, TopicName};
 
-use super::{str_bytes, Request};
+use super::{authorized_on_cluster, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: DescribeLogDirsRequest,
 ) -> DescribeLogDirsResponse {
+    if !authorized_on_cluster(state, req, op::DESCRIBE) {
+        let response = DescribeLogDirsResponse::default();
+        return if req.version >= 3 {
+            response.with_error_code(kraftwerk_types::ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code())
+        } else {
+            response
+        };
+    }
     let wanted: Option<BTreeMap<String, Vec<i32>>> = body.topics.map(|t| {
         t.into_iter()
             .map(|t| (t.topic.0.to_string(), t.partitions))

@@ -9,12 +9,13 @@ use kafka_protocol::messages::describe_producers_response::{
 };
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
 
-use super::Request;
+use super::{authorized_on_topic, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: DescribeProducersRequest,
 ) -> DescribeProducersResponse {
     let image = state.image.load();
@@ -23,11 +24,17 @@ pub async fn handle(
         .iter()
         .map(|t| {
             let name = t.name.0.to_string();
+            let allowed = authorized_on_topic(state, req, op::READ, &name);
             let partitions = t
                 .partition_indexes
                 .iter()
                 .map(|&index| {
                     let answer = PartitionResponse::default().with_partition_index(index);
+                    if !allowed {
+                        return answer.with_error_code(
+                            kraftwerk_types::ErrorCode::TOPIC_AUTHORIZATION_FAILED.code(),
+                        );
+                    }
                     match super::led_partition(state, &image, &name, index, -1) {
                         Ok(p) => answer.with_active_producers(
                             p.log

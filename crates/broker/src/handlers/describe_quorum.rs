@@ -10,7 +10,8 @@ use kafka_protocol::messages::{
 };
 use kraftwerk_types::ErrorCode;
 
-use super::{str_bytes, Request};
+use super::{authorized_on_cluster, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 /// Kafka's name of the metadata log's one partition.
@@ -21,6 +22,11 @@ pub async fn handle(
     req: &Request<'_>,
     _body: DescribeQuorumRequest,
 ) -> DescribeQuorumResponse {
+    if !authorized_on_cluster(state, req, op::DESCRIBE) {
+        return DescribeQuorumResponse::default()
+            .with_error_code(ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code())
+            .with_error_message(Some(str_bytes("Cluster authorization failed.")));
+    }
     let mut nodes = Vec::new();
     let partition = match &state.quorum {
         None => {

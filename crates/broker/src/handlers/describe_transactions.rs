@@ -8,12 +8,13 @@ use kafka_protocol::messages::{
 };
 use kraftwerk_coordinator::txn::partitions_by_topic;
 
-use super::{str_bytes, Request};
+use super::{authorized_on_txn, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: DescribeTransactionsRequest,
 ) -> DescribeTransactionsResponse {
     let states = body
@@ -22,6 +23,11 @@ pub async fn handle(
         .map(|id| {
             // An id that cannot be described keeps the schema's defaults, as in Kafka.
             let base = TransactionState::default().with_transactional_id(id.clone());
+            if !authorized_on_txn(state, req, op::DESCRIBE, &id.0) {
+                return base.with_error_code(
+                    kraftwerk_types::ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.code(),
+                );
+            }
             match state.txns.describe(state, &id.0) {
                 Ok(m) => base
                     .with_transaction_state(str_bytes(m.state.name()))

@@ -12,15 +12,21 @@ use kafka_protocol::messages::{
 };
 use kraftwerk_types::ErrorCode;
 
-use super::{str_bytes, Request};
+use super::{authorized_on_cluster, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::security::scram::ScramMechanism;
 use crate::BrokerState;
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: DescribeUserScramCredentialsRequest,
 ) -> DescribeUserScramCredentialsResponse {
+    if !authorized_on_cluster(state, req, op::DESCRIBE) {
+        return DescribeUserScramCredentialsResponse::default()
+            .with_error_code(ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code())
+            .with_error_message(Some(str_bytes("Cluster authorization failed.")));
+    }
     let image = state.image.load();
     let credentials = &image.scram_credentials;
     let users: Vec<String> = match &body.users {

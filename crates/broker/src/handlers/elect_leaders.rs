@@ -6,7 +6,8 @@ use kafka_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaE
 use kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
 use kraftwerk_types::ErrorCode;
 
-use super::{str_bytes, Request};
+use super::{authorized_on_cluster, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 const PREFERRED: i8 = 0;
@@ -51,6 +52,15 @@ pub async fn handle(
         }
         results(by_topic)
     };
+    if !authorized_on_cluster(state, req, op::ALTER) {
+        let mut response = ElectLeadersResponse::default().with_replica_election_results(
+            refuse_all(ErrorCode::CLUSTER_AUTHORIZATION_FAILED, "Cluster authorization failed."),
+        );
+        if req.version >= 1 {
+            response.error_code = ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code();
+        }
+        return response;
+    }
     if req.version >= 1 && body.election_type != PREFERRED {
         return ElectLeadersResponse::default().with_replica_election_results(refuse_all(
             ErrorCode::INVALID_REQUEST,

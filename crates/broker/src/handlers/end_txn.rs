@@ -5,10 +5,17 @@
 use kafka_protocol::messages::{EndTxnRequest, EndTxnResponse, ProducerId};
 use kraftwerk_types::ErrorCode;
 
-use super::Request;
+use super::{authorized_on_txn, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(state: &BrokerState, req: &Request<'_>, body: EndTxnRequest) -> EndTxnResponse {
+    if !authorized_on_txn(state, req, op::WRITE, &body.transactional_id.0) {
+        return EndTxnResponse::default()
+            .with_error_code(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
     let code = match state
         .txns
         .end_txn(

@@ -19,7 +19,8 @@ use kraftwerk_storage::StorageError;
 use kraftwerk_types::{ErrorCode, TopicId};
 use tokio::sync::watch;
 
-use super::{str_bytes, Request};
+use super::{authorized_on_topic, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 const READ_COMMITTED: i8 = 1;
@@ -35,7 +36,7 @@ pub async fn handle(state: &BrokerState, req: &Request<'_>, body: FetchRequest) 
     let mut watched = Vec::new();
     loop {
         watched.clear();
-        let (responses, bytes, has_error) = read_once(state, req.version, &body, &mut watched);
+        let (responses, bytes, has_error) = read_once(state, req, &body, &mut watched);
         let done = bytes >= body.min_bytes.max(0) as usize
             || has_error
             || tokio::time::Instant::now() >= deadline;
@@ -50,7 +51,7 @@ pub async fn handle(state: &BrokerState, req: &Request<'_>, body: FetchRequest) 
             _ = state.shutdown.cancelled() => {}
         }
         if state.shutdown.is_cancelled() {
-            let (responses, _, _) = read_once(state, req.version, &body, &mut watched);
+            let (responses, _, _) = read_once(state, req, &body, &mut watched);
             return FetchResponse::default()
                 .with_session_id(0)
                 .with_responses(responses);
@@ -85,10 +86,11 @@ async fn any_changed(watched: &mut [watch::Receiver<u64>]) {
 /// Each partition read is watched from before its read, into `watched`.
 fn read_once(
     state: &BrokerState,
-    version: i16,
+    req: &Request<'_>,
     body: &FetchRequest,
     watched: &mut Vec<watch::Receiver<u64>>,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
+    let version = req.version;
     let image = state.image.load();
     let read_committed = body.isolation_level == READ_COMMITTED;
     let max_bytes = if version >= 3 {
@@ -108,6 +110,7 @@ fn read_once(
         } else {
             (topic.topic.0.to_string(), false)
         };
+        let allowed = by_id_missing || authorized_on_topic(state, req, op::READ, &name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for fp in &topic.partitions {
             let mut pd = PartitionData::default()
@@ -124,6 +127,9 @@ fn read_once(
             let code = (|| {
                 if by_id_missing {
                     return Err(ErrorCode::UNKNOWN_TOPIC_ID);
+                }
+                if !allowed {
+                    return Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED);
                 }
                 let partition = super::led_partition(
                     state,

@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 
 use kraftwerk_types::ErrorCode;
 
-use super::{str_bytes, Request};
+use super::{authorized_on_group, authorized_on_txn, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::controller::NewTopic;
 use crate::group::OFFSETS_TOPIC;
 use crate::txn::TXN_TOPIC;
@@ -38,10 +39,18 @@ pub async fn handle(
                 ErrorCode::INVALID_REQUEST,
                 "the group id is empty".to_string(),
             )),
+            KEY_TYPE_GROUP if !authorized_on_group(state, req, op::DESCRIBE, &key) => Err((
+                ErrorCode::GROUP_AUTHORIZATION_FAILED,
+                format!("not authorized to describe group {key}"),
+            )),
             KEY_TYPE_GROUP => group_coordinator(state, &key, req.listener).await,
             KEY_TYPE_TRANSACTION if key.is_empty() => Err((
                 ErrorCode::INVALID_REQUEST,
                 "the transactional id is empty".to_string(),
+            )),
+            KEY_TYPE_TRANSACTION if !authorized_on_txn(state, req, op::DESCRIBE, &key) => Err((
+                ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                format!("not authorized to describe transactional id {key}"),
             )),
             KEY_TYPE_TRANSACTION => txn_coordinator(state, &key, req.listener).await,
             other => Err((

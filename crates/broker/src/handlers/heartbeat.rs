@@ -3,14 +3,19 @@
 
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
-use super::Request;
+use super::{authorized_on_group, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: HeartbeatRequest,
 ) -> HeartbeatResponse {
+    if !authorized_on_group(state, req, op::READ, &body.group_id.0) {
+        return HeartbeatResponse::default()
+            .with_error_code(kraftwerk_types::ErrorCode::GROUP_AUTHORIZATION_FAILED.code());
+    }
     let code = state.groups.heartbeat(
         state,
         &body.group_id.0,

@@ -5,7 +5,8 @@ use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsRe
 use kafka_protocol::messages::{IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse};
 use kraftwerk_types::ErrorCode;
 
-use super::{str_bytes, Request};
+use super::{config_resource_authorized, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -59,7 +60,7 @@ pub(super) fn alterable_topic_configs(
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::with_capacity(body.resources.len());
@@ -68,6 +69,14 @@ pub async fn handle(
             .with_resource_type(r.resource_type)
             .with_resource_name(r.resource_name.clone());
         let name = r.resource_name.to_string();
+        if let Err((code, message)) =
+            config_resource_authorized(state, req, op::ALTER_CONFIGS, r.resource_type, &name)
+        {
+            resp.error_code = code.code();
+            resp.error_message = Some(str_bytes(message));
+            responses.push(resp);
+            continue;
+        }
         let only_throttle_deletes = |keys: &[&str]| {
             r.configs
                 .iter()

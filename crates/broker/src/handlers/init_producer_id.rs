@@ -11,7 +11,8 @@
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kraftwerk_types::ErrorCode;
 
-use super::Request;
+use super::{authorized_on_cluster, authorized_on_txn, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(
@@ -26,6 +27,9 @@ pub async fn handle(
             .with_producer_epoch(-1)
     };
     if let Some(id) = &body.transactional_id {
+        if !authorized_on_txn(state, req, op::WRITE, id) {
+            return failed(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+        }
         let given = (body.producer_id.0 >= 0).then_some((body.producer_id.0, body.producer_epoch));
         return match state
             .txns
@@ -37,6 +41,21 @@ pub async fn handle(
                 .with_producer_epoch(epoch),
             Err(code) => failed(super::fenced_for_version(code, req.version, 4)),
         };
+    }
+    // An idempotent producer needs IDEMPOTENT_WRITE on the cluster, or
+    // WRITE on some topic (Kafka 2.8+).
+    if state.authorizer.enabled() && !authorized_on_cluster(state, req, op::IDEMPOTENT_WRITE) {
+        let image = state.image.load();
+        let any_topic = state.authorizer.authorize_any(
+            &image.acls,
+            req.principal,
+            &req.peer.ip().to_string(),
+            op::WRITE,
+            crate::security::authorizer::resource::TOPIC,
+        );
+        if !any_topic {
+            return failed(ErrorCode::CLUSTER_AUTHORIZATION_FAILED);
+        }
     }
     // A known producer gets its epoch bumped; once the epoch is exhausted a
     // fresh id follows, as in Kafka.

@@ -4,7 +4,9 @@
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
-use super::{str_bytes, Request};
+use super::{authorized_on_group, str_bytes, Request};
+use crate::security::authorizer::op;
+use kraftwerk_types::ErrorCode;
 use crate::group::{JoinRequest, JoinResult};
 use crate::BrokerState;
 
@@ -50,6 +52,9 @@ pub async fn handle(
 }
 
 async fn join(state: &BrokerState, req: &Request<'_>, body: JoinGroupRequest) -> JoinResult {
+    if !authorized_on_group(state, req, op::READ, &body.group_id.0) {
+        return JoinResult::error(ErrorCode::GROUP_AUTHORIZATION_FAILED, &body.member_id);
+    }
     let join = JoinRequest {
         member_id: body.member_id.to_string(),
         group_instance_id: body.group_instance_id.map(|s| s.to_string()),

@@ -5,7 +5,8 @@ use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use kraftwerk_types::ErrorCode;
 
-use super::Request;
+use super::{authorized_on_group, Request};
+use crate::security::authorizer::op;
 use crate::group::LeavingMember;
 use crate::BrokerState;
 
@@ -28,6 +29,10 @@ pub async fn handle(
             group_instance_id: None,
         }]
     };
+    if !authorized_on_group(state, req, op::READ, &body.group_id.0) {
+        return LeaveGroupResponse::default()
+            .with_error_code(ErrorCode::GROUP_AUTHORIZATION_FAILED.code());
+    }
     let codes = match state.groups.leave(state, &body.group_id.0, &leaving) {
         Ok(codes) => codes,
         Err(e) => return LeaveGroupResponse::default().with_error_code(e.code()),

@@ -4,7 +4,8 @@
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
 
-use super::{str_bytes, Request};
+use super::{authorized_on_cluster, authorized_on_group, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(
@@ -27,6 +28,11 @@ pub async fn handle(
         .list()
         .into_iter()
         .filter(|g| states.is_empty() || states.contains(&g.state.to_lowercase()))
+        // DESCRIBE on the cluster lists every group; else those the client may describe.
+        .filter(|g| {
+            authorized_on_cluster(state, req, op::DESCRIBE)
+                || authorized_on_group(state, req, op::DESCRIBE, &g.group_id)
+        })
         .map(|g| {
             let mut listed = ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(g.group_id)))

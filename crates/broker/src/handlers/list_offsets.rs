@@ -6,7 +6,8 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kraftwerk_types::ErrorCode;
 
-use super::Request;
+use super::{authorized_on_topic, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 const LATEST: i64 = -1;
@@ -33,6 +34,7 @@ pub async fn handle(
         .into_iter()
         .map(|topic| {
             let name = topic.name.0.to_string();
+            let allowed = authorized_on_topic(state, req, op::DESCRIBE, &name);
             let partitions = topic
                 .partitions
                 .into_iter()
@@ -43,6 +45,9 @@ pub async fn handle(
                         .with_offset(-1)
                         .with_leader_epoch(-1);
                     let result = (|| {
+                        if !allowed {
+                            return Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED);
+                        }
                         let partition = super::led_partition(
                             state,
                             &image,

@@ -10,7 +10,8 @@ use kafka_protocol::messages::{
 };
 use kraftwerk_metadata::{PartitionRecord, TopicRecord};
 
-use super::{str_bytes, Request};
+use super::{authorized_on_cluster, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 fn ongoing(p: &PartitionRecord) -> OngoingPartitionReassignment {
@@ -33,9 +34,14 @@ fn topic_entry(
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: ListPartitionReassignmentsRequest,
 ) -> ListPartitionReassignmentsResponse {
+    if !authorized_on_cluster(state, req, op::DESCRIBE) {
+        return ListPartitionReassignmentsResponse::default()
+            .with_error_code(kraftwerk_types::ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code())
+            .with_error_message(Some(super::str_bytes("Cluster authorization failed.")));
+    }
     let image = state.image.load();
     let topics = match &body.topics {
         // Every partition being reassigned.

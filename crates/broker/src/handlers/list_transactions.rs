@@ -9,7 +9,8 @@ use kafka_protocol::messages::{
 };
 use kraftwerk_coordinator::txn::TxnState;
 
-use super::{str_bytes, Request};
+use super::{authorized_on_txn, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 const STATES: [TxnState; 8] = [
@@ -50,6 +51,8 @@ pub async fn handle(
         .with_transaction_states(
             listed
                 .into_iter()
+                // Those the client may describe.
+                .filter(|t| authorized_on_txn(state, req, op::DESCRIBE, &t.transactional_id))
                 .map(|t| {
                     TransactionState::default()
                         .with_transactional_id(TransactionalId(str_bytes(t.transactional_id)))

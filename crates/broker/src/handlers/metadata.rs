@@ -8,7 +8,8 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use kraftwerk_types::ErrorCode;
 
-use super::{str_bytes, Request};
+use super::{authorized_on_cluster, authorized_on_topic, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::metadata::{validate_topic_name, MetadataImage, TopicRecord};
 use crate::BrokerState;
 
@@ -35,7 +36,10 @@ pub async fn handle(
         if allow_auto_create && state.config.auto_create_topics_enable {
             let image = state.image.load();
             for name in wanted.iter().filter_map(|(n, _)| n.as_deref()) {
-                if image.topic(name).is_none() && validate_topic_name(name).is_ok() {
+                // Creating needs CREATE on the cluster or on the topic.
+                let may_create = authorized_on_cluster(state, req, op::CREATE)
+                    || authorized_on_topic(state, req, op::CREATE, name);
+                if image.topic(name).is_none() && validate_topic_name(name).is_ok() && may_create {
                     state.auto_create_topic(name).await;
                 }
             }
@@ -44,9 +48,11 @@ pub async fn handle(
     let req_listener = req.listener;
     let image = state.image.load();
     let topics = match wanted {
+        // All topics: those the client may describe.
         None => image
             .topics
             .values()
+            .filter(|t| authorized_on_topic(state, req, op::DESCRIBE, &t.name))
             .map(|t| topic_entry(&image, t, req_listener))
             .collect(),
         Some(wanted) => wanted
@@ -56,6 +62,18 @@ pub async fn handle(
                     Some(n) => image.topic(n),
                     None => image.topic_by_id(&kraftwerk_types::TopicId(id)),
                 };
+                let allowed = match (found, &name) {
+                    (Some(t), _) => authorized_on_topic(state, req, op::DESCRIBE, &t.name),
+                    (None, Some(n)) => authorized_on_topic(state, req, op::DESCRIBE, n),
+                    (None, None) => true,
+                };
+                if !allowed {
+                    return MetadataResponseTopic::default()
+                        .with_error_code(ErrorCode::TOPIC_AUTHORIZATION_FAILED.code())
+                        .with_name(name.map(|n| TopicName(str_bytes(n))))
+                        .with_topic_id(id)
+                        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED);
+                }
                 match found {
                     Some(t) => topic_entry(&image, t, req_listener),
                     None => {

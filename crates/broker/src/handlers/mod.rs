@@ -20,11 +20,14 @@ mod alter_configs;
 mod alter_partition_reassignments;
 mod alter_user_scram_credentials;
 mod api_versions;
+mod create_acls;
 mod create_partitions;
 mod create_topics;
+mod delete_acls;
 mod delete_groups;
 mod delete_records;
 mod delete_topics;
+mod describe_acls;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
@@ -190,6 +193,9 @@ fn key_name(key: ApiKey) -> &'static str {
         SaslAuthenticate,
         DescribeUserScramCredentials,
         AlterUserScramCredentials,
+        DescribeAcls,
+        CreateAcls,
+        DeleteAcls,
     )
 }
 
@@ -265,6 +271,9 @@ async fn route_request(
         SaslAuthenticate => sasl_authenticate,
         DescribeUserScramCredentials => describe_user_scram_credentials,
         AlterUserScramCredentials => alter_user_scram_credentials,
+        DescribeAcls => describe_acls,
+        CreateAcls => create_acls,
+        DeleteAcls => delete_acls,
     }
 }
 
@@ -325,6 +334,75 @@ pub(crate) fn fenced_for_version(
         ErrorCode::INVALID_PRODUCER_EPOCH
     } else {
         code
+    }
+}
+
+/// Whether the request's principal may do `operation` on a resource
+/// (always, without an authorizer).
+pub(crate) fn authorized(
+    state: &BrokerState,
+    req: &Request<'_>,
+    operation: i8,
+    resource_type: i8,
+    name: &str,
+) -> bool {
+    if !state.authorizer.enabled() {
+        return true;
+    }
+    let image = state.image.load();
+    state.authorizer.authorize(
+        &image.acls,
+        req.principal,
+        &req.peer.ip().to_string(),
+        operation,
+        resource_type,
+        name,
+    )
+}
+
+pub(crate) fn authorized_on_cluster(state: &BrokerState, req: &Request<'_>, operation: i8) -> bool {
+    use crate::security::authorizer::{resource, CLUSTER_NAME};
+    authorized(state, req, operation, resource::CLUSTER, CLUSTER_NAME)
+}
+
+pub(crate) fn authorized_on_topic(state: &BrokerState, req: &Request<'_>, operation: i8, topic: &str) -> bool {
+    authorized(state, req, operation, crate::security::authorizer::resource::TOPIC, topic)
+}
+
+pub(crate) fn authorized_on_group(state: &BrokerState, req: &Request<'_>, operation: i8, group: &str) -> bool {
+    authorized(state, req, operation, crate::security::authorizer::resource::GROUP, group)
+}
+
+pub(crate) fn authorized_on_txn(state: &BrokerState, req: &Request<'_>, operation: i8, id: &str) -> bool {
+    authorized(
+        state,
+        req,
+        operation,
+        crate::security::authorizer::resource::TRANSACTIONAL_ID,
+        id,
+    )
+}
+
+/// DESCRIBE_CONFIGS / ALTER_CONFIGS on a config resource: a topic (2), or
+/// a broker or its loggers (4, 8), which are the cluster's.
+pub(crate) fn config_resource_authorized(
+    state: &BrokerState,
+    req: &Request<'_>,
+    operation: i8,
+    resource_type: i8,
+    name: &str,
+) -> Result<(), (kraftwerk_types::ErrorCode, String)> {
+    use kraftwerk_types::ErrorCode;
+    match resource_type {
+        2 if !authorized_on_topic(state, req, operation, name) => Err((
+            ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+            format!("not authorized for the configs of topic {name}"),
+        )),
+        4 | 8 if !authorized_on_cluster(state, req, operation) => Err((
+            ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
+            "not authorized for the cluster's configs".to_string(),
+        )),
+        _ => Ok(()),
     }
 }
 

@@ -9,17 +9,19 @@ use kafka_protocol::messages::offset_commit_response::{
 use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kraftwerk_types::ErrorCode;
 
-use super::Request;
+use super::{authorized_on_group, authorized_on_topic, Request};
+use crate::security::authorizer::op;
 use crate::group::records::OffsetValue;
 use crate::group::OFFSET_METADATA_MAX_BYTES;
 use crate::BrokerState;
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: OffsetCommitRequest,
 ) -> OffsetCommitResponse {
     let group_id = body.group_id.0.to_string();
+    let group_allowed = authorized_on_group(state, req, op::READ, &group_id);
     let now = crate::handlers_now_ms();
     let image = state.image.load();
     // Per-partition outcome; None means "to be written".
@@ -27,6 +29,7 @@ pub async fn handle(
     let mut wanted: Vec<((String, i32), OffsetValue)> = Vec::new();
     for t in &body.topics {
         let topic = t.name.0.to_string();
+        let topic_allowed = authorized_on_topic(state, req, op::READ, &topic);
         for p in &t.partitions {
             let key = (topic.clone(), p.partition_index);
             let metadata = p
@@ -34,7 +37,11 @@ pub async fn handle(
                 .as_ref()
                 .map(|s| s.to_string())
                 .unwrap_or_default();
-            let code = if image.partition(&topic, p.partition_index).is_none() {
+            let code = if !group_allowed {
+                Some(ErrorCode::GROUP_AUTHORIZATION_FAILED)
+            } else if !topic_allowed {
+                Some(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
+            } else if image.partition(&topic, p.partition_index).is_none() {
                 Some(ErrorCode::UNKNOWN_TOPIC_OR_PARTITION)
             } else if metadata.len() > OFFSET_METADATA_MAX_BYTES {
                 Some(ErrorCode::OFFSET_METADATA_TOO_LARGE)

@@ -9,21 +9,28 @@ use kafka_protocol::messages::offset_delete_response::{
 use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
 use kraftwerk_types::ErrorCode;
 
-use super::Request;
+use super::{authorized_on_group, authorized_on_topic, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: OffsetDeleteRequest,
 ) -> OffsetDeleteResponse {
+    if !authorized_on_group(state, req, op::DELETE, &body.group_id.0) {
+        return OffsetDeleteResponse::default()
+            .with_error_code(ErrorCode::GROUP_AUTHORIZATION_FAILED.code());
+    }
     let image = state.image.load();
     let mut codes: BTreeMap<(String, i32), ErrorCode> = BTreeMap::new();
     let mut known = Vec::new();
     for t in &body.topics {
         for p in &t.partitions {
             let key = (t.name.0.to_string(), p.partition_index);
-            if image.partition(&key.0, key.1).is_some() {
+            if !authorized_on_topic(state, req, op::READ, &key.0) {
+                codes.insert(key, ErrorCode::TOPIC_AUTHORIZATION_FAILED);
+            } else if image.partition(&key.0, key.1).is_some() {
                 known.push(key);
             } else {
                 codes.insert(key, ErrorCode::UNKNOWN_TOPIC_OR_PARTITION);

@@ -9,9 +9,12 @@ use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,
 };
 use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use std::collections::BTreeSet;
+
 use kraftwerk_types::ErrorCode;
 
-use super::{str_bytes, Request};
+use super::{authorized_on_group, authorized_on_topic, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::group::records::OffsetValue;
 use crate::BrokerState;
 
@@ -35,9 +38,9 @@ pub async fn handle(
                 });
                 let group_id = g.group_id.0.to_string();
                 let unstable = unstable(state, &group_id, body.require_stable);
-                let (code, fetched) = match fetch(state, &group_id, topics) {
-                    Ok(f) => (ErrorCode::NONE, f),
-                    Err(e) => (e, Vec::new()),
+                let (code, fetched, denied) = match fetch(state, req, &group_id, topics) {
+                    Ok((f, denied)) => (ErrorCode::NONE, f, denied),
+                    Err(e) => (e, Vec::new(), BTreeSet::new()),
                 };
                 OffsetFetchResponseGroup::default()
                     .with_group_id(g.group_id.clone())
@@ -55,7 +58,9 @@ pub async fn handle(
                                                 let held = unstable.contains(&(name.clone(), p));
                                                 let (offset, epoch, meta) =
                                                     split(if held { None } else { o });
-                                                let code = if held {
+                                                let code = if denied.contains(&name) {
+                                                    ErrorCode::TOPIC_AUTHORIZATION_FAILED
+                                                } else if held {
                                                     ErrorCode::UNSTABLE_OFFSET_COMMIT
                                                 } else {
                                                     ErrorCode::NONE
@@ -83,8 +88,8 @@ pub async fn handle(
             .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let (code, fetched) = match fetch(state, &group_id, requested.clone()) {
-        Ok(f) => (ErrorCode::NONE, f),
+    let (code, fetched, denied) = match fetch(state, req, &group_id, requested.clone()) {
+        Ok((f, denied)) => (ErrorCode::NONE, f, denied),
         // v1 has no top-level error: each requested partition carries it.
         Err(e) => (
             e,
@@ -93,6 +98,7 @@ pub async fn handle(
                 .into_iter()
                 .map(|(t, ps)| (t, ps.into_iter().map(|p| (p, None)).collect()))
                 .collect(),
+            BTreeSet::new(),
         ),
     };
     let partition_code = if v < 2 { code } else { ErrorCode::NONE };
@@ -107,7 +113,9 @@ pub async fn handle(
                         .map(|(p, o)| {
                             let held = unstable.contains(&(name.clone(), p));
                             let (offset, epoch, meta) = split(if held { None } else { o });
-                            let code = if held {
+                            let code = if denied.contains(&name) {
+                                ErrorCode::TOPIC_AUTHORIZATION_FAILED
+                            } else if held {
                                 ErrorCode::UNSTABLE_OFFSET_COMMIT
                             } else {
                                 partition_code
@@ -150,10 +158,42 @@ fn unstable(
     }
 }
 
+/// The group's committed offsets, as far as the client may see them:
+/// DESCRIBE on the group, and on each topic (a requested topic it may not
+/// describe is answered TOPIC_AUTHORIZATION_FAILED, named in the second
+/// value; when all topics are asked for, such topics are left out).
 fn fetch(
     state: &BrokerState,
+    req: &Request<'_>,
     group_id: &str,
     topics: Option<Vec<(String, Vec<i32>)>>,
-) -> Result<Fetched, ErrorCode> {
-    state.groups.fetch_offsets(state, group_id, topics)
+) -> Result<(Fetched, BTreeSet<String>), ErrorCode> {
+    if !authorized_on_group(state, req, op::DESCRIBE, group_id) {
+        return Err(ErrorCode::GROUP_AUTHORIZATION_FAILED);
+    }
+    let allowed = |t: &str| authorized_on_topic(state, req, op::DESCRIBE, t);
+    let mut denied = BTreeSet::new();
+    let mut denied_partitions = Vec::new();
+    let asked = topics.map(|ts| {
+        ts.into_iter()
+            .filter(|(t, ps)| {
+                let ok = allowed(t);
+                if !ok {
+                    denied.insert(t.clone());
+                    denied_partitions.push((t.clone(), ps.iter().map(|p| (*p, None)).collect()));
+                }
+                ok
+            })
+            .collect::<Vec<_>>()
+    });
+    let all = asked.is_none();
+    let mut fetched = match asked {
+        Some(ts) if ts.is_empty() => Vec::new(),
+        other => state.groups.fetch_offsets(state, group_id, other)?,
+    };
+    if all {
+        fetched.retain(|(t, _)| allowed(t));
+    }
+    fetched.extend(denied_partitions);
+    Ok((fetched, denied))
 }

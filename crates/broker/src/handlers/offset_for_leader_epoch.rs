@@ -8,12 +8,13 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 use kraftwerk_types::ErrorCode;
 
-use super::Request;
+use super::{authorized_on_topic, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
     let image = state.image.load();
@@ -22,6 +23,7 @@ pub async fn handle(
         .into_iter()
         .map(|topic| {
             let name = topic.topic.0.to_string();
+            let allowed = authorized_on_topic(state, req, op::DESCRIBE, &name);
             let partitions = topic
                 .partitions
                 .into_iter()
@@ -31,6 +33,9 @@ pub async fn handle(
                         .with_leader_epoch(-1)
                         .with_end_offset(-1);
                     let result = (|| -> Result<(i32, i64), ErrorCode> {
+                        if !allowed {
+                            return Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED);
+                        }
                         let partition = super::led_partition(
                             state,
                             &image,

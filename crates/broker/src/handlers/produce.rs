@@ -21,7 +21,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kraftwerk_protocol::batch::{validate_all, BatchError};
 use kraftwerk_types::ErrorCode;
 
-use super::{str_bytes, Request};
+use super::{authorized_on_topic, authorized_on_txn, str_bytes, Request};
+use crate::security::authorizer::op;
 use crate::replica_manager::Partition;
 use crate::BrokerState;
 
@@ -33,10 +34,17 @@ const ACKS_ALL_WAIT_MAX: Duration = Duration::from_secs(300);
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: ProduceRequest,
 ) -> Option<ProduceResponse> {
     let acks = body.acks;
+    // Kafka checks WRITE on the transactional id, then on each topic,
+    // before anything else: an unknown topic one may not write is
+    // TOPIC_AUTHORIZATION_FAILED, not UNKNOWN_TOPIC_OR_PARTITION.
+    let txn_allowed = body
+        .transactional_id
+        .as_ref()
+        .is_none_or(|id| authorized_on_txn(state, req, op::WRITE, id.as_str()));
     let image = state.image.load();
     let mut responses = Vec::with_capacity(body.topic_data.len());
     let mut appended_any = false;
@@ -44,6 +52,7 @@ pub async fn handle(
     let mut to_commit: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
     for topic in body.topic_data {
         let name = topic.name.0.to_string();
+        let topic_allowed = authorized_on_topic(state, req, op::WRITE, &name);
         let mut partition_responses = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
             let mut resp = PartitionProduceResponse::default()
@@ -52,6 +61,18 @@ pub async fn handle(
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
             let outcome: Result<Appended, (ErrorCode, String)> = async {
+                if !txn_allowed {
+                    return Err((
+                        ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+                        "not authorized to write for this transactional id".into(),
+                    ));
+                }
+                if !topic_allowed {
+                    return Err((
+                        ErrorCode::TOPIC_AUTHORIZATION_FAILED,
+                        format!("not authorized to write to {name}"),
+                    ));
+                }
                 if !(-1..=1).contains(&acks) {
                     return Err((
                         ErrorCode::INVALID_REQUIRED_ACKS,

@@ -5,7 +5,9 @@
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
-use super::{str_bytes, Request};
+use super::{authorized_on_group, str_bytes, Request};
+use crate::security::authorizer::op;
+use kraftwerk_types::ErrorCode;
 use crate::group::{SyncRequest, SyncResult};
 use crate::BrokerState;
 
@@ -14,7 +16,11 @@ pub async fn handle(
     req: &Request<'_>,
     body: SyncGroupRequest,
 ) -> SyncGroupResponse {
-    let result = sync(state, body).await;
+    let result = if authorized_on_group(state, req, op::READ, &body.group_id.0) {
+        sync(state, body).await
+    } else {
+        SyncResult::error(ErrorCode::GROUP_AUTHORIZATION_FAILED)
+    };
     let mut resp = SyncGroupResponse::default()
         .with_error_code(result.error.code())
         .with_assignment(result.assignment);

@@ -10,7 +10,8 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use kraftwerk_types::ErrorCode;
 
-use super::Request;
+use super::{authorized_on_group, authorized_on_topic, authorized_on_txn, Request};
+use crate::security::authorizer::op;
 use crate::group::records::OffsetValue;
 use crate::group::OFFSET_METADATA_MAX_BYTES;
 use crate::BrokerState;
@@ -23,7 +24,12 @@ pub async fn handle(
     let now = kraftwerk_coordinator::now_ms();
     let mut offsets = Vec::new();
     let mut too_large = Vec::new();
+    let mut denied = Vec::new();
     for t in &body.topics {
+        if !authorized_on_topic(state, req, op::READ, &t.name.0) {
+            denied.push(t.name.0.to_string());
+            continue;
+        }
         for p in &t.partitions {
             let metadata = p
                 .committed_metadata
@@ -51,7 +57,19 @@ pub async fn handle(
     // The producer must be the current one of its id. The transaction
     // coordinator may be another broker; then the epoch is checked by the
     // offsets partition itself when the markers come.
-    let checked = match state.txns.check_producer(
+    let refused = if !authorized_on_txn(state, req, op::WRITE, &transactional_id) {
+        Some(ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    } else if !authorized_on_group(state, req, op::READ, &group_id) {
+        Some(ErrorCode::GROUP_AUTHORIZATION_FAILED)
+    } else {
+        None
+    };
+    let checked = if let Some(code) = refused {
+        Err(code)
+    } else if offsets.is_empty() && !denied.is_empty() {
+        Ok(())
+    } else {
+        match state.txns.check_producer(
         state,
         &transactional_id,
         body.producer_id.0,
@@ -59,8 +77,10 @@ pub async fn handle(
     ) {
         Err(ErrorCode::NOT_COORDINATOR | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS) => Ok(()),
         other => other,
+        }
     };
     let result = match checked {
+        Ok(()) if offsets.is_empty() && !denied.is_empty() => Ok(()),
         Ok(()) => {
             let instance = body.group_instance_id.as_ref().map(|s| s.to_string());
             state
@@ -94,7 +114,9 @@ pub async fn handle(
                     t.partitions
                         .iter()
                         .map(|p| {
-                            let c = if too_large.contains(&(name.clone(), p.partition_index)) {
+                            let c = if refused.is_none() && denied.contains(&name) {
+                                ErrorCode::TOPIC_AUTHORIZATION_FAILED
+                            } else if too_large.contains(&(name.clone(), p.partition_index)) {
                                 ErrorCode::OFFSET_METADATA_TOO_LARGE
                             } else {
                                 code

@@ -11,12 +11,13 @@ use kafka_protocol::messages::{WriteTxnMarkersRequest, WriteTxnMarkersResponse};
 use kraftwerk_coordinator::txn::Marker;
 use kraftwerk_types::ErrorCode;
 
-use super::Request;
+use super::{authorized_on_cluster, Request};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(
     state: &BrokerState,
-    _req: &Request<'_>,
+    req: &Request<'_>,
     body: WriteTxnMarkersRequest,
 ) -> WriteTxnMarkersResponse {
     let mut markers = Vec::with_capacity(body.markers.len());
@@ -31,9 +32,13 @@ pub async fn handle(
         for t in m.topics {
             let mut partitions = Vec::with_capacity(t.partition_indexes.len());
             for p in t.partition_indexes {
-                let code = match crate::markers::write_local(state, marker, &t.name.0, p).await {
-                    Ok(()) => ErrorCode::NONE,
-                    Err(code) => code,
+                let code = if !authorized_on_cluster(state, req, op::CLUSTER_ACTION) {
+                    ErrorCode::CLUSTER_AUTHORIZATION_FAILED
+                } else {
+                    match crate::markers::write_local(state, marker, &t.name.0, p).await {
+                        Ok(()) => ErrorCode::NONE,
+                        Err(code) => code,
+                    }
                 };
                 partitions.push(
                     WritableTxnMarkerPartitionResult::default()

@@ -9,6 +9,7 @@
 //! certificate's subject on SSL with a certificate, the SASL user after
 //! authentication.
 
+pub mod authorizer;
 pub mod sasl;
 pub mod scram;
 pub mod tls;
