@@ -1780,6 +1780,43 @@ fn describe_scram_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     Ok(out)
 }
 
+/// Without `authorizer.class.name` (both brokers here) the ACL APIs answer
+/// SECURITY_DISABLED, as Kafka does.
+fn create_acls_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let r = CreateAclsRequest::default().with_creations(vec![
+        create_acls_request::AclCreation::default()
+            .with_resource_type(2)
+            .with_resource_name(s(&ctx.name("acl", v)))
+            .with_resource_pattern_type(3)
+            .with_principal(s("User:alice"))
+            .with_host(s("*"))
+            .with_operation(3)
+            .with_permission_type(3),
+    ]);
+    Ok(seen(&ctx.call(v, &r)?))
+}
+
+fn describe_acls_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let r = DescribeAclsRequest::default()
+        .with_resource_type_filter(1)
+        .with_pattern_type_filter(1)
+        .with_operation(1)
+        .with_permission_type(1);
+    Ok(seen(&ctx.call(v, &r)?))
+}
+
+fn delete_acls_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let r = DeleteAclsRequest::default().with_filters(vec![
+        delete_acls_request::DeleteAclsFilter::default()
+            .with_resource_type_filter(2)
+            .with_resource_name_filter(Some(s(&ctx.name("acl", v))))
+            .with_pattern_type_filter(3)
+            .with_operation(1)
+            .with_permission_type(1),
+    ]);
+    Ok(seen(&ctx.call(v, &r)?))
+}
+
 /// A hanging transaction aborted by hand, as `kafka-transactions.sh
 /// abort` does it: DescribeProducers, then WriteTxnMarkers to the
 /// partition leader.
@@ -2089,6 +2126,24 @@ pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
             "ongoing with an unknown state, none",
             &[],
             list_transactions_flow,
+        ),
+        (
+            ApiKey::CreateAcls,
+            "without an authorizer",
+            &[],
+            create_acls_flow,
+        ),
+        (
+            ApiKey::DescribeAcls,
+            "without an authorizer",
+            &[],
+            describe_acls_flow,
+        ),
+        (
+            ApiKey::DeleteAcls,
+            "without an authorizer",
+            &[],
+            delete_acls_flow,
         ),
         (
             ApiKey::SaslHandshake,
