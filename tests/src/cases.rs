@@ -1763,9 +1763,12 @@ fn alter_scram_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     out.extend(seen(&ctx.call(v, &scram_upsert(&user, 0, 8192))?));
     out.extend(seen(&ctx.call(v, &scram_upsert("", 1, 8192))?));
     out.extend(seen(&ctx.call(v, &scram_delete(&user, 2))?));
-    out.extend(seen(&ctx.call(0, &describe_scram(&[&user]))?));
+    let has_credential = |r: &DescribeUserScramCredentialsResponse| {
+        r.results.first().is_some_and(|u| !u.credential_infos.is_empty())
+    };
+    out.extend(seen(&settled(ctx, 0, &describe_scram(&[&user]), has_credential)?));
     out.extend(seen(&ctx.call(v, &scram_delete(&user, 1))?));
-    out.extend(seen(&ctx.call(0, &describe_scram(&[&user]))?));
+    out.extend(seen(&settled(ctx, 0, &describe_scram(&[&user]), |r| !has_credential(r))?));
     Ok(out)
 }
 
@@ -1773,7 +1776,9 @@ fn describe_scram_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     let user = ctx.name("scram-describe", v);
     let unknown = ctx.name("scram-nobody", v);
     ctx.call(0, &scram_upsert(&user, 2, 4096))?;
-    let mut out = seen(&ctx.call(v, &describe_scram(&[&user]))?);
+    let mut out = seen(&settled(ctx, v, &describe_scram(&[&user]), |r| {
+        r.results.first().is_some_and(|u| !u.credential_infos.is_empty())
+    })?);
     out.extend(seen(&ctx.call(v, &describe_scram(&[&unknown]))?));
     out.extend(seen(&ctx.call(v, &describe_scram(&[&unknown, &unknown]))?));
     ctx.call(0, &scram_delete(&user, 2))?;
@@ -1815,6 +1820,79 @@ fn delete_acls_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
             .with_permission_type(1),
     ]);
     Ok(seen(&ctx.call(v, &r)?))
+}
+
+fn quota_entity(user: &str) -> Vec<alter_client_quotas_request::EntityData> {
+    vec![alter_client_quotas_request::EntityData::default()
+        .with_entity_type(s("user"))
+        .with_entity_name(Some(s(user)))]
+}
+
+fn alter_quota(user: &str, key: &str, value: f64, remove: bool) -> AlterClientQuotasRequest {
+    AlterClientQuotasRequest::default().with_entries(vec![
+        alter_client_quotas_request::EntryData::default()
+            .with_entity(quota_entity(user))
+            .with_ops(vec![alter_client_quotas_request::OpData::default()
+                .with_key(s(key))
+                .with_value(value)
+                .with_remove(remove)]),
+    ])
+}
+
+fn describe_quota(user: &str, strict: bool) -> DescribeClientQuotasRequest {
+    DescribeClientQuotasRequest::default()
+        .with_components(vec![describe_client_quotas_request::ComponentData::default()
+            .with_entity_type(s("user"))
+            .with_match_type(0)
+            .with_match(Some(s(user)))])
+        .with_strict(strict)
+}
+
+/// Kafka's broker answers a describe from its metadata cache, which
+/// follows the controller a moment after an alter returns: ask again until
+/// `settled` holds (for two seconds at most), then report what was seen.
+fn settled<R: kafka_protocol::protocol::Request>(
+    ctx: &mut Ctx,
+    version: i16,
+    request: &R,
+    settled: impl Fn(&R::Response) -> bool,
+) -> Result<R::Response, String>
+where
+    R::Response: std::fmt::Debug,
+{
+    for _ in 0..20 {
+        let response = ctx.call(version, request)?;
+        if settled(&response) {
+            return Ok(response);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    ctx.call(version, request)
+}
+
+fn quota_count(r: &DescribeClientQuotasResponse) -> usize {
+    r.entries.as_ref().map_or(0, |e| e.len())
+}
+
+/// One entity per request: Kafka answers several in hash order.
+fn alter_client_quotas_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let user = ctx.name("quota-alter", v);
+    let mut out = seen(&ctx.call(v, &alter_quota(&user, "producer_byte_rate", 1_048_576.0, false))?);
+    out.extend(seen(&ctx.call(v, &alter_quota(&user, "no_such_quota", 5.0, false))?));
+    out.extend(seen(&ctx.call(v, &alter_quota(&user, "consumer_byte_rate", 1.5, false))?));
+    out.extend(seen(&settled(ctx, 0, &describe_quota(&user, true), |r| quota_count(r) == 1)?));
+    out.extend(seen(&ctx.call(v, &alter_quota(&user, "producer_byte_rate", 0.0, true))?));
+    out.extend(seen(&settled(ctx, 0, &describe_quota(&user, true), |r| quota_count(r) == 0)?));
+    Ok(out)
+}
+
+fn describe_client_quotas_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
+    let user = ctx.name("quota-describe", v);
+    ctx.call(0, &alter_quota(&user, "consumer_byte_rate", 2_000_000.0, false))?;
+    let mut out = seen(&settled(ctx, v, &describe_quota(&user, false), |r| quota_count(r) == 1)?);
+    out.extend(seen(&ctx.call(v, &describe_quota(&ctx.name("quota-nobody", v), true))?));
+    ctx.call(0, &alter_quota(&user, "consumer_byte_rate", 0.0, true))?;
+    Ok(out)
 }
 
 /// A hanging transaction aborted by hand, as `kafka-transactions.sh
@@ -2144,6 +2222,18 @@ pub fn all_cases(served: impl Fn(ApiKey) -> Option<(i16, i16)>) -> Vec<Case> {
             "without an authorizer",
             &[],
             delete_acls_flow,
+        ),
+        (
+            ApiKey::AlterClientQuotas,
+            "set, unknown key, fraction of a byte, remove",
+            &[],
+            alter_client_quotas_flow,
+        ),
+        (
+            ApiKey::DescribeClientQuotas,
+            "one user, nobody",
+            &[],
+            describe_client_quotas_flow,
         ),
         (
             ApiKey::SaslHandshake,

@@ -86,6 +86,10 @@ pub struct ReassignPartition {
     pub target: Option<Vec<i32>>,
 }
 
+/// One entity's quota changes: its components, then `Some` sets a value,
+/// `None` removes it.
+pub type QuotaChange = (Vec<(String, Option<String>)>, Vec<(String, Option<i64>)>);
+
 /// A config change: `Some(v)` sets, `None` removes the override.
 pub type ConfigChange = (String, Option<String>);
 
@@ -120,6 +124,11 @@ pub trait ClusterControl: Send + Sync {
         &self,
         created: Vec<AclBinding>,
         deleted: Vec<AclBinding>,
+    ) -> BoxFuture<'_, Result<(), ControllerError>>;
+    /// Sets and removes client quota values.
+    fn alter_client_quotas(
+        &self,
+        changes: Vec<QuotaChange>,
     ) -> BoxFuture<'_, Result<(), ControllerError>>;
     /// A fresh producer id, never handed out before on this cluster.
     fn allocate_producer_id(&self) -> BoxFuture<'_, Result<i64, ControllerError>>;
@@ -562,6 +571,18 @@ impl ClusterControl for LocalController {
             let state = self.state.lock().await;
             let mut image = (*self.image.load()).clone();
             kraftwerk_controller::commands::apply_acl_changes(&mut image, &created, &deleted);
+            self.commit(&state, image)
+        })
+    }
+
+    fn alter_client_quotas(
+        &self,
+        changes: Vec<QuotaChange>,
+    ) -> BoxFuture<'_, Result<(), ControllerError>> {
+        Box::pin(async move {
+            let state = self.state.lock().await;
+            let mut image = (*self.image.load()).clone();
+            kraftwerk_controller::commands::apply_quota_changes(&mut image, &changes);
             self.commit(&state, image)
         })
     }

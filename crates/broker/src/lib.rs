@@ -17,6 +17,7 @@ pub use kraftwerk_coordinator::txn;
 pub mod handlers;
 pub mod lifecycle;
 pub mod listeners;
+pub mod quotas;
 pub mod markers;
 pub mod metrics;
 pub mod remote;
@@ -54,6 +55,8 @@ pub struct BrokerState {
     /// Kafka's StandardAuthorizer over the image's ACLs (off without
     /// `authorizer.class.name`).
     pub authorizer: security::authorizer::Authorizer,
+    /// Client byte-rate measurements against their quotas.
+    pub quotas: quotas::QuotaManager,
     pub shutdown: CancellationToken,
     /// The controller quorum, when this broker is part of a cluster.
     pub quorum: Option<Arc<remote::ControllerClient>>,
@@ -197,6 +200,7 @@ impl Broker {
             marker_clients: markers::MarkerClients::default(),
             metrics: metrics::BrokerMetrics::new(),
             authorizer,
+            quotas: quotas::QuotaManager::new(&config),
             shutdown: shutdown.clone(),
             quorum: quorum.clone(),
             applied_image_version: parking_lot::Mutex::new(0),

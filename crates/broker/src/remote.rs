@@ -458,6 +458,17 @@ impl ClusterControl for RemoteControl {
         })
     }
 
+    fn alter_client_quotas(
+        &self,
+        changes: Vec<crate::controller::QuotaChange>,
+    ) -> BoxFuture<'_, Result<(), ControllerError>> {
+        Box::pin(async move {
+            self.write(MetadataCommand::AlterClientQuotas { changes })
+                .await
+                .map(|_| ())
+        })
+    }
+
     fn elect_preferred_leaders(
         &self,
         partitions: Option<Vec<(String, i32)>>,

@@ -228,8 +228,24 @@ async fn connection<S: KafkaStream>(
                             }
                         }
                     }
-                    match handlers::handle_frame(&state, frame, peer, listener, &principal, &mut out)
-                        .await
+                    let mut hold = std::time::Duration::ZERO;
+                    let outcome = handlers::handle_frame(
+                        &state, frame, peer, listener, &principal, &mut out, &mut hold,
+                    )
+                    .await;
+                    if !hold.is_zero() && !matches!(outcome, Outcome::Close(_)) {
+                        // Over its quota: the answer goes out now, then
+                        // nothing more is read from this client for a while.
+                        if let Outcome::Respond = outcome {
+                            stream.write_all(&out).await.map_err(|e| e.to_string())?;
+                        }
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return Ok(()),
+                            _ = tokio::time::sleep(hold) => {}
+                        }
+                        continue;
+                    }
+                    match outcome
                     {
                         Outcome::Respond => {
                             stream.write_all(&out).await.map_err(|e| e.to_string())?;

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use kraftwerk_metadata::{
-    AclBinding, BrokerRegistration, ListenerEndpoint, MetadataImage, PartitionRecord,
+    AclBinding, BrokerRegistration, ClientQuota, ListenerEndpoint, MetadataImage, PartitionRecord,
     ScramCredential, TopicRecord,
 };
 use kraftwerk_types::{ErrorCode, TopicId};
@@ -82,6 +82,10 @@ pub enum MetadataCommand {
     /// Removes these exact ACLs (the broker matched the filters).
     DeleteAcls {
         acls: Vec<AclBinding>,
+    },
+    /// Sets (`Some`) and removes (`None`) quota values of entities.
+    AlterClientQuotas {
+        changes: Vec<(Vec<(String, Option<String>)>, Vec<(String, Option<i64>)>)>,
     },
     /// Reserves `count` producer ids; the result is the first one.
     AllocateProducerIds {
@@ -175,6 +179,36 @@ pub fn apply_acl_changes(image: &mut MetadataImage, created: &[AclBinding], dele
             image.acls.push(acl.clone());
         }
     }
+}
+
+/// Sets and removes quota values; an entity left without values goes.
+pub fn apply_quota_changes(
+    image: &mut MetadataImage,
+    changes: &[(Vec<(String, Option<String>)>, Vec<(String, Option<i64>)>)],
+) {
+    for (entity, ops) in changes {
+        let i = match image.client_quotas.iter().position(|q| q.entity == *entity) {
+            Some(i) => i,
+            None => {
+                image.client_quotas.push(ClientQuota {
+                    entity: entity.clone(),
+                    values: BTreeMap::new(),
+                });
+                image.client_quotas.len() - 1
+            }
+        };
+        for (key, value) in ops {
+            match value {
+                Some(v) => {
+                    image.client_quotas[i].values.insert(key.clone(), *v);
+                }
+                None => {
+                    image.client_quotas[i].values.remove(key);
+                }
+            }
+        }
+    }
+    image.client_quotas.retain(|q| !q.values.is_empty());
 }
 
 /// Applies one committed command at `log_index` to the image.
@@ -351,6 +385,10 @@ fn apply_inner(
         }
         MetadataCommand::DeleteAcls { acls } => {
             apply_acl_changes(image, &[], acls);
+            CommandResult::Ok
+        }
+        MetadataCommand::AlterClientQuotas { changes } => {
+            apply_quota_changes(image, changes);
             CommandResult::Ok
         }
         MetadataCommand::AllocateProducerIds { count } => {

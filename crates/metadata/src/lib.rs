@@ -135,6 +135,15 @@ pub struct AclBinding {
     pub permission_type: i8,
 }
 
+/// The quotas of one entity: `user` and/or `client-id` components, each
+/// named or the default (`None`), sorted by type; values by key
+/// (`producer_byte_rate`, `consumer_byte_rate`), in bytes per second.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientQuota {
+    pub entity: Vec<(String, Option<String>)>,
+    pub values: BTreeMap<String, i64>,
+}
+
 /// An immutable snapshot of cluster metadata.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataImage {
@@ -160,6 +169,9 @@ pub struct MetadataImage {
     /// ACLs, in the order they were created.
     #[serde(default)]
     pub acls: Vec<AclBinding>,
+    /// Client quotas: each entity with its quota values.
+    #[serde(default)]
+    pub client_quotas: Vec<ClientQuota>,
     #[serde(skip)]
     ids: HashMap<TopicId, String>,
 }

@@ -41,9 +41,7 @@ pub async fn handle(state: &BrokerState, req: &Request<'_>, body: FetchRequest) 
             || has_error
             || tokio::time::Instant::now() >= deadline;
         if done {
-            return FetchResponse::default()
-                .with_session_id(0)
-                .with_responses(responses);
+            return throttled(state, req, responses);
         }
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {}
@@ -56,6 +54,30 @@ pub async fn handle(state: &BrokerState, req: &Request<'_>, body: FetchRequest) 
                 .with_session_id(0)
                 .with_responses(responses);
         }
+    }
+}
+
+/// The answer, unless it would take the client over its fetch quota: then
+/// an empty answer with the throttle time, its bytes not counted (the
+/// client fetches the same offsets again), as Kafka does.
+fn throttled(
+    state: &BrokerState,
+    req: &Request<'_>,
+    responses: Vec<FetchableTopicResponse>,
+) -> FetchResponse {
+    let bytes: u64 = responses
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .map(|p| p.records.as_ref().map_or(0, |r| r.len() as u64))
+        .sum();
+    let throttle_ms = req.charge(state, crate::quotas::CONSUMER_BYTE_RATE, bytes, false);
+    let response = FetchResponse::default()
+        .with_session_id(0)
+        .with_throttle_time_ms(throttle_ms);
+    if throttle_ms > 0 {
+        response
+    } else {
+        response.with_responses(responses)
     }
 }
 

@@ -16,6 +16,7 @@ use crate::BrokerState;
 
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
+mod alter_client_quotas;
 mod alter_configs;
 mod alter_partition_reassignments;
 mod alter_user_scram_credentials;
@@ -28,6 +29,7 @@ mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_acls;
+mod describe_client_quotas;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
@@ -82,6 +84,54 @@ pub struct Request<'a> {
     /// Who the connection is (`User:NAME`; `User:ANONYMOUS` when nobody
     /// authenticated).
     pub principal: &'a str,
+    /// Set by a handler whose client went over its quota: how long the
+    /// connection reads nothing more after this response (milliseconds).
+    pub throttle_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Request<'_> {
+    /// The client's user name, for quotas (`ANONYMOUS` when nobody
+    /// authenticated).
+    pub fn user(&self) -> &str {
+        self.principal.strip_prefix("User:").unwrap_or(self.principal)
+    }
+
+    pub fn client_id(&self) -> &str {
+        self.header.client_id.as_deref().unwrap_or("")
+    }
+
+    /// Records `bytes` against the client's quota for `key`; returns the
+    /// throttle time to put in the response (0 when within the quota) and
+    /// holds the connection that long after it. With `count_if_throttled`
+    /// false, bytes over the quota are not counted.
+    pub fn charge(
+        &self,
+        state: &BrokerState,
+        key: &str,
+        bytes: u64,
+        count_if_throttled: bool,
+    ) -> i32 {
+        let image = state.image.load();
+        if image.client_quotas.is_empty() {
+            return 0;
+        }
+        let Some((quota, sensor)) =
+            crate::quotas::resolve(&image.client_quotas, key, self.user(), self.client_id())
+        else {
+            return 0;
+        };
+        let throttle = state.quotas.record(
+            &sensor,
+            quota,
+            bytes,
+            std::time::Instant::now(),
+            count_if_throttled,
+        );
+        let ms = throttle.as_millis().min(i32::MAX as u128) as u64;
+        self.throttle_ms
+            .fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+        ms as i32
+    }
 }
 
 /// Answers one request frame. A response is encoded into `out`, the
@@ -94,6 +144,7 @@ pub async fn handle_frame(
     listener: &str,
     principal: &str,
     out: &mut BytesMut,
+    hold: &mut std::time::Duration,
 ) -> Outcome {
     if frame.len() < 8 {
         return Outcome::Close(format!(
@@ -132,10 +183,16 @@ pub async fn handle_frame(
         peer,
         listener,
         principal,
+        throttle_ms: std::sync::atomic::AtomicU64::new(0),
     };
     tracing::trace!(api = ?key, version, correlation_id, "request");
     let started = std::time::Instant::now();
     let outcome = route_request(state, key, version, &header, &request, body, out).await;
+    *hold = std::time::Duration::from_millis(
+        request
+            .throttle_ms
+            .load(std::sync::atomic::Ordering::Relaxed),
+    );
     if !matches!(outcome, Outcome::Close(_)) {
         state.metrics.answered(key_name(key), started.elapsed());
     }
@@ -196,6 +253,8 @@ fn key_name(key: ApiKey) -> &'static str {
         DescribeAcls,
         CreateAcls,
         DeleteAcls,
+        DescribeClientQuotas,
+        AlterClientQuotas,
     )
 }
 
@@ -274,6 +333,8 @@ async fn route_request(
         DescribeAcls => describe_acls,
         CreateAcls => create_acls,
         DeleteAcls => delete_acls,
+        DescribeClientQuotas => describe_client_quotas,
+        AlterClientQuotas => alter_client_quotas,
     }
 }
 

@@ -41,6 +41,14 @@ pub async fn handle(
     // Kafka checks WRITE on the transactional id, then on each topic,
     // before anything else: an unknown topic one may not write is
     // TOPIC_AUTHORIZATION_FAILED, not UNKNOWN_TOPIC_OR_PARTITION.
+    // The request's record bytes count against the client's produce quota.
+    let produced_bytes: u64 = body
+        .topic_data
+        .iter()
+        .flat_map(|t| t.partition_data.iter())
+        .map(|p| p.records.as_ref().map_or(0, |r| r.len() as u64))
+        .sum();
+    let throttle_ms = req.charge(state, crate::quotas::PRODUCER_BYTE_RATE, produced_bytes, true);
     let txn_allowed = body
         .transactional_id
         .as_ref()
@@ -244,7 +252,9 @@ pub async fn handle(
             }
         }
     }
-    Some(ProduceResponse::default().with_responses(responses))
+    Some(ProduceResponse::default()
+        .with_responses(responses)
+        .with_throttle_time_ms(throttle_ms))
 }
 
 pub(crate) fn now_ms() -> i64 {
