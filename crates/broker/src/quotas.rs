@@ -8,11 +8,9 @@
 //! one key is taken from the most specific entity that sets it, in Kafka's
 //! order: user+client, user+default client, user, default user+client,
 //! default user+default client, default user, client, default client.
-//! Each client measures its own rate over `quota.window.num` windows of
-//! `quota.window.size.seconds` (Kafka's 11 × 1 s), even under a default
-//! entity.
+//! Each client is measured on its own, even under a default entity.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use kraftwerk_metadata::ClientQuota;
@@ -71,19 +69,27 @@ pub fn resolve(
     None
 }
 
-/// A rate over a ring of time windows, as Kafka's `Rate` with samples.
+/// A client's allowance: bytes it may still send at once.
 #[derive(Debug)]
-struct Sensor {
-    /// (window start, bytes)
-    windows: VecDeque<(Instant, f64)>,
+struct Bucket {
+    tokens: f64,
+    last: Instant,
 }
 
 /// Measures clients against their quotas.
+///
+/// Each client has a token bucket that fills at its quota and holds at most
+/// `quota.window.num` × `quota.window.size.seconds` of it (11 s with
+/// Kafka's defaults): an idle client may send that much at once, as with
+/// Kafka's sampled rate, and after that is held to its quota exactly. The
+/// throttle time is how long the bucket takes to refill what the client
+/// overdrew. Kafka's windowed rate instead lets a throttled client through
+/// in bursts separated by long pauses, averaging above or below its quota
+/// depending on where the windows fall (`docs/security.md`).
 #[derive(Debug)]
 pub struct QuotaManager {
-    window: Duration,
-    samples: usize,
-    sensors: Mutex<HashMap<String, Sensor>>,
+    burst: Duration,
+    buckets: Mutex<HashMap<String, Bucket>>,
 }
 
 impl QuotaManager {
@@ -95,66 +101,45 @@ impl QuotaManager {
                 .filter(|v| *v > 0)
                 .unwrap_or(default)
         };
+        let window = number("quota.window.size.seconds", 1);
+        let samples = number("quota.window.num", 11);
         QuotaManager {
-            window: Duration::from_secs(number("quota.window.size.seconds", 1)),
-            samples: number("quota.window.num", 11) as usize,
-            sensors: Mutex::new(HashMap::new()),
+            burst: Duration::from_secs(window.saturating_mul(samples)),
+            buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Records `bytes` against the sensor and returns how long the client
-    /// must wait for its rate to fall back to `quota` (zero when it is
-    /// within it). With `record_if_throttled` false, bytes that would
-    /// exceed the quota are not counted (a throttled fetch sends nothing).
+    /// Charges `bytes` to the client's bucket and returns how long it must
+    /// wait before sending more (zero while it is within its quota). With
+    /// `charge_if_throttled` false, bytes that would overdraw the bucket
+    /// are not charged (a throttled fetch sends nothing).
     pub fn record(
         &self,
         sensor: &str,
         quota: i64,
         bytes: u64,
         now: Instant,
-        record_if_throttled: bool,
+        charge_if_throttled: bool,
     ) -> Duration {
-        let mut sensors = self.sensors.lock();
-        let s = sensors.entry(sensor.to_string()).or_insert_with(|| Sensor {
-            windows: VecDeque::new(),
-        });
-        let span = self.window * self.samples as u32;
-        while s
-            .windows
-            .front()
-            .is_some_and(|(start, _)| now.duration_since(*start) >= span)
-        {
-            s.windows.pop_front();
-        }
-        let current_is_open = s
-            .windows
-            .back()
-            .is_some_and(|(start, _)| now.duration_since(*start) < self.window);
-        if !current_is_open {
-            s.windows.push_back((now, 0.0));
-        }
-        let total: f64 = s.windows.iter().map(|(_, b)| b).sum::<f64>() + bytes as f64;
-        // Kafka's elapsed time: the oldest window's start to now, but at
-        // least all windows but the current one.
-        let oldest = s.windows.front().map_or(now, |(start, _)| *start);
-        let elapsed = now
-            .duration_since(oldest)
-            .max(self.window * (self.samples as u32 - 1))
-            .as_secs_f64();
-        let rate = total / elapsed;
         let quota = quota.max(1) as f64;
-        let throttle = if rate > quota {
-            let ms = (rate - quota) / quota * elapsed * 1000.0;
-            Duration::from_millis(ms as u64).min(span)
-        } else {
-            Duration::ZERO
-        };
-        if throttle.is_zero() || record_if_throttled {
-            if let Some(last) = s.windows.back_mut() {
-                last.1 += bytes as f64;
-            }
+        let capacity = quota * self.burst.as_secs_f64();
+        let mut buckets = self.buckets.lock();
+        let b = buckets.entry(sensor.to_string()).or_insert(Bucket {
+            tokens: capacity,
+            last: now,
+        });
+        let refill = now.saturating_duration_since(b.last).as_secs_f64() * quota;
+        b.tokens = (b.tokens + refill).min(capacity);
+        b.last = now;
+        let after = b.tokens - bytes as f64;
+        if after >= 0.0 {
+            b.tokens = after;
+            return Duration::ZERO;
         }
-        throttle
+        if charge_if_throttled {
+            b.tokens = after;
+        }
+        Duration::from_secs_f64(-after / quota).min(self.burst)
     }
 }
 
@@ -207,20 +192,25 @@ mod tests {
     #[test]
     fn throttle_brings_the_rate_back_to_the_quota() {
         let m = QuotaManager {
-            window: Duration::from_secs(1),
-            samples: 11,
-            sensors: Mutex::new(HashMap::new()),
+            burst: Duration::from_secs(11),
+            buckets: Mutex::new(HashMap::new()),
         };
         let start = Instant::now();
-        // 1,000 B/s allowed; 10 s of history at least: 10,000 B are free.
-        assert_eq!(m.record("s", 1000, 10_000, start, true), Duration::ZERO);
-        // 5,000 more: 15,000 B over 10 s is 1,500 B/s; waiting 5 s brings it to 1,000.
-        let t = m.record("s", 1000, 5_000, start, true);
-        assert_eq!(t, Duration::from_secs(5));
-        // A fetch that would exceed is not counted.
-        let before = m.record("f", 1000, 10_000, start, false);
-        assert_eq!(before, Duration::ZERO);
-        assert!(m.record("f", 1000, 5_000, start, false) > Duration::ZERO);
-        assert!(m.record("f", 1000, 0, start, false).is_zero());
+        // 1,000 B/s allowed, 11 s of burst: 11,000 B go at once.
+        assert_eq!(m.record("s", 1000, 11_000, start, true), Duration::ZERO);
+        // 500 more overdraw by 500: half a second to refill.
+        assert_eq!(m.record("s", 1000, 500, start, true), Duration::from_millis(500));
+        // After that half second, 0 tokens: one more byte waits 1 ms.
+        let later = start + Duration::from_millis(500);
+        assert_eq!(m.record("s", 1000, 1, later, true), Duration::from_millis(1));
+        // A second later, 1,000 B have come back.
+        let much_later = later + Duration::from_secs(1);
+        assert_eq!(m.record("s", 1000, 999, much_later, true), Duration::ZERO);
+        // A fetch that would overdraw is not charged: the same fetch after
+        // the throttle time goes through.
+        assert_eq!(m.record("f", 1000, 11_000, start, false), Duration::ZERO);
+        let wait = m.record("f", 1000, 2_000, start, false);
+        assert_eq!(wait, Duration::from_secs(2));
+        assert_eq!(m.record("f", 1000, 2_000, start + wait, false), Duration::ZERO);
     }
 }
