@@ -21,6 +21,7 @@ a comment says so and the test skips itself on Kafka, saying why.
 """
 
 import base64
+import json
 import logging
 import os
 import re
@@ -209,17 +210,19 @@ def pki(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def secure(pki):
-    """One node with five listeners: PLAINTEXT, SSL, SASL_SSL (PLAIN and
+    """One node with six listeners: PLAINTEXT, SSL, SASL_SSL (PLAIN and
     both SCRAMs), SASL_PLAINTEXT (PLAIN and SCRAM-SHA-256 only, by the
-    per-listener key) and MTLS, an SSL listener requiring a client
-    certificate (per-listener `ssl.client.auth`)."""
-    ports = {name: free_port() for name in ("PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT", "MTLS")}
+    per-listener key), and two more SSL listeners by
+    listener.security.protocol.map: MTLS, requiring a client certificate,
+    and MAYBE_TLS, requesting one (per-listener `ssl.client.auth`)."""
+    ports = {name: free_port() for name in ("PLAINTEXT", "SSL", "SASL_SSL", "SASL_PLAINTEXT", "MTLS", "MAYBE_TLS")}
     props = {
         "listeners": ",".join(f"{n}://127.0.0.1:{p}" for n, p in ports.items()),
         "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,"
-                                          "SASL_PLAINTEXT:SASL_PLAINTEXT,MTLS:SSL",
+                                          "SASL_PLAINTEXT:SASL_PLAINTEXT,MTLS:SSL,MAYBE_TLS:SSL",
         **tls_props(pki),
         "listener.name.mtls.ssl.client.auth": "required",
+        "listener.name.maybe_tls.ssl.client.auth": "requested",
         "sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512",
         "listener.name.sasl_plaintext.sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256",
         **sasl_props("SASL_SSL"),
@@ -240,16 +243,16 @@ def secure(pki):
             tmp.cleanup()
 
 
-def add_scram_user(bootstrap, user, password, mechanisms=("SCRAM-SHA-256", "SCRAM-SHA-512")):
+def add_scram_user(bootstrap, user, password, mechanisms=("SCRAM-SHA-256", "SCRAM-SHA-512"), timeout_s=30):
     """AlterUserScramCredentials through librdkafka's admin client, one
     request per mechanism (Kafka refuses a user named twice in one request:
     DUPLICATE_RESOURCE)."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     for m in mechanisms:
         info = ScramCredentialInfo(getattr(ScramMechanism, m.replace("-", "_")), 8192)
-        for f in admin.alter_user_scram_credentials([UserScramCredentialUpsertion(user, info,
-                                                                                  password.encode())]).values():
-            f.result(timeout=30)
+        alteration = [UserScramCredentialUpsertion(user, info, password.encode())]
+        for f in admin.alter_user_scram_credentials(alteration, request_timeout=timeout_s).values():
+            f.result(timeout=timeout_s + 5)
 
 
 def wait_until(cond, timeout_s, what, interval=0.2):
@@ -282,8 +285,8 @@ CASES = {
 }
 
 
-def confluent_config(b, case, pki, user="alice", password=None, listener=None):
-    conf = {"bootstrap.servers": b.bootstrap(listener or case["listener"]), "security.protocol": case["protocol"]}
+def confluent_config(b, case, pki, user="alice", password=None):
+    conf = {"bootstrap.servers": b.bootstrap(case["listener"]), "security.protocol": case["protocol"]}
     if "SSL" in case["protocol"]:
         conf["ssl.ca.location"] = str(pki.ca)
     if case.get("certificate"):
@@ -374,20 +377,17 @@ def login(conf, timeout_s=10):
     errors = []
     p = Producer({**conf, "error_cb": errors.append, "reconnect.backoff.ms": 200})
     deadline = time.monotonic() + timeout_s
-    try:
-        while time.monotonic() < deadline:
-            try:
-                p.list_topics(timeout=1)
-                return None
-            except KafkaException as e:
-                errors.append(e.args[0])
-            p.poll(0.1)
-            auth = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
-            if auth:
-                return auth[0]
-        return errors[-1] if errors else KafkaError(KafkaError._TIMED_OUT)
-    finally:
-        del p
+    while time.monotonic() < deadline:
+        try:
+            p.list_topics(timeout=1)
+            return None
+        except KafkaException as e:
+            errors.append(e.args[0])
+        p.poll(0.1)
+        auth = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
+        if auth:
+            return auth[0]
+    return errors[-1] if errors else KafkaError(KafkaError._TIMED_OUT)
 
 
 def topic_name(*parts):
@@ -447,6 +447,46 @@ def test_java_console_tools_produce_and_consume(secure, pki, case, request, tmp_
     assert got == values
 
 
+def test_large_records_cross_tls_intact(secure, pki, alice_scram):
+    """Records far larger than a TLS record (16 KiB), in fetch responses of
+    several megabytes: librdkafka over SASL_SSL writes them, kafka-python
+    over SSL and librdkafka over mutual TLS read them back byte for byte."""
+    from kafka import KafkaConsumer, TopicPartition as KTopicPartition
+
+    create_topic(secure, "large-over-tls")
+    values = [os.urandom(300_000) for _ in range(40)]
+    failed = []
+    p = Producer({**confluent_config(secure, CASES["SASL_SSL-SCRAM-SHA-512"], pki), "acks": "all",
+                  "linger.ms": 50})
+    for v in values:
+        p.produce("large-over-tls", value=v, partition=0, on_delivery=lambda err, msg: err and failed.append(err))
+    assert p.flush(60) == 0 and not failed, failed[:3]
+
+    consumer = KafkaConsumer(**kafka_python_config(secure, CASES["SSL"], pki), enable_auto_commit=False,
+                             max_partition_fetch_bytes=8 << 20, fetch_max_bytes=16 << 20)
+    consumer.assign([KTopicPartition("large-over-tls", 0)])
+    consumer.seek_to_beginning()
+    got = []
+    deadline = time.monotonic() + 60
+    while len(got) < len(values) and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=500).values():
+            got += [r.value for r in records]
+    consumer.close()
+    assert len(got) == len(values) and got == values, f"{len(got)} of {len(values)} read, or altered"
+
+    c = Consumer({**confluent_config(secure, CASES["mTLS"], pki), "group.id": "large-reader",
+                  "enable.auto.commit": False, "fetch.max.bytes": 16 << 20, "max.partition.fetch.bytes": 8 << 20})
+    c.assign([TopicPartition("large-over-tls", 0, 0)])
+    got = []
+    deadline = time.monotonic() + 60
+    while len(got) < len(values) and time.monotonic() < deadline:
+        msg = c.poll(0.5)
+        if msg is not None and not msg.error():
+            got.append(msg.value())
+    c.close()
+    assert got == values, f"{len(got)} of {len(values)} read, or altered"
+
+
 def test_each_listener_advertises_itself_and_listeners_share_the_data(secure, pki, alice_scram):
     """Metadata asked on a listener names that listener's address; a record
     written over PLAINTEXT is read over SASL_SSL and the other way round."""
@@ -454,6 +494,8 @@ def test_each_listener_advertises_itself_and_listeners_share_the_data(secure, pk
     sasl = confluent_config(secure, CASES["SASL_SSL-SCRAM-SHA-256"], pki)
     listeners = {"PLAINTEXT": plain, "SASL_SSL": sasl, "SSL": confluent_config(secure, CASES["SSL"], pki),
                  "MTLS": confluent_config(secure, CASES["mTLS"], pki),
+                 "MAYBE_TLS": {**confluent_config(secure, CASES["SSL"], pki),
+                               "bootstrap.servers": secure.bootstrap("MAYBE_TLS")},
                  "SASL_PLAINTEXT": confluent_config(secure, {"listener": "SASL_PLAINTEXT",
                                                              "protocol": "SASL_PLAINTEXT", "mechanism": "PLAIN"},
                                                     pki)}
@@ -493,17 +535,25 @@ def test_confluent_kafka_reports_a_wrong_password(secure, pki, alice_scram, mech
 
 @pytest.mark.parametrize("mechanism", ["PLAIN", "SCRAM-SHA-256"])
 def test_kafka_python_reports_a_wrong_password(secure, pki, alice_scram, mechanism, caplog):
-    """kafka-python gives up bootstrapping (KafkaTimeoutError) and logs the
-    broker's SaslAuthenticationFailedError, as it does against Kafka."""
+    """kafka-python cannot bootstrap (KafkaTimeoutError) and logs each
+    refused connection. Whether that log line names the broker's
+    SaslAuthenticationFailedError or only "socket disconnected" is down to
+    kafka-python 3.0.12: when the broker's close follows the error response
+    closely, it drops the response it has read (kafka/net/transport.py,
+    `_sock_recv` returns the EOF error and the bytes are never parsed).
+    Kafka 4.1.1 loses that race as well (SASL_PLAINTEXT: 7 attempts out of
+    7, SASL_SSL: 4 out of 7), so this test asserts what every attempt
+    shows; the answer on the wire, SaslAuthenticate v2 as kafka-python
+    sends it, is checked in test_failed_authentication_is_answered_after_the_configured_delay."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaTimeoutError
 
     caplog.set_level(logging.ERROR, logger="kafka")
     kw = kafka_python_config(secure, CASES[f"SASL_SSL-{mechanism}"], pki, password="wrong")
-    with pytest.raises(KafkaTimeoutError):
+    with pytest.raises(KafkaTimeoutError, match="Unable to bootstrap"):
         KafkaProducer(**kw, bootstrap_timeout_ms=5000)
     logged = [r.getMessage() for r in caplog.records]
-    assert any("SaslAuthenticationFailedError" in m for m in logged), logged[-10:]
+    assert any(re.search(r"SaslAuthenticationFailedError|socket disconnected", m) for m in logged), logged[-10:]
     good_client_works(secure, pki, f"after-kafka-python-{mechanism}")
 
 
@@ -515,7 +565,7 @@ def test_java_client_reports_a_wrong_password(secure, pki, alice_scram, tmp_path
                      "--command-config", config, check=False, timeout=120)
     text = out.stdout + out.stderr
     assert out.returncode != 0, text
-    assert "SaslAuthenticationException" in text or "Authentication failed" in text, text[-3000:]
+    assert "org.apache.kafka.common.errors.SaslAuthenticationException" in text, text[-3000:]
     good_client_works(secure, pki, "after-java")
 
 
@@ -594,14 +644,55 @@ def sasl_handshake(sock, mechanism, correlation_id=2):
     return error, mechanisms
 
 
-def sasl_authenticate(sock, auth_bytes, correlation_id=3):
-    """(error code, error message), or None when the connection closed."""
-    send_request(sock, SASL_AUTHENTICATE, 1, correlation_id, struct.pack(">i", len(auth_bytes)) + auth_bytes)
+def uvarint(n):
+    out = b""
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out += bytes([byte | (0x80 if n else 0)])
+        if not n:
+            return out
+
+
+def read_uvarint(data, pos):
+    value, shift = 0, 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def sasl_authenticate(sock, auth_bytes, correlation_id=3, version=1):
+    """(error code, error message, session lifetime in ms), or None when
+    the connection closed. Version 1 as librdkafka sends it, or version 2
+    (flexible) as kafka-python and the Java client do."""
+    if version == 1:
+        send_request(sock, SASL_AUTHENTICATE, 1, correlation_id, struct.pack(">i", len(auth_bytes)) + auth_bytes)
+        body = recv_response(sock, correlation_id)
+        if body is None:
+            return None
+        error, n = struct.unpack(">hh", body[:4])
+        message = body[4:4 + n].decode() if n >= 0 else None
+        pos = 4 + max(n, 0)
+        pos += 4 + max(struct.unpack(">i", body[pos:pos + 4])[0], 0)
+        return error, message, struct.unpack(">q", body[pos:pos + 8])[0]
+    client_id = b"security-test"
+    header = struct.pack(">hhih", SASL_AUTHENTICATE, 2, correlation_id, len(client_id)) + client_id + uvarint(0)
+    body = uvarint(len(auth_bytes) + 1) + auth_bytes + uvarint(0)
+    sock.sendall(struct.pack(">i", len(header) + len(body)) + header + body)
     body = recv_response(sock, correlation_id)
     if body is None:
         return None
-    error, n = struct.unpack(">hh", body[:4])
-    return error, (body[4:4 + n].decode() if n >= 0 else None)
+    _, pos = read_uvarint(body, 0)  # tagged fields of the response header
+    error = struct.unpack(">h", body[pos:pos + 2])[0]
+    n, pos = read_uvarint(body, pos + 2)
+    message = body[pos:pos + n - 1].decode() if n else None
+    pos += max(n - 1, 0)
+    n, pos = read_uvarint(body, pos)
+    pos += max(n - 1, 0)
+    return error, message, struct.unpack(">q", body[pos:pos + 8])[0]
 
 
 def connect(b, listener, pki=None, certificate=None):
@@ -684,23 +775,38 @@ def test_requests_before_authentication_close_the_connection(secure):
         assert recv_response(s, 4) is not None
 
 
-def test_failed_authentication_is_answered_after_the_configured_delay(secure):
-    """Wrong PLAIN password: SASL_AUTHENTICATION_FAILED, then the connection
-    closes, no sooner than connection.failed.authentication.delay.ms after
-    the attempt; the same exchange with the right password is not held."""
+@pytest.mark.parametrize("version", [1, 2])
+def test_failed_authentication_is_answered_after_the_configured_delay(secure, version):
+    """Wrong PLAIN password (SaslAuthenticate v1, and v2, the flexible
+    encoding): SASL_AUTHENTICATION_FAILED, then the connection closes, no
+    sooner than connection.failed.authentication.delay.ms after the
+    attempt; the same exchange with the right password is not held.
+    (Kafka 4.1.1 holds the error response itself until the delay is over,
+    then closes.)"""
     with connect(secure, "SASL_PLAINTEXT") as s:
         assert sasl_handshake(s, "PLAIN")[0] == 0
         started = time.monotonic()
-        answer = sasl_authenticate(s, b"\0alice\0wrong-password")
+        answer = sasl_authenticate(s, b"alice\0alice\0wrong-password", version=version)
         assert closed_within(s, 10), "the connection stayed open after a failed authentication"
         took = time.monotonic() - started
     assert answer is not None and answer[0] == SASL_AUTHENTICATION_FAILED, answer
+    assert answer[1], "no error message with SASL_AUTHENTICATION_FAILED"
     assert took >= FAILED_AUTH_DELAY_MS / 1000 * 0.9, f"closed {took:.3f}s after the attempt"
-    with connect(secure, "SASL_PLAINTEXT") as s:
-        assert sasl_handshake(s, "PLAIN")[0] == 0
-        started = time.monotonic()
-        assert sasl_authenticate(s, b"\0alice\0" + USERS["alice"].encode())[0] == 0
-        assert time.monotonic() - started < FAILED_AUTH_DELAY_MS / 1000, "a good login was delayed too"
+    # Failed logins being held do not hold anyone else.
+    held = [connect(secure, "SASL_PLAINTEXT") for _ in range(5)]
+    try:
+        for h in held:
+            assert sasl_handshake(h, "PLAIN")[0] == 0
+            wrong = b"\0alice\0wrong-password"
+            send_request(h, SASL_AUTHENTICATE, 1, 3, struct.pack(">i", len(wrong)) + wrong)
+        with connect(secure, "SASL_PLAINTEXT") as s:
+            assert sasl_handshake(s, "PLAIN")[0] == 0
+            started = time.monotonic()
+            assert sasl_authenticate(s, b"\0alice\0" + USERS["alice"].encode(), version=version)[0] == 0
+            assert time.monotonic() - started < FAILED_AUTH_DELAY_MS / 1000, "a good login was delayed too"
+    finally:
+        for h in held:
+            h.close()
 
 
 def test_bytes_that_are_not_tls_close_only_that_connection(secure, pki):
@@ -748,12 +854,92 @@ def test_client_certificates_are_checked_when_required(secure, pki):
                 answered = None
             assert answered is None, f"served without a trusted certificate ({certificate})"
 
+    # librdkafka with mallory's certificate: the broker's TLS alert (Kafka
+    # sends "bad certificate", Kraftwerk "certificate required"; openssl
+    # s_client, which does send the certificate, gets "unknown CA").
     conf = {**confluent_config(secure, CASES["mTLS"], pki), "ssl.certificate.location": str(pki.mallory.cert),
             "ssl.key.location": str(pki.mallory.key)}
-    err = login(conf, timeout_s=8)
-    assert err is not None and err.code() in (KafkaError._SSL, KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
-                                              KafkaError._ALL_BROKERS_DOWN), err
+    errors = []
+    p = Producer({**conf, "error_cb": errors.append})
+
+    def alerted():
+        p.poll(0.2)
+        return any("SSL alert" in e.str() for e in errors)
+
+    wait_until(alerted, 15, "librdkafka reporting the broker's TLS alert")
+    with pytest.raises(KafkaException):
+        p.list_topics(timeout=2)
+    del p
     assert login(confluent_config(secure, CASES["mTLS"], pki)) is None
+
+
+REAUTH_MS = 2000
+
+
+def test_sessions_end_after_connections_max_reauth_ms(pki, tmp_path):
+    """KIP-368: with connections.max.reauth.ms=2000 a login's session
+    lifetime is at most 2 s; a connection that does not authenticate again
+    is closed at its next request after that, while librdkafka, which
+    re-authenticates, goes on producing for several lifetimes. Without the
+    key (the module's broker) sessions do not expire: lifetime 0."""
+    ports = {"PLAINTEXT": free_port(), "SASL_PLAINTEXT": free_port()}
+    b = SecureBroker(tmp_path / "node", {
+        "listeners": ",".join(f"{n}://127.0.0.1:{p}" for n, p in ports.items()),
+        "sasl.enabled.mechanisms": "PLAIN", **sasl_props("SASL_PLAINTEXT", ("PLAIN",)),
+        "connections.max.reauth.ms": REAUTH_MS}).start()
+    try:
+        with connect(b, "SASL_PLAINTEXT") as s:
+            assert sasl_handshake(s, "PLAIN")[0] == 0
+            error, _, lifetime = sasl_authenticate(s, b"\0alice\0" + USERS["alice"].encode())
+            assert error == 0 and 0 < lifetime <= REAUTH_MS, lifetime
+            send_request(s, METADATA, 1, 4, struct.pack(">i", -1))
+            assert recv_response(s, 4) is not None
+            time.sleep(REAUTH_MS / 1000 + 0.5)
+            send_request(s, METADATA, 1, 5, struct.pack(">i", -1))
+            assert recv_response(s, 5) is None, "a request was served after the session expired"
+
+        create_topic(b, "reauthenticated")
+        conf = {"bootstrap.servers": b.bootstrap("SASL_PLAINTEXT"), "security.protocol": "SASL_PLAINTEXT",
+                "sasl.mechanism": "PLAIN", "sasl.username": "alice", "sasl.password": USERS["alice"]}
+        failed, errors = [], []
+        p = Producer({**conf, "acks": "all", "error_cb": errors.append})
+        sent = [f"r{i}" for i in range(14)]
+        for v in sent:
+            p.produce("reauthenticated", value=v.encode(), partition=0,
+                      on_delivery=lambda err, msg: err and failed.append(err))
+            p.poll(0.5)
+        assert p.flush(30) == 0 and not failed, failed
+        del p
+        assert not [e for e in errors if e.code() == KafkaError._AUTHENTICATION], [e.str() for e in errors]
+        assert confluent_consume(conf, "reauthenticated", len(sent)) == sent
+    finally:
+        b.stop()
+
+
+def test_sessions_do_not_expire_without_connections_max_reauth_ms(secure):
+    with connect(secure, "SASL_PLAINTEXT") as s:
+        assert sasl_handshake(s, "PLAIN")[0] == 0
+        error, _, lifetime = sasl_authenticate(s, b"\0alice\0" + USERS["alice"].encode())
+        assert (error, lifetime) == (0, 0)
+
+
+def test_client_certificates_are_optional_when_requested(secure, pki):
+    """ssl.client.auth=requested: served without a certificate and with a
+    trusted one; a certificate from an unknown CA is still refused."""
+    for certificate in (None, pki.alice):
+        with connect(secure, "MAYBE_TLS", pki, certificate=certificate) as s:
+            assert api_versions(s)[0] == 0, certificate
+    try:
+        s = connect(secure, "MAYBE_TLS", pki, certificate=pki.mallory)
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+        return
+    with s:
+        try:
+            send_request(s, API_VERSIONS, 0, 1)
+            answered = recv_response(s, 1)
+        except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+            answered = None
+        assert answered is None, "served with a certificate from an unknown CA"
 
 
 # --- SCRAM credentials, as operators manage them -----------------------------
@@ -851,22 +1037,30 @@ def test_kraftwerk_users_cli_manages_scram_credentials(secure, pki):
     if ON_KAFKA and kraftwerk_cli("users", "--help", check=False).returncode != 0:
         pytest.skip("this kraftwerk binary has no `users` command to point at Kafka")
     b = ["--bootstrap-server", secure.bootstrap()]
+
+    def listed():
+        out = kraftwerk_cli("users", "list", *b, "--output", "json").stdout
+        assert "carol-256" not in out and "carol-512" not in out, "a password was printed"
+        users = {u["user"]: u["credentials"] for u in json.loads(out)}
+        return {c["mechanism"]: c["iterations"] for c in users.get("carol", [])}
+
     kraftwerk_cli("users", "set", *b, "--user", "carol", "--mechanism", "SCRAM-SHA-256", "--password", "carol-256",
                   "--iterations", 8192)
     kraftwerk_cli("users", "set", *b, "--user", "carol", "--mechanism", "SCRAM-SHA-512", "--password", "carol-512")
-    listed = kraftwerk_cli("users", "list", *b).stdout
-    carol = [line for line in listed.splitlines() if "carol" in line]
-    assert carol and "SCRAM-SHA-256" in listed and "SCRAM-SHA-512" in listed, listed
-    assert "carol-256" not in listed and "carol-512" not in listed, "passwords printed"
+    carol = listed()
+    assert set(carol) == {"SCRAM-SHA-256", "SCRAM-SHA-512"} and carol["SCRAM-SHA-256"] == 8192, carol
+    assert "carol" in kraftwerk_cli("users", "list", *b).stdout.split()
     for mechanism, password in (("SCRAM-SHA-256", "carol-256"), ("SCRAM-SHA-512", "carol-512")):
         wait_until(lambda: scram_login(secure, pki, "carol", password, mechanism) is None, 15,
                    f"carol logging in with {mechanism}")
     refused = kraftwerk_cli("users", "set", *b, "--user", "carol", "--mechanism", "SCRAM-SHA-256",
                             "--password", "x", "--iterations", 1000, check=False)
     assert refused.returncode != 0, refused.stdout
-    assert re.search(r"UNACCEPTABLE_CREDENTIAL|UnacceptableCredential|iterations",
-                     refused.stdout + refused.stderr, re.I), refused.stdout + refused.stderr
+    assert re.search(r"UNACCEPTABLE_CREDENTIAL|UnacceptableCredential", refused.stdout + refused.stderr), \
+        refused.stdout + refused.stderr
+    assert listed()["SCRAM-SHA-256"] == 8192
     kraftwerk_cli("users", "delete", *b, "--user", "carol", "--mechanism", "SCRAM-SHA-512")
+    assert set(listed()) == {"SCRAM-SHA-256"}
 
     def refused_512():
         err = scram_login(secure, pki, "carol", "carol-512", "SCRAM-SHA-512")
@@ -874,9 +1068,6 @@ def test_kraftwerk_users_cli_manages_scram_credentials(secure, pki):
 
     wait_until(refused_512, 15, "carol's SCRAM-SHA-512 login refused after `users delete`")
     assert scram_login(secure, pki, "carol", "carol-256", "SCRAM-SHA-256") is None
-    listed = kraftwerk_cli("users", "list", *b).stdout
-    assert "SCRAM-SHA-256" in "\n".join(line for line in listed.splitlines() if "carol" in line), listed
-    assert "SCRAM-SHA-512" not in "\n".join(line for line in listed.splitlines() if "carol" in line), listed
 
 
 def sasl_plaintext_broker(root, **extra):
@@ -920,7 +1111,8 @@ def with_sasl_listeners(c):
 
 
 def test_scram_credentials_survive_losing_the_active_controller(pki):
-    on_kafka_skip("this test runs Kraftwerk's three-node harness only")
+    if ON_KAFKA:
+        pytest.skip("needs a three-node cluster: only Kraftwerk's harness (cluster_harness.py) starts one here")
 
     def can_login(c, n, user, password):
         conf = {"bootstrap.servers": f"127.0.0.1:{c.sasl_ports[n]}", "security.protocol": "SASL_PLAINTEXT",
@@ -943,15 +1135,34 @@ def test_scram_credentials_survive_losing_the_active_controller(pki):
         for n in survivors:
             assert can_login(c, n, "erin", "erin-secret"), f"erin refused on node {n} after the controller died"
 
-        # A new controller takes credential changes.
+        # A new controller takes credential changes. Until the killed node
+        # is fenced, librdkafka may send the request to it and wait out
+        # the request timeout: each attempt gets 5 s.
+        others = c.bootstrap_without(active)
+
+        def failed_over():
+            try:
+                info = c.cluster_info(bootstrap=others)
+            except RuntimeError:
+                return False
+            return info["active_controller"] not in (-1, active) and \
+                all(b["id"] != active or b["fenced"] for b in info["brokers"])
+
+        wait_until(failed_over, 30, "the killed node fenced and another controller active")
+        errors = []
+
         def frank_added():
             try:
-                add_scram_user(c.bootstrap_without(active), "frank", "frank-secret", ("SCRAM-SHA-256",))
+                add_scram_user(others, "frank", "frank-secret", ("SCRAM-SHA-256",), timeout_s=5)
                 return True
-            except Exception:
+            except Exception as e:
+                errors.append(repr(e))
                 return False
 
-        wait_until(frank_added, 30, "a credential change accepted after the controller was killed", interval=1)
+        try:
+            wait_until(frank_added, 30, "a credential change accepted after the controller was killed", interval=1)
+        except AssertionError as e:
+            raise AssertionError(f"{e}; the last errors: {errors[-3:]}") from None
         for n in survivors:
             wait_until(lambda: can_login(c, n, "frank", "frank-secret"), 20, f"frank logging in on node {n}")
         # The killed node comes back with both credentials.
@@ -985,7 +1196,7 @@ def test_startup_refuses_what_cannot_be_served(pki, tmp_path, refusal):
     # Kafka differs: it serves GSSAPI and OAUTHBEARER (given Kerberos or a
     # token validator), starts PLAIN with no users (every login then
     # fails), and starts a SASL_SSL listener with no keystore at all
-    # (checked with 4.1.1: it listens; every TLS handshake then fails).
+    # (checked with 4.1.1: it starts and listens on it).
     on_kafka_skip("Kafka starts (or needs Kerberos) where Kraftwerk refuses to")
     props, key = REFUSALS[refusal]
     tls = {} if refusal == "no-keystore" else tls_props(pki)

@@ -206,8 +206,12 @@ impl TlsSettings {
                 "no CERTIFICATE block found".into(),
             ));
         }
+        let key_source = match &self.keystore {
+            Source::File(_) => "ssl.keystore.location",
+            Source::Inline(..) => "ssl.keystore.key",
+        };
         let key = private_key(&key_pem, self.key_password.as_deref())
-            .map_err(|e| bad("ssl.keystore.key", e))?;
+            .map_err(|e| bad(key_source, e))?;
         // ring rather than aws-lc-rs: no C and assembly build in every cold
         // build. rustls marks it deprecated because it offers no
         // post-quantum key exchange (docs/security.md says so).
@@ -300,19 +304,66 @@ fn private_key(pem: &str, password: Option<&str>) -> Result<PrivateKeyDer<'stati
                 })?;
                 let (_, doc) = pkcs8::der::Document::from_pem(block)
                     .map_err(|e| format!("encrypted private key: {e}"))?;
-                let info = pkcs8::EncryptedPrivateKeyInfo::try_from(doc.as_bytes())
-                    .map_err(|e| format!("encrypted private key: {e}"))?;
-                let plain = info
-                    .decrypt(password)
-                    .map_err(|_| "ssl.key.password does not decrypt the private key".to_string())?;
-                return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-                    plain.as_bytes().to_vec(),
-                )));
+                let plain = decrypt_private_key(doc.as_bytes(), password)?;
+                return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(plain)));
             }
             _ => {}
         }
     }
     Err("no PRIVATE KEY block found".into())
+}
+
+/// `pbeWithSHAAnd3-KeyTripleDES-CBC` (RFC 7292 appendix C).
+const PBE_SHA1_3DES: pkcs8::der::oid::ObjectIdentifier =
+    pkcs8::der::oid::ObjectIdentifier::new_unwrap("1.2.840.113549.1.12.1.3");
+
+/// An encrypted PKCS#8 key: PBES2 (what OpenSSL 3 writes by default), or
+/// PKCS#12's SHA-1 and triple-DES scheme (what Java 17, and so Kafka, can
+/// read, hence what Kafka deployments have).
+fn decrypt_private_key(der: &[u8], password: &str) -> Result<Vec<u8>, String> {
+    use pkcs8::der::asn1::OctetStringRef;
+    use pkcs8::der::{Decode, Reader, SliceReader};
+    use pkcs8::spki::AlgorithmIdentifierRef;
+    let wrong = || "ssl.key.password does not decrypt the private key".to_string();
+    let (algorithm, data) = SliceReader::new(der)
+        .and_then(|mut r| {
+            r.sequence(|r| {
+                let algorithm = AlgorithmIdentifierRef::decode(r)?;
+                let data = OctetStringRef::decode(r)?;
+                Ok((algorithm, data))
+            })
+        })
+        .map_err(|e| format!("encrypted private key: {e}"))?;
+    if algorithm.oid != PBE_SHA1_3DES {
+        let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der).map_err(|e| {
+            format!(
+                "encrypted private key (algorithm {}): {e}; PBES2 and \
+                 pbeWithSHAAnd3-KeyTripleDES-CBC are read",
+                algorithm.oid
+            )
+        })?;
+        return info
+            .decrypt(password)
+            .map(|doc| doc.as_bytes().to_vec())
+            .map_err(|_| wrong());
+    }
+    let params: pkcs12::pbe_params::Pkcs12PbeParams = algorithm
+        .parameters
+        .ok_or_else(|| "encrypted private key: no PBE parameters".to_string())?
+        .decode_as()
+        .map_err(|e| format!("encrypted private key: PBE parameters: {e}"))?;
+    let salt = params.salt.as_bytes();
+    let derive = |kind, len| {
+        pkcs12::kdf::derive_key_utf8::<sha1::Sha1>(password, salt, kind, params.iterations, len)
+            .map_err(|e| format!("ssl.key.password: {e}"))
+    };
+    let key = derive(pkcs12::kdf::Pkcs12KeyType::EncryptionKey, 24)?;
+    let iv = derive(pkcs12::kdf::Pkcs12KeyType::Iv, 8)?;
+    use cbc::cipher::{block_padding::Pkcs7, BlockDecryptMut, KeyIvInit};
+    cbc::Decryptor::<des::TdesEde3>::new_from_slices(&key, &iv)
+        .map_err(|e| format!("encrypted private key: {e}"))?
+        .decrypt_padded_vec_mut::<Pkcs7>(data.as_bytes())
+        .map_err(|_| wrong())
 }
 
 /// The TLS configuration a listener serves now; swapped when its files
@@ -433,6 +484,46 @@ SQAwRgIhAMPBVc+RPc/XwKC7mtCuT385h9Z11EZw1xUVj5yMETrqAiEA1QAJXJWY
             certificate_principal(&cert).as_deref(),
             Some("User:CN=alice,O=Kraftwerk\\, Ltda,C=BR")
         );
+    }
+
+    /// One P-256 key: in the clear, encrypted by `openssl pkcs8 -topk8 -v1
+    /// PBE-SHA1-3DES` and by `-v2 aes-256-cbc`, password `kraftwerk`.
+    const EC_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgoMouCzZrcTaF6jNa
+Fu9fJdM1VrWqosCw093hB5YM90ahRANCAAQQGWkYQb6D9mR9ozEbgfqlWvmY2QU2
+fga86J4mkZuhlVvVpa/nzMgiva30/3ic7o9nAK432TkpvX1X6KnofWkq
+-----END PRIVATE KEY-----";
+    const EC_KEY_PBE_SHA1_3DES: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----
+MIGxMBwGCiqGSIb3DQEMAQMwDgQIX7DOXd/n6EECAggABIGQTPRn8FKEKyB3It27
+bCakTNNLE57kLbMBV5o0I1b1/mL+1dMo8Gg51UmvG7N1tqrWes6NY9ko2/z0sOpL
+eW3d+jKemw52FST+/433CW/JiBCZsQtsxdW1cnKnQcYoGk1QR0qg9beMYROgJRfW
+cvkD6/pByQMpLXrKtBwelK3l+PYGrUEgSistWsefIWkh2/2d
+-----END ENCRYPTED PRIVATE KEY-----";
+    const EC_KEY_PBES2: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----
+MIHsMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAiLI+erYoT9WQICCAAw
+DAYIKoZIhvcNAgkFADAdBglghkgBZQMEASoEEDl7UH1PlZXftb+KxKkGFNIEgZC4
+37nmrjYeoZeboY7StxV5T9C21/Y/mVI0CIuPnmXh39u04+Fv56ZXk3H+N11tqk/w
+Tz4Vg4lkwu4v6yt5TRi2Fa84fvbFPBHKMZymgahx9oc+oizpLkLCXmTQ3og905Om
+WwvOjcLgLFBSjm4E74gClkLyoOHnoUUweBY/KzUr1NzwhR69FZ9SHOZr5lpOZdc=
+-----END ENCRYPTED PRIVATE KEY-----";
+
+    #[test]
+    fn encrypted_keys_of_both_schemes_decrypt() {
+        let PrivateKeyDer::Pkcs8(clear) = private_key(EC_KEY, None).expect("clear key") else {
+            panic!("a PKCS#8 key");
+        };
+        for encrypted in [EC_KEY_PBE_SHA1_3DES, EC_KEY_PBES2] {
+            let PrivateKeyDer::Pkcs8(key) =
+                private_key(encrypted, Some("kraftwerk")).expect("decrypts")
+            else {
+                panic!("a PKCS#8 key");
+            };
+            assert_eq!(key.secret_pkcs8_der(), clear.secret_pkcs8_der());
+            let err = private_key(encrypted, Some("wrong")).expect_err("wrong password");
+            assert!(err.contains("ssl.key.password"), "{err}");
+            let err = private_key(encrypted, None).expect_err("no password");
+            assert!(err.contains("ssl.key.password"), "{err}");
+        }
     }
 
     #[test]
