@@ -112,8 +112,6 @@ def test_consumer_is_held_to_its_byte_rate(broker):
     elapsed = time.monotonic() - start
     c.close()
     rate = (read - read_at_start) / elapsed
-    # Without the quota the 40 MB backlog is read in a few seconds. A
-    # throttled fetch is answered empty and its bytes not counted, as in
-    # Kafka, so a consumer fetching 1 MB at a time stays below its quota.
+    # Without the quota the 40 MB backlog is read in a few seconds.
     print(f"consumer held at {rate / QUOTA:.3f} of its quota")
-    assert 0.5 * QUOTA <= rate <= 1.1 * QUOTA, f"{rate:.0f} B/s against a quota of {QUOTA}"
+    assert 0.9 * QUOTA <= rate <= 1.1 * QUOTA, f"{rate:.0f} B/s against a quota of {QUOTA}"
