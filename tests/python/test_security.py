@@ -1273,3 +1273,49 @@ def test_certificate_file_is_reloaded_without_a_restart(pki, tmp_path):
         assert confluent_consume(conf, "reloaded", 2) == ["before", "after"]
     finally:
         b.stop()
+
+
+# --- the kraftwerk CLI as a secure client ------------------------------------
+
+def cli_properties(case, pki, path: Path, password=None):
+    """Kafka client keys, as Kafka's tools take them in --command-config;
+    the CLI reads PEM files, the mTLS key unencrypted."""
+    lines = [f"security.protocol={case['protocol']}", "ssl.truststore.type=PEM",
+             f"ssl.truststore.location={pki.ca}"]
+    if case.get("certificate"):
+        lines += ["ssl.keystore.type=PEM", f"ssl.keystore.location={pki.alice.bundle}"]
+    if case.get("mechanism"):
+        module = ("org.apache.kafka.common.security.plain.PlainLoginModule" if case["mechanism"] == "PLAIN"
+                  else "org.apache.kafka.common.security.scram.ScramLoginModule")
+        password = password if password is not None else USERS["alice"]
+        lines += [f"sasl.mechanism={case['mechanism']}",
+                  f'sasl.jaas.config={module} required username="alice" password="{password}";']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_kraftwerk_cli_speaks_tls_and_sasl(secure, pki, case, request, tmp_path):
+    """`kraftwerk topics/produce/consume --command-config` over each secure
+    listener, and a wrong password reported as the broker's refusal."""
+    if ON_KAFKA:
+        pytest.skip("the kraftwerk CLI is the client under test here; the broker is Kraftwerk")
+    needs_scram(CASES[case], request)
+    listener = secure.bootstrap(CASES[case]["listener"])
+    props = cli_properties(CASES[case], pki, tmp_path / "client.properties")
+    common = ["--bootstrap-server", listener, "--command-config", props]
+    topic = topic_name("cli", case)
+    kraftwerk_cli("topics", "create", "--topic", topic, "--partitions", "1", "--replication-factor", "1", *common)
+    assert topic in kraftwerk_cli("topics", "list", *common).stdout.split()
+    lines = [f"{case}-cli-{i}" for i in range(5)]
+    produced = subprocess.run([kraftwerk_bin(), "produce", "--topic", topic, *map(str, common)],
+                              input="\n".join(lines) + "\n", capture_output=True, text=True, timeout=60)
+    assert produced.returncode == 0, produced.stderr
+    consumed = kraftwerk_cli("consume", "--topic", topic, "--from-beginning", "--max-messages", "5", *common)
+    assert consumed.stdout.split() == lines
+    if CASES[case].get("mechanism"):
+        wrong = cli_properties(CASES[case], pki, tmp_path / "wrong.properties", password="not-the-password")
+        refused = kraftwerk_cli("topics", "list", "--bootstrap-server", listener, "--command-config", wrong,
+                                check=False)
+        assert refused.returncode != 0
+        assert "SaslAuthenticationFailed" in refused.stderr or "58" in refused.stderr, refused.stderr

@@ -46,7 +46,7 @@ pub struct TopicsArgs {
 }
 
 pub async fn run(args: TopicsArgs) -> anyhow::Result<()> {
-    let admin = Admin::new(args.connect.client_config("kraftwerk-topics"))
+    let admin = Admin::new(args.connect.client_config("kraftwerk-topics")?)
         .await
         .context("connecting to the cluster")?;
     let json = args.connect.output == Output::Json;

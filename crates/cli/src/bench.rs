@@ -59,7 +59,7 @@ fn producer_config(props: &[String]) -> anyhow::Result<ProducerConfig> {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let client = args.connect.client_config("kraftwerk-bench");
+    let client = args.connect.client_config("kraftwerk-bench")?;
     let report = match args.mode {
         BenchMode::Produce => {
             let options = b::BenchProduceOptions {

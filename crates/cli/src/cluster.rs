@@ -25,7 +25,7 @@ pub struct ClusterArgs {
 }
 
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
-    let admin = Admin::new(args.connect.client_config("kraftwerk-cluster"))
+    let admin = Admin::new(args.connect.client_config("kraftwerk-cluster")?)
         .await
         .context("connecting to the cluster")?;
     let json = args.connect.output == Output::Json;

@@ -75,7 +75,7 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
         ..ProducerConfig::default()
     };
     let producer = Producer::new(
-        args.connect.client_config("kraftwerk-console-producer"),
+        args.connect.client_config("kraftwerk-console-producer")?,
         config,
     )
     .await
@@ -209,7 +209,7 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         ..ConsumerConfig::default()
     };
     let mut consumer = Consumer::new(
-        args.connect.client_config("kraftwerk-console-consumer"),
+        args.connect.client_config("kraftwerk-console-consumer")?,
         config,
     )
     .await

@@ -54,7 +54,7 @@ pub struct GroupsArgs {
 }
 
 pub async fn run(args: GroupsArgs) -> anyhow::Result<()> {
-    let admin = Admin::new(args.connect.client_config("kraftwerk-consumer-groups"))
+    let admin = Admin::new(args.connect.client_config("kraftwerk-consumer-groups")?)
         .await
         .context("connecting to the cluster")?;
     let json = args.connect.output == Output::Json;

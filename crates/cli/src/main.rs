@@ -132,10 +132,15 @@ pub struct Connect {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Human)]
     pub output: Output,
+    /// Client properties as Kafka's tools take them: `security.protocol`,
+    /// `ssl.truststore.location` (PEM), `ssl.keystore.location` (PEM, for
+    /// mutual TLS), `sasl.mechanism`, `sasl.jaas.config`.
+    #[arg(long, value_name = "FILE", env = "KRAFTWERK_COMMAND_CONFIG")]
+    pub command_config: Option<std::path::PathBuf>,
 }
 
 impl Connect {
-    pub fn client_config(&self, client_id: &str) -> kraftwerk_client::ClientConfig {
+    pub fn client_config(&self, client_id: &str) -> anyhow::Result<kraftwerk_client::ClientConfig> {
         let mut c = kraftwerk_client::ClientConfig::new(
             self.bootstrap_server
                 .split(',')
@@ -143,7 +148,20 @@ impl Connect {
                 .filter(|s| !s.is_empty()),
         );
         c.client_id = client_id.to_string();
-        c
+        if let Some(path) = &self.command_config {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("--command-config {}: {e}", path.display()))?;
+            let props: std::collections::BTreeMap<String, String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!'))
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect();
+            c.security = kraftwerk_client::security::ClientSecurity::from_properties(&props)
+                .map_err(|e| anyhow::anyhow!("--command-config {}: {e}", path.display()))?;
+        }
+        Ok(c)
     }
 }
 

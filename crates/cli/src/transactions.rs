@@ -61,7 +61,7 @@ fn now_ms() -> i64 {
 }
 
 pub async fn run(args: TransactionsArgs) -> anyhow::Result<()> {
-    let admin = Admin::new(args.connect.client_config("kraftwerk-transactions"))
+    let admin = Admin::new(args.connect.client_config("kraftwerk-transactions")?)
         .await
         .context("connecting to the cluster")?;
     let json = args.connect.output == Output::Json;

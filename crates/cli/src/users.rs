@@ -41,7 +41,7 @@ pub struct UsersArgs {
 }
 
 pub async fn run(args: UsersArgs) -> anyhow::Result<()> {
-    let admin = Admin::new(args.connect.client_config("kraftwerk-users"))
+    let admin = Admin::new(args.connect.client_config("kraftwerk-users")?)
         .await
         .context("connecting to the cluster")?;
     let json = args.connect.output == Output::Json;

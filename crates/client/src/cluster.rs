@@ -398,8 +398,13 @@ impl Cluster {
                 }
             }
         }
+        // A broker that answered and refused (authentication, a bad TLS or
+        // SASL setting) says more than "unreachable".
         match last_error {
-            ClientError::UnsupportedVersion { .. } | ClientError::Protocol(_) => Err(last_error),
+            ClientError::UnsupportedVersion { .. }
+            | ClientError::Protocol(_)
+            | ClientError::Kafka { .. }
+            | ClientError::Config(_) => Err(last_error),
             _ => Err(ClientError::NoBrokers),
         }
     }

@@ -18,8 +18,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Message, Request, StrBytes};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
@@ -43,6 +42,30 @@ pub fn highest_common_version(client: (i16, i16), broker: Option<(i16, i16)>) ->
     (low <= high).then_some(high)
 }
 
+/// A connected socket, plain or TLS.
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+impl Stream {
+    fn split(self) -> (ReadHalf, WriteHalf) {
+        match self {
+            Stream::Plain(s) => {
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            Stream::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (Box::new(r), Box::new(w))
+            }
+        }
+    }
+}
+
 struct PendingResponse {
     response_header_version: i16,
     reply: oneshot::Sender<Result<Bytes>>,
@@ -63,7 +86,7 @@ struct Shared {
 pub struct Connection {
     addr: String,
     client_id: Option<StrBytes>,
-    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    writer: tokio::sync::Mutex<WriteHalf>,
     shared: Arc<Shared>,
     in_flight: Arc<Semaphore>,
     next_correlation_id: AtomicI32,
@@ -94,7 +117,13 @@ impl Connection {
             .await
             .map_err(|_| ClientError::Timeout)??;
         stream.set_nodelay(true)?;
-        let (read_half, write_half) = stream.into_split();
+        let stream = match &config.security {
+            Some(security) => tokio::time::timeout(timeout, security.wrap(addr, stream))
+                .await
+                .map_err(|_| ClientError::Timeout)??,
+            None => Stream::Plain(stream),
+        };
+        let (read_half, write_half) = stream.split();
         let shared = Arc::new(Shared {
             pending: Mutex::new(PendingTable::default()),
         });
@@ -116,6 +145,9 @@ impl Connection {
             reader,
         };
         connection.api_versions = connection.negotiate_api_versions().await?;
+        if let Some(security) = &config.security {
+            security.authenticate(&connection).await?;
+        }
         tracing::debug!(addr, apis = connection.api_versions.len(), "connected");
         Ok(connection)
     }
@@ -422,7 +454,7 @@ fn decode_body<M: Decodable>(mut body: Bytes, version: i16) -> Result<M> {
 }
 
 async fn read_loop(
-    mut socket: OwnedReadHalf,
+    mut socket: ReadHalf,
     shared: Arc<Shared>,
     max_response_bytes: usize,
     addr: String,

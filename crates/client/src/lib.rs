@@ -20,6 +20,7 @@ pub mod group;
 pub mod partitioner;
 pub mod producer;
 pub mod records;
+pub mod security;
 pub mod transactions;
 pub mod users;
 
@@ -56,6 +57,9 @@ pub struct ClientConfig {
     /// Ask the broker to create unknown topics on Metadata requests, as the
     /// Java producer does (the broker's `auto.create.topics.enable` decides).
     pub allow_auto_topic_creation: bool,
+    /// TLS and SASL (`security.protocol` and the keys that go with it);
+    /// `None` is PLAINTEXT.
+    pub security: Option<security::ClientSecurity>,
 }
 
 impl Default for ClientConfig {
@@ -66,6 +70,7 @@ impl Default for ClientConfig {
             request_timeout_ms: 30_000,
             max_response_bytes: 100 * 1024 * 1024,
             allow_auto_topic_creation: false,
+            security: None,
         }
     }
 }
