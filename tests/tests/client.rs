@@ -27,6 +27,7 @@ async fn run(bootstrap: String) {
         request_timeout_ms: 30_000,
         max_response_bytes: 100 * 1024 * 1024,
         allow_auto_topic_creation: false,
+        security: None,
     };
     let topic = "client-round-trip".to_string();
     let admin = Admin::new(client.clone()).await.expect("admin");
@@ -133,6 +134,7 @@ async fn a_lone_record_goes_out_after_linger_without_a_flush() {
         request_timeout_ms: 30_000,
         max_response_bytes: 100 * 1024 * 1024,
         allow_auto_topic_creation: true,
+        security: None,
     };
     for linger_ms in [0, 20] {
         let producer = Producer::new(
