@@ -268,3 +268,42 @@ def test_acls_survive_a_controller_failover(tmp_path):
         listed = kafka_tool("kafka-acls", "--bootstrap-server", plain_bootstrap, "--list",
                             "--topic", "guarded").stdout
         assert "principal=User:alice" in listed
+
+
+def test_acls_apply_to_the_principal_of_a_client_certificate(broker_factory, tmp_path):
+    """On a mutual-TLS listener the principal is the certificate's subject
+    (`User:CN=alice,O=Kraftwerk`): an ACL for it lets alice's certificate
+    write and not bob's, from the same CA."""
+    require_kafka_tools()
+    from tls_fixtures import CLIENT_DN, issue, make_pki
+    pki = make_pki(tmp_path / "pki")
+    bob = issue(pki.directory, "bob", pki.ca, pki.ca_key, "/O=Kraftwerk/CN=bob", 2002, server=False)
+    plain, mtls = free_port(), free_port()
+    b = broker_factory(port=plain, extra=[
+        "--override", f"listeners=PLAINTEXT://127.0.0.1:{plain},SSL://127.0.0.1:{mtls}",
+        "--override", f"ssl.keystore.location={pki.server.bundle}",
+        "--override", f"ssl.truststore.location={pki.ca}",
+        "--override", "ssl.client.auth=required",
+        "--override", f"authorizer.class.name={AUTHORIZER}",
+        # The loopback PLAINTEXT listener is the admin's.
+        "--override", "super.users=User:ANONYMOUS",
+        "--override", "kraftwerk.http.listener="])
+    b.start()
+    admin = AdminClient({"bootstrap.servers": b.bootstrap})
+    admin.create_topics([NewTopic("certified", 1, 1)])["certified"].result(timeout=30)
+    kafka_tool("kafka-acls", "--bootstrap-server", b.bootstrap, "--add",
+               "--allow-principal", f"User:{CLIENT_DN}", "--operation", "Write", "--topic", "certified")
+
+    def produce_as(leaf):
+        p = Producer({"bootstrap.servers": f"127.0.0.1:{mtls}", "security.protocol": "SSL",
+                      "ssl.ca.location": str(pki.ca), "ssl.certificate.location": str(leaf.cert),
+                      "ssl.key.location": str(leaf.key)})
+        errors = []
+        p.produce("certified", b"signed", callback=lambda err, _m: errors.append(err))
+        p.flush(20)
+        assert errors, "no delivery report"
+        return errors[0]
+
+    assert produce_as(pki.alice) is None
+    err = produce_as(bob)
+    assert err is not None and err.code() == 29, err
