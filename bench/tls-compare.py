@@ -100,7 +100,9 @@ def bench(kraftwerk, mode, bootstrap, props, topic, records):
     if mode == "produce":
         args += ["--record-size", "1024", "--throughput", "-1",
                  "--producer-props", "acks=1", "linger.ms=5", "batch.size=131072"]
-    out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=600)
+    out = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{out.stdout}\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
