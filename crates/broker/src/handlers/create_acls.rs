@@ -6,7 +6,7 @@ use kafka_protocol::messages::create_acls_response::AclCreationResult;
 use kafka_protocol::messages::{CreateAclsRequest, CreateAclsResponse};
 use kraftwerk_types::ErrorCode;
 
-use super::{authorized_on_cluster, str_bytes, Request};
+use super::{acl_api_refusal, str_bytes, Request};
 use crate::metadata::AclBinding;
 use crate::security::authorizer::{op, validate_new_acl};
 use crate::BrokerState;
@@ -16,8 +16,8 @@ pub async fn handle(
     req: &Request<'_>,
     body: CreateAclsRequest,
 ) -> CreateAclsResponse {
-    let refuse_all = |code: ErrorCode, message: &str| {
-        CreateAclsResponse::default().with_results(
+    if let Some((code, message)) = acl_api_refusal(state, req, op::ALTER) {
+        return CreateAclsResponse::default().with_results(
             body.creations
                 .iter()
                 .map(|_| {
@@ -26,15 +26,6 @@ pub async fn handle(
                         .with_error_message(Some(str_bytes(message)))
                 })
                 .collect(),
-        )
-    };
-    if !state.authorizer.enabled() {
-        return refuse_all(ErrorCode::SECURITY_DISABLED, "No Authorizer is configured.");
-    }
-    if !authorized_on_cluster(state, req, op::ALTER) {
-        return refuse_all(
-            ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
-            "Cluster authorization failed.",
         );
     }
     let mut results = Vec::with_capacity(body.creations.len());

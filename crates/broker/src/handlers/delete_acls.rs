@@ -5,7 +5,7 @@ use kafka_protocol::messages::delete_acls_response::{DeleteAclsFilterResult, Del
 use kafka_protocol::messages::{DeleteAclsRequest, DeleteAclsResponse};
 use kraftwerk_types::ErrorCode;
 
-use super::{authorized_on_cluster, str_bytes, Request};
+use super::{acl_api_refusal, str_bytes, Request};
 use crate::security::authorizer::{op, AclFilter};
 use crate::BrokerState;
 
@@ -14,8 +14,8 @@ pub async fn handle(
     req: &Request<'_>,
     body: DeleteAclsRequest,
 ) -> DeleteAclsResponse {
-    let refuse_all = |code: ErrorCode, message: &str| {
-        DeleteAclsResponse::default().with_filter_results(
+    if let Some((code, message)) = acl_api_refusal(state, req, op::ALTER) {
+        return DeleteAclsResponse::default().with_filter_results(
             body.filters
                 .iter()
                 .map(|_| {
@@ -24,15 +24,6 @@ pub async fn handle(
                         .with_error_message(Some(str_bytes(message)))
                 })
                 .collect(),
-        )
-    };
-    if !state.authorizer.enabled() {
-        return refuse_all(ErrorCode::SECURITY_DISABLED, "No Authorizer is configured.");
-    }
-    if !authorized_on_cluster(state, req, op::ALTER) {
-        return refuse_all(
-            ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
-            "Cluster authorization failed.",
         );
     }
     let image = state.image.load();

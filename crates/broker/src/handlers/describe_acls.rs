@@ -7,7 +7,7 @@ use kafka_protocol::messages::describe_acls_response::{AclDescription, DescribeA
 use kafka_protocol::messages::{DescribeAclsRequest, DescribeAclsResponse};
 use kraftwerk_types::ErrorCode;
 
-use super::{authorized_on_cluster, str_bytes, Request};
+use super::{acl_api_refusal, str_bytes, Request};
 use crate::security::authorizer::{op, AclFilter};
 use crate::BrokerState;
 
@@ -21,14 +21,8 @@ pub async fn handle(
             .with_error_code(code.code())
             .with_error_message(Some(str_bytes(message)))
     };
-    if !state.authorizer.enabled() {
-        return refuse(ErrorCode::SECURITY_DISABLED, "No Authorizer is configured.".into());
-    }
-    if !authorized_on_cluster(state, req, op::DESCRIBE) {
-        return refuse(
-            ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
-            "Cluster authorization failed.".into(),
-        );
+    if let Some((code, message)) = acl_api_refusal(state, req, op::DESCRIBE) {
+        return refuse(code, message.into());
     }
     let filter = AclFilter {
         resource_type: body.resource_type_filter,

@@ -426,6 +426,27 @@ pub(crate) fn authorized_on_cluster(state: &BrokerState, req: &Request<'_>, oper
     authorized(state, req, operation, resource::CLUSTER, CLUSTER_NAME)
 }
 
+/// The ACL APIs' first check: an authorizer must be configured (else
+/// SECURITY_DISABLED, as Kafka answers) and the client may do `operation`
+/// on the cluster.
+pub(crate) fn acl_api_refusal(
+    state: &BrokerState,
+    req: &Request<'_>,
+    operation: i8,
+) -> Option<(kraftwerk_types::ErrorCode, &'static str)> {
+    use kraftwerk_types::ErrorCode;
+    if !state.authorizer.enabled() {
+        return Some((ErrorCode::SECURITY_DISABLED, "No Authorizer is configured."));
+    }
+    if !authorized_on_cluster(state, req, operation) {
+        return Some((
+            ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
+            "Cluster authorization failed.",
+        ));
+    }
+    None
+}
+
 pub(crate) fn authorized_on_topic(state: &BrokerState, req: &Request<'_>, operation: i8, topic: &str) -> bool {
     authorized(state, req, operation, crate::security::authorizer::resource::TOPIC, topic)
 }
