@@ -88,7 +88,10 @@ pub struct ReassignPartition {
 
 /// One entity's quota changes: its components, then `Some` sets a value,
 /// `None` removes it.
-pub type QuotaChange = (Vec<(String, Option<String>)>, Vec<(String, Option<i64>)>);
+pub type QuotaChange = (
+    kraftwerk_metadata::QuotaEntity,
+    kraftwerk_metadata::QuotaOps,
+);
 
 /// A config change: `Some(v)` sets, `None` removes the override.
 pub type ConfigChange = (String, Option<String>);

@@ -35,7 +35,8 @@ pub fn resolve(
     let named = |s: &str| Some(s.to_string());
     // (user component, client component) in Kafka's precedence order;
     // `Some(None)` is the default, `None` the component absent.
-    let order: [(Option<Option<String>>, Option<Option<String>>); 8] = [
+    type Component = Option<Option<String>>;
+    let order: [(Component, Component); 8] = [
         (Some(named(user)), Some(named(client_id))),
         (Some(named(user)), Some(None)),
         (Some(named(user)), None),

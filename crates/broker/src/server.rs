@@ -172,16 +172,11 @@ impl KafkaStream for TcpStream {
 }
 
 impl KafkaStream for tokio_rustls::server::TlsStream<TcpStream> {
-    fn read_some<'a>(
-        &'a mut self,
-        buf: &'a mut BytesMut,
-    ) -> impl std::future::Future<Output = std::io::Result<usize>> + Send + 'a {
-        async move {
-            if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
-                buf.reserve(READ_CHUNK_BYTES);
-            }
-            self.read_buf(buf).await
+    async fn read_some(&mut self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
+            buf.reserve(READ_CHUNK_BYTES);
         }
+        self.read_buf(buf).await
     }
 }
 

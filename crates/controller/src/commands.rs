@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use kraftwerk_metadata::{
-    AclBinding, BrokerRegistration, ClientQuota, ListenerEndpoint, MetadataImage, PartitionRecord,
+    AclBinding, BrokerRegistration, ClientQuota, ListenerEndpoint, QuotaEntity, QuotaOps, MetadataImage, PartitionRecord,
     ScramCredential, TopicRecord,
 };
 use kraftwerk_types::{ErrorCode, TopicId};
@@ -85,7 +85,7 @@ pub enum MetadataCommand {
     },
     /// Sets (`Some`) and removes (`None`) quota values of entities.
     AlterClientQuotas {
-        changes: Vec<(Vec<(String, Option<String>)>, Vec<(String, Option<i64>)>)>,
+        changes: Vec<(QuotaEntity, QuotaOps)>,
     },
     /// Reserves `count` producer ids; the result is the first one.
     AllocateProducerIds {
@@ -184,7 +184,7 @@ pub fn apply_acl_changes(image: &mut MetadataImage, created: &[AclBinding], dele
 /// Sets and removes quota values; an entity left without values goes.
 pub fn apply_quota_changes(
     image: &mut MetadataImage,
-    changes: &[(Vec<(String, Option<String>)>, Vec<(String, Option<i64>)>)],
+    changes: &[(QuotaEntity, QuotaOps)],
 ) {
     for (entity, ops) in changes {
         let i = match image.client_quotas.iter().position(|q| q.entity == *entity) {

@@ -135,12 +135,18 @@ pub struct AclBinding {
     pub permission_type: i8,
 }
 
+/// A quota entity's components: (`user` or `client-id`, name or `None`
+/// for the default), sorted by type.
+pub type QuotaEntity = Vec<(String, Option<String>)>;
+/// Changes to an entity's quota values: `Some` sets, `None` removes.
+pub type QuotaOps = Vec<(String, Option<i64>)>;
+
 /// The quotas of one entity: `user` and/or `client-id` components, each
 /// named or the default (`None`), sorted by type; values by key
 /// (`producer_byte_rate`, `consumer_byte_rate`), in bytes per second.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientQuota {
-    pub entity: Vec<(String, Option<String>)>,
+    pub entity: QuotaEntity,
     pub values: BTreeMap<String, i64>,
 }
 

@@ -13,7 +13,9 @@ use crate::quotas::{CLIENT_ID, KEYS, USER};
 use crate::security::authorizer::op;
 use crate::BrokerState;
 
-type Entity = Vec<(String, Option<String>)>;
+type Entity = kraftwerk_metadata::QuotaEntity;
+/// One entity's answer: done, or refused with a code and message.
+type Outcome = Result<(), (ErrorCode, String)>;
 
 /// Kafka's checks on one entity and its operations.
 fn check(entity: &Entity, ops: &[(String, f64, bool)]) -> Result<Vec<(String, Option<i64>)>, String> {
@@ -54,7 +56,7 @@ pub async fn handle(
     body: AlterClientQuotasRequest,
 ) -> AlterClientQuotasResponse {
     let allowed = authorized_on_cluster(state, req, op::ALTER_CONFIGS);
-    let mut results: Vec<(Entity, Result<(), (ErrorCode, String)>)> = Vec::new();
+    let mut results: Vec<(Entity, Outcome)> = Vec::new();
     let mut changes: Vec<QuotaChange> = Vec::new();
     for e in &body.entries {
         let mut entity: Entity = e

@@ -42,6 +42,9 @@ pub struct TlsSettings {
     versions: Vec<&'static rustls::SupportedProtocolVersion>,
 }
 
+/// Each file with its modification time and length, when it can be read.
+type Fingerprint = Vec<(PathBuf, Option<(SystemTime, u64)>)>;
+
 #[derive(Debug, Clone)]
 enum Source {
     File(PathBuf),
@@ -165,7 +168,7 @@ impl TlsSettings {
     }
 
     /// The files behind these settings, with what they look like now.
-    fn fingerprint(&self) -> Vec<(PathBuf, Option<(SystemTime, u64)>)> {
+    fn fingerprint(&self) -> Fingerprint {
         [Some(&self.keystore), self.truststore.as_ref()]
             .into_iter()
             .flatten()
@@ -370,7 +373,7 @@ fn decrypt_private_key(der: &[u8], password: &str) -> Result<Vec<u8>, String> {
 /// change.
 pub struct TlsCell {
     settings: TlsSettings,
-    current: RwLock<(Arc<ServerConfig>, Vec<(PathBuf, Option<(SystemTime, u64)>)>)>,
+    current: RwLock<(Arc<ServerConfig>, Fingerprint)>,
 }
 
 impl TlsCell {
