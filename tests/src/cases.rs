@@ -1764,11 +1764,20 @@ fn alter_scram_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     out.extend(seen(&ctx.call(v, &scram_upsert("", 1, 8192))?));
     out.extend(seen(&ctx.call(v, &scram_delete(&user, 2))?));
     let has_credential = |r: &DescribeUserScramCredentialsResponse| {
-        r.results.first().is_some_and(|u| !u.credential_infos.is_empty())
+        r.results
+            .first()
+            .is_some_and(|u| !u.credential_infos.is_empty())
     };
-    out.extend(seen(&settled(ctx, 0, &describe_scram(&[&user]), has_credential)?));
+    out.extend(seen(&settled(
+        ctx,
+        0,
+        &describe_scram(&[&user]),
+        has_credential,
+    )?));
     out.extend(seen(&ctx.call(v, &scram_delete(&user, 1))?));
-    out.extend(seen(&settled(ctx, 0, &describe_scram(&[&user]), |r| !has_credential(r))?));
+    out.extend(seen(&settled(ctx, 0, &describe_scram(&[&user]), |r| {
+        !has_credential(r)
+    })?));
     Ok(out)
 }
 
@@ -1777,7 +1786,9 @@ fn describe_scram_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     let unknown = ctx.name("scram-nobody", v);
     ctx.call(0, &scram_upsert(&user, 2, 4096))?;
     let mut out = seen(&settled(ctx, v, &describe_scram(&[&user]), |r| {
-        r.results.first().is_some_and(|u| !u.credential_infos.is_empty())
+        r.results
+            .first()
+            .is_some_and(|u| !u.credential_infos.is_empty())
     })?);
     out.extend(seen(&ctx.call(v, &describe_scram(&[&unknown]))?));
     out.extend(seen(&ctx.call(v, &describe_scram(&[&unknown, &unknown]))?));
@@ -1841,10 +1852,12 @@ fn alter_quota(user: &str, key: &str, value: f64, remove: bool) -> AlterClientQu
 
 fn describe_quota(user: &str, strict: bool) -> DescribeClientQuotasRequest {
     DescribeClientQuotasRequest::default()
-        .with_components(vec![describe_client_quotas_request::ComponentData::default()
-            .with_entity_type(s("user"))
-            .with_match_type(0)
-            .with_match(Some(s(user)))])
+        .with_components(vec![
+            describe_client_quotas_request::ComponentData::default()
+                .with_entity_type(s("user"))
+                .with_match_type(0)
+                .with_match(Some(s(user))),
+        ])
         .with_strict(strict)
 }
 
@@ -1877,20 +1890,40 @@ fn quota_count(r: &DescribeClientQuotasResponse) -> usize {
 /// One entity per request: Kafka answers several in hash order.
 fn alter_client_quotas_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     let user = ctx.name("quota-alter", v);
-    let mut out = seen(&ctx.call(v, &alter_quota(&user, "producer_byte_rate", 1_048_576.0, false))?);
-    out.extend(seen(&ctx.call(v, &alter_quota(&user, "no_such_quota", 5.0, false))?));
-    out.extend(seen(&ctx.call(v, &alter_quota(&user, "consumer_byte_rate", 1.5, false))?));
-    out.extend(seen(&settled(ctx, 0, &describe_quota(&user, true), |r| quota_count(r) == 1)?));
-    out.extend(seen(&ctx.call(v, &alter_quota(&user, "producer_byte_rate", 0.0, true))?));
-    out.extend(seen(&settled(ctx, 0, &describe_quota(&user, true), |r| quota_count(r) == 0)?));
+    let mut out = seen(&ctx.call(
+        v,
+        &alter_quota(&user, "producer_byte_rate", 1_048_576.0, false),
+    )?);
+    out.extend(seen(
+        &ctx.call(v, &alter_quota(&user, "no_such_quota", 5.0, false))?,
+    ));
+    out.extend(seen(
+        &ctx.call(v, &alter_quota(&user, "consumer_byte_rate", 1.5, false))?,
+    ));
+    out.extend(seen(&settled(ctx, 0, &describe_quota(&user, true), |r| {
+        quota_count(r) == 1
+    })?));
+    out.extend(seen(
+        &ctx.call(v, &alter_quota(&user, "producer_byte_rate", 0.0, true))?,
+    ));
+    out.extend(seen(&settled(ctx, 0, &describe_quota(&user, true), |r| {
+        quota_count(r) == 0
+    })?));
     Ok(out)
 }
 
 fn describe_client_quotas_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
     let user = ctx.name("quota-describe", v);
-    ctx.call(0, &alter_quota(&user, "consumer_byte_rate", 2_000_000.0, false))?;
-    let mut out = seen(&settled(ctx, v, &describe_quota(&user, false), |r| quota_count(r) == 1)?);
-    out.extend(seen(&ctx.call(v, &describe_quota(&ctx.name("quota-nobody", v), true))?));
+    ctx.call(
+        0,
+        &alter_quota(&user, "consumer_byte_rate", 2_000_000.0, false),
+    )?;
+    let mut out = seen(&settled(ctx, v, &describe_quota(&user, false), |r| {
+        quota_count(r) == 1
+    })?);
+    out.extend(seen(
+        &ctx.call(v, &describe_quota(&ctx.name("quota-nobody", v), true))?,
+    ));
     ctx.call(0, &alter_quota(&user, "consumer_byte_rate", 0.0, true))?;
     Ok(out)
 }

@@ -18,8 +18,8 @@ use kraftwerk_types::{BrokerConfig, ErrorCode, TopicId};
 use serde::{Deserialize, Serialize};
 
 use crate::metadata::{
-    validate_topic_name, AclBinding, BrokerRegistration, ImageCell, MetadataImage,
-    PartitionRecord, ScramCredential, TopicRecord,
+    validate_topic_name, AclBinding, BrokerRegistration, ImageCell, MetadataImage, PartitionRecord,
+    ScramCredential, TopicRecord,
 };
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;

@@ -149,7 +149,12 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn quota(user: Option<Option<&str>>, client: Option<Option<&str>>, key: &str, v: i64) -> ClientQuota {
+    fn quota(
+        user: Option<Option<&str>>,
+        client: Option<Option<&str>>,
+        key: &str,
+        v: i64,
+    ) -> ClientQuota {
         let mut entity = Vec::new();
         if let Some(c) = client {
             entity.push((CLIENT_ID.to_string(), c.map(str::to_string)));
@@ -178,7 +183,11 @@ mod tests {
         ];
         // Remove the most specific each time: the next one applies.
         for expected in 1..=8 {
-            let left: Vec<_> = all.iter().filter(|q| q.values[p] >= expected).cloned().collect();
+            let left: Vec<_> = all
+                .iter()
+                .filter(|q| q.values[p] >= expected)
+                .cloned()
+                .collect();
             let (v, _) = resolve(&left, p, "alice", "app").expect("a quota applies");
             assert_eq!(v, expected);
         }
@@ -200,10 +209,16 @@ mod tests {
         // 1,000 B/s allowed, 11 s of burst: 11,000 B go at once.
         assert_eq!(m.record("s", 1000, 11_000, start, true), Duration::ZERO);
         // 500 more overdraw by 500: half a second to refill.
-        assert_eq!(m.record("s", 1000, 500, start, true), Duration::from_millis(500));
+        assert_eq!(
+            m.record("s", 1000, 500, start, true),
+            Duration::from_millis(500)
+        );
         // After that half second, 0 tokens: one more byte waits 1 ms.
         let later = start + Duration::from_millis(500);
-        assert_eq!(m.record("s", 1000, 1, later, true), Duration::from_millis(1));
+        assert_eq!(
+            m.record("s", 1000, 1, later, true),
+            Duration::from_millis(1)
+        );
         // A second later, 1,000 B have come back.
         let much_later = later + Duration::from_secs(1);
         assert_eq!(m.record("s", 1000, 999, much_later, true), Duration::ZERO);
@@ -212,6 +227,9 @@ mod tests {
         assert_eq!(m.record("f", 1000, 11_000, start, false), Duration::ZERO);
         let wait = m.record("f", 1000, 2_000, start, false);
         assert_eq!(wait, Duration::from_secs(2));
-        assert_eq!(m.record("f", 1000, 2_000, start + wait, false), Duration::ZERO);
+        assert_eq!(
+            m.record("f", 1000, 2_000, start + wait, false),
+            Duration::ZERO
+        );
     }
 }

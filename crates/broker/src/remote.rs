@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kraftwerk_controller::commands::{CommandResult, MetadataCommand, Reassignment};
-use kraftwerk_metadata::{validate_topic_name, AclBinding, ImageCell, ScramCredential, TopicRecord};
+use kraftwerk_metadata::{
+    validate_topic_name, AclBinding, ImageCell, ScramCredential, TopicRecord,
+};
 use kraftwerk_rpc::controller as pb;
 use kraftwerk_rpc::controller::controller_client::ControllerClient as GrpcClient;
 use kraftwerk_types::config::validate_topic_configs;

@@ -240,8 +240,7 @@ async fn connection<S: KafkaStream>(
                         }
                         continue;
                     }
-                    match outcome
-                    {
+                    match outcome {
                         Outcome::Respond => {
                             stream.write_all(&out).await.map_err(|e| e.to_string())?;
                             if out.capacity() > RESPONSE_BUFFER_KEEP_BYTES {

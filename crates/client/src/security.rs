@@ -55,7 +55,10 @@ impl std::fmt::Debug for ClientSecurity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClientSecurity")
             .field("tls", &self.tls.is_some())
-            .field("sasl", &self.sasl.as_ref().map(|(m, user, _)| (m.name(), user)))
+            .field(
+                "sasl",
+                &self.sasl.as_ref().map(|(m, user, _)| (m.name(), user)),
+            )
             .finish()
     }
 }
@@ -67,7 +70,12 @@ fn config_error(key: &str, reason: impl std::fmt::Display) -> ClientError {
 impl ClientSecurity {
     /// From Kafka client properties; `None` for PLAINTEXT.
     pub fn from_properties(props: &BTreeMap<String, String>) -> Result<Option<ClientSecurity>> {
-        let get = |k: &str| props.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let get = |k: &str| {
+            props
+                .get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         let protocol = get("security.protocol")
             .unwrap_or_else(|| "PLAINTEXT".into())
             .to_ascii_uppercase();
@@ -76,9 +84,18 @@ impl ClientSecurity {
             "SSL" => (true, false),
             "SASL_PLAINTEXT" => (false, true),
             "SASL_SSL" => (true, true),
-            other => return Err(config_error("security.protocol", format!("unknown protocol {other}"))),
+            other => {
+                return Err(config_error(
+                    "security.protocol",
+                    format!("unknown protocol {other}"),
+                ))
+            }
         };
-        let tls = if tls { Some(Arc::new(tls_config(&get)?)) } else { None };
+        let tls = if tls {
+            Some(Arc::new(tls_config(&get)?))
+        } else {
+            None
+        };
         let sasl = if sasl {
             let mechanism = match get("sasl.mechanism").as_deref().unwrap_or("GSSAPI") {
                 "PLAIN" => SaslMechanism::Plain,
@@ -87,15 +104,23 @@ impl ClientSecurity {
                 other => {
                     return Err(config_error(
                         "sasl.mechanism",
-                        format!("{other} is not supported (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 are)"),
+                        format!(
+                            "{other} is not supported (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 are)"
+                        ),
                     ))
                 }
             };
             let jaas = get("sasl.jaas.config").ok_or_else(|| {
-                config_error("sasl.jaas.config", "needed for SASL: username=\"...\" password=\"...\"")
+                config_error(
+                    "sasl.jaas.config",
+                    "needed for SASL: username=\"...\" password=\"...\"",
+                )
             })?;
             let (user, password) = jaas_credentials(&jaas).ok_or_else(|| {
-                config_error("sasl.jaas.config", "no username=\"...\" and password=\"...\" found")
+                config_error(
+                    "sasl.jaas.config",
+                    "no username=\"...\" and password=\"...\" found",
+                )
             })?;
             Some((mechanism, user, password))
         } else {
@@ -136,7 +161,10 @@ impl ClientSecurity {
             return Ok(());
         };
         let handshake = connection
-            .send(SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism.name())))
+            .send(
+                SaslHandshakeRequest::default()
+                    .with_mechanism(StrBytes::from_static_str(mechanism.name())),
+            )
             .await?;
         ClientError::check(handshake.error_code, None)?;
         let exchange = |token: Vec<u8>| async move {
@@ -172,14 +200,20 @@ fn tls_config(get: &dyn Fn(&str) -> Option<String>) -> Result<rustls::ClientConf
             }
         }
     }
-    if get("ssl.endpoint.identification.algorithm").is_some_and(|a| !a.eq_ignore_ascii_case("https")) {
+    if get("ssl.endpoint.identification.algorithm")
+        .is_some_and(|a| !a.eq_ignore_ascii_case("https"))
+    {
         return Err(config_error(
             "ssl.endpoint.identification.algorithm",
             "the broker's host name is always verified (https)",
         ));
     }
-    let ca_pem = match (get("ssl.truststore.location"), get("ssl.truststore.certificates")) {
-        (Some(path), _) => std::fs::read(&path).map_err(|e| config_error("ssl.truststore.location", format!("{path}: {e}")))?,
+    let ca_pem = match (
+        get("ssl.truststore.location"),
+        get("ssl.truststore.certificates"),
+    ) {
+        (Some(path), _) => std::fs::read(&path)
+            .map_err(|e| config_error("ssl.truststore.location", format!("{path}: {e}")))?,
         (None, Some(inline)) => inline.into_bytes(),
         (None, None) => {
             return Err(config_error(
@@ -191,7 +225,9 @@ fn tls_config(get: &dyn Fn(&str) -> Option<String>) -> Result<rustls::ClientConf
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&ca_pem) {
         let cert = cert.map_err(|e| config_error("ssl.truststore.location", e))?;
-        roots.add(cert).map_err(|e| config_error("ssl.truststore.location", e))?;
+        roots
+            .add(cert)
+            .map_err(|e| config_error("ssl.truststore.location", e))?;
     }
     #[allow(deprecated)] // ring: see the broker's tls.rs
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -202,12 +238,16 @@ fn tls_config(get: &dyn Fn(&str) -> Option<String>) -> Result<rustls::ClientConf
     match get("ssl.keystore.location") {
         None => Ok(builder.with_no_client_auth()),
         Some(path) => {
-            let pem = std::fs::read(&path).map_err(|e| config_error("ssl.keystore.location", format!("{path}: {e}")))?;
+            let pem = std::fs::read(&path)
+                .map_err(|e| config_error("ssl.keystore.location", format!("{path}: {e}")))?;
             let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
                 .collect::<std::result::Result<_, _>>()
                 .map_err(|e| config_error("ssl.keystore.location", e))?;
             let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
-                config_error("ssl.keystore.location", format!("an unencrypted private key is needed: {e}"))
+                config_error(
+                    "ssl.keystore.location",
+                    format!("an unencrypted private key is needed: {e}"),
+                )
             })?;
             builder
                 .with_client_auth_cert(chain, key)
@@ -261,12 +301,14 @@ impl ScramClient {
     fn hmac(&self, key: &[u8], data: &[u8]) -> Vec<u8> {
         match self.mechanism {
             SaslMechanism::ScramSha512 => {
-                let mut mac = Hmac::<Sha512>::new_from_slice(key).expect("HMAC takes keys of any length");
+                let mut mac =
+                    Hmac::<Sha512>::new_from_slice(key).expect("HMAC takes keys of any length");
                 mac.update(data);
                 mac.finalize().into_bytes().to_vec()
             }
             _ => {
-                let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
+                let mut mac =
+                    Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length");
                 mac.update(data);
                 mac.finalize().into_bytes().to_vec()
             }
@@ -302,12 +344,22 @@ impl ScramClient {
         let salted = match self.mechanism {
             SaslMechanism::ScramSha512 => {
                 let mut out = [0u8; 64];
-                pbkdf2::pbkdf2_hmac::<Sha512>(self.password.as_bytes(), &salt, iterations, &mut out);
+                pbkdf2::pbkdf2_hmac::<Sha512>(
+                    self.password.as_bytes(),
+                    &salt,
+                    iterations,
+                    &mut out,
+                );
                 out.to_vec()
             }
             _ => {
                 let mut out = [0u8; 32];
-                pbkdf2::pbkdf2_hmac::<Sha256>(self.password.as_bytes(), &salt, iterations, &mut out);
+                pbkdf2::pbkdf2_hmac::<Sha256>(
+                    self.password.as_bytes(),
+                    &salt,
+                    iterations,
+                    &mut out,
+                );
                 out.to_vec()
             }
         };
@@ -319,7 +371,11 @@ impl ScramClient {
         let without_proof = format!("c=biws,r={nonce}");
         let auth_message = format!("{},{text},{without_proof}", self.client_first_bare);
         let signature = self.hmac(&stored_key, auth_message.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
         let server_key = self.hmac(&salted, b"Server Key");
         self.server_signature = self.hmac(&server_key, auth_message.as_bytes());
         Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
@@ -352,7 +408,10 @@ mod tests {
             ),
             Some(("alice".into(), "a b;c".into()))
         );
-        assert_eq!(jaas_credentials("X required username=bob password=pw;"), Some(("bob".into(), "pw".into())));
+        assert_eq!(
+            jaas_credentials("X required username=bob password=pw;"),
+            Some(("bob".into(), "pw".into()))
+        );
         assert_eq!(jaas_credentials("X required username=\"bob\";"), None);
     }
 
@@ -360,7 +419,10 @@ mod tests {
     fn scram_client_matches_rfc_7677() {
         let mut c = ScramClient::new(SaslMechanism::ScramSha256, "user", "pencil");
         c.nonce = "rOprNGfwEbeRWgbNEkqO".into();
-        assert_eq!(c.client_first(), b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO".to_vec());
+        assert_eq!(
+            c.client_first(),
+            b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO".to_vec()
+        );
         let last = c
             .client_final(b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096")
             .expect("final");
@@ -368,7 +430,8 @@ mod tests {
             String::from_utf8_lossy(&last),
             "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
         );
-        c.verify_server_final(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=").expect("server signature");
+        c.verify_server_final(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
+            .expect("server signature");
         assert!(c.verify_server_final(b"v=AAAA").is_err());
     }
 }

@@ -10,7 +10,9 @@ use kafka_protocol::messages::alter_user_scram_credentials_request::{
     ScramCredentialDeletion, ScramCredentialUpsertion,
 };
 use kafka_protocol::messages::describe_user_scram_credentials_request::UserName;
-use kafka_protocol::messages::{AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest};
+use kafka_protocol::messages::{
+    AlterUserScramCredentialsRequest, DescribeUserScramCredentialsRequest,
+};
 use kafka_protocol::protocol::StrBytes;
 use rand::Rng;
 use sha2::{Sha256, Sha512};
@@ -98,9 +100,11 @@ impl Admin {
         users: Option<&[String]>,
     ) -> Result<Vec<UserScramCredentials>> {
         let connection = self.cluster().any_connection().await?;
-        let request = DescribeUserScramCredentialsRequest::default().with_users(
-            users.map(|u| u.iter().map(|n| UserName::default().with_name(str_bytes(n))).collect()),
-        );
+        let request = DescribeUserScramCredentialsRequest::default().with_users(users.map(|u| {
+            u.iter()
+                .map(|n| UserName::default().with_name(str_bytes(n)))
+                .collect()
+        }));
         let response = connection.send(request).await?;
         ClientError::check(response.error_code, response.error_message.as_ref())?;
         let mut out = BTreeMap::new();
@@ -124,7 +128,10 @@ impl Admin {
     }
 
     /// Applies the alterations; the first user the broker refused is the error.
-    pub async fn alter_user_scram_credentials(&self, alterations: &[ScramAlteration]) -> Result<()> {
+    pub async fn alter_user_scram_credentials(
+        &self,
+        alterations: &[ScramAlteration],
+    ) -> Result<()> {
         let mut request = AlterUserScramCredentialsRequest::default();
         for a in alterations {
             match a {
@@ -136,7 +143,9 @@ impl Admin {
                 } => {
                     let salt: [u8; 32] = rand::rng().random();
                     let rounds = u32::try_from(*iterations).map_err(|_| {
-                        ClientError::Protocol(format!("iterations must be positive, not {iterations}"))
+                        ClientError::Protocol(format!(
+                            "iterations must be positive, not {iterations}"
+                        ))
                     })?;
                     let salted = mechanism.salted_password(password, &salt, rounds);
                     request.upsertions.push(

@@ -9,8 +9,8 @@
 use std::collections::BTreeMap;
 
 use kraftwerk_metadata::{
-    AclBinding, BrokerRegistration, ClientQuota, ListenerEndpoint, QuotaEntity, QuotaOps, MetadataImage, PartitionRecord,
-    ScramCredential, TopicRecord,
+    AclBinding, BrokerRegistration, ClientQuota, ListenerEndpoint, MetadataImage, PartitionRecord,
+    QuotaEntity, QuotaOps, ScramCredential, TopicRecord,
 };
 use kraftwerk_types::{ErrorCode, TopicId};
 use serde::{Deserialize, Serialize};
@@ -172,7 +172,11 @@ pub fn apply_scram_changes(
 }
 
 /// Adds `created` (each once) and removes `deleted`.
-pub fn apply_acl_changes(image: &mut MetadataImage, created: &[AclBinding], deleted: &[AclBinding]) {
+pub fn apply_acl_changes(
+    image: &mut MetadataImage,
+    created: &[AclBinding],
+    deleted: &[AclBinding],
+) {
     image.acls.retain(|a| !deleted.contains(a));
     for acl in created {
         if !image.acls.contains(acl) {
@@ -182,10 +186,7 @@ pub fn apply_acl_changes(image: &mut MetadataImage, created: &[AclBinding], dele
 }
 
 /// Sets and removes quota values; an entity left without values goes.
-pub fn apply_quota_changes(
-    image: &mut MetadataImage,
-    changes: &[(QuotaEntity, QuotaOps)],
-) {
+pub fn apply_quota_changes(image: &mut MetadataImage, changes: &[(QuotaEntity, QuotaOps)]) {
     for (entity, ops) in changes {
         let i = match image.client_quotas.iter().position(|q| q.entity == *entity) {
             Some(i) => i,

@@ -602,7 +602,10 @@ static BROKER_VALUE_KINDS: &[(&str, ValueKind)] = &[
         "connection.failed.authentication.delay.ms",
         ValueKind::Int { min: 0 },
     ),
-    ("kraftwerk.ssl.reload.interval.ms", ValueKind::Long { min: 0 }),
+    (
+        "kraftwerk.ssl.reload.interval.ms",
+        ValueKind::Long { min: 0 },
+    ),
     ("allow.everyone.if.no.acl.found", ValueKind::Boolean),
     ("quota.window.num", ValueKind::Int { min: 1 }),
     ("quota.window.size.seconds", ValueKind::Int { min: 1 }),
@@ -1023,9 +1026,15 @@ mod tests {
             ("listener.security.protocol.map", "CLIENT:sasl_plaintext"),
         ])
         .expect("valid");
-        assert_eq!(c.security_protocol("PLAINTEXT"), SecurityProtocol::Plaintext);
+        assert_eq!(
+            c.security_protocol("PLAINTEXT"),
+            SecurityProtocol::Plaintext
+        );
         assert_eq!(c.security_protocol("SASL_SSL"), SecurityProtocol::SaslSsl);
-        assert_eq!(c.security_protocol("CLIENT"), SecurityProtocol::SaslPlaintext);
+        assert_eq!(
+            c.security_protocol("CLIENT"),
+            SecurityProtocol::SaslPlaintext
+        );
         assert_eq!(c.security_protocol("INTERNAL"), SecurityProtocol::Plaintext);
         let err = broker(&[("listener.security.protocol.map", "PLAINTEXT:TLS")])
             .expect_err("unknown protocol");

@@ -6,8 +6,8 @@ use kafka_protocol::messages::{AddOffsetsToTxnRequest, AddOffsetsToTxnResponse};
 use kraftwerk_types::ErrorCode;
 
 use super::{authorized_on_group, authorized_on_txn, Request};
-use crate::security::authorizer::op;
 use crate::group::OFFSETS_TOPIC;
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(

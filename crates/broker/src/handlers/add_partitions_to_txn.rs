@@ -77,12 +77,10 @@ pub async fn handle(
     let mut topics: Vec<_> = body.v3_and_below_topics.iter().collect();
     topics.sort_by_key(|t| {
         let name = t.name.0.to_string();
-        !t.partitions
-            .iter()
-            .any(|p| {
-                let tp = (name.clone(), *p);
-                unknown.contains(&tp) || denied.contains(&tp)
-            })
+        !t.partitions.iter().any(|p| {
+            let tp = (name.clone(), *p);
+            unknown.contains(&tp) || denied.contains(&tp)
+        })
     });
     let results = topics
         .into_iter()

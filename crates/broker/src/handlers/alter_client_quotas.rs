@@ -18,7 +18,10 @@ type Entity = kraftwerk_metadata::QuotaEntity;
 type Outcome = Result<(), (ErrorCode, String)>;
 
 /// Kafka's checks on one entity and its operations.
-fn check(entity: &Entity, ops: &[(String, f64, bool)]) -> Result<Vec<(String, Option<i64>)>, String> {
+fn check(
+    entity: &Entity,
+    ops: &[(String, f64, bool)],
+) -> Result<Vec<(String, Option<i64>)>, String> {
     if entity.is_empty() {
         return Err("Invalid empty client quota entity".into());
     }
@@ -43,7 +46,9 @@ fn check(entity: &Entity, ops: &[(String, f64, bool)]) -> Result<Vec<(String, Op
             continue;
         }
         if value.fract() != 0.0 || *value <= 0.0 || *value > i64::MAX as f64 {
-            return Err(format!("{key} must be a positive whole number of bytes per second, not {value}"));
+            return Err(format!(
+                "{key} must be a positive whole number of bytes per second, not {value}"
+            ));
         }
         out.push((key.clone(), Some(*value as i64)));
     }
@@ -62,7 +67,12 @@ pub async fn handle(
         let mut entity: Entity = e
             .entity
             .iter()
-            .map(|c| (c.entity_type.to_string(), c.entity_name.as_ref().map(|n| n.to_string())))
+            .map(|c| {
+                (
+                    c.entity_type.to_string(),
+                    c.entity_name.as_ref().map(|n| n.to_string()),
+                )
+            })
             .collect();
         let ops: Vec<(String, f64, bool)> = e
             .ops
@@ -73,7 +83,10 @@ pub async fn handle(
         if !allowed {
             results.push((
                 reply_entity,
-                Err((ErrorCode::CLUSTER_AUTHORIZATION_FAILED, "Cluster authorization failed.".into())),
+                Err((
+                    ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
+                    "Cluster authorization failed.".into(),
+                )),
             ));
             continue;
         }
@@ -83,7 +96,9 @@ pub async fn handle(
                 changes.push((entity, ops));
                 results.push((reply_entity, Ok(())));
             }
-            Err(message) => results.push((reply_entity, Err((ErrorCode::INVALID_REQUEST, message)))),
+            Err(message) => {
+                results.push((reply_entity, Err((ErrorCode::INVALID_REQUEST, message))))
+            }
         }
     }
     let written = if changes.is_empty() || body.validate_only {

@@ -12,8 +12,8 @@ use kafka_protocol::messages::{
 use kraftwerk_types::ErrorCode;
 
 use super::{authorized_on_cluster, str_bytes, Request};
-use crate::security::authorizer::op;
 use crate::controller::ReassignPartition;
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(

@@ -14,8 +14,8 @@ use kafka_protocol::messages::{
 use kraftwerk_types::ErrorCode;
 
 use super::{authorized_on_cluster, str_bytes, Request};
-use crate::security::authorizer::op;
 use crate::metadata::ScramCredential;
+use crate::security::authorizer::op;
 use crate::security::scram::{ScramMechanism, MAX_ITERATIONS, MIN_ITERATIONS};
 use crate::BrokerState;
 
@@ -28,7 +28,12 @@ pub async fn handle(
 ) -> AlterUserScramCredentialsResponse {
     if !authorized_on_cluster(state, req, op::ALTER) {
         let mut users: Vec<String> = Vec::new();
-        for u in body.deletions.iter().map(|d| &d.name).chain(body.upsertions.iter().map(|u| &u.name)) {
+        for u in body
+            .deletions
+            .iter()
+            .map(|d| &d.name)
+            .chain(body.upsertions.iter().map(|u| &u.name))
+        {
             if !users.iter().any(|x| x == u.as_str()) {
                 users.push(u.to_string());
             }
@@ -116,7 +121,10 @@ pub async fn handle(
                             "Salt and salted password must not be empty".into(),
                         ));
                     }
-                    Ok((mechanism, Some(mechanism.credential(salt, salted, *iterations))))
+                    Ok((
+                        mechanism,
+                        Some(mechanism.credential(salt, salted, *iterations)),
+                    ))
                 }
             }
         };

@@ -9,8 +9,8 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kraftwerk_types::ErrorCode;
 
 use super::{authorized_on_cluster, authorized_on_topic, str_bytes, Request};
-use crate::security::authorizer::op;
 use crate::controller::NewTopic;
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(

@@ -1,7 +1,9 @@
 //! DeleteAcls (31): removes the ACLs each filter matches and lists them
 //! (`kafka-acls.sh --remove`). Needs ALTER on the cluster.
 
-use kafka_protocol::messages::delete_acls_response::{DeleteAclsFilterResult, DeleteAclsMatchingAcl};
+use kafka_protocol::messages::delete_acls_response::{
+    DeleteAclsFilterResult, DeleteAclsMatchingAcl,
+};
 use kafka_protocol::messages::{DeleteAclsRequest, DeleteAclsResponse};
 use kraftwerk_types::ErrorCode;
 
@@ -42,7 +44,12 @@ pub async fn handle(
         match filter.validate() {
             Err(message) => per_filter.push(Err(message)),
             Ok(()) => {
-                let matched: Vec<_> = image.acls.iter().filter(|a| filter.matches(a)).cloned().collect();
+                let matched: Vec<_> = image
+                    .acls
+                    .iter()
+                    .filter(|a| filter.matches(a))
+                    .cloned()
+                    .collect();
                 for a in &matched {
                     if !doomed.contains(a) {
                         doomed.push(a.clone());

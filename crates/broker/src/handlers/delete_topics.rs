@@ -45,7 +45,11 @@ pub async fn handle(
             Ok(topic) if !authorized_on_topic(state, req, op::DELETE, &topic) => {
                 Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
             }
-            Err(_) if name.as_ref().is_some_and(|n| !authorized_on_topic(state, req, op::DELETE, n)) => {
+            Err(_)
+                if name
+                    .as_ref()
+                    .is_some_and(|n| !authorized_on_topic(state, req, op::DELETE, n)) =>
+            {
                 Err(ErrorCode::TOPIC_AUTHORIZATION_FAILED)
             }
             other => other,

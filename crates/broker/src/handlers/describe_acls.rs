@@ -40,7 +40,11 @@ pub async fn handle(
     let mut by_resource: BTreeMap<(i8, String, i8), Vec<AclDescription>> = BTreeMap::new();
     for acl in image.acls.iter().filter(|a| filter.matches(a)) {
         by_resource
-            .entry((acl.resource_type, acl.resource_name.clone(), acl.pattern_type))
+            .entry((
+                acl.resource_type,
+                acl.resource_name.clone(),
+                acl.pattern_type,
+            ))
             .or_default()
             .push(
                 AclDescription::default()

@@ -56,7 +56,11 @@ pub async fn handle(
                 )
             }
         }
-        filters.push((entity_type, c.match_type, c._match.as_ref().map(|m| m.to_string())));
+        filters.push((
+            entity_type,
+            c.match_type,
+            c._match.as_ref().map(|m| m.to_string()),
+        ));
     }
     let image = state.image.load();
     let entries = image

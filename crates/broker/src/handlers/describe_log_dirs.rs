@@ -19,7 +19,8 @@ pub async fn handle(
     if !authorized_on_cluster(state, req, op::DESCRIBE) {
         let response = DescribeLogDirsResponse::default();
         return if req.version >= 3 {
-            response.with_error_code(kraftwerk_types::ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code())
+            response
+                .with_error_code(kraftwerk_types::ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code())
         } else {
             response
         };

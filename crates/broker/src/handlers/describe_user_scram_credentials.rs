@@ -41,7 +41,8 @@ pub async fn handle(
         if !listed.insert(user) {
             continue;
         }
-        let result = DescribeUserScramCredentialsResult::default().with_user(str_bytes(user.clone()));
+        let result =
+            DescribeUserScramCredentialsResult::default().with_user(str_bytes(user.clone()));
         let result = if duplicated.contains(user) {
             result
                 .with_error_code(ErrorCode::DUPLICATE_RESOURCE.code())

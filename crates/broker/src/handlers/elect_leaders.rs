@@ -53,9 +53,11 @@ pub async fn handle(
         results(by_topic)
     };
     if !authorized_on_cluster(state, req, op::ALTER) {
-        let mut response = ElectLeadersResponse::default().with_replica_election_results(
-            refuse_all(ErrorCode::CLUSTER_AUTHORIZATION_FAILED, "Cluster authorization failed."),
-        );
+        let mut response =
+            ElectLeadersResponse::default().with_replica_election_results(refuse_all(
+                ErrorCode::CLUSTER_AUTHORIZATION_FAILED,
+                "Cluster authorization failed.",
+            ));
         if req.version >= 1 {
             response.error_code = ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code();
         }

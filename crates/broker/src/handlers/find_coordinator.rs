@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use kraftwerk_types::ErrorCode;
 
 use super::{authorized_on_group, authorized_on_txn, str_bytes, Request};
-use crate::security::authorizer::op;
 use crate::controller::NewTopic;
 use crate::group::OFFSETS_TOPIC;
+use crate::security::authorizer::op;
 use crate::txn::TXN_TOPIC;
 use crate::BrokerState;
 

@@ -5,10 +5,10 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
 use super::{authorized_on_group, str_bytes, Request};
-use crate::security::authorizer::op;
-use kraftwerk_types::ErrorCode;
 use crate::group::{JoinRequest, JoinResult};
+use crate::security::authorizer::op;
 use crate::BrokerState;
+use kraftwerk_types::ErrorCode;
 
 pub async fn handle(
     state: &BrokerState,

@@ -6,8 +6,8 @@ use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 use kraftwerk_types::ErrorCode;
 
 use super::{authorized_on_group, Request};
-use crate::security::authorizer::op;
 use crate::group::LeavingMember;
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(

@@ -9,8 +9,8 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use kraftwerk_types::ErrorCode;
 
 use super::{authorized_on_cluster, authorized_on_topic, str_bytes, Request};
-use crate::security::authorizer::op;
 use crate::metadata::{validate_topic_name, MetadataImage, TopicRecord};
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 /// Kafka's "authorized operations were not requested".

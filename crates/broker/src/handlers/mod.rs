@@ -93,7 +93,9 @@ impl Request<'_> {
     /// The client's user name, for quotas (`ANONYMOUS` when nobody
     /// authenticated).
     pub fn user(&self) -> &str {
-        self.principal.strip_prefix("User:").unwrap_or(self.principal)
+        self.principal
+            .strip_prefix("User:")
+            .unwrap_or(self.principal)
     }
 
     pub fn client_id(&self) -> &str {
@@ -447,15 +449,42 @@ pub(crate) fn acl_api_refusal(
     None
 }
 
-pub(crate) fn authorized_on_topic(state: &BrokerState, req: &Request<'_>, operation: i8, topic: &str) -> bool {
-    authorized(state, req, operation, crate::security::authorizer::resource::TOPIC, topic)
+pub(crate) fn authorized_on_topic(
+    state: &BrokerState,
+    req: &Request<'_>,
+    operation: i8,
+    topic: &str,
+) -> bool {
+    authorized(
+        state,
+        req,
+        operation,
+        crate::security::authorizer::resource::TOPIC,
+        topic,
+    )
 }
 
-pub(crate) fn authorized_on_group(state: &BrokerState, req: &Request<'_>, operation: i8, group: &str) -> bool {
-    authorized(state, req, operation, crate::security::authorizer::resource::GROUP, group)
+pub(crate) fn authorized_on_group(
+    state: &BrokerState,
+    req: &Request<'_>,
+    operation: i8,
+    group: &str,
+) -> bool {
+    authorized(
+        state,
+        req,
+        operation,
+        crate::security::authorizer::resource::GROUP,
+        group,
+    )
 }
 
-pub(crate) fn authorized_on_txn(state: &BrokerState, req: &Request<'_>, operation: i8, id: &str) -> bool {
+pub(crate) fn authorized_on_txn(
+    state: &BrokerState,
+    req: &Request<'_>,
+    operation: i8,
+    id: &str,
+) -> bool {
     authorized(
         state,
         req,

@@ -10,9 +10,9 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kraftwerk_types::ErrorCode;
 
 use super::{authorized_on_group, authorized_on_topic, Request};
-use crate::security::authorizer::op;
 use crate::group::records::OffsetValue;
 use crate::group::OFFSET_METADATA_MAX_BYTES;
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(

@@ -14,8 +14,8 @@ use std::collections::BTreeSet;
 use kraftwerk_types::ErrorCode;
 
 use super::{authorized_on_group, authorized_on_topic, str_bytes, Request};
-use crate::security::authorizer::op;
 use crate::group::records::OffsetValue;
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 use crate::group::FetchedOffsets as Fetched;

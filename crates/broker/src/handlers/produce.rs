@@ -22,8 +22,8 @@ use kraftwerk_protocol::batch::{validate_all, BatchError};
 use kraftwerk_types::ErrorCode;
 
 use super::{authorized_on_topic, authorized_on_txn, str_bytes, Request};
-use crate::security::authorizer::op;
 use crate::replica_manager::Partition;
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 /// (base offset, log append time, log start offset, last offset, partition).
@@ -48,7 +48,12 @@ pub async fn handle(
         .flat_map(|t| t.partition_data.iter())
         .map(|p| p.records.as_ref().map_or(0, |r| r.len() as u64))
         .sum();
-    let throttle_ms = req.charge(state, crate::quotas::PRODUCER_BYTE_RATE, produced_bytes, true);
+    let throttle_ms = req.charge(
+        state,
+        crate::quotas::PRODUCER_BYTE_RATE,
+        produced_bytes,
+        true,
+    );
     let txn_allowed = body
         .transactional_id
         .as_ref()
@@ -252,9 +257,11 @@ pub async fn handle(
             }
         }
     }
-    Some(ProduceResponse::default()
-        .with_responses(responses)
-        .with_throttle_time_ms(throttle_ms))
+    Some(
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_throttle_time_ms(throttle_ms),
+    )
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -6,10 +6,10 @@
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
 use super::{authorized_on_group, str_bytes, Request};
-use crate::security::authorizer::op;
-use kraftwerk_types::ErrorCode;
 use crate::group::{SyncRequest, SyncResult};
+use crate::security::authorizer::op;
 use crate::BrokerState;
+use kraftwerk_types::ErrorCode;
 
 pub async fn handle(
     state: &BrokerState,

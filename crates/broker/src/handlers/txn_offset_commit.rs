@@ -11,9 +11,9 @@ use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use kraftwerk_types::ErrorCode;
 
 use super::{authorized_on_group, authorized_on_topic, authorized_on_txn, Request};
-use crate::security::authorizer::op;
 use crate::group::records::OffsetValue;
 use crate::group::OFFSET_METADATA_MAX_BYTES;
+use crate::security::authorizer::op;
 use crate::BrokerState;
 
 pub async fn handle(
@@ -70,13 +70,13 @@ pub async fn handle(
         Ok(())
     } else {
         match state.txns.check_producer(
-        state,
-        &transactional_id,
-        body.producer_id.0,
-        body.producer_epoch,
-    ) {
-        Err(ErrorCode::NOT_COORDINATOR | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS) => Ok(()),
-        other => other,
+            state,
+            &transactional_id,
+            body.producer_id.0,
+            body.producer_epoch,
+        ) {
+            Err(ErrorCode::NOT_COORDINATOR | ErrorCode::COORDINATOR_LOAD_IN_PROGRESS) => Ok(()),
+            other => other,
         }
     };
     let result = match checked {

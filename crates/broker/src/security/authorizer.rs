@@ -327,33 +327,180 @@ mod tests {
     #[test]
     fn standard_authorizer_table() {
         let acls = vec![
-            acl(TOPIC, "orders", pattern::LITERAL, "User:alice", op::WRITE, ALLOW),
-            acl(TOPIC, "logs-", pattern::PREFIXED, "User:alice", op::READ, ALLOW),
-            acl(TOPIC, "logs-secret", pattern::LITERAL, "User:alice", op::READ, DENY),
+            acl(
+                TOPIC,
+                "orders",
+                pattern::LITERAL,
+                "User:alice",
+                op::WRITE,
+                ALLOW,
+            ),
+            acl(
+                TOPIC,
+                "logs-",
+                pattern::PREFIXED,
+                "User:alice",
+                op::READ,
+                ALLOW,
+            ),
+            acl(
+                TOPIC,
+                "logs-secret",
+                pattern::LITERAL,
+                "User:alice",
+                op::READ,
+                DENY,
+            ),
             acl(TOPIC, "*", pattern::LITERAL, "User:carol", op::ALL, ALLOW),
-            acl(TOPIC, "orders", pattern::LITERAL, "User:carol", op::DELETE, DENY),
+            acl(
+                TOPIC,
+                "orders",
+                pattern::LITERAL,
+                "User:carol",
+                op::DELETE,
+                DENY,
+            ),
             acl(GROUP, "g", pattern::LITERAL, "User:*", op::READ, ALLOW),
-            acl(TOPIC, "cfg", pattern::LITERAL, "User:alice", op::ALTER_CONFIGS, ALLOW),
+            acl(
+                TOPIC,
+                "cfg",
+                pattern::LITERAL,
+                "User:alice",
+                op::ALTER_CONFIGS,
+                ALLOW,
+            ),
         ];
         let a = on(false);
         // (principal, operation, type, name, allowed, why)
         let table: &[(&str, i8, i8, &str, bool, &str)] = &[
-            ("User:alice", op::WRITE, TOPIC, "orders", true, "literal allow"),
-            ("User:alice", op::READ, TOPIC, "orders", false, "no allow for READ"),
-            ("User:alice", op::DESCRIBE, TOPIC, "orders", true, "WRITE implies DESCRIBE"),
-            ("User:alice", op::READ, TOPIC, "logs-app", true, "prefixed allow"),
-            ("User:alice", op::READ, TOPIC, "logs-secret", false, "deny beats allow"),
-            ("User:alice", op::DESCRIBE, TOPIC, "logs-secret", true, "READ denied, DESCRIBE implied by the prefixed READ"),
-            ("User:alice", op::READ, TOPIC, "log", false, "prefix longer than the name"),
-            ("User:bob", op::WRITE, TOPIC, "orders", false, "other principal"),
-            ("User:carol", op::WRITE, TOPIC, "anything", true, "wildcard ALL"),
-            ("User:carol", op::DELETE, TOPIC, "orders", false, "literal deny beats wildcard allow"),
-            ("User:bob", op::READ, GROUP, "g", true, "User:* matches everyone"),
-            ("User:bob", op::READ, GROUP, "h", false, "no ACL names h: denied by default"),
-            ("User:admin", op::DELETE, TOPIC, "orders", true, "super user"),
-            ("User:alice", op::DESCRIBE_CONFIGS, TOPIC, "cfg", true, "ALTER_CONFIGS implies DESCRIBE_CONFIGS"),
-            ("User:alice", op::ALTER, TOPIC, "cfg", false, "ALTER_CONFIGS is not ALTER"),
-            ("User:alice", op::CREATE, resource::CLUSTER, CLUSTER_NAME, false, "nothing on the cluster"),
+            (
+                "User:alice",
+                op::WRITE,
+                TOPIC,
+                "orders",
+                true,
+                "literal allow",
+            ),
+            (
+                "User:alice",
+                op::READ,
+                TOPIC,
+                "orders",
+                false,
+                "no allow for READ",
+            ),
+            (
+                "User:alice",
+                op::DESCRIBE,
+                TOPIC,
+                "orders",
+                true,
+                "WRITE implies DESCRIBE",
+            ),
+            (
+                "User:alice",
+                op::READ,
+                TOPIC,
+                "logs-app",
+                true,
+                "prefixed allow",
+            ),
+            (
+                "User:alice",
+                op::READ,
+                TOPIC,
+                "logs-secret",
+                false,
+                "deny beats allow",
+            ),
+            (
+                "User:alice",
+                op::DESCRIBE,
+                TOPIC,
+                "logs-secret",
+                true,
+                "READ denied, DESCRIBE implied by the prefixed READ",
+            ),
+            (
+                "User:alice",
+                op::READ,
+                TOPIC,
+                "log",
+                false,
+                "prefix longer than the name",
+            ),
+            (
+                "User:bob",
+                op::WRITE,
+                TOPIC,
+                "orders",
+                false,
+                "other principal",
+            ),
+            (
+                "User:carol",
+                op::WRITE,
+                TOPIC,
+                "anything",
+                true,
+                "wildcard ALL",
+            ),
+            (
+                "User:carol",
+                op::DELETE,
+                TOPIC,
+                "orders",
+                false,
+                "literal deny beats wildcard allow",
+            ),
+            (
+                "User:bob",
+                op::READ,
+                GROUP,
+                "g",
+                true,
+                "User:* matches everyone",
+            ),
+            (
+                "User:bob",
+                op::READ,
+                GROUP,
+                "h",
+                false,
+                "no ACL names h: denied by default",
+            ),
+            (
+                "User:admin",
+                op::DELETE,
+                TOPIC,
+                "orders",
+                true,
+                "super user",
+            ),
+            (
+                "User:alice",
+                op::DESCRIBE_CONFIGS,
+                TOPIC,
+                "cfg",
+                true,
+                "ALTER_CONFIGS implies DESCRIBE_CONFIGS",
+            ),
+            (
+                "User:alice",
+                op::ALTER,
+                TOPIC,
+                "cfg",
+                false,
+                "ALTER_CONFIGS is not ALTER",
+            ),
+            (
+                "User:alice",
+                op::CREATE,
+                resource::CLUSTER,
+                CLUSTER_NAME,
+                false,
+                "nothing on the cluster",
+            ),
         ];
         for &(principal, operation, rt, name, expected, why) in table {
             assert_eq!(
@@ -367,7 +514,14 @@ mod tests {
         assert!(open.authorize(&acls, "User:bob", "h", op::READ, GROUP, "h"));
         assert!(!open.authorize(&acls, "User:bob", "h", op::WRITE, TOPIC, "orders"));
         // Off: everything goes.
-        assert!(Authorizer::default().authorize(&acls, "User:bob", "h", op::DELETE, TOPIC, "orders"));
+        assert!(Authorizer::default().authorize(
+            &acls,
+            "User:bob",
+            "h",
+            op::DELETE,
+            TOPIC,
+            "orders"
+        ));
     }
 
     #[test]
@@ -381,7 +535,14 @@ mod tests {
 
     #[test]
     fn idempotent_write_by_any_topic_write() {
-        let acls = vec![acl(TOPIC, "orders", pattern::LITERAL, "User:alice", op::WRITE, ALLOW)];
+        let acls = vec![acl(
+            TOPIC,
+            "orders",
+            pattern::LITERAL,
+            "User:alice",
+            op::WRITE,
+            ALLOW,
+        )];
         let a = on(false);
         assert!(a.authorize_any(&acls, "User:alice", "h", op::WRITE, TOPIC));
         assert!(!a.authorize_any(&acls, "User:bob", "h", op::WRITE, TOPIC));
@@ -389,8 +550,22 @@ mod tests {
 
     #[test]
     fn filters_match_as_kafka_filters() {
-        let lit = acl(TOPIC, "orders", pattern::LITERAL, "User:alice", op::WRITE, ALLOW);
-        let pre = acl(TOPIC, "ord", pattern::PREFIXED, "User:alice", op::READ, ALLOW);
+        let lit = acl(
+            TOPIC,
+            "orders",
+            pattern::LITERAL,
+            "User:alice",
+            op::WRITE,
+            ALLOW,
+        );
+        let pre = acl(
+            TOPIC,
+            "ord",
+            pattern::PREFIXED,
+            "User:alice",
+            op::READ,
+            ALLOW,
+        );
         let wild = acl(TOPIC, "*", pattern::LITERAL, "User:bob", op::READ, ALLOW);
         let f = |name: Option<&str>, pt: i8| AclFilter {
             resource_type: resource::ANY,
@@ -402,13 +577,28 @@ mod tests {
             permission_type: permission::ANY,
         };
         let matched = |filter: AclFilter| -> Vec<bool> {
-            [&lit, &pre, &wild].iter().map(|a| filter.matches(a)).collect()
+            [&lit, &pre, &wild]
+                .iter()
+                .map(|a| filter.matches(a))
+                .collect()
         };
         assert_eq!(matched(f(None, pattern::ANY)), [true, true, true]);
-        assert_eq!(matched(f(Some("orders"), pattern::MATCH)), [true, true, true]);
-        assert_eq!(matched(f(Some("orders"), pattern::LITERAL)), [true, false, false]);
-        assert_eq!(matched(f(Some("ord"), pattern::PREFIXED)), [false, true, false]);
-        assert_eq!(matched(f(Some("orders"), pattern::ANY)), [true, false, false]);
+        assert_eq!(
+            matched(f(Some("orders"), pattern::MATCH)),
+            [true, true, true]
+        );
+        assert_eq!(
+            matched(f(Some("orders"), pattern::LITERAL)),
+            [true, false, false]
+        );
+        assert_eq!(
+            matched(f(Some("ord"), pattern::PREFIXED)),
+            [false, true, false]
+        );
+        assert_eq!(
+            matched(f(Some("orders"), pattern::ANY)),
+            [true, false, false]
+        );
         assert_eq!(matched(f(None, pattern::PREFIXED)), [false, true, false]);
         let mut by_principal = f(None, pattern::ANY);
         by_principal.principal = Some("User:bob".into());
@@ -420,13 +610,35 @@ mod tests {
         let good = acl(TOPIC, "t", pattern::LITERAL, "User:alice", op::READ, ALLOW);
         assert!(validate_new_acl(&good).is_ok());
         for bad in [
-            AclBinding { pattern_type: pattern::MATCH, ..good.clone() },
-            AclBinding { resource_type: resource::ANY, ..good.clone() },
-            AclBinding { operation: op::ANY, ..good.clone() },
-            AclBinding { permission_type: permission::ANY, ..good.clone() },
-            AclBinding { principal: "alice".into(), ..good.clone() },
-            AclBinding { resource_name: String::new(), ..good.clone() },
-            AclBinding { resource_type: resource::CLUSTER, resource_name: "c".into(), ..good.clone() },
+            AclBinding {
+                pattern_type: pattern::MATCH,
+                ..good.clone()
+            },
+            AclBinding {
+                resource_type: resource::ANY,
+                ..good.clone()
+            },
+            AclBinding {
+                operation: op::ANY,
+                ..good.clone()
+            },
+            AclBinding {
+                permission_type: permission::ANY,
+                ..good.clone()
+            },
+            AclBinding {
+                principal: "alice".into(),
+                ..good.clone()
+            },
+            AclBinding {
+                resource_name: String::new(),
+                ..good.clone()
+            },
+            AclBinding {
+                resource_type: resource::CLUSTER,
+                resource_name: "c".into(),
+                ..good.clone()
+            },
         ] {
             assert!(validate_new_acl(&bad).is_err(), "{bad:?}");
         }

@@ -58,7 +58,11 @@ impl ListenerSecurity {
         } else {
             None
         };
-        Ok(ListenerSecurity { protocol, tls, sasl })
+        Ok(ListenerSecurity {
+            protocol,
+            tls,
+            sasl,
+        })
     }
 }
 

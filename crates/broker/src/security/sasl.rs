@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, RequestHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
-    SaslHandshakeRequest, SaslHandshakeResponse,
+    ApiKey, RequestHeader, SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest,
+    SaslHandshakeResponse,
 };
 use kafka_protocol::protocol::Decodable;
 use kraftwerk_protocol::versions;
@@ -62,7 +62,10 @@ pub struct SaslSettings {
 }
 
 impl SaslSettings {
-    pub fn from_config(config: &BrokerConfig, listener: &str) -> Result<SaslSettings, SecurityError> {
+    pub fn from_config(
+        config: &BrokerConfig,
+        listener: &str,
+    ) -> Result<SaslSettings, SecurityError> {
         let bad = |key: &str, reason: String| SecurityError::Config {
             listener: listener.to_string(),
             key: key.to_string(),
@@ -274,7 +277,8 @@ impl Authenticator {
             reason,
             delay: Duration::ZERO,
         };
-        let served = versions::served(key as i16).ok_or_else(|| refuse(format!("{key:?} is not served")))?;
+        let served =
+            versions::served(key as i16).ok_or_else(|| refuse(format!("{key:?} is not served")))?;
         if version < served.min || version > served.max {
             return Err(refuse(format!("{key:?} v{version} is not served")));
         }
@@ -294,9 +298,8 @@ impl Authenticator {
                 delay: Duration::ZERO,
             };
         };
-        let mut response = SaslHandshakeResponse::default().with_mechanisms(
-            self.settings.names().into_iter().map(str_bytes).collect(),
-        );
+        let mut response = SaslHandshakeResponse::default()
+            .with_mechanisms(self.settings.names().into_iter().map(str_bytes).collect());
         let reauthenticating = matches!(self.stage, Stage::Authenticated);
         let chosen = self.settings.enabled(request.mechanism.as_str());
         let refusal = match chosen {
@@ -348,7 +351,13 @@ impl Authenticator {
         }
     }
 
-    fn authenticate(&mut self, state: &BrokerState, mut frame: Bytes, version: i16, out: &mut BytesMut) -> Step {
+    fn authenticate(
+        &mut self,
+        state: &BrokerState,
+        mut frame: Bytes,
+        version: i16,
+        out: &mut BytesMut,
+    ) -> Step {
         let key = ApiKey::SaslAuthenticate;
         let header = match Self::header(&mut frame, key, version) {
             Ok(h) => h,
@@ -362,7 +371,8 @@ impl Authenticator {
         };
         match self.token(state, &request.auth_bytes) {
             Ok((reply, done)) => {
-                let mut response = SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(reply));
+                let mut response =
+                    SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(reply));
                 if done && self.settings.reauth_ms > 0 {
                     response.session_lifetime_ms = self.settings.reauth_ms;
                 }
@@ -409,8 +419,15 @@ impl Authenticator {
 
     /// Feeds one client token to the mechanism. Ok: the reply and whether
     /// authentication is complete. Err: the client's message and the log's.
-    fn token(&mut self, state: &BrokerState, token: &[u8]) -> Result<(Vec<u8>, bool), (String, String)> {
-        let Stage::Tokens { mechanism, scram, .. } = &mut self.stage else {
+    fn token(
+        &mut self,
+        state: &BrokerState,
+        token: &[u8],
+    ) -> Result<(Vec<u8>, bool), (String, String)> {
+        let Stage::Tokens {
+            mechanism, scram, ..
+        } = &mut self.stage
+        else {
             return Err((
                 "unexpected SASL token".into(),
                 "SASL token outside an exchange".into(),

@@ -84,7 +84,12 @@ impl ScramMechanism {
 
     /// The stored credential for a salted password (what
     /// AlterUserScramCredentials carries): StoredKey and ServerKey.
-    pub fn credential(self, salt: &[u8], salted_password: &[u8], iterations: i32) -> ScramCredential {
+    pub fn credential(
+        self,
+        salt: &[u8],
+        salted_password: &[u8],
+        iterations: i32,
+    ) -> ScramCredential {
         let client_key = self.hmac(salted_password, b"Client Key");
         ScramCredential {
             salt: salt.to_vec(),
@@ -170,7 +175,9 @@ impl ScramServer {
         let mut parts = text.splitn(3, ',');
         let cbind = parts.next().ok_or(ScramError::Malformed("no gs2 header"))?;
         let authzid = parts.next().ok_or(ScramError::Malformed("no gs2 header"))?;
-        let bare = parts.next().ok_or(ScramError::Malformed("no client-first-bare"))?;
+        let bare = parts
+            .next()
+            .ok_or(ScramError::Malformed("no client-first-bare"))?;
         if cbind != "n" && cbind != "y" {
             return Err(ScramError::Malformed("channel binding is not supported"));
         }
@@ -276,13 +283,18 @@ impl ScramServer {
         let server_signature = self
             .mechanism
             .hmac(&credential.server_key, auth_message.as_bytes());
-        Ok((user, format!("v={}", B64.encode(server_signature)).into_bytes()))
+        Ok((
+            user,
+            format!("v={}", B64.encode(server_signature)).into_bytes(),
+        ))
     }
 
     /// A credential for a user that does not exist: its salt depends on
     /// the name only within this exchange, its keys match no password.
     fn decoy(&self, user: &str, server_nonce: &str) -> ScramCredential {
-        let salt = self.mechanism.hmac(server_nonce.as_bytes(), user.as_bytes());
+        let salt = self
+            .mechanism
+            .hmac(server_nonce.as_bytes(), user.as_bytes());
         let key = self.mechanism.hmac(&salt, b"no such user");
         ScramCredential {
             salt: salt[..16].to_vec(),
@@ -361,7 +373,11 @@ mod tests {
         // A flipped bit in the proof.
         let mut server = ScramServer::new(m);
         server
-            .client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO", |_| Some(credential.clone()), nonce)
+            .client_first(
+                b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
+                |_| Some(credential.clone()),
+                nonce,
+            )
             .expect("first");
         let bad = String::from_utf8_lossy(good_final).replace("p=dHz", "p=dHy");
         assert_eq!(
@@ -409,10 +425,17 @@ mod tests {
         );
         // The client's side, computed the way RFC 5802 describes it.
         let without_proof = "c=biws,r=cnoncesnonce";
-        let auth = format!("n=a=2Cb=3Dc,r=cnonce,{},{without_proof}", String::from_utf8_lossy(&first));
+        let auth = format!(
+            "n=a=2Cb=3Dc,r=cnonce,{},{without_proof}",
+            String::from_utf8_lossy(&first)
+        );
         let client_key = m.hmac(&salted, b"Client Key");
         let signature = m.hmac(&m.hash(&client_key), auth.as_bytes());
-        let proof: Vec<u8> = client_key.iter().zip(&signature).map(|(a, b)| a ^ b).collect();
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(&signature)
+            .map(|(a, b)| a ^ b)
+            .collect();
         let (user, last) = server
             .client_final(format!("{without_proof},p={}", B64.encode(proof)).as_bytes())
             .expect("final");

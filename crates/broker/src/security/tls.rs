@@ -14,12 +14,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use kraftwerk_types::BrokerConfig;
 use parking_lot::RwLock;
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use kraftwerk_types::BrokerConfig;
 
 use super::SecurityError;
 
@@ -54,7 +54,10 @@ enum Source {
 }
 
 impl TlsSettings {
-    pub fn from_config(config: &BrokerConfig, listener: &str) -> Result<TlsSettings, SecurityError> {
+    pub fn from_config(
+        config: &BrokerConfig,
+        listener: &str,
+    ) -> Result<TlsSettings, SecurityError> {
         let get = |key: &str| {
             config
                 .listener_value(listener, key)
@@ -128,8 +131,7 @@ impl TlsSettings {
         if client_auth != ClientAuth::None && truststore.is_none() {
             return Err(bad(
                 "ssl.truststore.location",
-                "ssl.client.auth asks for client certificates: name the CAs that sign them"
-                    .into(),
+                "ssl.client.auth asks for client certificates: name the CAs that sign them".into(),
             ));
         }
         let mut versions = Vec::new();
@@ -201,8 +203,7 @@ impl TlsSettings {
             }
             Source::Inline(chain, key) => (chain.clone(), key.clone()),
         };
-        let chain = certificates(&chain_pem)
-            .map_err(|e| bad("ssl.keystore.location", e))?;
+        let chain = certificates(&chain_pem).map_err(|e| bad("ssl.keystore.location", e))?;
         if chain.is_empty() {
             return Err(bad(
                 "ssl.keystore.location",
@@ -213,8 +214,8 @@ impl TlsSettings {
             Source::File(_) => "ssl.keystore.location",
             Source::Inline(..) => "ssl.keystore.key",
         };
-        let key = private_key(&key_pem, self.key_password.as_deref())
-            .map_err(|e| bad(key_source, e))?;
+        let key =
+            private_key(&key_pem, self.key_password.as_deref()).map_err(|e| bad(key_source, e))?;
         // ring rather than aws-lc-rs: no C and assembly build in every cold
         // build. rustls marks it deprecated because it offers no
         // post-quantum key exchange (docs/security.md says so).
@@ -228,7 +229,10 @@ impl TlsSettings {
             (Some(source), auth) => {
                 let pem = match source {
                     Source::File(path) => std::fs::read_to_string(path).map_err(|e| {
-                        bad("ssl.truststore.location", format!("{}: {e}", path.display()))
+                        bad(
+                            "ssl.truststore.location",
+                            format!("{}: {e}", path.display()),
+                        )
                     })?,
                     Source::Inline(certs, _) => certs.clone(),
                 };
@@ -289,7 +293,8 @@ fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
         .into_iter()
         .filter(|(label, _)| *label == "CERTIFICATE")
         .map(|(_, block)| {
-            CertificateDer::from_pem_slice(block.as_bytes()).map_err(|e| format!("certificate: {e}"))
+            CertificateDer::from_pem_slice(block.as_bytes())
+                .map_err(|e| format!("certificate: {e}"))
         })
         .collect()
 }
@@ -440,7 +445,8 @@ pub fn certificate_principal(cert: &CertificateDer<'_>) -> Option<String> {
 fn escape_dn_value(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for (i, c) in value.chars().enumerate() {
-        let edge = (i == 0 && (c == ' ' || c == '#')) || (i + 1 == value.chars().count() && c == ' ');
+        let edge =
+            (i == 0 && (c == ' ' || c == '#')) || (i + 1 == value.chars().count() && c == ' ');
         if matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';') || edge {
             out.push('\\');
         }
@@ -549,7 +555,10 @@ WwvOjcLgLFBSjm4E74gClkLyoOHnoUUweBY/KzUr1NzwhR69FZ9SHOZr5lpOZdc=
         let err = TlsSettings::from_config(&config(&[]), "SSL").expect_err("no keystore");
         assert!(err.to_string().contains("ssl.keystore.location"), "{err}");
         let err = TlsSettings::from_config(
-            &config(&[("ssl.keystore.type", "JKS"), ("ssl.keystore.location", "/x")]),
+            &config(&[
+                ("ssl.keystore.type", "JKS"),
+                ("ssl.keystore.location", "/x"),
+            ]),
             "SSL",
         )
         .expect_err("JKS");
@@ -564,13 +573,17 @@ WwvOjcLgLFBSjm4E74gClkLyoOHnoUUweBY/KzUr1NzwhR69FZ9SHOZr5lpOZdc=
         .expect_err("client auth without truststore");
         assert!(err.to_string().contains("ssl.truststore.location"), "{err}");
         let err = TlsSettings::from_config(
-            &config(&[("ssl.keystore.location", "/x"), ("ssl.enabled.protocols", "TLSv1.1")]),
+            &config(&[
+                ("ssl.keystore.location", "/x"),
+                ("ssl.enabled.protocols", "TLSv1.1"),
+            ]),
             "SSL",
         )
         .expect_err("TLS 1.1");
         assert!(err.to_string().contains("ssl.enabled.protocols"), "{err}");
-        let ok = TlsSettings::from_config(&config(&[("ssl.keystore.location", "/missing.pem")]), "SSL")
-            .expect("settings");
+        let ok =
+            TlsSettings::from_config(&config(&[("ssl.keystore.location", "/missing.pem")]), "SSL")
+                .expect("settings");
         let err = ok.build().expect_err("missing file");
         assert!(err.to_string().contains("/missing.pem"), "{err}");
     }
