@@ -148,7 +148,7 @@ async fn secure_connection(
         .1
         .peer_certificates()
         .and_then(|certs| certs.first())
-        .and_then(security::tls::certificate_principal)
+        .and_then(kraftwerk_tls::certificate_principal)
         .unwrap_or_else(|| security::ANONYMOUS.to_string());
     connection(stream, peer, listener, principal, auth, state, shutdown).await
 }

@@ -2,9 +2,10 @@
 //! (`security.protocol`, `ssl.truststore.location`, `sasl.mechanism`,
 //! `sasl.jaas.config`, ...), as a Java client's properties file has them.
 //!
-//! TLS is rustls with PEM files (`ssl.truststore.type=PEM`); the broker's
-//! host name is verified against its certificate, as Kafka's default
-//! `ssl.endpoint.identification.algorithm=https` does. SASL runs after
+//! TLS is rustls with PEM files (`ssl.truststore.type=PEM`, a client key in
+//! the clear or under `ssl.key.password`); the broker's host name is
+//! verified against its certificate unless
+//! `ssl.endpoint.identification.algorithm` is set empty, as in Kafka. SASL runs after
 //! ApiVersions: SaslHandshake v1, then SaslAuthenticate with PLAIN or SCRAM
 //! (RFC 5802; the client checks the broker's signature too).
 
@@ -17,8 +18,7 @@ use bytes::Bytes;
 use hmac::{Hmac, Mac};
 use kafka_protocol::messages::{SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::StrBytes;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls_pki_types::ServerName;
 use sha2::{Digest, Sha256, Sha512};
 
 use crate::connection::Connection;
@@ -200,21 +200,26 @@ fn tls_config(get: &dyn Fn(&str) -> Option<String>) -> Result<rustls::ClientConf
             }
         }
     }
-    if get("ssl.endpoint.identification.algorithm")
-        .is_some_and(|a| !a.eq_ignore_ascii_case("https"))
-    {
-        return Err(config_error(
-            "ssl.endpoint.identification.algorithm",
-            "the broker's host name is always verified (https)",
-        ));
-    }
+    let verify_host_name = match get("ssl.endpoint.identification.algorithm").as_deref() {
+        None => true,
+        Some(a) if a.eq_ignore_ascii_case("https") => true,
+        Some("") => false,
+        Some(other) => {
+            return Err(config_error(
+                "ssl.endpoint.identification.algorithm",
+                format!("{other}: must be https or empty"),
+            ))
+        }
+    };
+    let read = |key: &str, path: &str| {
+        std::fs::read_to_string(path).map_err(|e| config_error(key, format!("{path}: {e}")))
+    };
     let ca_pem = match (
         get("ssl.truststore.location"),
         get("ssl.truststore.certificates"),
     ) {
-        (Some(path), _) => std::fs::read(&path)
-            .map_err(|e| config_error("ssl.truststore.location", format!("{path}: {e}")))?,
-        (None, Some(inline)) => inline.into_bytes(),
+        (Some(path), _) => read("ssl.truststore.location", &path)?,
+        (None, Some(inline)) => inline,
         (None, None) => {
             return Err(config_error(
                 "ssl.truststore.location",
@@ -222,38 +227,50 @@ fn tls_config(get: &dyn Fn(&str) -> Option<String>) -> Result<rustls::ClientConf
             ))
         }
     };
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&ca_pem) {
-        let cert = cert.map_err(|e| config_error("ssl.truststore.location", e))?;
-        roots
-            .add(cert)
-            .map_err(|e| config_error("ssl.truststore.location", e))?;
-    }
-    #[allow(deprecated)] // ring: see the broker's tls.rs
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| config_error("ssl.enabled.protocols", e))?
-        .with_root_certificates(roots);
-    match get("ssl.keystore.location") {
-        None => Ok(builder.with_no_client_auth()),
-        Some(path) => {
-            let pem = std::fs::read(&path)
-                .map_err(|e| config_error("ssl.keystore.location", format!("{path}: {e}")))?;
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-                .collect::<std::result::Result<_, _>>()
-                .map_err(|e| config_error("ssl.keystore.location", e))?;
-            let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
-                config_error(
-                    "ssl.keystore.location",
-                    format!("an unencrypted private key is needed: {e}"),
-                )
-            })?;
-            builder
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| config_error("ssl.keystore.location", e))
+    let roots =
+        kraftwerk_tls::roots(&ca_pem).map_err(|e| config_error("ssl.truststore.location", e))?;
+    let mut versions = Vec::new();
+    for p in get("ssl.enabled.protocols")
+        .unwrap_or_else(|| "TLSv1.2,TLSv1.3".into())
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
+        match p {
+            "TLSv1.2" => versions.push(&rustls::version::TLS12),
+            "TLSv1.3" => versions.push(&rustls::version::TLS13),
+            other => {
+                return Err(config_error(
+                    "ssl.enabled.protocols",
+                    format!("{other}: TLSv1.2 and TLSv1.3 are spoken"),
+                ))
+            }
         }
     }
+    let (key_source, chain_pem, key_pem) = match (
+        get("ssl.keystore.location"),
+        get("ssl.keystore.certificate.chain"),
+        get("ssl.keystore.key"),
+    ) {
+        (Some(path), _, _) => {
+            let pem = read("ssl.keystore.location", &path)?;
+            ("ssl.keystore.location", Some(pem.clone()), pem)
+        }
+        (None, Some(chain), Some(key)) => ("ssl.keystore.key", Some(chain), key),
+        _ => ("", None, String::new()),
+    };
+    let identity = match chain_pem {
+        None => None,
+        Some(chain_pem) => {
+            let chain =
+                kraftwerk_tls::certificates(&chain_pem).map_err(|e| config_error(key_source, e))?;
+            let key = kraftwerk_tls::private_key(&key_pem, get("ssl.key.password").as_deref())
+                .map_err(|e| config_error(key_source, e))?;
+            Some((chain, key))
+        }
+    };
+    kraftwerk_tls::client_config(roots, identity, &versions, verify_host_name)
+        .map_err(|e| config_error("ssl.keystore.location", e))
 }
 
 /// `username="..."` and `password="..."` from a JAAS login module line.

@@ -14,12 +14,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use kraftwerk_tls::{certificates, private_key};
 use kraftwerk_types::BrokerConfig;
 use parking_lot::RwLock;
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::ServerConfig;
 
 use super::SecurityError;
 
@@ -216,11 +215,7 @@ impl TlsSettings {
         };
         let key =
             private_key(&key_pem, self.key_password.as_deref()).map_err(|e| bad(key_source, e))?;
-        // ring rather than aws-lc-rs: no C and assembly build in every cold
-        // build. rustls marks it deprecated because it offers no
-        // post-quantum key exchange (docs/security.md says so).
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = kraftwerk_tls::provider();
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&self.versions)
             .map_err(|e| bad("ssl.enabled.protocols", e.to_string()))?;
@@ -236,18 +231,8 @@ impl TlsSettings {
                     })?,
                     Source::Inline(certs, _) => certs.clone(),
                 };
-                let mut roots = RootCertStore::empty();
-                for cert in certificates(&pem).map_err(|e| bad("ssl.truststore.location", e))? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| bad("ssl.truststore.location", e.to_string()))?;
-                }
-                if roots.is_empty() {
-                    return Err(bad(
-                        "ssl.truststore.location",
-                        "no CERTIFICATE block found".into(),
-                    ));
-                }
+                let roots =
+                    kraftwerk_tls::roots(&pem).map_err(|e| bad("ssl.truststore.location", e))?;
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
                 let verifier = if auth == ClientAuth::Requested {
@@ -266,112 +251,6 @@ impl TlsSettings {
             .map_err(|e| bad("ssl.keystore.location", format!("certificate and key: {e}")))?;
         Ok(Arc::new(config))
     }
-}
-
-fn pem_blocks(text: &str) -> Vec<(&str, &str)> {
-    let mut out = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("-----BEGIN ") {
-        let after = &rest[start + 11..];
-        let Some(label_end) = after.find("-----") else {
-            break;
-        };
-        let label = &after[..label_end];
-        let end_marker = format!("-----END {label}-----");
-        let Some(end) = rest[start..].find(&end_marker) else {
-            break;
-        };
-        let block_end = start + end + end_marker.len();
-        out.push((label, &rest[start..block_end]));
-        rest = &rest[block_end..];
-    }
-    out
-}
-
-fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    pem_blocks(pem)
-        .into_iter()
-        .filter(|(label, _)| *label == "CERTIFICATE")
-        .map(|(_, block)| {
-            CertificateDer::from_pem_slice(block.as_bytes())
-                .map_err(|e| format!("certificate: {e}"))
-        })
-        .collect()
-}
-
-fn private_key(pem: &str, password: Option<&str>) -> Result<PrivateKeyDer<'static>, String> {
-    for (label, block) in pem_blocks(pem) {
-        match label {
-            "PRIVATE KEY" | "RSA PRIVATE KEY" | "EC PRIVATE KEY" => {
-                return PrivateKeyDer::from_pem_slice(block.as_bytes())
-                    .map_err(|e| format!("private key: {e}"));
-            }
-            "ENCRYPTED PRIVATE KEY" => {
-                let password = password.ok_or_else(|| {
-                    "the private key is encrypted: set ssl.key.password".to_string()
-                })?;
-                let (_, doc) = pkcs8::der::Document::from_pem(block)
-                    .map_err(|e| format!("encrypted private key: {e}"))?;
-                let plain = decrypt_private_key(doc.as_bytes(), password)?;
-                return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(plain)));
-            }
-            _ => {}
-        }
-    }
-    Err("no PRIVATE KEY block found".into())
-}
-
-/// `pbeWithSHAAnd3-KeyTripleDES-CBC` (RFC 7292 appendix C).
-const PBE_SHA1_3DES: pkcs8::der::oid::ObjectIdentifier =
-    pkcs8::der::oid::ObjectIdentifier::new_unwrap("1.2.840.113549.1.12.1.3");
-
-/// An encrypted PKCS#8 key: PBES2 (what OpenSSL 3 writes by default), or
-/// PKCS#12's SHA-1 and triple-DES scheme (what Java 17, and so Kafka, can
-/// read, hence what Kafka deployments have).
-fn decrypt_private_key(der: &[u8], password: &str) -> Result<Vec<u8>, String> {
-    use pkcs8::der::asn1::OctetStringRef;
-    use pkcs8::der::{Decode, Reader, SliceReader};
-    use pkcs8::spki::AlgorithmIdentifierRef;
-    let wrong = || "ssl.key.password does not decrypt the private key".to_string();
-    let (algorithm, data) = SliceReader::new(der)
-        .and_then(|mut r| {
-            r.sequence(|r| {
-                let algorithm = AlgorithmIdentifierRef::decode(r)?;
-                let data = OctetStringRef::decode(r)?;
-                Ok((algorithm, data))
-            })
-        })
-        .map_err(|e| format!("encrypted private key: {e}"))?;
-    if algorithm.oid != PBE_SHA1_3DES {
-        let info = pkcs8::EncryptedPrivateKeyInfo::try_from(der).map_err(|e| {
-            format!(
-                "encrypted private key (algorithm {}): {e}; PBES2 and \
-                 pbeWithSHAAnd3-KeyTripleDES-CBC are read",
-                algorithm.oid
-            )
-        })?;
-        return info
-            .decrypt(password)
-            .map(|doc| doc.as_bytes().to_vec())
-            .map_err(|_| wrong());
-    }
-    let params: pkcs12::pbe_params::Pkcs12PbeParams = algorithm
-        .parameters
-        .ok_or_else(|| "encrypted private key: no PBE parameters".to_string())?
-        .decode_as()
-        .map_err(|e| format!("encrypted private key: PBE parameters: {e}"))?;
-    let salt = params.salt.as_bytes();
-    let derive = |kind, len| {
-        pkcs12::kdf::derive_key_utf8::<sha1::Sha1>(password, salt, kind, params.iterations, len)
-            .map_err(|e| format!("ssl.key.password: {e}"))
-    };
-    let key = derive(pkcs12::kdf::Pkcs12KeyType::EncryptionKey, 24)?;
-    let iv = derive(pkcs12::kdf::Pkcs12KeyType::Iv, 8)?;
-    use cbc::cipher::{block_padding::Pkcs7, BlockDecryptMut, KeyIvInit};
-    cbc::Decryptor::<des::TdesEde3>::new_from_slices(&key, &iv)
-        .map_err(|e| format!("encrypted private key: {e}"))?
-        .decrypt_padded_vec_mut::<Pkcs7>(data.as_bytes())
-        .map_err(|_| wrong())
 }
 
 /// The TLS configuration a listener serves now; swapped when its files
@@ -420,127 +299,9 @@ impl TlsCell {
     }
 }
 
-/// Kafka's principal for a client certificate: `User:` and the subject's
-/// distinguished name as RFC 2253 writes it (most specific part first).
-pub fn certificate_principal(cert: &CertificateDer<'_>) -> Option<String> {
-    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
-    let registry = x509_parser::objects::oid_registry();
-    let mut rdns = Vec::new();
-    for rdn in parsed.subject().iter_rdn() {
-        let mut parts = Vec::new();
-        for attr in rdn.iter() {
-            let oid = attr.attr_type();
-            let name = x509_parser::objects::oid2abbrev(oid, registry)
-                .map(str::to_string)
-                .unwrap_or_else(|_| oid.to_id_string());
-            let value = attr.as_str().ok()?;
-            parts.push(format!("{name}={}", escape_dn_value(value)));
-        }
-        rdns.push(parts.join("+"));
-    }
-    rdns.reverse();
-    Some(format!("User:{}", rdns.join(",")))
-}
-
-fn escape_dn_value(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for (i, c) in value.chars().enumerate() {
-        let edge =
-            (i == 0 && (c == ' ' || c == '#')) || (i + 1 == value.chars().count() && c == ' ');
-        if matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';') || edge {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pem_blocks_are_split_by_label() {
-        let text = "junk\n-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n\
-                    -----BEGIN ENCRYPTED PRIVATE KEY-----\nBBBB\n-----END ENCRYPTED PRIVATE KEY-----\n";
-        let blocks = pem_blocks(text);
-        assert_eq!(blocks.len(), 2);
-        assert_eq!(blocks[0].0, "CERTIFICATE");
-        assert_eq!(blocks[1].0, "ENCRYPTED PRIVATE KEY");
-        assert!(blocks[1].1.ends_with("-----END ENCRYPTED PRIVATE KEY-----"));
-    }
-
-    /// `openssl req -x509 -subj "/C=BR/O=Kraftwerk, Ltda/CN=alice"`;
-    /// `openssl x509 -subject -nameopt RFC2253` prints
-    /// `CN=alice,O=Kraftwerk\, Ltda,C=BR`.
-    const ALICE: &str = "-----BEGIN CERTIFICATE-----
-MIIBxjCCAWugAwIBAgIUWQkUnytJcQqgywNwaP5gALXhoKswCgYIKoZIzj0EAwIw
-NzELMAkGA1UEBhMCQlIxGDAWBgNVBAoMD0tyYWZ0d2VyaywgTHRkYTEOMAwGA1UE
-AwwFYWxpY2UwIBcNMjYxMjA2MTUwODUyWhgPMjEyNjExMTIxNTA4NTJaMDcxCzAJ
-BgNVBAYTAkJSMRgwFgYDVQQKDA9LcmFmdHdlcmssIEx0ZGExDjAMBgNVBAMMBWFs
-aWNlMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAErNMvyc9jtdxM4oE1zkG0HolA
-dM2uRO7mG6AfvjIJErT15iMDkdDOL3TVJgg2D8vPA37S7CaI2xnr9NuTnAbaF6NT
-MFEwHQYDVR0OBBYEFPIFDpOjno7+dhuHAXwX2cJBjow+MB8GA1UdIwQYMBaAFPIF
-DpOjno7+dhuHAXwX2cJBjow+MA8GA1UdEwEB/wQFMAMBAf8wCgYIKoZIzj0EAwID
-SQAwRgIhAMPBVc+RPc/XwKC7mtCuT385h9Z11EZw1xUVj5yMETrqAiEA1QAJXJWY
-5EzgMVaY1nDaZzVTPAFS2nUQd5aWgIp0Ilg=
------END CERTIFICATE-----";
-
-    #[test]
-    fn certificate_principal_is_the_subject_in_rfc_2253_order() {
-        let cert = CertificateDer::from_pem_slice(ALICE.as_bytes()).expect("test certificate");
-        assert_eq!(
-            certificate_principal(&cert).as_deref(),
-            Some("User:CN=alice,O=Kraftwerk\\, Ltda,C=BR")
-        );
-    }
-
-    /// One P-256 key: in the clear, encrypted by `openssl pkcs8 -topk8 -v1
-    /// PBE-SHA1-3DES` and by `-v2 aes-256-cbc`, password `kraftwerk`.
-    const EC_KEY: &str = "-----BEGIN PRIVATE KEY-----
-MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgoMouCzZrcTaF6jNa
-Fu9fJdM1VrWqosCw093hB5YM90ahRANCAAQQGWkYQb6D9mR9ozEbgfqlWvmY2QU2
-fga86J4mkZuhlVvVpa/nzMgiva30/3ic7o9nAK432TkpvX1X6KnofWkq
------END PRIVATE KEY-----";
-    const EC_KEY_PBE_SHA1_3DES: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----
-MIGxMBwGCiqGSIb3DQEMAQMwDgQIX7DOXd/n6EECAggABIGQTPRn8FKEKyB3It27
-bCakTNNLE57kLbMBV5o0I1b1/mL+1dMo8Gg51UmvG7N1tqrWes6NY9ko2/z0sOpL
-eW3d+jKemw52FST+/433CW/JiBCZsQtsxdW1cnKnQcYoGk1QR0qg9beMYROgJRfW
-cvkD6/pByQMpLXrKtBwelK3l+PYGrUEgSistWsefIWkh2/2d
------END ENCRYPTED PRIVATE KEY-----";
-    const EC_KEY_PBES2: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----
-MIHsMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAiLI+erYoT9WQICCAAw
-DAYIKoZIhvcNAgkFADAdBglghkgBZQMEASoEEDl7UH1PlZXftb+KxKkGFNIEgZC4
-37nmrjYeoZeboY7StxV5T9C21/Y/mVI0CIuPnmXh39u04+Fv56ZXk3H+N11tqk/w
-Tz4Vg4lkwu4v6yt5TRi2Fa84fvbFPBHKMZymgahx9oc+oizpLkLCXmTQ3og905Om
-WwvOjcLgLFBSjm4E74gClkLyoOHnoUUweBY/KzUr1NzwhR69FZ9SHOZr5lpOZdc=
------END ENCRYPTED PRIVATE KEY-----";
-
-    #[test]
-    fn encrypted_keys_of_both_schemes_decrypt() {
-        let PrivateKeyDer::Pkcs8(clear) = private_key(EC_KEY, None).expect("clear key") else {
-            panic!("a PKCS#8 key");
-        };
-        for encrypted in [EC_KEY_PBE_SHA1_3DES, EC_KEY_PBES2] {
-            let PrivateKeyDer::Pkcs8(key) =
-                private_key(encrypted, Some("kraftwerk")).expect("decrypts")
-            else {
-                panic!("a PKCS#8 key");
-            };
-            assert_eq!(key.secret_pkcs8_der(), clear.secret_pkcs8_der());
-            let err = private_key(encrypted, Some("wrong")).expect_err("wrong password");
-            assert!(err.contains("ssl.key.password"), "{err}");
-            let err = private_key(encrypted, None).expect_err("no password");
-            assert!(err.contains("ssl.key.password"), "{err}");
-        }
-    }
-
-    #[test]
-    fn dn_values_are_escaped_as_rfc_2253_says() {
-        assert_eq!(escape_dn_value("alice"), "alice");
-        assert_eq!(escape_dn_value("Doe, John"), "Doe\\, John");
-        assert_eq!(escape_dn_value("#x "), "\\#x\\ ");
-    }
 
     #[test]
     fn settings_name_the_key_that_is_missing_or_unserved() {
