@@ -1,6 +1,7 @@
 """Certificates for the TLS tests, made with the `openssl` command line, as
 an operator would make them: a test CA; a server certificate for
-127.0.0.1 and localhost signed by it; a client certificate
+127.0.0.1 and localhost signed by it (good for client use too, as a
+node's certificate is between nodes); a client certificate
 `CN=alice,O=Kraftwerk` signed by it; a second, unrelated CA with a client
 certificate of its own; and the same keys as encrypted PKCS#8.
 
@@ -63,7 +64,8 @@ class Leaf:
 class Pki:
     ca: Path              # the CA certificate clients and the broker trust
     ca_key: Path
-    server: Leaf          # CN=localhost, SAN IP:127.0.0.1, DNS:localhost
+    server: Leaf          # CN=localhost, SAN IP:127.0.0.1, DNS:localhost; server and client
+                          # use, so that nodes present it to each other too
     alice: Leaf           # CN=alice,O=Kraftwerk, for mutual TLS
     other_ca: Path        # a CA nobody here trusts
     mallory: Leaf         # CN=mallory, signed by other_ca
@@ -88,7 +90,7 @@ def issue(directory: Path, name: str, ca: Path, ca_key: Path, subject: str, seri
     ext = directory / f"{name}.ext"
     if server:
         ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
-                       "extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
+                       "extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n")
     else:
         ext.write_text("basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
                        "extendedKeyUsage=clientAuth\n")

@@ -168,13 +168,21 @@ impl Broker {
             bound.push((Arc::<str>::from(l.name.as_str()), security, listener, local));
         }
         let local_addr = bound[0].3;
-        let tls_cells: Vec<_> = bound.iter().filter_map(|b| b.1.tls.clone()).collect();
+        let mut tls_cells: Vec<_> = bound.iter().filter_map(|b| b.1.tls.clone()).collect();
+        let controller_tls =
+            security::node_tls(&config, &security::controller_listener_name(&config))
+                .map_err(|e| BrokerError::Config(e.to_string()))?;
+        let replication_tls = security::node_tls(&config, replication::LISTENER_NAME)
+            .map_err(|e| BrokerError::Config(e.to_string()))?;
+        tls_cells.extend(controller_tls.iter().chain(&replication_tls).cloned());
+        let replication_tls = replication_tls.map(|c| c as Arc<dyn kraftwerk_rpc::NodeTls>);
         let image = Arc::new(ImageCell::default());
         // With `controller.quorum.voters` the metadata comes from the Raft
         // quorum; without it this node is its own single-node controller.
         let quorum = match config.raw.get("controller.quorum.voters") {
             Some(v) => Some(Arc::new(remote::ControllerClient::new(
                 remote::parse_voters(v).map_err(BrokerError::Config)?,
+                controller_tls.map(|c| c as Arc<dyn kraftwerk_rpc::NodeTls>),
             ))),
             None => None,
         };
@@ -197,7 +205,7 @@ impl Broker {
                 txn::TxnConfig::from_broker(&config),
                 shutdown.clone(),
             ),
-            marker_clients: markers::MarkerClients::default(),
+            marker_clients: markers::MarkerClients::new(replication_tls.clone()),
             metrics: metrics::BrokerMetrics::new(),
             authorizer,
             quotas: quotas::QuotaManager::new(&config),
@@ -214,8 +222,14 @@ impl Broker {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(2000);
             // Before registering: the registration carries the endpoint.
-            let endpoint =
-                replication::start(&state, client.clone(), shutdown.clone(), &tracker).await?;
+            let endpoint = replication::start(
+                &state,
+                client.clone(),
+                replication_tls,
+                shutdown.clone(),
+                &tracker,
+            )
+            .await?;
             state.replicas.set_replication_endpoint(endpoint);
             tracker.spawn(lifecycle::follow_metadata(
                 state.clone(),

@@ -10,15 +10,17 @@
 //! written once committed (below the high watermark).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use kraftwerk_coordinator::txn::{Marker, TransactionCoordinator, TxnBroker};
 use kraftwerk_coordinator::{now_ms, LogFuture};
 use kraftwerk_rpc::replication as pb;
 use kraftwerk_rpc::replication::replication_client::ReplicationClient;
+use kraftwerk_rpc::NodeTls;
 use kraftwerk_types::ErrorCode;
 use parking_lot::Mutex;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::group::OFFSETS_TOPIC;
 use crate::BrokerState;
@@ -29,23 +31,30 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RPC_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// gRPC channels to other brokers' replication listeners, by endpoint.
-#[derive(Default)]
 pub struct MarkerClients {
     channels: Mutex<HashMap<String, Channel>>,
+    tls: Option<Arc<dyn NodeTls>>,
 }
 
 impl MarkerClients {
+    /// Clients that dial with `tls` when the replication listeners speak SSL.
+    pub fn new(tls: Option<Arc<dyn NodeTls>>) -> MarkerClients {
+        MarkerClients {
+            channels: Mutex::new(HashMap::new()),
+            tls,
+        }
+    }
+
     pub(crate) fn client(&self, endpoint: &str) -> Result<ReplicationClient<Channel>, ErrorCode> {
         let mut channels = self.channels.lock();
         if let Some(c) = channels.get(endpoint) {
             return Ok(ReplicationClient::new(c.clone()));
         }
-        let channel = Endpoint::from_shared(format!("http://{endpoint}"))
+        let channel = kraftwerk_rpc::endpoint(endpoint)
             .map_err(|_| ErrorCode::LEADER_NOT_AVAILABLE)?
             .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(RPC_TIMEOUT)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .timeout(RPC_TIMEOUT);
+        let channel = kraftwerk_rpc::connect_lazy(channel, self.tls.as_ref());
         channels.insert(endpoint.to_string(), channel.clone());
         Ok(ReplicationClient::new(channel))
     }

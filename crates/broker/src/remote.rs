@@ -17,10 +17,11 @@ use kraftwerk_metadata::{
 };
 use kraftwerk_rpc::controller as pb;
 use kraftwerk_rpc::controller::controller_client::ControllerClient as GrpcClient;
+use kraftwerk_rpc::NodeTls;
 use kraftwerk_types::config::validate_topic_configs;
 use kraftwerk_types::{ErrorCode, TopicId};
 use parking_lot::Mutex;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::controller::{
     assign_replicas, plan_new_partitions, BoxFuture, ClusterControl, ConfigChange, ControllerError,
@@ -75,15 +76,19 @@ pub fn parse_voters(value: &str) -> Result<BTreeMap<u64, String>, String> {
 /// Talks to whichever controller node is active, following NOT_CONTROLLER hints.
 pub struct ControllerClient {
     voters: BTreeMap<u64, String>,
+    tls: Option<Arc<dyn NodeTls>>,
     channels: Mutex<HashMap<u64, Channel>>,
     active: Mutex<Option<u64>>,
     next: Mutex<usize>,
 }
 
 impl ControllerClient {
-    pub fn new(voters: BTreeMap<u64, String>) -> ControllerClient {
+    /// A client of the quorum `voters`, dialling them with `tls` when the
+    /// controller listener speaks SSL.
+    pub fn new(voters: BTreeMap<u64, String>, tls: Option<Arc<dyn NodeTls>>) -> ControllerClient {
         ControllerClient {
             voters,
+            tls,
             channels: Mutex::new(HashMap::new()),
             active: Mutex::new(None),
             next: Mutex::new(0),
@@ -98,7 +103,7 @@ impl ControllerClient {
             .voters
             .get(&id)
             .ok_or_else(|| ControllerError::Unavailable(format!("unknown controller {id}")))?;
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = kraftwerk_rpc::endpoint(addr)
             .map_err(|e| {
                 ControllerError::Unavailable(format!("bad controller address {addr}: {e}"))
             })?
@@ -109,8 +114,8 @@ impl ControllerClient {
             // dead by HTTP/2 pings instead of hanging every call.
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-            .keep_alive_while_idle(true)
-            .connect_lazy();
+            .keep_alive_while_idle(true);
+        let channel = kraftwerk_rpc::connect_lazy(endpoint, self.tls.as_ref());
         self.channels.lock().insert(id, channel.clone());
         Ok(channel)
     }

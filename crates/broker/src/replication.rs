@@ -79,6 +79,7 @@ fn replication_address(config: &BrokerConfig) -> (String, u16, String, Option<u1
 pub async fn start(
     state: &Arc<BrokerState>,
     client: Arc<ControllerClient>,
+    tls: Option<Arc<dyn kraftwerk_rpc::NodeTls>>,
     shutdown: CancellationToken,
     tracker: &TaskTracker,
 ) -> Result<String, BrokerError> {
@@ -111,11 +112,12 @@ pub async fn start(
         shutdown: shutdown.clone(),
     };
     let server_shutdown = shutdown.clone();
+    let server_tls = tls.clone();
     tracker.spawn(async move {
         let result = tonic::transport::Server::builder()
             .add_service(ReplicationServer::new(service))
             .serve_with_incoming_shutdown(
-                kraftwerk_rpc::incoming(listener),
+                kraftwerk_rpc::incoming(listener, server_tls),
                 server_shutdown.cancelled(),
             )
             .await;
@@ -124,14 +126,17 @@ pub async fn start(
         }
     });
 
-    let fetchers = Arc::new(FetcherManager::new(
-        state.config.node_id,
-        source.clone(),
-        config.clone(),
-        state.replicas.broker_epoch(),
-        shutdown.clone(),
-        tracker.clone(),
-    ));
+    let fetchers = Arc::new(
+        FetcherManager::new(
+            state.config.node_id,
+            source.clone(),
+            config.clone(),
+            state.replicas.broker_epoch(),
+            shutdown.clone(),
+            tracker.clone(),
+        )
+        .with_tls(tls),
+    );
     state.replicas.set_fetchers(fetchers);
     tracker.spawn(isr::isr_loop(
         state.config.node_id,

@@ -269,6 +269,12 @@ async fn start_controller(
         config.log_dirs[0].join("__cluster_metadata"),
     );
     cc.cluster_id = config.cluster_id.clone();
+    let controller_name = kraftwerk_broker::security::controller_listener_name(config);
+    let tls = kraftwerk_broker::security::node_tls(config, &controller_name)
+        .context("controller listener TLS")?;
+    cc.tls = tls
+        .clone()
+        .map(|c| c as std::sync::Arc<dyn kraftwerk_rpc::NodeTls>);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding controller listener {addr}"))?;
@@ -290,6 +296,16 @@ async fn start_controller(
             .map(|s| s * 1000)
             .unwrap_or(300_000),
     };
+    if let Some(cell) = tls {
+        tokio::spawn(kraftwerk_broker::security::reload_certificates(
+            vec![cell],
+            config
+                .value_of("kraftwerk.ssl.reload.interval.ms")
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(5000),
+            shutdown.clone(),
+        ));
+    }
     let controller = ControllerProcess::start(cc, liveness, listener, shutdown)
         .await
         .context("starting the controller")?;

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use kraftwerk_metadata::MetadataImage;
 use kraftwerk_rpc::raft::raft_server::RaftServer;
+use kraftwerk_rpc::NodeTls;
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, ServerState, SnapshotPolicy};
 use tokio::sync::watch;
@@ -55,6 +56,10 @@ pub struct ControllerConfig {
     /// Entries already in a snapshot that are kept for followers that lag a
     /// little; a follower further behind receives the snapshot.
     pub max_in_snapshot_log_to_keep: u64,
+    /// TLS on the controller listener (its protocol SSL): what the gRPC
+    /// server presents and whom it accepts, and what this node presents
+    /// and trusts when it dials the other voters.
+    pub tls: Option<Arc<dyn NodeTls>>,
 }
 
 impl ControllerConfig {
@@ -70,6 +75,7 @@ impl ControllerConfig {
             heartbeat_interval_ms: 250,
             snapshot_logs_since_last: 1_000,
             max_in_snapshot_log_to_keep: 1_000,
+            tls: None,
         }
     }
 
@@ -171,7 +177,7 @@ impl ControllerNode {
             .map_err(|e| ControllerError::Storage(e.to_string()))?;
         drop(db);
 
-        let network = NetworkFactory::new(NetworkTimeouts::default());
+        let network = NetworkFactory::new(NetworkTimeouts::default(), config.tls.clone());
         let raft = MetadataRaft::new(
             config.node_id,
             raft_config,
@@ -369,7 +375,7 @@ pub async fn serve_raft_only(
 ) -> Result<(), ControllerError> {
     tonic::transport::Server::builder()
         .add_service(service)
-        .serve_with_incoming_shutdown(kraftwerk_rpc::incoming(listener), shutdown)
+        .serve_with_incoming_shutdown(kraftwerk_rpc::incoming(listener, None), shutdown)
         .await
         .map_err(|e| ControllerError::Transport(e.to_string()))
 }

@@ -27,6 +27,7 @@ impl ControllerProcess {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> Result<ControllerProcess, ControllerError> {
+        let tls = config.tls.clone();
         let node = Arc::new(ControllerNode::start(config).await?);
         let service = ControllerService::new(node.clone(), liveness);
         let tasks = TaskTracker::new();
@@ -34,7 +35,7 @@ impl ControllerProcess {
         let router = tonic::transport::Server::builder()
             .add_service(node.raft_service())
             .add_service(ControllerServer::new(ControllerGrpc(service)));
-        let incoming = kraftwerk_rpc::incoming(listener);
+        let incoming = kraftwerk_rpc::incoming(listener, tls);
         tasks.spawn(async move {
             if let Err(e) = router
                 .serve_with_incoming_shutdown(incoming, shutdown.cancelled())

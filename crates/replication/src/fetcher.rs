@@ -21,13 +21,13 @@ use std::time::Duration;
 
 use kraftwerk_rpc::replication as pb;
 use kraftwerk_rpc::replication::replication_client::ReplicationClient;
+use kraftwerk_rpc::NodeTls;
 use kraftwerk_storage::Log;
 use kraftwerk_types::{ErrorCode, TopicPartition};
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tonic::transport::Endpoint;
 
 use crate::{BrokerEpoch, ReplicaSource, ReplicationConfig};
 
@@ -65,6 +65,8 @@ pub struct FetcherManager {
     fetchers: Mutex<HashMap<i32, FetcherHandle>>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    /// TLS toward the leaders' replication listeners (protocol SSL).
+    tls: Option<Arc<dyn NodeTls>>,
 }
 
 impl FetcherManager {
@@ -84,9 +86,16 @@ impl FetcherManager {
             config,
             broker_epoch,
             fetchers: Mutex::new(HashMap::new()),
+            tls: None,
             shutdown,
             tracker,
         }
+    }
+
+    /// Dials the leaders over TLS with `tls`'s client configuration.
+    pub fn with_tls(mut self, tls: Option<Arc<dyn NodeTls>>) -> FetcherManager {
+        self.tls = tls;
+        self
     }
 
     /// Makes the fetchers match `assignments`; `endpoints` maps broker ids
@@ -144,6 +153,7 @@ impl FetcherManager {
                 config: self.config.clone(),
                 broker_epoch: self.broker_epoch.clone(),
                 refusals: HashMap::new(),
+                tls: self.tls.clone(),
             };
             tracing::info!(leader, endpoint = %endpoint, "starting replica fetcher");
             self.tracker.spawn(fetcher.run());
@@ -173,11 +183,12 @@ struct Fetcher {
     broker_epoch: BrokerEpoch,
     /// The last refusal per partition, so each new one is logged once.
     refusals: HashMap<TopicPartition, i16>,
+    tls: Option<Arc<dyn NodeTls>>,
 }
 
 impl Fetcher {
     async fn run(mut self) {
-        let channel = match Endpoint::from_shared(format!("http://{}", self.endpoint)) {
+        let endpoint = match kraftwerk_rpc::endpoint(&self.endpoint) {
             Ok(e) => e
                 .connect_timeout(CONNECT_TIMEOUT)
                 // Finds a connection to a leader that vanished without a
@@ -188,13 +199,13 @@ impl Fetcher {
                 .timeout(
                     Duration::from_millis(self.config.replica_fetch_wait_max_ms as u64)
                         + RPC_TIMEOUT_MARGIN,
-                )
-                .connect_lazy(),
+                ),
             Err(e) => {
                 tracing::error!(endpoint = %self.endpoint, error = %e, "bad replication endpoint");
                 return;
             }
         };
+        let channel = kraftwerk_rpc::connect_lazy(endpoint, self.tls.as_ref());
         let mut client =
             ReplicationClient::new(channel).max_decoding_message_size(RESPONSE_BYTES_MAX);
         loop {
@@ -513,9 +524,10 @@ mod tests {
         let server = tokio::spawn(
             Server::builder()
                 .add_service(ReplicationServer::new(RecordingLeader { seen: seen_tx }))
-                .serve_with_incoming_shutdown(kraftwerk_rpc::incoming(listener), async move {
-                    server_shutdown.cancelled().await
-                }),
+                .serve_with_incoming_shutdown(
+                    kraftwerk_rpc::incoming(listener, None),
+                    async move { server_shutdown.cancelled().await },
+                ),
         );
 
         let broker_epoch = BrokerEpoch::unknown();

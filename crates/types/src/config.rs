@@ -538,6 +538,7 @@ pub static BROKER_CONFIGS: &[(&str, &str)] = &[
     ("ssl.truststore.certificates", ""),
     ("ssl.client.auth", "none"),
     ("ssl.enabled.protocols", "TLSv1.2,TLSv1.3"),
+    ("ssl.endpoint.identification.algorithm", "https"),
     ("kraftwerk.ssl.reload.interval.ms", "5000"),
     ("sasl.enabled.mechanisms", "GSSAPI"),
     ("sasl.jaas.config", ""),
@@ -927,9 +928,11 @@ impl SecurityProtocol {
 
 /// Each listener's security protocol: by `listener.security.protocol.map`,
 /// else its name when that is a protocol, else PLAINTEXT. Listeners that do
-/// not speak Kafka (the controller's, `REPLICATION`) carry gRPC, which is
-/// served in plaintext only: asking for more there stops the broker rather
-/// than serving it without the security the operator believes is on.
+/// not speak Kafka (the controller's, `REPLICATION`) carry gRPC between
+/// nodes, in PLAINTEXT or SSL; they get a protocol even when this node does
+/// not listen on them, since it dials them. SASL is not spoken there:
+/// asking for it stops the broker rather than serving it without the
+/// security the operator believes is on.
 fn listener_protocols(
     listeners: &[Listener],
     map: &str,
@@ -957,19 +960,27 @@ fn listener_protocols(
             .copied()
             .or_else(|| SecurityProtocol::parse(&l.name))
             .unwrap_or(SecurityProtocol::Plaintext);
-        if protocol != SecurityProtocol::Plaintext && non_kafka.contains(&l.name) {
+        out.insert(l.name.clone(), protocol);
+    }
+    for name in non_kafka {
+        let protocol = out
+            .get(name)
+            .or_else(|| mapped.get(name))
+            .copied()
+            .unwrap_or(SecurityProtocol::Plaintext);
+        if protocol.uses_sasl() {
             return Err(invalid(
-                "listeners",
-                &format!("{}://{}:{}", l.name, l.host, l.port),
+                KEY,
+                &format!("{name}:{}", protocol.name()),
                 format!(
-                    "{} carries gRPC between nodes, which Kraftwerk serves in PLAINTEXT only; \
-                     refusing to start rather than serve it without {}",
-                    l.name,
+                    "{name} carries gRPC between nodes, which Kraftwerk serves in PLAINTEXT \
+                     or SSL (with client certificates); refusing to start rather than serve \
+                     it without {}",
                     protocol.name()
                 ),
             ));
         }
-        out.insert(l.name.clone(), protocol);
+        out.insert(name.clone(), protocol);
     }
     Ok(out)
 }
@@ -1039,15 +1050,16 @@ mod tests {
         let err = broker(&[("listener.security.protocol.map", "PLAINTEXT:TLS")])
             .expect_err("unknown protocol");
         assert!(err.to_string().contains("must be PLAINTEXT"), "{err}");
-        // gRPC listeners stay plaintext: asking for TLS there stops the broker.
+        // gRPC listeners speak PLAINTEXT or SSL, never SASL, and have a
+        // protocol when this node only dials them.
         for (listeners, map) in [
             (
                 "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093",
-                "CONTROLLER:SSL",
+                "CONTROLLER:SASL_SSL",
             ),
             (
                 "PLAINTEXT://127.0.0.1:9092,REPLICATION://127.0.0.1:9094",
-                "REPLICATION:SASL_SSL",
+                "REPLICATION:SASL_PLAINTEXT",
             ),
         ] {
             let err = broker(&[
@@ -1055,8 +1067,18 @@ mod tests {
                 ("listener.security.protocol.map", map),
             ])
             .expect_err(listeners);
-            assert!(err.to_string().contains("PLAINTEXT only"), "{err}");
+            assert!(err.to_string().contains("PLAINTEXT or SSL"), "{err}");
         }
+        let c = broker(&[
+            ("listeners", "PLAINTEXT://127.0.0.1:9092"),
+            (
+                "listener.security.protocol.map",
+                "PLAINTEXT:PLAINTEXT,CONTROLLER:SSL,REPLICATION:SSL",
+            ),
+        ])
+        .expect("valid");
+        assert_eq!(c.security_protocol("CONTROLLER"), SecurityProtocol::Ssl);
+        assert_eq!(c.security_protocol("REPLICATION"), SecurityProtocol::Ssl);
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! then carries a principal: `User:ANONYMOUS` on PLAINTEXT, the client
 //! certificate's subject on SSL with a certificate, the SASL user after
 //! authentication.
+//!
+//! The listeners between nodes carry gRPC, in PLAINTEXT or in mutual TLS
+//! ([`node_tls`]).
 
 pub mod authorizer;
 pub mod sasl;
@@ -64,6 +67,35 @@ impl ListenerSecurity {
             sasl,
         })
     }
+}
+
+/// TLS on a listener between nodes (the controller's, `REPLICATION`) when
+/// its protocol is SSL: the configuration this node serves it with and
+/// dials it on other nodes with (`listener.name.<name>.ssl.*`).
+pub fn node_tls(
+    config: &BrokerConfig,
+    listener: &str,
+) -> Result<Option<Arc<TlsCell>>, SecurityError> {
+    match config.security_protocol(listener) {
+        SecurityProtocol::Ssl => Ok(Some(Arc::new(TlsCell::new(tls::TlsSettings::for_node(
+            config, listener,
+        )?)?))),
+        _ => Ok(None),
+    }
+}
+
+/// The name of the controller listener: the first of
+/// `controller.listener.names`.
+pub fn controller_listener_name(config: &BrokerConfig) -> String {
+    config
+        .value_of("controller.listener.names")
+        .and_then(|v| {
+            v.split(',')
+                .map(str::trim)
+                .find(|n| !n.is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "CONTROLLER".into())
 }
 
 /// Re-reads the listeners' certificate files every

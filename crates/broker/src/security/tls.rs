@@ -39,6 +39,11 @@ pub struct TlsSettings {
     truststore: Option<Source>,
     client_auth: ClientAuth,
     versions: Vec<&'static rustls::SupportedProtocolVersion>,
+    /// A listener between nodes (gRPC): HTTP/2 by ALPN on both sides.
+    grpc: bool,
+    /// Whether a server this node dials must name the host dialled
+    /// (`ssl.endpoint.identification.algorithm`, `https` by default).
+    verify_host_name: bool,
 }
 
 /// Each file with its modification time and length, when it can be read.
@@ -154,6 +159,19 @@ impl TlsSettings {
         if versions.is_empty() {
             return Err(bad("ssl.enabled.protocols", "no protocol enabled".into()));
         }
+        // Empty turns the host-name check off, as in Kafka.
+        const ENDPOINT_CHECK: &str = "ssl.endpoint.identification.algorithm";
+        let verify_host_name = match config.listener_value(listener, ENDPOINT_CHECK) {
+            None => true,
+            Some(a) if a.trim().is_empty() => false,
+            Some(a) if a.trim().eq_ignore_ascii_case("https") => true,
+            Some(other) => {
+                return Err(bad(
+                    ENDPOINT_CHECK,
+                    format!("{other}: must be https or empty"),
+                ))
+            }
+        };
         Ok(TlsSettings {
             listener: listener.to_string(),
             keystore,
@@ -161,7 +179,30 @@ impl TlsSettings {
             truststore,
             client_auth,
             versions,
+            grpc: false,
+            verify_host_name,
         })
+    }
+
+    /// The settings of a listener between nodes (the controller's,
+    /// `REPLICATION`) whose protocol is SSL. TLS there is always mutual:
+    /// those RPCs (Raft, metadata writes, follower fetches) carry no other
+    /// authentication, so a peer proves itself with a certificate that the
+    /// truststore's CAs signed, and checks the other side's the same way.
+    pub fn for_node(config: &BrokerConfig, listener: &str) -> Result<TlsSettings, SecurityError> {
+        let mut settings = TlsSettings::from_config(config, listener)?;
+        if settings.truststore.is_none() {
+            return Err(SecurityError::Config {
+                listener: listener.to_string(),
+                key: "ssl.truststore.location".into(),
+                reason: "TLS between nodes is mutual: name the CAs that sign the nodes' \
+                         certificates"
+                    .into(),
+            });
+        }
+        settings.client_auth = ClientAuth::Required;
+        settings.grpc = true;
+        Ok(settings)
     }
 
     pub fn client_auth(&self) -> ClientAuth {
@@ -186,8 +227,9 @@ impl TlsSettings {
             .collect()
     }
 
-    /// Reads the material and builds a rustls server configuration.
-    pub fn build(&self) -> Result<Arc<ServerConfig>, SecurityError> {
+    /// Reads the material and builds the rustls configurations: the
+    /// server's, and the client's this node dials other nodes with.
+    pub fn build(&self) -> Result<Built, SecurityError> {
         let bad = |key: &str, reason: String| SecurityError::Config {
             listener: self.listener.clone(),
             key: key.to_string(),
@@ -219,9 +261,9 @@ impl TlsSettings {
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_protocol_versions(&self.versions)
             .map_err(|e| bad("ssl.enabled.protocols", e.to_string()))?;
-        let builder = match (&self.truststore, self.client_auth) {
-            (_, ClientAuth::None) | (None, _) => builder.with_no_client_auth(),
-            (Some(source), auth) => {
+        let roots = match &self.truststore {
+            None => None,
+            Some(source) => {
                 let pem = match source {
                     Source::File(path) => std::fs::read_to_string(path).map_err(|e| {
                         bad(
@@ -231,8 +273,13 @@ impl TlsSettings {
                     })?,
                     Source::Inline(certs, _) => certs.clone(),
                 };
-                let roots =
-                    kraftwerk_tls::roots(&pem).map_err(|e| bad("ssl.truststore.location", e))?;
+                Some(kraftwerk_tls::roots(&pem).map_err(|e| bad("ssl.truststore.location", e))?)
+            }
+        };
+        let builder = match (&roots, self.client_auth) {
+            (_, ClientAuth::None) | (None, _) => builder.with_no_client_auth(),
+            (Some(roots), auth) => {
+                let roots = roots.clone();
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
                 let verifier = if auth == ClientAuth::Requested {
@@ -246,32 +293,56 @@ impl TlsSettings {
                 builder.with_client_cert_verifier(verifier)
             }
         };
-        let config = builder
-            .with_single_cert(chain, key)
+        let mut server = builder
+            .with_single_cert(chain.clone(), key.clone_key())
             .map_err(|e| bad("ssl.keystore.location", format!("certificate and key: {e}")))?;
-        Ok(Arc::new(config))
+        let mut client = kraftwerk_tls::client_config(
+            roots.unwrap_or_else(rustls::RootCertStore::empty),
+            Some((chain, key)),
+            &self.versions,
+            self.verify_host_name,
+        )
+        .map_err(|e| bad("ssl.keystore.location", e))?;
+        if self.grpc {
+            server.alpn_protocols = vec![b"h2".to_vec()];
+            client.alpn_protocols = vec![b"h2".to_vec()];
+        }
+        Ok(Built {
+            server: Arc::new(server),
+            client: Arc::new(client),
+        })
     }
+}
+
+/// One listener's rustls configurations.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub server: Arc<ServerConfig>,
+    /// What this node presents and trusts when it dials a listener of the
+    /// same name on another node (used for the listeners between nodes).
+    pub client: Arc<rustls::ClientConfig>,
 }
 
 /// The TLS configuration a listener serves now; swapped when its files
 /// change.
+#[derive(Debug)]
 pub struct TlsCell {
     settings: TlsSettings,
-    current: RwLock<(Arc<ServerConfig>, Fingerprint)>,
+    current: RwLock<(Built, Fingerprint)>,
 }
 
 impl TlsCell {
     pub fn new(settings: TlsSettings) -> Result<TlsCell, SecurityError> {
         let fingerprint = settings.fingerprint();
-        let config = settings.build()?;
+        let built = settings.build()?;
         Ok(TlsCell {
             settings,
-            current: RwLock::new((config, fingerprint)),
+            current: RwLock::new((built, fingerprint)),
         })
     }
 
     pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
-        tokio_rustls::TlsAcceptor::from(self.current.read().0.clone())
+        tokio_rustls::TlsAcceptor::from(self.current.read().0.server.clone())
     }
 
     pub fn client_auth(&self) -> ClientAuth {
@@ -286,9 +357,9 @@ impl TlsCell {
             return;
         }
         match self.settings.build() {
-            Ok(config) => {
+            Ok(built) => {
                 tracing::info!(listener = %self.settings.listener, "TLS certificate files changed; new connections get the new ones");
-                *self.current.write() = (config, now);
+                *self.current.write() = (built, now);
             }
             Err(e) => {
                 tracing::warn!(listener = %self.settings.listener, error = %e, "TLS certificate files changed but do not load; keeping the previous ones");
@@ -296,6 +367,16 @@ impl TlsCell {
                 self.current.write().1 = now;
             }
         }
+    }
+}
+
+impl kraftwerk_rpc::NodeTls for TlsCell {
+    fn server(&self) -> Arc<ServerConfig> {
+        self.current.read().0.server.clone()
+    }
+
+    fn client(&self) -> Arc<rustls::ClientConfig> {
+        self.current.read().0.client.clone()
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use kraftwerk_rpc::raft::raft_client::RaftClient;
 use kraftwerk_rpc::raft::RaftPayload;
+use kraftwerk_rpc::NodeTls;
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
 };
@@ -24,7 +25,7 @@ use openraft::BasicNode;
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{NodeId, TypeConfig};
 
@@ -56,13 +57,15 @@ pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub struct NetworkFactory {
     channels: Arc<Mutex<HashMap<(NodeId, String), Channel>>>,
     timeouts: NetworkTimeouts,
+    tls: Option<Arc<dyn NodeTls>>,
 }
 
 impl NetworkFactory {
-    pub fn new(timeouts: NetworkTimeouts) -> Self {
+    pub fn new(timeouts: NetworkTimeouts, tls: Option<Arc<dyn NodeTls>>) -> Self {
         NetworkFactory {
             channels: Arc::default(),
             timeouts,
+            tls,
         }
     }
 
@@ -71,13 +74,12 @@ impl NetworkFactory {
         if let Some(c) = self.channels.lock().get(&key) {
             return Ok(c.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = kraftwerk_rpc::endpoint(addr)
             .map_err(|e| format!("bad address '{addr}' of controller {target}: {e}"))?
             .connect_timeout(Duration::from_millis(self.timeouts.connect_timeout_ms))
             .http2_keep_alive_interval(Duration::from_millis(self.timeouts.keep_alive_interval_ms))
-            .keep_alive_while_idle(true)
-            .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
+            .keep_alive_while_idle(true);
+        let channel = kraftwerk_rpc::connect_lazy(endpoint, self.tls.as_ref());
         self.channels.lock().insert(key, channel.clone());
         Ok(channel)
     }
