@@ -5,6 +5,8 @@
 #
 #   deploy/up.sh                      # three combined nodes
 #   deploy/up.sh --dedicated          # three controllers + three brokers
+#   deploy/up.sh --secure             # SASL_SSL, mutual TLS between nodes, ACLs
+#                                     # (needs KRAFTWERK_ADMIN_PASSWORD)
 #   deploy/up.sh --binary target/debug/kraftwerk   # image from a built binary
 #   deploy/up.sh --no-build           # reuse the existing image
 #
@@ -22,9 +24,10 @@ wait_s=180
 while [ $# -gt 0 ]; do
     case "$1" in
         --dedicated) compose_file="$root/deploy/docker-compose.dedicated.yml"; shift ;;
+        --secure) compose_file="$root/deploy/docker-compose.secure.yml"; shift ;;
         --binary) build_args+=(--binary "${2:?--binary needs a path}"); shift 2 ;;
         --no-build) build=0; shift ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
 done
@@ -63,8 +66,9 @@ while :; do
     total=0
     for id in $ids; do
         total=$((total + 1))
-        status="$(docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}{{end}}' "$id")"
-        case "$status" in healthy|running) ;; *) unhealthy=$((unhealthy + 1)) ;; esac
+        # A one-shot service (the secure file's certs) counts once it exited 0.
+        status="$(docker inspect --format '{{if .State.Health}}{{.State.Health.Status}}{{else}}{{.State.Status}}:{{.State.ExitCode}}{{end}}' "$id")"
+        case "$status" in healthy|running:*|exited:0) ;; *) unhealthy=$((unhealthy + 1)) ;; esac
     done
     if [ "$total" -gt 0 ] && [ "$unhealthy" = 0 ]; then
         break

@@ -155,3 +155,101 @@ def test_a_node_listener_that_cannot_be_secured_stops_the_node(tmp_path, overrid
     out = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert out.returncode != 0
     assert expected in out.stderr, out.stderr
+
+
+def test_dev_secure_runs_a_cluster_that_only_authenticated_clients_use(tmp_path):
+    """`kraftwerk dev --secure`: SASL_SSL for clients, mutual TLS between the
+    nodes, ACLs with an admin super user; the admin's settings in
+    client.properties work with Kafka's own tools and librdkafka as they
+    are, a user without ACLs is refused, and plaintext gets nowhere."""
+    import json
+    import signal
+    import subprocess
+
+    from confluent_kafka import KafkaException
+    from peers import kafka_tool, require_kafka_tools
+    require_kafka_tools()
+
+    def free_run(offsets):
+        for base in range(15000, 30000, 89):
+            ok = True
+            for port in (base + o for o in offsets):
+                with socket.socket() as s:
+                    try:
+                        s.bind(("127.0.0.1", port))
+                    except OSError:
+                        ok = False
+                        break
+            if ok:
+                return base
+        raise RuntimeError("no free port range")
+
+    # Kafka ports base..base+2, their replication ports +1000, controllers +100, HTTP +200.
+    base = free_run([0, 1, 2, 100, 101, 102, 200, 201, 202, 1000, 1001, 1002])
+    data = tmp_path / "dev"
+    dev = subprocess.Popen([kraftwerk_bin(), "dev", "--secure", "--brokers", "3", "--data-dir", str(data),
+                            "--base-port", str(base), "--controller-base-port", str(base + 100),
+                            "--http-base-port", str(base + 200)],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    bootstrap = f"127.0.0.1:{base}"
+    config = data / "client.properties"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            out = subprocess.run([kraftwerk_bin(), "cluster", "describe", "--output", "json",
+                                  "--bootstrap-server", bootstrap, "--command-config", str(config)],
+                                 capture_output=True, text=True, timeout=30)
+            if out.returncode == 0:
+                brokers = json.loads(out.stdout)["brokers"]
+                if len(brokers) == 3 and not any(b["fenced"] for b in brokers):
+                    break
+            assert time.monotonic() < deadline, out.stderr
+            time.sleep(0.5)
+        props = dict(line.split("=", 1) for line in config.read_text().splitlines() if "=" in line)
+        assert props["security.protocol"] == "SASL_SSL"
+
+        kafka_tool("kafka-topics", "--bootstrap-server", bootstrap, "--command-config", config,
+                   "--create", "--topic", "secured", "--partitions", "3", "--replication-factor", "3")
+        password = props["sasl.jaas.config"].split('password="')[1].split('"')[0]
+        admin = {"bootstrap.servers": bootstrap, "security.protocol": "SASL_SSL", "sasl.mechanism": "PLAIN",
+                 "sasl.username": "admin", "sasl.password": password,
+                 "ssl.ca.location": str(data / "certs" / "ca.pem")}
+        producer = Producer({**admin, "acks": "all"})
+        for i in range(50):
+            producer.produce("secured", value=f"m{i}".encode())
+        assert producer.flush(30) == 0
+        consumer = Consumer({**admin, "group.id": "dev-secure", "auto.offset.reset": "earliest"})
+        consumer.subscribe(["secured"])
+        seen = set()
+        deadline = time.monotonic() + 30
+        while len(seen) < 50 and time.monotonic() < deadline:
+            m = consumer.poll(1.0)
+            if m is not None and not m.error():
+                seen.add(m.value())
+        consumer.close()
+        assert len(seen) == 50
+
+        # A SCRAM user with no ACL may not write.
+        subprocess.run([kraftwerk_bin(), "users", "set", "--user", "bob", "--password", "bob-secret",
+                        "--bootstrap-server", bootstrap, "--command-config", str(config)],
+                       check=True, capture_output=True, timeout=60)
+        bob = {**admin, "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "bob", "sasl.password": "bob-secret"}
+        errors = []
+        deadline = time.monotonic() + 30
+        while not errors and time.monotonic() < deadline:
+            p = Producer({**bob, "message.timeout.ms": 5000})
+            p.produce("secured", value=b"x", on_delivery=lambda err, msg: errors.append(err))
+            p.flush(10)
+        assert errors and errors[0] is not None and errors[0].code() == 29, errors  # TOPIC_AUTHORIZATION_FAILED
+
+        # Plaintext is not spoken on the client port.
+        plain = Producer({"bootstrap.servers": bootstrap, "message.timeout.ms": 3000})
+        failed = []
+        plain.produce("secured", value=b"x", on_delivery=lambda err, msg: failed.append(err))
+        plain.flush(10)
+        assert failed and failed[0] is not None
+    finally:
+        dev.send_signal(signal.SIGINT)
+        output, _ = dev.communicate(timeout=90)
+    assert dev.returncode == 0, output
+    assert "mutual TLS between nodes" in output and "stopped" in output

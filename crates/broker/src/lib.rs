@@ -120,6 +120,56 @@ pub struct Broker {
     registration: Arc<lifecycle::Registration>,
 }
 
+/// What a broker reads and checks before anything binds: its Kafka
+/// listeners, each one's security (TLS material, SASL settings), TLS
+/// between nodes and the authorizer. A configuration that fails here
+/// never starts serving.
+struct Checked {
+    kafka_listeners: Vec<kraftwerk_types::config::Listener>,
+    authorizer: security::authorizer::Authorizer,
+    secured: Vec<Arc<security::ListenerSecurity>>,
+    controller_tls: Option<Arc<security::TlsCell>>,
+    replication_tls: Option<Arc<security::TlsCell>>,
+}
+
+impl Checked {
+    fn new(config: &BrokerConfig) -> Result<Checked, BrokerError> {
+        let kafka_listeners = listeners::kafka_listeners(config);
+        if kafka_listeners.is_empty() {
+            return Err(BrokerError::Config(
+                "`listeners` has no Kafka listener (only controller or REPLICATION ones)".into(),
+            ));
+        }
+        let authorizer =
+            security::authorizer::Authorizer::from_config(config).map_err(BrokerError::Config)?;
+        let config_error = |e: security::SecurityError| BrokerError::Config(e.to_string());
+        let mut secured = Vec::with_capacity(kafka_listeners.len());
+        for l in &kafka_listeners {
+            let security =
+                security::ListenerSecurity::from_config(config, &l.name).map_err(config_error)?;
+            secured.push(Arc::new(security));
+        }
+        let controller_tls =
+            security::node_tls(config, &security::controller_listener_name(config))
+                .map_err(config_error)?;
+        let replication_tls =
+            security::node_tls(config, replication::LISTENER_NAME).map_err(config_error)?;
+        Ok(Checked {
+            kafka_listeners,
+            authorizer,
+            secured,
+            controller_tls,
+            replication_tls,
+        })
+    }
+}
+
+/// Checks a broker configuration as [`Broker::start`] does before it binds
+/// anything (`kraftwerk server --check`), without starting.
+pub fn check_config(config: &BrokerConfig) -> Result<(), BrokerError> {
+    Checked::new(config).map(|_| ())
+}
+
 impl Broker {
     /// Opens the logs, binds the Kafka listener and starts serving.
     pub async fn start(
@@ -131,21 +181,13 @@ impl Broker {
             dir: dir.display().to_string(),
             source,
         })?;
-        let kafka_listeners = listeners::kafka_listeners(&config);
-        if kafka_listeners.is_empty() {
-            return Err(BrokerError::Config(
-                "`listeners` has no Kafka listener (only controller or REPLICATION ones)".into(),
-            ));
-        }
-        let authorizer =
-            security::authorizer::Authorizer::from_config(&config).map_err(BrokerError::Config)?;
-        // Every listener's security is read and checked before anything binds.
-        let mut secured = Vec::with_capacity(kafka_listeners.len());
-        for l in &kafka_listeners {
-            let security = security::ListenerSecurity::from_config(&config, &l.name)
-                .map_err(|e| BrokerError::Config(e.to_string()))?;
-            secured.push(Arc::new(security));
-        }
+        let Checked {
+            kafka_listeners,
+            authorizer,
+            secured,
+            controller_tls,
+            replication_tls,
+        } = Checked::new(&config)?;
         let mut bound = Vec::with_capacity(kafka_listeners.len());
         let mut config = config;
         for (l, security) in kafka_listeners.iter().zip(secured) {
@@ -169,11 +211,6 @@ impl Broker {
         }
         let local_addr = bound[0].3;
         let mut tls_cells: Vec<_> = bound.iter().filter_map(|b| b.1.tls.clone()).collect();
-        let controller_tls =
-            security::node_tls(&config, &security::controller_listener_name(&config))
-                .map_err(|e| BrokerError::Config(e.to_string()))?;
-        let replication_tls = security::node_tls(&config, replication::LISTENER_NAME)
-            .map_err(|e| BrokerError::Config(e.to_string()))?;
         tls_cells.extend(controller_tls.iter().chain(&replication_tls).cloned());
         let replication_tls = replication_tls.map(|c| c as Arc<dyn kraftwerk_rpc::NodeTls>);
         let image = Arc::new(ImageCell::default());

@@ -2,6 +2,14 @@
 //! (broker + controller) nodes as separate processes, the quickest way to try
 //! a real cluster. Node n listens on 127.0.0.1:(9091+n) for Kafka clients and
 //! 127.0.0.1:(9191+n) for the controller quorum.
+//!
+//! With `--secure` the same cluster runs as one exposed to others should:
+//! clients on SASL_SSL (PLAIN and SCRAM), mutual TLS between nodes (the
+//! controller and replication listeners), the StandardAuthorizer with an
+//! `admin` super user. A CA and node certificates are made under
+//! `<data-dir>/certs` (`kraftwerk certs`), and `<data-dir>/client.properties`
+//! holds the admin's client settings, for `--command-config` of Kraftwerk's
+//! and Kafka's tools. Both are kept across runs.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -30,6 +38,63 @@ pub struct DevArgs {
     /// HTTP port (`/metrics`) of node 1; node n uses base + n - 1.
     #[arg(long, default_value_t = 9080)]
     http_base_port: u16,
+    /// SASL_SSL for clients, mutual TLS between nodes, ACLs with an admin
+    /// super user; certificates and client settings under the data dir.
+    #[arg(long)]
+    secure: bool,
+}
+
+/// The user `--secure` makes a super user.
+const ADMIN: &str = "admin";
+const AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
+
+/// The settings `--secure` adds to node `n` (its listeners are rewritten
+/// by the caller).
+pub fn secure_properties(n: u16, certs: &std::path::Path, admin_password: &str) -> String {
+    let jaas = format!(
+        "org.apache.kafka.common.security.plain.PlainLoginModule required \
+         user_{ADMIN}=\"{admin_password}\";"
+    );
+    format!(
+        "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL,REPLICATION:SSL\n\
+         ssl.keystore.location={keystore}\n\
+         ssl.truststore.location={ca}\n\
+         sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-256,SCRAM-SHA-512\n\
+         listener.name.sasl_ssl.plain.sasl.jaas.config={jaas}\n\
+         authorizer.class.name={AUTHORIZER}\n\
+         super.users=User:{ADMIN}\n",
+        keystore = certs.join(format!("node-{n}.pem")).display(),
+        ca = certs.join("ca.pem").display(),
+    )
+}
+
+/// The admin's client settings, as Kafka's tools read them.
+pub fn client_properties(certs: &std::path::Path, admin_password: &str) -> String {
+    format!(
+        "security.protocol=SASL_SSL\n\
+         sasl.mechanism=PLAIN\n\
+         sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required \
+         username=\"{ADMIN}\" password=\"{admin_password}\";\n\
+         ssl.truststore.type=PEM\n\
+         ssl.truststore.location={ca}\n",
+        ca = certs.join("ca.pem").display(),
+    )
+}
+
+/// The admin password of an earlier `--secure` run, else a new one.
+fn admin_password(client_properties: &std::path::Path) -> String {
+    let earlier = std::fs::read_to_string(client_properties)
+        .ok()
+        .and_then(|text| {
+            let at = text.find("password=\"")? + "password=\"".len();
+            let rest = &text[at..];
+            Some(rest[..rest.find('"')?].to_string())
+        })
+        .filter(|p| !p.is_empty());
+    earlier.unwrap_or_else(|| {
+        use rand::distr::{Alphanumeric, SampleString};
+        Alphanumeric.sample_string(&mut rand::rng(), 24)
+    })
 }
 
 /// The server.properties of node `n` of a local cluster.
@@ -70,20 +135,37 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .with_context(|| format!("creating {}", args.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&args.data_dir)?;
     let exe = std::env::current_exe().context("locating the kraftwerk binary")?;
+    let certs = data_dir.join("certs");
+    let client_config = data_dir.join("client.properties");
+    let password = admin_password(&client_config);
+    if args.secure {
+        let nodes: Vec<(String, Vec<String>)> = (1..=args.brokers)
+            .map(|n| {
+                (
+                    format!("node-{n}"),
+                    vec!["127.0.0.1".to_string(), "localhost".to_string()],
+                )
+            })
+            .collect();
+        crate::certs::create(&certs, &nodes, &[], 825)?;
+        write_private(&client_config, &client_properties(&certs, &password))?;
+    }
     let mut children = Vec::new();
     for n in 1..=args.brokers {
         let config = data_dir.join(format!("node-{n}.properties"));
-        std::fs::write(
-            &config,
-            node_properties(
-                n,
-                args.brokers,
-                args.base_port,
-                args.controller_base_port,
-                args.http_base_port,
-                &data_dir,
-            ),
-        )?;
+        let mut properties = node_properties(
+            n,
+            args.brokers,
+            args.base_port,
+            args.controller_base_port,
+            args.http_base_port,
+            &data_dir,
+        );
+        if args.secure {
+            properties = properties.replace("PLAINTEXT://", "SASL_SSL://")
+                + &secure_properties(n, &certs, &password);
+        }
+        write_private(&config, &properties)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -107,6 +189,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         args.brokers
     );
     println!("  bootstrap servers: {}", bootstrap.join(","));
+    let command_config = if args.secure {
+        println!(
+            "  secure: SASL_SSL (PLAIN, SCRAM) for clients, mutual TLS between nodes, ACLs; \
+             super user {ADMIN}"
+        );
+        println!("  CA certificate:    {}", certs.join("ca.pem").display());
+        println!("  admin client:      {}", client_config.display());
+        format!(" --command-config {}", client_config.display())
+    } else {
+        String::new()
+    };
     for (n, config, child) in &children {
         println!(
             "  node {n}: pid {}  config {}  log {}",
@@ -122,7 +215,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         data_dir.join("node-N.properties").display()
     );
     println!(
-        "Inspect:          kraftwerk cluster describe --bootstrap-server {}",
+        "Inspect:          kraftwerk cluster describe --bootstrap-server {}{command_config}",
         bootstrap[0]
     );
     println!("Ctrl-C stops the whole cluster.");
@@ -154,7 +247,21 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes a file only its owner may read: node configs and the client
+/// settings may hold passwords.
+fn write_private(path: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("setting the mode of {}", path.display()))?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -168,5 +275,26 @@ mod tests {
         ));
         assert!(p.contains("log.dirs=/d/node-2\n"));
         assert!(p.contains("kraftwerk.http.listener=127.0.0.1:9081\n"));
+    }
+
+    #[test]
+    fn secure_nodes_speak_sasl_ssl_and_mutual_tls() {
+        let certs = std::path::Path::new("/d/certs");
+        let p = secure_properties(2, certs, "pw");
+        assert!(p.contains(
+            "listener.security.protocol.map=SASL_SSL:SASL_SSL,CONTROLLER:SSL,REPLICATION:SSL\n"
+        ));
+        assert!(p.contains("ssl.keystore.location=/d/certs/node-2.pem\n"));
+        assert!(p.contains("user_admin=\"pw\";\n"));
+        assert!(p.contains("super.users=User:admin\n"));
+        let dir = std::env::temp_dir().join(format!("kraftwerk-dev-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let client = dir.join("client.properties");
+        let first = admin_password(&client);
+        assert_eq!(first.len(), 24);
+        std::fs::write(&client, client_properties(certs, &first)).unwrap();
+        // A second run keeps the password the first one wrote.
+        assert_eq!(admin_password(&client), first);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

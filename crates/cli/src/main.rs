@@ -3,6 +3,7 @@
 
 mod admin;
 mod bench;
+mod certs;
 mod cluster;
 mod console;
 mod dev;
@@ -55,6 +56,8 @@ enum Command {
     Consume(console::ConsumeArgs),
     /// Start a local cluster of N broker+controller nodes as separate processes.
     Dev(dev::DevArgs),
+    /// Make a private CA and node or client certificates (PEM keystores).
+    Certs(certs::CertsArgs),
     /// List, describe, reset offsets of and delete consumer groups (like kafka-consumer-groups.sh).
     Groups(groups::GroupsArgs),
     /// List, describe and abort transactions; find hanging ones (like kafka-transactions.sh).
@@ -104,6 +107,7 @@ fn main() -> std::process::ExitCode {
             Command::Consume(args) => console::consume(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Dev(args) => dev::run(args).await,
+            Command::Certs(args) => certs::run(args),
             Command::Cluster(args) => cluster::run(args).await,
             Command::Groups(args) => groups::run(args).await,
             Command::Transactions(args) => transactions::run(args).await,

@@ -43,6 +43,11 @@ pub struct ServerArgs {
     /// Any property, overriding the file and the environment: `--override num.partitions=3`. Repeatable.
     #[arg(long = "override", value_name = "KEY=VALUE")]
     pub overrides: Vec<String>,
+    /// Read and check the configuration (keys, listeners, certificates and
+    /// keys, SASL, the authorizer, the quorum voters), print a summary and
+    /// exit without starting: 0 when the node would start.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// The configuration rules, as `kraftwerk server --help` prints them.
@@ -204,6 +209,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         anyhow::bail!("process.roles=controller needs controller.quorum.voters");
     }
     let config = BrokerConfig::from_map(raw).context("invalid configuration")?;
+    if args.check {
+        return check(&config, voters.as_deref(), is_broker, is_controller);
+    }
     let shutdown = CancellationToken::new();
 
     let controller = match (&voters, is_controller) {
@@ -229,6 +237,52 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     if let Some(controller) = controller {
         controller.wait().await;
     }
+    Ok(())
+}
+
+/// `kraftwerk server --check`: what `run` reads before it binds, without
+/// starting anything.
+fn check(
+    config: &BrokerConfig,
+    voters: Option<&str>,
+    is_broker: bool,
+    is_controller: bool,
+) -> anyhow::Result<()> {
+    if let Some(v) = voters {
+        kraftwerk_broker::remote::parse_voters(v)
+            .map_err(|e| anyhow::anyhow!("controller.quorum.voters: {e}"))?;
+    }
+    if is_controller {
+        let name = kraftwerk_broker::security::controller_listener_name(config);
+        kraftwerk_broker::security::node_tls(config, &name).context("controller listener TLS")?;
+    }
+    if is_broker {
+        kraftwerk_broker::check_config(config)?;
+    }
+    let listeners: Vec<String> = config
+        .listeners
+        .iter()
+        .map(|l| {
+            format!(
+                "{}://{}:{} ({})",
+                l.name,
+                l.host,
+                l.port,
+                config.security_protocol(&l.name).name()
+            )
+        })
+        .collect();
+    println!(
+        "configuration OK: node {} ({}), listeners {}",
+        config.node_id,
+        [(is_broker, "broker"), (is_controller, "controller")]
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, r)| *r)
+            .collect::<Vec<_>>()
+            .join(","),
+        listeners.join(", ")
+    );
     Ok(())
 }
 
