@@ -6,7 +6,9 @@ and what each user may then do. The issue's example: alice may write topic
 T and read group G, bob may do neither. ACLs live in the metadata quorum:
 they survive a restart and a controller failover."""
 
+import json
 import os
+import subprocess
 import time
 import uuid
 
@@ -17,7 +19,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 
 from cluster_harness import running_cluster
-from conftest import free_port
+from conftest import free_port, kraftwerk_bin
 from peers import kafka_tool, require_kafka_tools
 
 USERS = {"admin": "admin-secret", "alice": "alice-secret", "bob": "bob-secret", "carol": "carol-secret"}
@@ -307,3 +309,200 @@ def test_acls_apply_to_the_principal_of_a_client_certificate(broker_factory, tmp
     assert produce_as(pki.alice) is None
     err = produce_as(bob)
     assert err is not None and err.code() == 29, err
+
+
+# `kraftwerk acls`, the CLI's kafka-acls.sh: what it adds Kafka's tool
+# lists, what Kafka's tool adds it lists, and the broker enforces both.
+
+def kraftwerk_acls(bootstrap, props, *args, check=True):
+    """Runs `kraftwerk acls ARGS` as the user whose properties file is given."""
+    cmd = [kraftwerk_bin(), "acls", *map(str, args), "--bootstrap-server", bootstrap]
+    if props is not None:
+        cmd += ["--command-config", str(props)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    if check and out.returncode != 0:
+        raise AssertionError(f"kraftwerk acls {' '.join(map(str, args))} exited {out.returncode}\n"
+                             f"stdout:\n{out.stdout}\nstderr:\n{out.stderr}")
+    return out
+
+
+def kraftwerk_acls_json(bootstrap, props, *args):
+    return json.loads(kraftwerk_acls(bootstrap, props, *args, "--output", "json").stdout)
+
+
+def acl_rows(rows):
+    """JSON bindings as comparable tuples."""
+    return {(r["resource_type"], r["resource_name"], r["pattern_type"], r["principal"], r["host"],
+             r["operation"], r["permission_type"]) for r in rows}
+
+
+def test_kraftwerk_acls_add_is_listed_by_kafka_acls_and_enforced(secured, tmp_path):
+    require_kafka_tools()
+    bootstrap = secured.bootstrap
+    admin_props = client_properties(tmp_path, "admin")
+    create_topic(bootstrap, "W")
+    assert produce_one(bootstrap, "alice", "W", b"before").code() == 29
+
+    out = kraftwerk_acls(bootstrap, admin_props, "add", "--allow-principal", "User:alice", "--operation", "Write",
+                         "--topic", "W")
+    assert "Adding ACLs for resource `ResourcePattern(resourceType=TOPIC, name=W, patternType=LITERAL)`" in out.stdout
+    assert "(principal=User:alice, host=*, operation=WRITE, permissionType=ALLOW)" in out.stdout
+
+    listed = acls(bootstrap, admin_props, "--list", "--topic", "W").stdout
+    assert "ResourcePattern(resourceType=TOPIC, name=W, patternType=LITERAL)" in listed
+    assert "(principal=User:alice, host=*, operation=WRITE, permissionType=ALLOW)" in listed
+
+    assert produce_one(bootstrap, "alice", "W", b"allowed") is None
+    assert produce_one(bootstrap, "bob", "W", b"denied").code() == 29
+
+    # Adding the same ACL again is no error, as in Kafka.
+    kraftwerk_acls(bootstrap, admin_props, "add", "--allow-principal", "User:alice", "--operation", "Write",
+                   "--topic", "W")
+    assert len(kraftwerk_acls_json(bootstrap, admin_props, "list", "--topic", "W")) == 1
+
+
+def test_acls_added_by_kafka_acls_are_listed_by_kraftwerk_and_roles_match(secured, tmp_path):
+    require_kafka_tools()
+    bootstrap = secured.bootstrap
+    admin_props = client_properties(tmp_path, "admin")
+    acls(bootstrap, admin_props, "--add", "--allow-principal", "User:carol", "--operation", "Read",
+         "--topic", "R", "--group", "G")
+    acls(bootstrap, admin_props, "--add", "--deny-principal", "User:bob", "--deny-host", "10.1.2.3",
+         "--operation", "Describe", "--topic", "R")
+    rows = acl_rows(kraftwerk_acls_json(bootstrap, admin_props, "list"))
+    assert rows == {
+        ("TOPIC", "R", "LITERAL", "User:carol", "*", "READ", "ALLOW"),
+        ("GROUP", "G", "LITERAL", "User:carol", "*", "READ", "ALLOW"),
+        ("TOPIC", "R", "LITERAL", "User:bob", "10.1.2.3", "DESCRIBE", "DENY"),
+    }
+    text = kraftwerk_acls(bootstrap, admin_props, "list", "--group", "G").stdout
+    assert "Current ACLs for resource `ResourcePattern(resourceType=GROUP, name=G, patternType=LITERAL)`" in text
+    assert "User:bob" not in text
+
+    # --producer and --consumer add what kafka-acls.sh adds for them.
+    role = ["--producer", "--idempotent", "--topic", "{}-t", "--transactional-id", "{}-tx"]
+    acls(bootstrap, admin_props, "--add", "--allow-principal", "User:kafka-producer",
+         *[a.format("k") for a in role])
+    kraftwerk_acls(bootstrap, admin_props, "add", "--allow-principal", "User:kraftwerk-producer",
+                   *[a.format("w") for a in role])
+    role = ["--consumer", "--topic", "{}-t", "--group", "{}-g"]
+    acls(bootstrap, admin_props, "--add", "--allow-principal", "User:kafka-consumer",
+         *[a.format("k") for a in role])
+    kraftwerk_acls(bootstrap, admin_props, "add", "--allow-principal", "User:kraftwerk-consumer",
+                   *[a.format("w") for a in role])
+
+    def of(principal):
+        """(type, name without its k-/w- prefix, pattern, operation, permission)."""
+        rows = kraftwerk_acls_json(bootstrap, admin_props, "list", "--principal", principal)
+        return {(t, n[2:] if n[:2] in ("k-", "w-") else n, p, o, perm)
+                for (t, n, p, _principal, _host, o, perm) in acl_rows(rows)}
+
+    for who in ("producer", "consumer"):
+        ours, theirs = of(f"User:kraftwerk-{who}"), of(f"User:kafka-{who}")
+        assert ours and ours == theirs, (who, ours, theirs)
+    assert ("CLUSTER", "kafka-cluster", "LITERAL", "IDEMPOTENT_WRITE", "ALLOW") in of("User:kraftwerk-producer")
+
+
+def test_kraftwerk_acls_prefixed_patterns_and_match_filters(secured, tmp_path):
+    require_kafka_tools()
+    bootstrap = secured.bootstrap
+    admin_props = client_properties(tmp_path, "admin")
+    for t in ("logs-app", "other"):
+        create_topic(bootstrap, t)
+    add = lambda *a: kraftwerk_acls(bootstrap, admin_props, "add", *a)  # noqa: E731
+    add("--allow-principal", "User:alice", "--operation", "Write", "--topic", "logs-",
+        "--resource-pattern-type", "prefixed")
+    add("--allow-principal", "User:bob", "--operation", "Read", "--topic", "logs-app")
+    add("--allow-principal", "User:carol", "--operation", "Describe", "--topic", "*")
+    add("--allow-principal", "User:bob", "--operation", "Read", "--topic", "other")
+    add("--allow-principal", "User:bob", "--operation", "Read", "--topic", "logs-")
+
+    def names(*args):
+        rows = kraftwerk_acls_json(bootstrap, admin_props, "list", *args)
+        return sorted((r["resource_name"], r["pattern_type"]) for r in rows)
+
+    assert names("--topic", "logs-app", "--resource-pattern-type", "match") == [
+        ("*", "LITERAL"), ("logs-", "PREFIXED"), ("logs-app", "LITERAL")]
+    assert names("--topic", "logs-app") == [("logs-app", "LITERAL")]
+    assert names("--topic", "logs-", "--resource-pattern-type", "prefixed") == [("logs-", "PREFIXED")]
+    assert names("--topic", "logs-", "--resource-pattern-type", "any") == [("logs-", "LITERAL"),
+                                                                           ("logs-", "PREFIXED")]
+    assert names("--topic", "logs-app", "--resource-pattern-type", "match", "--principal", "User:bob") == [
+        ("logs-app", "LITERAL")]
+    assert names("--principal", "User:bob", "--operation", "Read") == [
+        ("logs-", "LITERAL"), ("logs-app", "LITERAL"), ("other", "LITERAL")]
+
+    # Kafka's tool sees the prefixed ACL as such; the broker applies it.
+    listed = acls(bootstrap, admin_props, "--list", "--topic", "logs-", "--resource-pattern-type", "prefixed")
+    assert "ResourcePattern(resourceType=TOPIC, name=logs-, patternType=PREFIXED)" in listed.stdout
+    assert produce_one(bootstrap, "alice", "logs-app", b"x") is None
+    assert produce_one(bootstrap, "alice", "other", b"x").code() == 29
+
+
+def test_kraftwerk_acls_remove_removes_exactly_the_matching_acls(secured, tmp_path):
+    require_kafka_tools()
+    bootstrap = secured.bootstrap
+    admin_props = client_properties(tmp_path, "admin")
+    for t in ("T", "U"):
+        create_topic(bootstrap, t)
+    add = lambda *a: kraftwerk_acls(bootstrap, admin_props, "add", *a)  # noqa: E731
+    add("--allow-principal", "User:alice", "--operation", "Write", "--operation", "Read", "--topic", "T")
+    add("--allow-principal", "User:bob", "--operation", "Write", "--topic", "T")
+    add("--allow-principal", "User:alice", "--operation", "Write", "--topic", "U")
+    assert produce_one(bootstrap, "alice", "T", b"x") is None
+
+    removed = kraftwerk_acls_json(bootstrap, admin_props, "remove", "--allow-principal", "User:alice",
+                                  "--operation", "Write", "--topic", "T")
+    assert acl_rows(removed) == {("TOPIC", "T", "LITERAL", "User:alice", "*", "WRITE", "ALLOW")}
+    assert all(r["error"] is None for r in removed)
+    assert acl_rows(kraftwerk_acls_json(bootstrap, admin_props, "list")) == {
+        ("TOPIC", "T", "LITERAL", "User:alice", "*", "READ", "ALLOW"),
+        ("TOPIC", "T", "LITERAL", "User:bob", "*", "WRITE", "ALLOW"),
+        ("TOPIC", "U", "LITERAL", "User:alice", "*", "WRITE", "ALLOW"),
+    }
+    assert produce_one(bootstrap, "alice", "T", b"x").code() == 29
+    assert produce_one(bootstrap, "bob", "T", b"x") is None
+    assert produce_one(bootstrap, "alice", "U", b"x") is None
+
+    # A prefixed filter does not touch literal ACLs; nothing matched is no error.
+    out = kraftwerk_acls(bootstrap, admin_props, "remove", "--topic", "T", "--resource-pattern-type", "prefixed")
+    assert "No ACLs matched." in out.stdout
+    # Without principal or operation: every ACL of the resource, no prompt.
+    out = kraftwerk_acls(bootstrap, admin_props, "remove", "--topic", "T")
+    assert "Removed ACLs for resource `ResourcePattern(resourceType=TOPIC, name=T, patternType=LITERAL)`" in out.stdout
+    assert "(principal=User:bob, host=*, operation=WRITE, permissionType=ALLOW)" in out.stdout
+    assert "(principal=User:alice, host=*, operation=READ, permissionType=ALLOW)" in out.stdout
+    assert acl_rows(kraftwerk_acls_json(bootstrap, admin_props, "list")) == {
+        ("TOPIC", "U", "LITERAL", "User:alice", "*", "WRITE", "ALLOW")}
+    assert produce_one(bootstrap, "bob", "T", b"x").code() == 29
+    assert "User:alice" in acls(bootstrap, admin_props, "--list", "--topic", "U").stdout
+
+
+def test_kraftwerk_acls_errors_are_clear(secured, broker, tmp_path):
+    bootstrap = secured.bootstrap
+    admin_props = client_properties(tmp_path, "admin")
+    out = kraftwerk_acls(bootstrap, admin_props, "add", "--allow-principal", "User:alice", "--operation", "Wrte",
+                         "--topic", "T", check=False)
+    assert out.returncode != 0
+    assert "invalid value 'Wrte' for '--operation" in out.stderr and "IdempotentWrite" in out.stderr
+    out = kraftwerk_acls(bootstrap, admin_props, "add", "--allow-principal", "User:alice", "--operation", "Write",
+                         check=False)
+    assert out.returncode != 0 and "give a resource: --topic, --group, --cluster or --transactional-id" in out.stderr
+    out = kraftwerk_acls(bootstrap, admin_props, "remove", check=False)
+    assert out.returncode != 0 and "give a resource" in out.stderr
+    out = kraftwerk_acls(bootstrap, admin_props, "add", "--allow-principal", "alice", "--topic", "T", check=False)
+    assert out.returncode != 0 and "principalType:name" in out.stderr
+    out = kraftwerk_acls(bootstrap, admin_props, "add", "--allow-principal", "User:alice", "--operation", "Read",
+                         "--cluster", check=False)
+    assert out.returncode != 0 and "cannot name operation Read" in out.stderr
+
+    # Only the cluster's ALTER may change ACLs: the broker's refusal, per ACL.
+    out = kraftwerk_acls(bootstrap, client_properties(tmp_path, "alice"), "add", "--allow-principal",
+                         "User:alice", "--operation", "All", "--topic", "*", check=False)
+    assert out.returncode != 0 and "ClusterAuthorizationFailed" in out.stderr.replace("_", ""), out.stderr
+    assert kraftwerk_acls_json(bootstrap, admin_props, "list") == []
+
+    # A broker without an authorizer: Kafka's SECURITY_DISABLED, as an error message.
+    out = kraftwerk_acls(broker.bootstrap, None, "list", check=False)
+    assert out.returncode != 0 and "(54)" in out.stderr, out.stderr
+    assert "panicked" not in out.stderr

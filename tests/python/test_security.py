@@ -1319,3 +1319,59 @@ def test_kraftwerk_cli_speaks_tls_and_sasl(secure, pki, case, request, tmp_path)
                                 check=False)
         assert refused.returncode != 0
         assert "SaslAuthenticationFailed" in refused.stderr or "58" in refused.stderr, refused.stderr
+
+
+def test_principal_mapping_rules_name_certificate_users(pki, tmp_path):
+    """ssl.principal.mapping.rules turns `CN=alice,O=Kraftwerk` into
+    `User:alice`, which an ACL then names; a certificate no rule applies to
+    (same CA, another organisation) is not authenticated at all, and the
+    ACL for alice's full subject no longer applies to anyone."""
+    from tls_fixtures import issue
+    outsider = issue(pki.directory, "outsider", pki.ca, pki.ca_key, "/O=Elsewhere/CN=carol", 2101, server=False)
+    ports = {"PLAINTEXT": free_port(), "SSL": free_port()}
+    b = SecureBroker(tmp_path / "node", {
+        "listeners": ",".join(f"{n}://127.0.0.1:{p}" for n, p in ports.items()),
+        **tls_props(pki),
+        "ssl.client.auth": "required",
+        "ssl.principal.mapping.rules": "RULE:^CN=([a-z]+),O=Kraftwerk$/$1/L",
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "super.users": "User:ANONYMOUS"}).start()
+    try:
+        create_topic(b, "mapped")
+        kafka_tool("kafka-acls", "--bootstrap-server", b.bootstrap(), "--add", "--allow-principal", "User:alice",
+                   "--operation", "Write", "--operation", "Describe", "--topic", "mapped")
+
+        def produce_as(leaf):
+            conf = {"bootstrap.servers": b.bootstrap("SSL"), "security.protocol": "SSL",
+                    "ssl.ca.location": str(pki.ca), "ssl.certificate.location": str(leaf.cert),
+                    "ssl.key.location": str(leaf.key), "message.timeout.ms": 8000}
+            errors = []
+            p = Producer(conf)
+            p.produce("mapped", b"x", on_delivery=lambda err, _m: errors.append(err))
+            p.flush(15)
+            return errors[0] if errors else "no delivery report"
+
+        assert produce_as(pki.alice) is None
+        refused = produce_as(outsider)
+        assert refused is not None, "a certificate no rule maps was let in"
+        # The name is the rule's: an ACL for the whole subject grants nothing.
+        kafka_tool("kafka-acls", "--bootstrap-server", b.bootstrap(), "--remove", "--force",
+                   "--allow-principal", "User:alice", "--operation", "Write", "--operation", "Describe",
+                   "--topic", "mapped")
+        kafka_tool("kafka-acls", "--bootstrap-server", b.bootstrap(), "--add", "--allow-principal",
+                   "User:CN=alice,O=Kraftwerk", "--operation", "Write", "--topic", "mapped")
+        err = produce_as(pki.alice)
+        assert err is not None and err.code() == 29, err  # TOPIC_AUTHORIZATION_FAILED
+    finally:
+        b.stop()
+
+
+def test_bad_principal_mapping_rules_stop_the_broker(pki, tmp_path):
+    on_kafka_skip("Kafka names the key in another way; the refusal itself is checked here")
+    ports = {"SSL": free_port()}
+    b = SecureBroker(tmp_path / "node", {
+        "listeners": f"SSL://127.0.0.1:{ports['SSL']}", **tls_props(pki),
+        "ssl.principal.mapping.rules": "RULE:^CN=(.*$/$1/"})
+    code, log = b.exit_status()
+    assert code not in (None, 0)
+    assert "ssl.principal.mapping.rules" in log, log[-2000:]

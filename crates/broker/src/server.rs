@@ -143,13 +143,25 @@ async fn secure_connection(
             }
         },
     };
-    let principal = stream
+    let subject = stream
         .get_ref()
         .1
         .peer_certificates()
         .and_then(|certs| certs.first())
-        .and_then(kraftwerk_tls::certificate_principal)
-        .unwrap_or_else(|| security::ANONYMOUS.to_string());
+        .and_then(kraftwerk_tls::certificate_subject);
+    let principal = match subject {
+        // On SASL_SSL the principal is the SASL user, as in Kafka.
+        _ if security.sasl.is_some() => security::ANONYMOUS.to_string(),
+        None => security::ANONYMOUS.to_string(),
+        Some(subject) => match security.principal_mapper.name(&subject) {
+            Some(name) => format!("User:{name}"),
+            None => {
+                // Kafka fails the authentication of such a client.
+                tracing::info!(%peer, listener, %subject, "no ssl.principal.mapping.rules rule applies to the client certificate; connection closed");
+                return Err("no principal mapping rule applies".into());
+            }
+        },
+    };
     connection(stream, peer, listener, principal, auth, state, shutdown).await
 }
 

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
 
 #[derive(Debug, Args)]
@@ -94,7 +94,9 @@ fn check_name(name: &str) -> anyhow::Result<()> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     {
-        bail!("'{name}': a certificate name is letters, digits, '-', '_' and '.' (it names the file)");
+        bail!(
+            "'{name}': a certificate name is letters, digits, '-', '_' and '.' (it names the file)"
+        );
     }
     if name == "ca" || name == "ca-key" {
         bail!("'{name}' is the CA's file name");
@@ -257,20 +259,19 @@ mod tests {
         )];
         let first = create(&dir, &nodes, &["alice".to_string()], 30).unwrap();
         assert!(first.iter().all(|(_, created)| *created), "{first:?}");
-        let roots = kraftwerk_tls::roots(&std::fs::read_to_string(dir.join("ca.pem")).unwrap())
-            .unwrap();
+        let roots =
+            kraftwerk_tls::roots(&std::fs::read_to_string(dir.join("ca.pem")).unwrap()).unwrap();
         let bundle = std::fs::read_to_string(dir.join("node-1.pem")).unwrap();
         let chain = kraftwerk_tls::certificates(&bundle).unwrap();
         assert_eq!(chain.len(), 2, "certificate, then the CA");
         kraftwerk_tls::private_key(&bundle, None).unwrap();
         // rustls accepts it as a server for both names, with the CA as root.
-        let verifier =
-            rustls::client::WebPkiServerVerifier::builder_with_provider(
-                std::sync::Arc::new(roots),
-                kraftwerk_tls::provider(),
-            )
-            .build()
-            .unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            std::sync::Arc::new(roots),
+            kraftwerk_tls::provider(),
+        )
+        .build()
+        .unwrap();
         use rustls::client::danger::ServerCertVerifier;
         for name in ["127.0.0.1", "localhost"] {
             verifier
@@ -292,10 +293,9 @@ mod tests {
                 rustls_pki_types::UnixTime::now(),
             )
             .is_err());
-        let alice = kraftwerk_tls::certificates(
-            &std::fs::read_to_string(dir.join("alice.pem")).unwrap(),
-        )
-        .unwrap();
+        let alice =
+            kraftwerk_tls::certificates(&std::fs::read_to_string(dir.join("alice.pem")).unwrap())
+                .unwrap();
         assert_eq!(
             kraftwerk_tls::certificate_principal(&alice[0]).as_deref(),
             Some("User:CN=alice,O=Kraftwerk")

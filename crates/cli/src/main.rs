@@ -1,6 +1,7 @@
 //! Layer 4: the `kraftwerk` binary. Thin: parses flags, calls the broker or
 //! the client library, prints for people (default) or as JSON (`--output json`).
 
+mod acls;
 mod admin;
 mod bench;
 mod certs;
@@ -64,6 +65,8 @@ enum Command {
     Transactions(transactions::TransactionsArgs),
     /// Set, list and delete users' SCRAM credentials (like kafka-configs.sh --entity-type users).
     Users(users::UsersArgs),
+    /// Add, list and remove ACLs (like kafka-acls.sh).
+    Acls(acls::AclsArgs),
     /// Describe the cluster's brokers or its metadata quorum.
     Cluster(cluster::ClusterArgs),
     /// Measure produce or consume throughput and latency (like kafka-producer-perf-test).
@@ -112,6 +115,7 @@ fn main() -> std::process::ExitCode {
             Command::Groups(args) => groups::run(args).await,
             Command::Transactions(args) => transactions::run(args).await,
             Command::Users(args) => users::run(args).await,
+            Command::Acls(args) => acls::run(args).await,
         }
     });
     match result {

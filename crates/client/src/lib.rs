@@ -10,6 +10,7 @@
 //! `kraftwerk-protocol`. Group membership (subscribe, rebalances, heartbeats,
 //! commits) and the group half of [`Admin`] live in [`group`].
 
+pub mod acls;
 pub mod admin;
 pub mod bench;
 pub mod cluster;

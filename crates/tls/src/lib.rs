@@ -235,6 +235,11 @@ fn decrypt_private_key(der: &[u8], password: &str) -> Result<Vec<u8>, String> {
 /// Kafka's principal for a client certificate: `User:` and the subject's
 /// distinguished name as RFC 2253 writes it (most specific part first).
 pub fn certificate_principal(cert: &CertificateDer<'_>) -> Option<String> {
+    certificate_subject(cert).map(|dn| format!("User:{dn}"))
+}
+
+/// A certificate's subject as RFC 2253 writes it (most specific part first).
+pub fn certificate_subject(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     let registry = x509_parser::objects::oid_registry();
     let mut rdns = Vec::new();
@@ -251,7 +256,7 @@ pub fn certificate_principal(cert: &CertificateDer<'_>) -> Option<String> {
         rdns.push(parts.join("+"));
     }
     rdns.reverse();
-    Some(format!("User:{}", rdns.join(",")))
+    Some(rdns.join(","))
 }
 
 fn escape_dn_value(value: &str) -> String {
@@ -263,6 +268,160 @@ fn escape_dn_value(value: &str) -> String {
             out.push('\\');
         }
         out.push(c);
+    }
+    out
+}
+
+/// Kafka's `ssl.principal.mapping.rules`: how a certificate subject becomes
+/// a user name. A list of `RULE:pattern/replacement/` rules (optionally
+/// ending `L` or `U` to lower- or upper-case the result) and `DEFAULT`
+/// (the subject itself), separated by commas or new lines; the first rule
+/// whose pattern matches the whole subject decides. When none does, the
+/// client is not authenticated, as in Kafka.
+#[derive(Debug, Clone)]
+pub struct PrincipalMapper {
+    rules: Vec<MappingRule>,
+}
+
+#[derive(Debug, Clone)]
+enum MappingRule {
+    Default,
+    Replace {
+        pattern: regex::Regex,
+        replacement: String,
+        case: Option<Case>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Case {
+    Lower,
+    Upper,
+}
+
+impl PrincipalMapper {
+    /// The mapper of Kafka's default rules (`DEFAULT`).
+    pub fn default_rules() -> PrincipalMapper {
+        PrincipalMapper {
+            rules: vec![MappingRule::Default],
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<PrincipalMapper, String> {
+        let mut rules = Vec::new();
+        let mut rest = text;
+        loop {
+            rest = rest.trim_start_matches(|c: char| c.is_whitespace() || c == ',');
+            if rest.is_empty() {
+                break;
+            }
+            if let Some(after) = rest.strip_prefix("DEFAULT") {
+                rules.push(MappingRule::Default);
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix("RULE:") {
+                let (pattern, after) = until_slash(after)
+                    .ok_or_else(|| format!("'{rest}': a rule is RULE:pattern/replacement/"))?;
+                let (replacement, after) = until_slash(after)
+                    .ok_or_else(|| format!("'{rest}': a rule is RULE:pattern/replacement/"))?;
+                let (case, after) = match after.chars().next() {
+                    Some('L') => (Some(Case::Lower), &after[1..]),
+                    Some('U') => (Some(Case::Upper), &after[1..]),
+                    _ => (None, after),
+                };
+                let pattern = regex::Regex::new(&format!("^(?:{pattern})$"))
+                    .map_err(|e| format!("pattern '{pattern}': {e}"))?;
+                rules.push(MappingRule::Replace {
+                    pattern,
+                    replacement: rust_replacement(replacement),
+                    case,
+                });
+                rest = after;
+            } else {
+                return Err(format!(
+                    "'{}': each rule is DEFAULT or RULE:pattern/replacement/[LU]",
+                    rest.split([',', '\n']).next().unwrap_or(rest)
+                ));
+            }
+            // Whatever follows a rule up to the next separator is ignored,
+            // as Kafka does.
+            rest = match rest.find([',', '\n']) {
+                Some(at) => &rest[at..],
+                None => "",
+            };
+        }
+        if rules.is_empty() {
+            return Err("no rule given (Kafka's default is DEFAULT)".into());
+        }
+        Ok(PrincipalMapper { rules })
+    }
+
+    /// The user name for a certificate subject, or None when no rule applies.
+    pub fn name(&self, subject: &str) -> Option<String> {
+        for rule in &self.rules {
+            match rule {
+                MappingRule::Default => return Some(subject.to_string()),
+                MappingRule::Replace {
+                    pattern,
+                    replacement,
+                    case,
+                } => {
+                    if !pattern.is_match(subject) {
+                        continue;
+                    }
+                    let name = pattern.replace(subject, replacement.as_str()).into_owned();
+                    return Some(match case {
+                        Some(Case::Lower) => name.to_lowercase(),
+                        Some(Case::Upper) => name.to_uppercase(),
+                        None => name,
+                    });
+                }
+            }
+        }
+        None
+    }
+}
+
+/// The text up to the first `/` not escaped by a backslash, and what
+/// follows that slash. Escapes are kept: the regex reads them.
+fn until_slash(text: &str) -> Option<(&str, &str)> {
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '/' => return Some((&text[..i], &text[i + 1..])),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// A Java replacement string (`$1`, `\$` for a dollar) as the regex crate
+/// writes it (`${1}`, `$$`).
+fn rust_replacement(java: &str) -> String {
+    let mut out = String::with_capacity(java.len() + 4);
+    let mut chars = java.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('$') => out.push_str("$$"),
+                Some(other) => out.push(other),
+                None => {}
+            },
+            '$' => {
+                let mut digits = String::new();
+                while let Some(d) = chars.peek().filter(|d| d.is_ascii_digit()) {
+                    digits.push(*d);
+                    chars.next();
+                }
+                if digits.is_empty() {
+                    out.push_str("$$");
+                } else {
+                    out.push_str(&format!("${{{digits}}}"));
+                }
+            }
+            other => out.push(other),
+        }
     }
     out
 }
@@ -352,5 +511,47 @@ WwvOjcLgLFBSjm4E74gClkLyoOHnoUUweBY/KzUr1NzwhR69FZ9SHOZr5lpOZdc=
         assert_eq!(escape_dn_value("alice"), "alice");
         assert_eq!(escape_dn_value("Doe, John"), "Doe\\, John");
         assert_eq!(escape_dn_value("#x "), "\\#x\\ ");
+    }
+
+    #[test]
+    fn principal_mapping_rules_read_as_kafka_documents_them() {
+        let mapper = PrincipalMapper::parse(
+            "RULE:^CN=(.*?),OU=ServiceUsers.*$/$1/,\n\
+             RULE:^CN=(.*?),OU=(.*?),O=(.*?),L=(.*?),ST=(.*?),C=(.*?)$/$1@$2/L,\n\
+             RULE:^.*[Cc][Nn]=([a-zA-Z0-9.]*).*$/$1/U, DEFAULT",
+        )
+        .expect("Kafka's documented example");
+        let cases = [
+            (
+                "CN=kafka-server1,OU=ServiceUsers,O=Org,C=BR",
+                "kafka-server1",
+            ),
+            (
+                "CN=Duke,OU=JavaSoft,O=Sun Microsystems,L=Sao Paulo,ST=SP,C=BR",
+                "duke@javasoft",
+            ),
+            ("OU=x,CN=alice.b,O=y", "ALICE.B"),
+            ("O=Kraftwerk", "O=Kraftwerk"),
+        ];
+        for (subject, name) in cases {
+            assert_eq!(mapper.name(subject).as_deref(), Some(name), "{subject}");
+        }
+        let strict =
+            PrincipalMapper::parse("RULE:^CN=([a-z]+),O=Kraftwerk$/$1/").expect("one rule");
+        assert_eq!(
+            strict.name("CN=alice,O=Kraftwerk").as_deref(),
+            Some("alice")
+        );
+        assert_eq!(strict.name("CN=alice,O=Elsewhere"), None);
+        // An escaped slash belongs to the pattern; \$ is a literal dollar.
+        let escaped = PrincipalMapper::parse("RULE:^CN=a\\/b$/x\\$y/").expect("escapes");
+        assert_eq!(escaped.name("CN=a/b").as_deref(), Some("x$y"));
+        for bad in ["", "RULE:^CN=(.*)$", "RULE:(/x/", "CN=alice"] {
+            assert!(PrincipalMapper::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            PrincipalMapper::default_rules().name("CN=a,O=b").as_deref(),
+            Some("CN=a,O=b")
+        );
     }
 }

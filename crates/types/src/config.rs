@@ -539,6 +539,7 @@ pub static BROKER_CONFIGS: &[(&str, &str)] = &[
     ("ssl.client.auth", "none"),
     ("ssl.enabled.protocols", "TLSv1.2,TLSv1.3"),
     ("ssl.endpoint.identification.algorithm", "https"),
+    ("ssl.principal.mapping.rules", "DEFAULT"),
     ("kraftwerk.ssl.reload.interval.ms", "5000"),
     ("sasl.enabled.mechanisms", "GSSAPI"),
     ("sasl.jaas.config", ""),

@@ -45,6 +45,9 @@ pub struct ListenerSecurity {
     pub protocol: SecurityProtocol,
     pub tls: Option<Arc<TlsCell>>,
     pub sasl: Option<Arc<SaslSettings>>,
+    /// How a client certificate's subject becomes the principal
+    /// (`ssl.principal.mapping.rules`).
+    pub principal_mapper: kraftwerk_tls::PrincipalMapper,
 }
 
 impl ListenerSecurity {
@@ -61,10 +64,22 @@ impl ListenerSecurity {
         } else {
             None
         };
+        const RULES: &str = "ssl.principal.mapping.rules";
+        let principal_mapper = match config.listener_value(listener, RULES) {
+            None => kraftwerk_tls::PrincipalMapper::default_rules(),
+            Some(rules) => kraftwerk_tls::PrincipalMapper::parse(&rules).map_err(|reason| {
+                SecurityError::Config {
+                    listener: listener.to_string(),
+                    key: RULES.into(),
+                    reason,
+                }
+            })?,
+        };
         Ok(ListenerSecurity {
             protocol,
             tls,
             sasl,
+            principal_mapper,
         })
     }
 }
