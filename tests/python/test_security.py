@@ -1279,7 +1279,8 @@ def test_certificate_file_is_reloaded_without_a_restart(pki, tmp_path):
 
 def cli_properties(case, pki, path: Path, password=None):
     """Kafka client keys, as Kafka's tools take them in --command-config;
-    the CLI reads PEM files, the mTLS key unencrypted."""
+    the CLI reads PEM files (the mTLS key here unencrypted; encrypted keys
+    have a test of their own)."""
     lines = [f"security.protocol={case['protocol']}", "ssl.truststore.type=PEM",
              f"ssl.truststore.location={pki.ca}"]
     if case.get("certificate"):
@@ -1320,6 +1321,33 @@ def test_kraftwerk_cli_speaks_tls_and_sasl(secure, pki, case, request, tmp_path)
         assert refused.returncode != 0
         assert "SaslAuthenticationFailed" in refused.stderr or "58" in refused.stderr, refused.stderr
 
+
+
+@pytest.mark.parametrize("bundle", ["bundle_encrypted", "bundle_encrypted_pbes1"])
+def test_kraftwerk_cli_reads_an_encrypted_client_key(secure, pki, bundle, tmp_path):
+    """The CLI's mutual TLS with the key encrypted under ssl.key.password,
+    in OpenSSL 3's default scheme (PBES2) and in the one Java 17 reads
+    (PBES1, SHA-1/3DES), as a Java client's properties file has it; a wrong
+    password is reported as such."""
+    if ON_KAFKA:
+        pytest.skip("the kraftwerk CLI is the client under test here; the broker is Kraftwerk")
+    listener = secure.bootstrap(CASES["mTLS"]["listener"])
+
+    def props(password):
+        path = tmp_path / f"{password}.properties"
+        path.write_text("\n".join([
+            "security.protocol=SSL", "ssl.truststore.type=PEM", f"ssl.truststore.location={pki.ca}",
+            "ssl.keystore.type=PEM", f"ssl.keystore.location={getattr(pki.alice, bundle)}",
+            f"ssl.key.password={password}"]) + "\n")
+        return path
+
+    topic = topic_name("cli-encrypted", bundle)
+    common = ["--bootstrap-server", listener, "--command-config", props(KEY_PASSWORD)]
+    kraftwerk_cli("topics", "create", "--topic", topic, "--partitions", "1", "--replication-factor", "1", *common)
+    assert topic in kraftwerk_cli("topics", "list", *common).stdout.split()
+    wrong = kraftwerk_cli("topics", "list", "--bootstrap-server", listener, "--command-config", props("wrong"),
+                          check=False)
+    assert wrong.returncode != 0 and "ssl.key.password" in wrong.stderr, wrong.stderr
 
 def test_principal_mapping_rules_name_certificate_users(pki, tmp_path):
     """ssl.principal.mapping.rules turns `CN=alice,O=Kraftwerk` into
