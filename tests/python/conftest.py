@@ -57,6 +57,27 @@ def free_port() -> int:
 _handed_out = set()
 
 
+def free_port_run(offsets) -> int:
+    """A base port such that base + each offset is free (for `kraftwerk dev`,
+    whose nodes take ports at fixed offsets from a base)."""
+    for base in range(15000, 30000, 89):
+        ports = [base + o for o in offsets]
+        if any(p in _handed_out for p in ports):
+            continue
+        free = True
+        for port in ports:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    free = False
+                    break
+        if free:
+            _handed_out.update(ports)
+            return base
+    raise RuntimeError("no free port range")
+
+
 def wait_for_port(port: int, proc: subprocess.Popen, timeout_s: float = STARTUP_TIMEOUT_S) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

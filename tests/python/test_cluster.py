@@ -176,26 +176,10 @@ def test_dedicated_controllers_and_brokers():
 
 
 def test_dev_command_runs_a_local_cluster_and_stops_it():
-    import socket
     import subprocess
-    from conftest import kraftwerk_bin
+    from conftest import free_port_run, kraftwerk_bin
 
-    def free_run(ports_from_base):
-        """A base port such that base + each offset is free."""
-        for base in range(15000, 32000 - 200, 97):
-            ok = True
-            for port in (base + o for o in ports_from_base):
-                with socket.socket() as s:
-                    try:
-                        s.bind(("127.0.0.1", port))
-                    except OSError:
-                        ok = False
-                        break
-            if ok:
-                return base
-        raise RuntimeError("no free port range")
-
-    kafka_base = free_run([0, 1, 2, 100, 101, 102])
+    kafka_base = free_port_run([0, 1, 2, 100, 101, 102])
     controller_base = kafka_base + 100
     tmp = tempfile.TemporaryDirectory(prefix="kraftwerk-dev-")
     dev = subprocess.Popen([kraftwerk_bin(), "dev", "--brokers", "3", "--data-dir", tmp.name,

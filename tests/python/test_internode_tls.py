@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from cluster_harness import running_cluster
-from conftest import free_port, kraftwerk_bin
+from conftest import free_port, free_port_run, kraftwerk_bin
 from tls_fixtures import make_pki
 
 DERIVED_REPLICATION_OFFSET = 1000  # the replication port is the Kafka port + 1000
@@ -170,22 +170,8 @@ def test_dev_secure_runs_a_cluster_that_only_authenticated_clients_use(tmp_path)
     from peers import kafka_tool, require_kafka_tools
     require_kafka_tools()
 
-    def free_run(offsets):
-        for base in range(15000, 30000, 89):
-            ok = True
-            for port in (base + o for o in offsets):
-                with socket.socket() as s:
-                    try:
-                        s.bind(("127.0.0.1", port))
-                    except OSError:
-                        ok = False
-                        break
-            if ok:
-                return base
-        raise RuntimeError("no free port range")
-
     # Kafka ports base..base+2, their replication ports +1000, controllers +100, HTTP +200.
-    base = free_run([0, 1, 2, 100, 101, 102, 200, 201, 202, 1000, 1001, 1002])
+    base = free_port_run([0, 1, 2, 100, 101, 102, 200, 201, 202, 1000, 1001, 1002])
     data = tmp_path / "dev"
     dev = subprocess.Popen([kraftwerk_bin(), "dev", "--secure", "--brokers", "3", "--data-dir", str(data),
                             "--base-port", str(base), "--controller-base-port", str(base + 100),

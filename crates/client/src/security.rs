@@ -229,24 +229,10 @@ fn tls_config(get: &dyn Fn(&str) -> Option<String>) -> Result<rustls::ClientConf
     };
     let roots =
         kraftwerk_tls::roots(&ca_pem).map_err(|e| config_error("ssl.truststore.location", e))?;
-    let mut versions = Vec::new();
-    for p in get("ssl.enabled.protocols")
-        .unwrap_or_else(|| "TLSv1.2,TLSv1.3".into())
-        .split(',')
-        .map(str::trim)
-        .filter(|p| !p.is_empty())
-    {
-        match p {
-            "TLSv1.2" => versions.push(&rustls::version::TLS12),
-            "TLSv1.3" => versions.push(&rustls::version::TLS13),
-            other => {
-                return Err(config_error(
-                    "ssl.enabled.protocols",
-                    format!("{other}: TLSv1.2 and TLSv1.3 are spoken"),
-                ))
-            }
-        }
-    }
+    let versions = kraftwerk_tls::protocol_versions(
+        &get("ssl.enabled.protocols").unwrap_or_else(|| "TLSv1.2,TLSv1.3".into()),
+    )
+    .map_err(|e| config_error("ssl.enabled.protocols", e))?;
     let (key_source, chain_pem, key_pem) = match (
         get("ssl.keystore.location"),
         get("ssl.keystore.certificate.chain"),

@@ -38,6 +38,23 @@ pub fn roots(pem: &str) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
+/// The TLS versions of Kafka's `ssl.enabled.protocols` (`TLSv1.2,TLSv1.3`;
+/// older ones are not spoken).
+pub fn protocol_versions(list: &str) -> Result<Vec<&'static SupportedProtocolVersion>, String> {
+    let mut versions = Vec::new();
+    for p in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        match p {
+            "TLSv1.2" => versions.push(&rustls::version::TLS12),
+            "TLSv1.3" => versions.push(&rustls::version::TLS13),
+            other => return Err(format!("{other}: only TLSv1.2 and TLSv1.3 are spoken")),
+        }
+    }
+    if versions.is_empty() {
+        return Err("no protocol enabled".into());
+    }
+    Ok(versions)
+}
+
 /// The certificate chain and key a TLS endpoint presents.
 pub type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 

@@ -2,6 +2,10 @@
 //! client-id entities in the metadata quorum (`kafka-configs.sh --alter
 //! --add-config producer_byte_rate=...`). Needs ALTER_CONFIGS on the
 //! cluster. Each entity is answered on its own.
+//!
+//! Every value must be above zero, and the byte rates whole numbers, as
+//! Kafka 4.1 checks them (`request_percentage` and
+//! `controller_mutation_rate` may be fractions).
 
 use kafka_protocol::messages::alter_client_quotas_response::{EntityData, EntryData};
 use kafka_protocol::messages::{AlterClientQuotasRequest, AlterClientQuotasResponse};
@@ -9,7 +13,7 @@ use kraftwerk_types::ErrorCode;
 
 use super::{authorized_on_cluster, str_bytes, Request};
 use crate::controller::QuotaChange;
-use crate::quotas::{CLIENT_ID, KEYS, USER};
+use crate::quotas::{self, CLIENT_ID, KEYS, USER};
 use crate::security::authorizer::op;
 use crate::BrokerState;
 
@@ -45,12 +49,17 @@ fn check(
             out.push((key.clone(), None));
             continue;
         }
-        if value.fract() != 0.0 || *value <= 0.0 || *value > i64::MAX as f64 {
-            return Err(format!(
-                "{key} must be a positive whole number of bytes per second, not {value}"
-            ));
+        // Kafka's checks and messages, in its order.
+        if value.is_nan() || *value <= 0.0 {
+            return Err(format!("Quota {key} must be greater than 0"));
         }
-        out.push((key.clone(), Some(*value as i64)));
+        if !quotas::is_fractional(key) && value.fract() != 0.0 {
+            return Err(format!("{key} cannot be a fractional value."));
+        }
+        let Some(stored) = quotas::to_stored(key, *value) else {
+            return Err(format!("Quota {key} is too large: {value}"));
+        };
+        out.push((key.clone(), Some(stored)));
     }
     Ok(out)
 }

@@ -1,4 +1,11 @@
 //! CreateTopics (19): validated and committed by the controller.
+//!
+//! The partitions created count against the client's
+//! `controller_mutation_rate` (KIP-599). From v6 a topic that would be
+//! created while the client's bucket is below zero is refused with
+//! THROTTLING_QUOTA_EXCEEDED, once it has passed every other check; older
+//! versions are served and only throttled. Validate-only requests count
+//! too, as in Kafka 4.1.
 
 use std::collections::BTreeMap;
 
@@ -8,7 +15,10 @@ use kafka_protocol::messages::create_topics_response::{
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kraftwerk_types::ErrorCode;
 
-use super::{authorized_on_cluster, authorized_on_topic, str_bytes, Request};
+use super::{
+    authorized_on_cluster, authorized_on_topic, str_bytes, Request,
+    THROTTLING_QUOTA_EXCEEDED_MESSAGE,
+};
 use crate::controller::NewTopic;
 use crate::security::authorizer::op;
 use crate::BrokerState;
@@ -18,6 +28,9 @@ pub async fn handle(
     req: &Request<'_>,
     body: CreateTopicsRequest,
 ) -> CreateTopicsResponse {
+    /// The first version that knows THROTTLING_QUOTA_EXCEEDED.
+    const STRICT_SINCE: i16 = 6;
+    let quota = req.mutation_quota(state, STRICT_SINCE);
     let mut results = Vec::with_capacity(body.topics.len());
     let mut seen = std::collections::HashSet::new();
     for topic in body.topics {
@@ -105,12 +118,30 @@ pub async fn handle(
             assignments,
             configs,
         };
-        match state
-            .control
-            .create_topic(new_topic, body.validate_only)
-            .await
-        {
+        // Refused for the quota only if it would otherwise be created, so
+        // a topic that cannot be gets the error that says why.
+        let created = match quota.refused(state, req) {
+            None => {
+                state
+                    .control
+                    .create_topic(new_topic, body.validate_only)
+                    .await
+            }
+            Some(_) => match state.control.create_topic(new_topic, true).await {
+                Ok(_) => {
+                    results.push(
+                        result
+                            .with_error_code(ErrorCode::THROTTLING_QUOTA_EXCEEDED.code())
+                            .with_error_message(THROTTLING_QUOTA_EXCEEDED_MESSAGE),
+                    );
+                    continue;
+                }
+                Err(e) => Err(e),
+            },
+        };
+        match created {
             Ok(record) => {
+                quota.record(state, req, record.partitions.len() as u64);
                 let rf = record
                     .partitions
                     .first()
@@ -145,5 +176,7 @@ pub async fn handle(
     if !body.validate_only {
         state.sync_replicas();
     }
-    CreateTopicsResponse::default().with_topics(results)
+    CreateTopicsResponse::default()
+        .with_throttle_time_ms(req.throttle_time_ms())
+        .with_topics(results)
 }

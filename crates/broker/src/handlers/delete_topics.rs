@@ -1,10 +1,15 @@
 //! DeleteTopics (20): by name, or by topic id from v6.
+//!
+//! The partitions deleted count against the client's
+//! `controller_mutation_rate` (KIP-599): from v5 a topic deleted while the
+//! client's bucket is below zero is refused with THROTTLING_QUOTA_EXCEEDED;
+//! older versions are served and only throttled.
 
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicName};
 use kraftwerk_types::{ErrorCode, TopicId};
 
-use super::{authorized_on_topic, str_bytes, Request};
+use super::{authorized_on_topic, str_bytes, Request, THROTTLING_QUOTA_EXCEEDED_MESSAGE};
 use crate::security::authorizer::op;
 use crate::BrokerState;
 
@@ -24,6 +29,9 @@ pub async fn handle(
             .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
             .collect()
     };
+    /// The first version that knows THROTTLING_QUOTA_EXCEEDED.
+    const STRICT_SINCE: i16 = 5;
+    let quota = req.mutation_quota(state, STRICT_SINCE);
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
         let image = state.image.load();
@@ -55,8 +63,16 @@ pub async fn handle(
             other => other,
         };
         match resolved {
+            Ok(topic) if quota.refused(state, req).is_some() => {
+                result = result
+                    .with_name(Some(TopicName(str_bytes(topic))))
+                    .with_error_code(ErrorCode::THROTTLING_QUOTA_EXCEEDED.code())
+                    .with_error_message(THROTTLING_QUOTA_EXCEEDED_MESSAGE);
+            }
             Ok(topic) => match state.control.delete_topic(topic.clone()).await {
                 Ok(deleted_id) => {
+                    let partitions = image.topic(&topic).map_or(0, |t| t.partitions.len());
+                    quota.record(state, req, partitions as u64);
                     result = result
                         .with_name(Some(TopicName(str_bytes(topic))))
                         .with_topic_id(deleted_id.0);
@@ -72,5 +88,7 @@ pub async fn handle(
         responses.push(result);
     }
     state.sync_replicas();
-    DeleteTopicsResponse::default().with_responses(responses)
+    DeleteTopicsResponse::default()
+        .with_throttle_time_ms(req.throttle_time_ms())
+        .with_responses(responses)
 }

@@ -98,7 +98,7 @@ pub async fn handle(
                         .map(|(k, v)| {
                             ValueData::default()
                                 .with_key(str_bytes(k.clone()))
-                                .with_value(*v as f64)
+                                .with_value(crate::quotas::from_stored(k, *v))
                         })
                         .collect(),
                 )

@@ -87,7 +87,62 @@ pub struct Request<'a> {
     /// Set by a handler whose client went over its quota: how long the
     /// connection reads nothing more after this response (milliseconds).
     pub throttle_ms: std::sync::atomic::AtomicU64,
+    /// The client's `request_percentage` quota and its sensor, when one
+    /// applies to this request (never for ApiVersions and SASL).
+    pub request_quota: Option<(f64, String)>,
 }
+
+/// A client's `controller_mutation_rate` for one CreateTopics,
+/// CreatePartitions or DeleteTopics request (KIP-599).
+pub struct MutationQuota {
+    /// The quota and its sensor; `None` when none applies.
+    quota: Option<(f64, String)>,
+    /// Refuse mutations with THROTTLING_QUOTA_EXCEEDED once the client's
+    /// bucket is below zero (the request's version knows the error);
+    /// otherwise accept them and only throttle.
+    strict: bool,
+}
+
+impl MutationQuota {
+    /// In strict mode, whether the client must wait before mutating more:
+    /// the throttle time in milliseconds, also held on the connection.
+    pub fn refused(&self, state: &BrokerState, req: &Request<'_>) -> Option<i32> {
+        let (quota, sensor) = self.quota.as_ref().filter(|_| self.strict)?;
+        let wait = state.quotas.record(
+            crate::quotas::CONTROLLER_MUTATION_RATE,
+            sensor,
+            *quota,
+            0.0,
+            std::time::Instant::now(),
+            crate::quotas::Overdraw::RefuseOnceBelowZero,
+        );
+        let ms = req.hold_for(wait);
+        (ms > 0).then_some(ms)
+    }
+
+    /// Counts `partitions` created, added or deleted. Only in permissive
+    /// mode does going over the quota throttle the request that did it.
+    pub fn record(&self, state: &BrokerState, req: &Request<'_>, partitions: u64) {
+        let Some((quota, sensor)) = &self.quota else {
+            return;
+        };
+        let wait = state.quotas.record(
+            crate::quotas::CONTROLLER_MUTATION_RATE,
+            sensor,
+            *quota,
+            partitions as f64,
+            std::time::Instant::now(),
+            crate::quotas::Overdraw::Charge,
+        );
+        if !self.strict {
+            req.hold_for(wait);
+        }
+    }
+}
+
+/// The error message beside THROTTLING_QUOTA_EXCEEDED: none, as Kafka 4.1
+/// answers (the error code says it all).
+pub(crate) const THROTTLING_QUOTA_EXCEEDED_MESSAGE: Option<StrBytes> = None;
 
 impl Request<'_> {
     /// The client's user name, for quotas (`ANONYMOUS` when nobody
@@ -122,18 +177,232 @@ impl Request<'_> {
         else {
             return 0;
         };
+        let overdraw = if count_if_throttled {
+            crate::quotas::Overdraw::Charge
+        } else {
+            crate::quotas::Overdraw::Skip
+        };
         let throttle = state.quotas.record(
+            key,
             &sensor,
             quota,
-            bytes,
+            bytes as f64,
             std::time::Instant::now(),
-            count_if_throttled,
+            overdraw,
         );
-        let ms = throttle.as_millis().min(i32::MAX as u128) as u64;
+        self.hold_for(throttle)
+    }
+
+    /// Gives back `bytes` charged to the client's quota for `key` that it
+    /// was not sent after all.
+    fn refund(&self, state: &BrokerState, key: &str, bytes: u64) {
+        let image = state.image.load();
+        if let Some((quota, sensor)) =
+            crate::quotas::resolve(&image.client_quotas, key, self.user(), self.client_id())
+        {
+            state.quotas.record(
+                key,
+                &sensor,
+                quota,
+                -(bytes as f64),
+                std::time::Instant::now(),
+                crate::quotas::Overdraw::Charge,
+            );
+        }
+    }
+
+    /// Holds the connection at least `wait` after this response; returns
+    /// the throttle time to put in it, in milliseconds.
+    fn hold_for(&self, wait: std::time::Duration) -> i32 {
+        let ms = wait.as_millis().min(i32::MAX as u128) as u64;
         self.throttle_ms
             .fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
         ms as i32
     }
+
+    /// The longest throttle time any quota set for this request so far.
+    pub fn throttle_time_ms(&self) -> i32 {
+        let ms = self.throttle_ms.load(std::sync::atomic::Ordering::Relaxed);
+        ms.min(i32::MAX as u64) as i32
+    }
+
+    /// The client's `controller_mutation_rate` for this request: strict
+    /// (refusing) from version `strict_since` on, as Kafka does.
+    pub fn mutation_quota(&self, state: &BrokerState, strict_since: i16) -> MutationQuota {
+        let image = state.image.load();
+        let quota = if image.client_quotas.is_empty() {
+            None
+        } else {
+            crate::quotas::resolve(
+                &image.client_quotas,
+                crate::quotas::CONTROLLER_MUTATION_RATE,
+                self.user(),
+                self.client_id(),
+            )
+        };
+        MutationQuota {
+            quota,
+            strict: self.version >= strict_since,
+        }
+    }
+}
+
+/// A response whose `throttle_time_ms` a quota may raise.
+trait Throttled {
+    fn raise_throttle_time(&mut self, ms: i32);
+    /// Drops what a response throttled for request time does not carry
+    /// (Kafka answers such a fetch empty); returns the record bytes dropped.
+    fn empty_for_throttle(&mut self) -> u64 {
+        0
+    }
+}
+
+macro_rules! throttled {
+    ($($response:ident),* $(,)?) => {$(
+        impl Throttled for kafka_protocol::messages::$response {
+            fn raise_throttle_time(&mut self, ms: i32) {
+                self.throttle_time_ms = self.throttle_time_ms.max(ms);
+            }
+        }
+    )*};
+}
+
+macro_rules! without_throttle_time {
+    ($($response:ident),* $(,)?) => {$(
+        impl Throttled for kafka_protocol::messages::$response {
+            fn raise_throttle_time(&mut self, _ms: i32) {}
+        }
+    )*};
+}
+
+throttled!(
+    ProduceResponse,
+    ListOffsetsResponse,
+    MetadataResponse,
+    OffsetCommitResponse,
+    OffsetFetchResponse,
+    FindCoordinatorResponse,
+    JoinGroupResponse,
+    HeartbeatResponse,
+    LeaveGroupResponse,
+    SyncGroupResponse,
+    DescribeGroupsResponse,
+    ListGroupsResponse,
+    ApiVersionsResponse,
+    CreateTopicsResponse,
+    DeleteTopicsResponse,
+    DeleteRecordsResponse,
+    InitProducerIdResponse,
+    OffsetForLeaderEpochResponse,
+    AddPartitionsToTxnResponse,
+    AddOffsetsToTxnResponse,
+    EndTxnResponse,
+    TxnOffsetCommitResponse,
+    DescribeConfigsResponse,
+    AlterConfigsResponse,
+    DescribeLogDirsResponse,
+    CreatePartitionsResponse,
+    DeleteGroupsResponse,
+    ElectLeadersResponse,
+    IncrementalAlterConfigsResponse,
+    AlterPartitionReassignmentsResponse,
+    ListPartitionReassignmentsResponse,
+    OffsetDeleteResponse,
+    DescribeClusterResponse,
+    DescribeProducersResponse,
+    DescribeTransactionsResponse,
+    ListTransactionsResponse,
+    DescribeUserScramCredentialsResponse,
+    AlterUserScramCredentialsResponse,
+    DescribeAclsResponse,
+    CreateAclsResponse,
+    DeleteAclsResponse,
+    DescribeClientQuotasResponse,
+    AlterClientQuotasResponse,
+);
+
+without_throttle_time!(
+    DescribeQuorumResponse,
+    WriteTxnMarkersResponse,
+    SaslHandshakeResponse,
+    SaslAuthenticateResponse,
+);
+
+impl Throttled for kafka_protocol::messages::FetchResponse {
+    fn raise_throttle_time(&mut self, ms: i32) {
+        self.throttle_time_ms = self.throttle_time_ms.max(ms);
+    }
+
+    fn empty_for_throttle(&mut self) -> u64 {
+        let bytes = self
+            .responses
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .filter_map(|p| p.records.as_ref())
+            .map(|r| r.len() as u64)
+            .sum();
+        // As Kafka's throttled answer: no partitions, the session kept.
+        self.responses.clear();
+        bytes
+    }
+}
+
+impl<T: Throttled> Throttled for Option<T> {
+    fn raise_throttle_time(&mut self, ms: i32) {
+        if let Some(r) = self {
+            r.raise_throttle_time(ms);
+        }
+    }
+}
+
+/// Runs `handler` and, when the client has a `request_percentage` quota,
+/// charges it the time spent inside the handler's polls: the work done
+/// for this request, not the time it waited (for replicas to acknowledge,
+/// for a fetch to fill), as Kafka counts handler-thread time and not
+/// purgatory time.
+async fn measured<T: Throttled>(
+    state: &BrokerState,
+    request: &Request<'_>,
+    handler: impl std::future::Future<Output = T>,
+) -> T {
+    let Some((quota, sensor)) = &request.request_quota else {
+        return handler.await;
+    };
+    let (mut response, busy) = busy_time(handler).await;
+    let wait = state.quotas.record(
+        crate::quotas::REQUEST_PERCENTAGE,
+        sensor,
+        *quota,
+        busy.as_secs_f64() * 100.0,
+        std::time::Instant::now(),
+        crate::quotas::Overdraw::Charge,
+    );
+    if !wait.is_zero() {
+        let ms = request.hold_for(wait);
+        // A fetch throttled for request time is answered empty, as Kafka
+        // does; the bytes it no longer sends are given back to the
+        // client's fetch quota.
+        let dropped = response.empty_for_throttle();
+        if dropped > 0 {
+            request.refund(state, crate::quotas::CONSUMER_BYTE_RATE, dropped);
+        }
+        response.raise_throttle_time(ms);
+    }
+    response
+}
+
+/// Drives `future` to its end and sums the time spent in its polls.
+async fn busy_time<T>(future: impl std::future::Future<Output = T>) -> (T, std::time::Duration) {
+    let mut future = std::pin::pin!(future);
+    let mut busy = std::time::Duration::ZERO;
+    let output = std::future::poll_fn(|cx| {
+        let started = std::time::Instant::now();
+        let poll = future.as_mut().poll(cx);
+        busy += started.elapsed();
+        poll
+    })
+    .await;
+    (output, busy)
 }
 
 /// Answers one request frame. A response is encoded into `out`, the
@@ -179,14 +448,29 @@ pub async fn handle_frame(
         Ok(h) => h,
         Err(e) => return Outcome::Close(format!("malformed request header: {e}")),
     };
-    let request = Request {
+    let mut request = Request {
         header: &header,
         version,
         peer,
         listener,
         principal,
         throttle_ms: std::sync::atomic::AtomicU64::new(0),
+        request_quota: None,
     };
+    if !matches!(
+        key,
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    ) {
+        let image = state.image.load();
+        if !image.client_quotas.is_empty() {
+            request.request_quota = crate::quotas::resolve(
+                &image.client_quotas,
+                crate::quotas::REQUEST_PERCENTAGE,
+                request.user(),
+                request.client_id(),
+            );
+        }
+    }
     tracing::trace!(api = ?key, version, correlation_id, "request");
     let started = std::time::Instant::now();
     let outcome = route_request(state, key, version, &header, &request, body, out).await;
@@ -275,14 +559,14 @@ async fn route_request(
             match key {
                 ApiKey::Produce => {
                     let req = match decode(&mut body, version) { Ok(r) => r, Err(e) => return e };
-                    match produce::handle(state, request, req).await {
+                    match measured(state, request, produce::handle(state, request, req)).await {
                         Some(resp) => respond(out, key, header, version, &resp),
                         None => Outcome::NoResponse,
                     }
                 }
                 $(ApiKey::$api => {
                     let req = match decode(&mut body, version) { Ok(r) => r, Err(e) => return e };
-                    let resp = $module::handle(state, request, req).await;
+                    let resp = measured(state, request, $module::handle(state, request, req)).await;
                     respond(out, key, header, version, &resp)
                 })*
                 other => Outcome::Close(format!("{other:?} has no handler")),

@@ -138,27 +138,9 @@ impl TlsSettings {
                 "ssl.client.auth asks for client certificates: name the CAs that sign them".into(),
             ));
         }
-        let mut versions = Vec::new();
-        for p in get("ssl.enabled.protocols")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
-            match p {
-                "TLSv1.2" => versions.push(&rustls::version::TLS12),
-                "TLSv1.3" => versions.push(&rustls::version::TLS13),
-                other => {
-                    return Err(bad(
-                        "ssl.enabled.protocols",
-                        format!("{other} is not served (TLSv1.2 and TLSv1.3 are)"),
-                    ))
-                }
-            }
-        }
-        if versions.is_empty() {
-            return Err(bad("ssl.enabled.protocols", "no protocol enabled".into()));
-        }
+        let versions =
+            kraftwerk_tls::protocol_versions(&get("ssl.enabled.protocols").unwrap_or_default())
+                .map_err(|e| bad("ssl.enabled.protocols", e))?;
         // Empty turns the host-name check off, as in Kafka.
         const ENDPOINT_CHECK: &str = "ssl.endpoint.identification.algorithm";
         let verify_host_name = match config.listener_value(listener, ENDPOINT_CHECK) {
