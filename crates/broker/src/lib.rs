@@ -176,6 +176,16 @@ impl Broker {
         config: BrokerConfig,
         shutdown: CancellationToken,
     ) -> Result<Broker, BrokerError> {
+        Broker::start_with_http(config, shutdown, None).await
+    }
+
+    /// [`Broker::start`], with more routes served on the HTTP listener
+    /// beside `/metrics` (the HTTP API).
+    pub async fn start_with_http(
+        config: BrokerConfig,
+        shutdown: CancellationToken,
+        http_routes: Option<axum::Router>,
+    ) -> Result<Broker, BrokerError> {
         let dir = &config.log_dirs[0];
         std::fs::create_dir_all(dir).map_err(|source| BrokerError::LogDir {
             dir: dir.display().to_string(),
@@ -327,7 +337,12 @@ impl Broker {
             .map(|a| a.trim().to_string())
             .filter(|a| !a.is_empty())
         {
-            tracker.spawn(metrics::serve(state.clone(), addr, shutdown.clone()));
+            tracker.spawn(metrics::serve(
+                state.clone(),
+                addr,
+                http_routes,
+                shutdown.clone(),
+            ));
         }
         tracing::info!(node_id = config.node_id, %local_addr, "broker started");
         Ok(Broker {

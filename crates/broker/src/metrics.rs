@@ -325,7 +325,12 @@ async fn metrics(State(state): State<Arc<BrokerState>>) -> impl IntoResponse {
 
 /// Serves `GET /metrics` on `addr` until `shutdown`. A listener that
 /// cannot be bound is logged and left out: the broker keeps serving Kafka.
-pub async fn serve(state: Arc<BrokerState>, addr: String, shutdown: CancellationToken) {
+pub async fn serve(
+    state: Arc<BrokerState>,
+    addr: String,
+    routes: Option<Router>,
+    shutdown: CancellationToken,
+) {
     let listener = match TcpListener::bind(&addr).await {
         Ok(l) => l,
         Err(e) => {
@@ -334,10 +339,17 @@ pub async fn serve(state: Arc<BrokerState>, addr: String, shutdown: Cancellation
         }
     };
     let bound: Option<SocketAddr> = listener.local_addr().ok();
-    tracing::info!(?bound, "HTTP listener serving /metrics");
-    let app = Router::new()
+    tracing::info!(
+        ?bound,
+        api = routes.is_some(),
+        "HTTP listener serving /metrics"
+    );
+    let mut app = Router::new()
         .route("/metrics", get(metrics))
         .with_state(state);
+    if let Some(routes) = routes {
+        app = app.merge(routes);
+    }
     let result = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await;

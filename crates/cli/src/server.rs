@@ -219,7 +219,8 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         _ => None,
     };
     let broker = if is_broker {
-        let b = Broker::start(config, shutdown.clone()).await?;
+        let api = http_api(&config);
+        let b = Broker::start_with_http(config, shutdown.clone(), api).await?;
         println!("kraftwerk listening on {} (Ctrl-C to stop)", b.local_addr);
         Some(b)
     } else {
@@ -238,6 +239,57 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         controller.wait().await;
     }
     Ok(())
+}
+
+/// The HTTP API's routes (`/api/v1`, kraftwerk-console), answering through
+/// this node's first PLAINTEXT Kafka listener; None when it is turned off
+/// (`kraftwerk.http.api.enable=false`), when the node has no such listener,
+/// or when an authorizer is configured: the API does not authenticate its
+/// callers yet, and on a secured cluster it would act for whoever reaches
+/// the HTTP port with the rights of that listener's `User:ANONYMOUS`.
+fn http_api(config: &BrokerConfig) -> Option<axum::Router> {
+    if config
+        .value_of("kraftwerk.http.api.enable")
+        .is_some_and(|v| v.trim() == "false")
+    {
+        return None;
+    }
+    if config
+        .value_of("authorizer.class.name")
+        .is_some_and(|v| !v.trim().is_empty())
+    {
+        tracing::info!("an authorizer is configured: the HTTP API (/api/v1), which does not authenticate yet, is not served");
+        return None;
+    }
+    let listener = kraftwerk_broker::listeners::kafka_listeners(config)
+        .into_iter()
+        .find(|l| {
+            config.security_protocol(&l.name)
+                == kraftwerk_types::config::SecurityProtocol::Plaintext
+        });
+    let Some(listener) = listener else {
+        tracing::info!(
+            "no PLAINTEXT Kafka listener on this node: the HTTP API (/api/v1) is not served"
+        );
+        return None;
+    };
+    let host = match listener.host.as_str() {
+        "" | "0.0.0.0" => "127.0.0.1".to_string(),
+        "::" | "[::]" => "[::1]".to_string(),
+        h => h.to_string(),
+    };
+    // A port chosen at bind time (0) is not known here.
+    if listener.port == 0 {
+        return None;
+    }
+    let port = listener.port;
+    let client = kraftwerk_client::ClientConfig {
+        bootstrap_servers: vec![format!("{host}:{port}")],
+        client_id: "kraftwerk-http-api".to_string(),
+        request_timeout_ms: 15_000,
+        ..kraftwerk_client::ClientConfig::default()
+    };
+    Some(kraftwerk_console::router(client))
 }
 
 /// `kraftwerk server --check`: what `run` reads before it binds, without

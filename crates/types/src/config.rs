@@ -551,6 +551,7 @@ pub static BROKER_CONFIGS: &[(&str, &str)] = &[
     ("quota.window.num", "11"),
     ("quota.window.size.seconds", "1"),
     ("kraftwerk.http.listener", "127.0.0.1:9080"),
+    ("kraftwerk.http.api.enable", "true"),
     ("log.retention.hours", "168"),
     ("log.roll.hours", "168"),
     ("log.retention.check.interval.ms", "300000"),
