@@ -120,3 +120,26 @@ def test_secure_compose_certificates_name_every_address_nodes_are_dialled_by(tmp
             name, address = listener.split("://")
             if protocols[name] == "PLAINTEXT":
                 assert address.startswith("127.0.0.1:"), listener
+
+
+@pytest.mark.parametrize("name", ["docker-compose.yml", "docker-compose.dedicated.yml"])
+def test_prometheus_and_grafana_of_the_monitoring_profile_see_every_broker(name):
+    doc = compose(name)
+    services = doc["services"]
+    for extra in ("prometheus", "grafana"):
+        assert services[extra]["profiles"] == ["monitoring"], f"{extra} must not start by default"
+    prometheus = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    targets = {t for job in prometheus["scrape_configs"] for c in job["static_configs"] for t in c["targets"]}
+    brokers = {}
+    for node, service in node_services(doc).items():
+        env = environment(service, {})
+        if "broker" not in env.get("KRAFTWERK_PROCESS_ROLES", "broker,controller"):
+            continue
+        http = env["KRAFTWERK_KRAFTWERK_HTTP_LISTENER"]
+        assert http.startswith("0.0.0.0:"), f"{node}: Prometheus must reach its HTTP listener"
+        brokers[node] = f"{service['hostname']}:{http.split(':')[1]}"
+    assert targets == set(brokers.values()), (targets, brokers)
+    # What the containers mount exists here.
+    for extra in ("prometheus", "grafana"):
+        for volume in services[extra]["volumes"]:
+            assert (DEPLOY / volume.split(":")[0]).exists(), volume

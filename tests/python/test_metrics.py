@@ -73,6 +73,23 @@ def test_topic_counters_rise_with_produced_and_consumed_records(broker_factory):
     assert out is not None and out >= bytes_in
     assert value(after, "kafka_controller_kafkacontroller_activecontrollercount") == 1
     assert value(after, "process_resident_memory_bytes") > 0
+    # Every series the Grafana dashboard charts is served, under that name.
+    served = {line.split("{")[0].split(" ")[0] for line in scrape(http).splitlines()
+              if line and not line.startswith("#")}
+    assert dashboard_metrics() - served == set()
+
+
+def dashboard_metrics():
+    """The metric names the PromQL of deploy/grafana/kraftwerk-dashboard.json uses."""
+    import json
+    from conftest import ROOT
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "kraftwerk-dashboard.json").read_text())
+    names = set()
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            names |= set(re.findall(r"\b((?:kafka|process)_[a-z_]+)\b", target["expr"]))
+    assert len(names) >= 10, names
+    return names
 
 
 def test_under_replicated_partitions_follow_a_follower_kill():

@@ -1286,7 +1286,13 @@ fn alter_configs_flow(ctx: &mut Ctx, v: i16) -> Result<Seen, String> {
             .with_resource_name(s(&name))
             .with_configuration_keys(Some(vec![s("retention.ms"), s("max.message.bytes")])),
     ]);
-    let described = ctx.call(1, &describe)?;
+    // Kafka's brokers see the change once its metadata reaches them.
+    let described = settled(ctx, 1, &describe, |d| {
+        d.results.iter().flat_map(|r| &r.configs).any(|c| {
+            c.name.as_str() == "retention.ms"
+                && c.value.as_ref().map(|v| v.as_str()) == Some("7200000")
+        })
+    })?;
     for r in &described.results {
         for c in &r.configs {
             out.push(format!(
