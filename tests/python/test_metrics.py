@@ -115,7 +115,10 @@ def test_under_replicated_partitions_follow_a_follower_kill():
             else:
                 time.sleep(0.2)
         assert leader is not None
-        assert value(scrape(ports[leader]), "kafka_server_replicamanager_underreplicatedpartitions") == 0
+        before = scrape(ports[leader])
+        assert value(before, "kafka_server_replicamanager_underreplicatedpartitions") == 0
+        shrinks = value(before, "kafka_server_replicamanager_isrshrinkspersec_total")
+        expands = value(before, "kafka_server_replicamanager_isrexpandspersec_total")
 
         follower = next(n for n in cluster.broker_ids if n != leader)
         cluster.kill(follower)
@@ -127,6 +130,12 @@ def test_under_replicated_partitions_follow_a_follower_kill():
                 break
             time.sleep(0.3)
         assert seen and seen >= 1, seen
+        # The counter moves when the controller's answer reaches the leader,
+        # which may come just after the new ISR did.
+        deadline = time.time() + 10
+        while value(scrape(ports[leader]), "kafka_server_replicamanager_isrshrinkspersec_total") < shrinks + 1:
+            assert time.time() < deadline, "no ISR shrink counted on the leader"
+            time.sleep(0.2)
 
         cluster.start(follower)
         deadline = time.time() + 60
@@ -136,3 +145,7 @@ def test_under_replicated_partitions_follow_a_follower_kill():
                 break
             time.sleep(0.3)
         assert seen == 0, seen
+        deadline = time.time() + 10
+        while value(scrape(ports[leader]), "kafka_server_replicamanager_isrexpandspersec_total") < expands + 1:
+            assert time.time() < deadline, "no ISR expansion counted on the leader"
+            time.sleep(0.2)

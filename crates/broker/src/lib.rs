@@ -71,7 +71,8 @@ impl BrokerState {
         if *applied == image.version {
             return;
         }
-        self.replicas.apply_image(&image);
+        let (shrinks, expands) = self.replicas.apply_image(&image);
+        self.metrics.isr_changed(shrinks, expands);
         *applied = image.version;
     }
 

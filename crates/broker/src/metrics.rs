@@ -69,6 +69,8 @@ pub struct BrokerMetrics {
     requests: Family<RequestLabels, Counter>,
     request_time_ms: Family<RequestLabels, Histogram, fn() -> Histogram>,
     under_replicated: Gauge,
+    isr_shrinks: Counter,
+    isr_expands: Counter,
     partition_count: Gauge,
     leader_count: Gauge,
     active_controller: Gauge,
@@ -97,6 +99,8 @@ impl BrokerMetrics {
                 request_histogram,
             );
         let under_replicated = Gauge::default();
+        let isr_shrinks = Counter::default();
+        let isr_expands = Counter::default();
         let partition_count = Gauge::default();
         let leader_count = Gauge::default();
         let active_controller = Gauge::default();
@@ -134,6 +138,16 @@ impl BrokerMetrics {
             "kafka_server_replicamanager_underreplicatedpartitions",
             "Partitions led here whose ISR is smaller than their replica set",
             under_replicated.clone(),
+        );
+        registry.register(
+            "kafka_server_replicamanager_isrshrinkspersec",
+            "ISR shrinks of partitions led here (the leader's or the controller's)",
+            isr_shrinks.clone(),
+        );
+        registry.register(
+            "kafka_server_replicamanager_isrexpandspersec",
+            "ISR expansions of partitions led here",
+            isr_expands.clone(),
         );
         registry.register(
             "kafka_server_replicamanager_partitioncount",
@@ -183,6 +197,8 @@ impl BrokerMetrics {
             requests,
             request_time_ms,
             under_replicated,
+            isr_shrinks,
+            isr_expands,
             partition_count,
             leader_count,
             active_controller,
@@ -212,6 +228,12 @@ impl BrokerMetrics {
             topic: topic.to_string(),
         };
         self.bytes_out.get_or_create(&labels).inc_by(bytes);
+    }
+
+    /// ISRs of partitions led here shrank or grew in a new image.
+    pub fn isr_changed(&self, shrinks: u64, expands: u64) {
+        self.isr_shrinks.inc_by(shrinks);
+        self.isr_expands.inc_by(expands);
     }
 
     /// One request of `api` was answered after `elapsed`.

@@ -222,7 +222,10 @@ impl ReplicaManager {
 
     /// Brings local replicas in line with `image`. Errors opening one log
     /// are logged and leave that partition offline; the others go on.
-    pub fn apply_image(&self, image: &MetadataImage) {
+    /// Returns the ISR changes of partitions this node went on leading:
+    /// (shrinks, expansions), whether the leader proposed them or the
+    /// controller made them (a fenced follower leaves every ISR).
+    pub fn apply_image(&self, image: &MetadataImage) -> (u64, u64) {
         struct Wanted {
             topic_id: TopicId,
             configs: BTreeMap<String, String>,
@@ -342,6 +345,7 @@ impl ReplicaManager {
         }
         let now = Instant::now();
         let mut follow = Vec::new();
+        let (mut shrinks, mut expands) = (0, 0);
         for (p, view) in views {
             if view.leader >= 0 && view.leader != self.node_id {
                 follow.push(FollowAssignment {
@@ -351,6 +355,14 @@ impl ReplicaManager {
                 });
             }
             let before = p.replication.view();
+            let still_leading = view.leader == self.node_id
+                && before.leader == self.node_id
+                && before.leader_epoch == view.leader_epoch;
+            if still_leading && view.isr.len() < before.isr.len() {
+                shrinks += 1;
+            } else if still_leading && view.isr.len() > before.isr.len() {
+                expands += 1;
+            }
             if before.leader != view.leader || before.leader_epoch != view.leader_epoch {
                 if view.leader == self.node_id {
                     tracing::info!(partition = %p.topic_partition, leader_epoch = view.leader_epoch, isr = ?view.isr, "leading the partition");
@@ -369,6 +381,7 @@ impl ReplicaManager {
             fetchers.update(&follow, &endpoints);
         }
         self.notify_appended();
+        (shrinks, expands)
     }
 
     fn delete_partition_dir(&self, p: &Partition) {
