@@ -344,28 +344,11 @@ impl ScramClient {
         }
         let salt = salt.ok_or_else(|| bad("no salt"))?;
         let iterations = iterations.ok_or_else(|| bad("no iteration count"))?;
-        let salted = match self.mechanism {
-            SaslMechanism::ScramSha512 => {
-                let mut out = [0u8; 64];
-                pbkdf2::pbkdf2_hmac::<Sha512>(
-                    self.password.as_bytes(),
-                    &salt,
-                    iterations,
-                    &mut out,
-                );
-                out.to_vec()
-            }
-            _ => {
-                let mut out = [0u8; 32];
-                pbkdf2::pbkdf2_hmac::<Sha256>(
-                    self.password.as_bytes(),
-                    &salt,
-                    iterations,
-                    &mut out,
-                );
-                out.to_vec()
-            }
+        let scram = match self.mechanism {
+            SaslMechanism::ScramSha512 => crate::users::ScramMechanism::Sha512,
+            _ => crate::users::ScramMechanism::Sha256,
         };
+        let salted = scram.salted_password(&self.password, &salt, iterations);
         let client_key = self.hmac(&salted, b"Client Key");
         let stored_key = match self.mechanism {
             SaslMechanism::ScramSha512 => Sha512::digest(&client_key).to_vec(),

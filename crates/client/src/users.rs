@@ -51,7 +51,9 @@ impl ScramMechanism {
         }
     }
 
-    fn salted_password(self, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
+    /// PBKDF2 of `password` (RFC 5802's SaltedPassword), for storing a
+    /// credential and for logging in with one.
+    pub(crate) fn salted_password(self, password: &str, salt: &[u8], iterations: u32) -> Vec<u8> {
         match self {
             ScramMechanism::Sha256 => {
                 let mut out = [0u8; 32];
