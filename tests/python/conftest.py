@@ -57,6 +57,23 @@ def free_port() -> int:
 _handed_out = set()
 
 
+def wait_for_dev_cluster(bootstrap: str, count: int, timeout_s: float, *cli_args) -> None:
+    """Waits until `kraftwerk cluster describe` (with `cli_args`, e.g.
+    --command-config) shows `count` brokers, none fenced."""
+    import json
+    deadline = time.monotonic() + timeout_s
+    while True:
+        out = subprocess.run([kraftwerk_bin(), "cluster", "describe", "--output", "json",
+                              "--bootstrap-server", bootstrap, *map(str, cli_args)],
+                             capture_output=True, text=True, timeout=30)
+        if out.returncode == 0:
+            brokers = json.loads(out.stdout)["brokers"]
+            if len(brokers) == count and not any(b["fenced"] for b in brokers):
+                return
+        assert time.monotonic() < deadline, out.stderr
+        time.sleep(0.5)
+
+
 def free_port_run(offsets) -> int:
     """A base port such that base + each offset is free (for `kraftwerk dev`,
     whose nodes take ports at fixed offsets from a base)."""

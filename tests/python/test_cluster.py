@@ -177,7 +177,7 @@ def test_dedicated_controllers_and_brokers():
 
 def test_dev_command_runs_a_local_cluster_and_stops_it():
     import subprocess
-    from conftest import free_port_run, kraftwerk_bin
+    from conftest import free_port_run, kraftwerk_bin, wait_for_dev_cluster
 
     kafka_base = free_port_run([0, 1, 2, 100, 101, 102])
     controller_base = kafka_base + 100
@@ -187,17 +187,7 @@ def test_dev_command_runs_a_local_cluster_and_stops_it():
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         bootstrap = f"127.0.0.1:{kafka_base}"
-        deadline = time.monotonic() + 40
-        while True:
-            out = subprocess.run([kraftwerk_bin(), "cluster", "describe", "--output", "json", "--bootstrap-server", bootstrap],
-                                 capture_output=True, text=True, timeout=30)
-            if out.returncode == 0:
-                import json
-                brokers = json.loads(out.stdout)["brokers"]
-                if len(brokers) == 3 and not any(b["fenced"] for b in brokers):
-                    break
-            assert time.monotonic() < deadline, out.stderr
-            time.sleep(0.5)
+        wait_for_dev_cluster(bootstrap, 3, 40)
         for n in (1, 2, 3):
             assert (Path(tmp.name) / f"node-{n}.properties").exists()
     finally:

@@ -14,7 +14,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from cluster_harness import running_cluster
-from conftest import free_port, free_port_run, kraftwerk_bin
+from conftest import free_port, free_port_run, kraftwerk_bin, wait_for_dev_cluster
 from tls_fixtures import make_pki
 
 DERIVED_REPLICATION_OFFSET = 1000  # the replication port is the Kafka port + 1000
@@ -162,7 +162,6 @@ def test_dev_secure_runs_a_cluster_that_only_authenticated_clients_use(tmp_path)
     nodes, ACLs with an admin super user; the admin's settings in
     client.properties work with Kafka's own tools and librdkafka as they
     are, a user without ACLs is refused, and plaintext gets nowhere."""
-    import json
     import signal
     import subprocess
 
@@ -180,17 +179,7 @@ def test_dev_secure_runs_a_cluster_that_only_authenticated_clients_use(tmp_path)
     bootstrap = f"127.0.0.1:{base}"
     config = data / "client.properties"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            out = subprocess.run([kraftwerk_bin(), "cluster", "describe", "--output", "json",
-                                  "--bootstrap-server", bootstrap, "--command-config", str(config)],
-                                 capture_output=True, text=True, timeout=30)
-            if out.returncode == 0:
-                brokers = json.loads(out.stdout)["brokers"]
-                if len(brokers) == 3 and not any(b["fenced"] for b in brokers):
-                    break
-            assert time.monotonic() < deadline, out.stderr
-            time.sleep(0.5)
+        wait_for_dev_cluster(bootstrap, 3, 60, "--command-config", config)
         props = dict(line.split("=", 1) for line in config.read_text().splitlines() if "=" in line)
         assert props["security.protocol"] == "SASL_SSL"
 
