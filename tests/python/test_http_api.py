@@ -167,23 +167,27 @@ def test_api_errors_are_json_with_kafkas_names(api_broker):
         assert isinstance(got["error_code"], int) and got["message"]
 
 
-def test_the_api_is_not_served_when_an_authorizer_is_configured(broker_factory):
-    """It does not authenticate its callers yet; on a secured node it would
-    act with the rights of a PLAINTEXT listener's User:ANONYMOUS."""
+def test_with_an_authorizer_and_only_plaintext_the_api_acts_as_anonymous(broker_factory):
+    """Without a SASL listener to sign callers in, the API is a client of
+    the PLAINTEXT port like any other: User:ANONYMOUS, under the ACLs."""
     http = free_port()
     b = broker_factory(extra=["--override", f"kraftwerk.http.listener=127.0.0.1:{http}",
                               "--override", "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
-                              "--override", "super.users=User:ANONYMOUS"]).start()
+                              "--override", "super.users=User:admin"]).start()
+    base = f"http://127.0.0.1:{http}"
     deadline = time.monotonic() + 20
     while True:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5) as r:
-                assert r.status == 200
-                break
+            status, session = call(base, "GET", "/api/v1/session")
+            break
         except OSError:
             assert time.monotonic() < deadline
             time.sleep(0.2)
-    assert call(f"http://127.0.0.1:{http}", "GET", "/api/v1/cluster")[0] == 404
+    assert status == 200 and session == {"principal": "User:ANONYMOUS", "authenticated": False,
+                                         "read_only": False}, session
+    status, body = call(base, "POST", "/api/v1/topics", {"name": "anonymous-may-not"})
+    assert status == 403 and body["error"] == "TOPIC_AUTHORIZATION_FAILED", body
+    assert call(base, "GET", "/api/v1/topics") == (200, [])
 
 
 def schemathesis():
@@ -230,3 +234,85 @@ def test_schemathesis_finds_every_operation_true_to_the_openapi_document(api_bro
         out = subprocess.run([*command, "run", *args, *common], capture_output=True, text=True, timeout=900,
                              cwd=tmp_path)
         assert out.returncode == 0, out.stdout[-8000:] + out.stderr[-2000:]
+
+
+def test_with_an_authorizer_callers_sign_in_and_their_acls_apply(broker_factory):
+    """An authorizer makes the API go through the SASL listener: HTTP Basic
+    credentials become the SASL user, refused ones are a 401 a browser
+    answers, and each user sees and changes only what their ACLs allow."""
+    import base64
+
+    from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient,
+                                       NewTopic, ResourcePatternType, ResourceType)
+
+    users = {"admin": "admin-secret", "alice": "alice-secret"}
+    jaas = ("org.apache.kafka.common.security.plain.PlainLoginModule required "
+            + " ".join(f'user_{u}="{p}"' for u, p in users.items()) + ";")
+    port, http = free_port(), free_port()
+    b = broker_factory(port=port, extra=[
+        "--override", f"listeners=SASL_PLAINTEXT://127.0.0.1:{port}",
+        "--override", "sasl.enabled.mechanisms=PLAIN",
+        "--override", f"listener.name.sasl_plaintext.plain.sasl.jaas.config={jaas}",
+        "--override", "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "--override", "super.users=User:admin",
+        "--override", f"kraftwerk.http.listener=127.0.0.1:{http}"]).start()
+    base = f"http://127.0.0.1:{http}"
+    admin = AdminClient({"bootstrap.servers": b.bootstrap, "security.protocol": "SASL_PLAINTEXT",
+                         "sasl.mechanism": "PLAIN", "sasl.username": "admin", "sasl.password": "admin-secret"})
+    for f in admin.create_topics([NewTopic("visible", 1, 1), NewTopic("hidden", 1, 1)]).values():
+        f.result(30)
+    for f in admin.create_acls([AclBinding(ResourceType.TOPIC, "visible", ResourcePatternType.LITERAL,
+                                           "User:alice", "*", AclOperation.READ,
+                                           AclPermissionType.ALLOW)]).values():
+        f.result(30)
+
+    def as_user(method, path, user=None, password=None, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        headers = {"Content-Type": "application/json"} if data else {}
+        if user is not None:
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        request = urllib.request.Request(base + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as r:
+                text = r.read()
+                return r.status, r.headers, (json.loads(text) if text and path.startswith("/api") else text)
+        except urllib.error.HTTPError as e:
+            text = e.read()
+            return e.code, e.headers, (json.loads(text) if text and path.startswith("/api") else text)
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            status, headers, body = as_user("GET", "/api/v1/topics")
+            break
+        except OSError:
+            assert time.monotonic() < deadline, "the HTTP API never answered"
+            time.sleep(0.2)
+    assert status == 401 and body["error"] == "SASL_AUTHENTICATION_FAILED", body
+    assert headers["WWW-Authenticate"].startswith("Basic")
+    assert as_user("GET", "/console/")[0] == 401
+    status, _, body = as_user("GET", "/api/v1/topics", "alice", "wrong")
+    assert status == 401 and body["error"] == "SASL_AUTHENTICATION_FAILED", body
+
+    status, _, body = as_user("GET", "/api/v1/session", "alice", "alice-secret")
+    assert status == 200 and body["principal"] == "User:alice" and body["authenticated"], body
+    assert as_user("GET", "/console/", "alice", "alice-secret")[0] == 200
+    # READ implies DESCRIBE: alice sees "visible" only; admin sees both.
+    status, _, body = as_user("GET", "/api/v1/topics", "alice", "alice-secret")
+    assert status == 200 and [t["name"] for t in body] == ["visible"], body
+    status, _, body = as_user("GET", "/api/v1/topics", "admin", "admin-secret")
+    assert sorted(t["name"] for t in body) == ["hidden", "visible"], body
+    # What her ACLs do not allow is refused with Kafka's error.
+    status, _, body = as_user("POST", "/api/v1/topics", "alice", "alice-secret", {"name": "mine"})
+    assert status == 403 and body["error"] == "TOPIC_AUTHORIZATION_FAILED", body
+    # (The API's producer is idempotent: with no WRITE anywhere, alice is
+    # refused its producer id first, as a Java producer would be.)
+    status, _, body = as_user("POST", "/api/v1/topics/visible/records", "alice", "alice-secret",
+                              {"value": {"type": "STRING", "data": "x"}})
+    assert status == 403 and body["error"] in ("TOPIC_AUTHORIZATION_FAILED",
+                                               "CLUSTER_AUTHORIZATION_FAILED"), body
+    status, _, body = as_user("POST", "/api/v1/topics/visible/records", "admin", "admin-secret",
+                              {"value": {"type": "STRING", "data": "by admin"}})
+    assert status == 200, body
+    status, _, body = as_user("GET", "/api/v1/topics/visible/partitions/0/records", "alice", "alice-secret")
+    assert status == 200 and [r["value"]["data"] for r in body] == ["by admin"], body

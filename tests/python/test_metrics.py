@@ -1,10 +1,15 @@
 """`GET /metrics` on the HTTP listener (`kraftwerk.http.listener`): the
 per-topic byte and record counters rise with what a real client produces
 and consumes, and `underreplicatedpartitions` goes to 1 on a leader when
-a follower is killed and back to 0 when it rejoins."""
+a follower is killed and back to 0 when it rejoins. The Raft quorum
+metrics agree with the cluster's active controller and follow its loss;
+leader elections are counted. `GET /api/v1/stats` gathers every broker's
+counters and lists a dead broker as unreachable."""
 
+import json
 import re
 import time
+import urllib.error
 import urllib.request
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -18,6 +23,31 @@ def scrape(port):
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         assert r.status == 200
         return r.read().decode()
+
+
+def stats(port, scope=None, timeout=10):
+    url = f"http://127.0.0.1:{port}/api/v1/stats" + (f"?scope={scope}" if scope else "")
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        assert r.status == 200
+        assert r.headers["Content-Type"].startswith("application/json")
+        return json.loads(r.read())
+
+
+def topic_sum(answer, topic, field):
+    """`field` of `topic` summed over the reachable brokers of a stats answer."""
+    return sum(t[field] for b in answer["brokers"] if b["reachable"]
+               for t in b["topics"] if t["topic"] == topic)
+
+
+def give_http_ports(ports):
+    """A `prepare` for `running_cluster`: an HTTP listener on a free port for
+    every broker, recorded in `ports`."""
+    def prepare(cluster):
+        for n in cluster.broker_ids:
+            ports[n] = free_port()
+            path = cluster.root / f"node-{n}.properties"
+            path.write_text(path.read_text() + f"kraftwerk.http.listener=127.0.0.1:{ports[n]}\n")
+    return prepare
 
 
 def value(text, name, **labels):
@@ -92,17 +122,12 @@ def dashboard_metrics():
     return names
 
 
+FAST_FENCING = {"broker.session.timeout.ms": 4000, "broker.heartbeat.interval.ms": 1000}
+
+
 def test_under_replicated_partitions_follow_a_follower_kill():
     ports = {}
-
-    def give_http_ports(cluster):
-        for n in cluster.broker_ids:
-            ports[n] = free_port()
-            path = cluster.root / f"node-{n}.properties"
-            path.write_text(path.read_text() + f"kraftwerk.http.listener=127.0.0.1:{ports[n]}\n")
-
-    extra = {"broker.session.timeout.ms": 4000, "broker.heartbeat.interval.ms": 1000}
-    with running_cluster("kraftwerk-metrics-", prepare=give_http_ports, extra=extra) as cluster:
+    with running_cluster("kraftwerk-metrics-", prepare=give_http_ports(ports), extra=FAST_FENCING) as cluster:
         admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
         admin.create_topics([NewTopic("watched", 1, 3)])["watched"].result(30)
         leader = None
@@ -149,3 +174,151 @@ def test_under_replicated_partitions_follow_a_follower_kill():
         while value(scrape(ports[leader]), "kafka_server_replicamanager_isrexpandspersec_total") < expands + 1:
             assert time.time() < deadline, "no ISR expansion counted on the leader"
             time.sleep(0.2)
+
+
+def test_stats_gather_every_broker_and_list_a_dead_one_as_unreachable():
+    ports = {}
+    with running_cluster("kraftwerk-stats-", prepare=give_http_ports(ports), extra=FAST_FENCING) as cluster:
+        ask = cluster.broker_ids[0]
+        answer = stats(ports[ask])
+        assert answer["time_ms"] > 1_600_000_000_000
+        assert [b["broker_id"] for b in answer["brokers"]] == cluster.broker_ids
+        for b in answer["brokers"]:
+            assert b["reachable"], b
+            assert b["http_endpoint"] == f"127.0.0.1:{ports[b['broker_id']]}"
+            assert b["requests"] >= 1 and b["bytes_in"] >= 0 and b["bytes_out"] >= 0, b
+
+        local = stats(ports[cluster.broker_ids[1]], scope="local")
+        assert [b["broker_id"] for b in local["brokers"]] == [cluster.broker_ids[1]]
+        assert local["brokers"][0]["reachable"]
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{ports[ask]}/api/v1/stats?scope=everything", timeout=10)
+            raise AssertionError("an unknown scope was accepted")
+        except urllib.error.HTTPError as e:
+            assert e.code == 400
+            error = json.loads(e.read())
+            assert (error["error"], error["error_code"]) == ("INVALID_REQUEST", 42)
+
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        admin.create_topics([NewTopic("counted", 3, 3)])["counted"].result(30)
+        before = stats(ports[ask])
+        count, size = 300, 100
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all", "linger.ms": 5})
+        for i in range(count):
+            producer.produce("counted", value=b"v" * size, partition=i % 3)
+        assert producer.flush(30) == 0
+        after = stats(ports[ask])
+        assert all(b["reachable"] for b in after["brokers"]), after
+        # Only the leaders count what producers send; replication is not counted.
+        assert topic_sum(after, "counted", "messages_in") - topic_sum(before, "counted", "messages_in") == count
+        assert topic_sum(after, "counted", "bytes_in") - topic_sum(before, "counted", "bytes_in") >= count * size
+        for b in after["brokers"]:
+            assert b["messages_in"] == sum(t["messages_in"] for t in b["topics"]), b
+
+        dead = cluster.broker_ids[-1]
+        cluster.kill(dead)
+        deadline = time.time() + 10
+        while True:
+            started = time.time()
+            answer = stats(ports[ask])
+            # Each broker is asked within 1 s, all at once.
+            assert time.time() - started < 5
+            entry = next((b for b in answer["brokers"] if b["broker_id"] == dead), None)
+            if entry is not None and not entry["reachable"]:
+                break
+            assert time.time() < deadline, answer
+            time.sleep(0.3)
+        assert entry["error"], entry
+        assert "bytes_in" not in entry
+        alive = [b for b in answer["brokers"] if b["broker_id"] != dead]
+        assert [b["broker_id"] for b in alive] == cluster.broker_ids[:-1]
+        assert all(b["reachable"] for b in alive), answer
+
+
+def quorum_metrics(port):
+    text = scrape(port)
+    states = re.findall(r'^kafka_server_raftmetrics_current_state\{state="(\w+)"\} 1$', text, re.MULTILINE)
+    return {
+        "leader": value(text, "kafka_server_raftmetrics_current_leader"),
+        "epoch": value(text, "kafka_server_raftmetrics_current_epoch"),
+        "high_watermark": value(text, "kafka_server_raftmetrics_high_watermark"),
+        "log_end_offset": value(text, "kafka_server_raftmetrics_log_end_offset"),
+        "state": states[0] if len(states) == 1 else states,
+        "elections": value(text, "kafka_controller_controllerstats_leaderelectionrateandtimems_count"),
+        "text": text,
+    }
+
+
+def test_raft_metrics_name_the_active_controller_and_follow_its_loss():
+    ports = {}
+    with running_cluster("kraftwerk-raft-", prepare=give_http_ports(ports), extra=FAST_FENCING) as cluster:
+        active = None
+        deadline = time.time() + 30
+        while True:
+            active = cluster.cluster_info()["active_controller"]
+            seen = {n: quorum_metrics(ports[n]) for n in cluster.broker_ids}
+            if len({m["leader"] for m in seen.values()}) == 1 and seen[cluster.broker_ids[0]]["leader"] == active:
+                break
+            assert time.time() < deadline, {n: m["leader"] for n, m in seen.items()}
+            time.sleep(0.3)
+        for n, m in seen.items():
+            assert m["epoch"] >= 1 and m["high_watermark"] > 0, m
+            assert m["log_end_offset"] >= m["high_watermark"], m
+            assert m["state"] == ("leader" if n == active else "follower"), (n, m["state"])
+        voter_lags = re.findall(r'^kafka_server_raftmetrics_voter_lag\{voter="(\d+)"\} (\S+)$',
+                                seen[active]["text"], re.MULTILINE)
+        assert sorted(int(v) for v, _ in voter_lags) == cluster.broker_ids
+        epoch = seen[active]["epoch"]
+
+        # A partition led by the active controller, so that killing it also
+        # elects a new partition leader.
+        followers = [n for n in cluster.broker_ids if n != active]
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        admin.create_topics([NewTopic("elected", num_partitions=1, replica_assignment=[[active, *followers]])])["elected"].result(30)
+        deadline = time.time() + 30
+        while cluster.describe("elected")["partitions"][0]["leader"] != active:
+            assert time.time() < deadline, "the new partition has no leader"
+            time.sleep(0.2)
+        elections = {n: quorum_metrics(ports[n])["elections"] for n in followers}
+
+        cluster.kill(active)
+        survivors = cluster.bootstrap_without(active)
+        deadline = time.time() + 30
+        while True:
+            seen = {n: quorum_metrics(ports[n]) for n in followers}
+            leaders = {m["leader"] for m in seen.values()}
+            if len(leaders) == 1 and leaders.pop() not in (active, -1):
+                break
+            assert time.time() < deadline, {n: (m["leader"], m["state"]) for n, m in seen.items()}
+            time.sleep(0.3)
+        new_active = seen[followers[0]]["leader"]
+        assert cluster.cluster_info(bootstrap=survivors)["active_controller"] == new_active
+        for n, m in seen.items():
+            assert m["epoch"] > epoch, m
+            assert m["state"] == ("leader" if n == new_active else "follower"), (n, m["state"])
+
+        # The dead node is fenced after its session, and its partition gets a new leader.
+        deadline = time.time() + 40
+        while any(quorum_metrics(ports[n])["elections"] <= elections[n] for n in followers):
+            assert time.time() < deadline, {n: quorum_metrics(ports[n])["elections"] for n in followers}
+            time.sleep(0.5)
+        leader = cluster.describe("elected", bootstrap=survivors)["partitions"][0]["leader"]
+        assert leader in followers
+
+
+def test_a_broker_only_node_reports_the_quorum_it_follows():
+    ports = {}
+    with running_cluster("kraftwerk-observer-", prepare=give_http_ports(ports), nodes=1, controllers=1) as cluster:
+        [broker] = cluster.broker_ids
+        deadline = time.time() + 20
+        while True:
+            m = quorum_metrics(ports[broker])
+            if m["leader"] == cluster.controller_ids[0] and m["epoch"] >= 1 and m["high_watermark"] > 0:
+                break
+            assert time.time() < deadline, m
+            time.sleep(0.3)
+        # The controller-only state is not the broker's to report.
+        assert m["log_end_offset"] is None and m["state"] == [], m
+        assert cluster.cluster_info()["active_controller"] == m["leader"]
+        [entry] = stats(ports[broker])["brokers"]
+        assert entry["broker_id"] == broker and entry["reachable"]

@@ -268,9 +268,12 @@ struct LocalState {
 
 impl LocalController {
     /// Loads (or creates) the metadata of a single-node cluster and publishes it.
+    /// `http_endpoint` is where the node's HTTP listener is reached, if it
+    /// serves one.
     pub fn open(
         config: &BrokerConfig,
         image: Arc<ImageCell>,
+        http_endpoint: Option<String>,
     ) -> Result<LocalController, ControllerError> {
         let dir = config.log_dirs[0].join("__cluster_metadata");
         std::fs::create_dir_all(&dir)?;
@@ -309,6 +312,7 @@ impl LocalController {
                 rack: config.raw.get("broker.rack").cloned(),
                 fenced: false,
                 replication_endpoint: None,
+                http_endpoint,
                 listeners: endpoints,
             },
         );

@@ -26,6 +26,7 @@ pub mod replica_manager;
 pub mod replication;
 pub mod security;
 pub mod server;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -60,20 +61,29 @@ pub struct BrokerState {
     pub shutdown: CancellationToken,
     /// The controller quorum, when this broker is part of a cluster.
     pub quorum: Option<Arc<remote::ControllerClient>>,
-    applied_image_version: parking_lot::Mutex<u64>,
+    /// `host:port` of this node's HTTP listener as other nodes reach it
+    /// (registered with the controller), when it serves one.
+    pub http_endpoint: Option<String>,
+    /// The image the local partitions last matched.
+    applied_image: parking_lot::Mutex<Option<Arc<metadata::MetadataImage>>>,
 }
 
 impl BrokerState {
     /// Makes the local partitions match the current image, once per image version.
     pub fn sync_replicas(&self) {
         let image = self.image.load();
-        let mut applied = self.applied_image_version.lock();
-        if *applied == image.version {
+        let mut applied = self.applied_image.lock();
+        // Version 0 is the empty image before the first metadata arrives.
+        if applied.as_ref().map_or(0, |a| a.version) == image.version {
             return;
         }
         let (shrinks, expands) = self.replicas.apply_image(&image);
         self.metrics.isr_changed(shrinks, expands);
-        *applied = image.version;
+        if let Some(before) = applied.as_ref() {
+            self.metrics
+                .leaders_elected(metrics::leader_elections(before, &image));
+        }
+        *applied = Some(image);
     }
 
     /// Creates a topic with the broker defaults, as Metadata does for unknown
@@ -221,6 +231,10 @@ impl Broker {
             bound.push((Arc::<str>::from(l.name.as_str()), security, listener, local));
         }
         let local_addr = bound[0].3;
+        // Before registering (or writing the single node's own registration):
+        // the registration carries the HTTP endpoint.
+        let http = metrics::bind(&config).await;
+        let http_endpoint = http.as_ref().map(|(_, endpoint)| endpoint.clone());
         let mut tls_cells: Vec<_> = bound.iter().filter_map(|b| b.1.tls.clone()).collect();
         tls_cells.extend(controller_tls.iter().chain(&replication_tls).cloned());
         let replication_tls = replication_tls.map(|c| c as Arc<dyn kraftwerk_rpc::NodeTls>);
@@ -236,7 +250,11 @@ impl Broker {
         };
         let control: Arc<dyn ClusterControl> = match &quorum {
             Some(client) => Arc::new(remote::RemoteControl::new(client.clone(), image.clone())),
-            None => Arc::new(LocalController::open(&config, image.clone())?),
+            None => Arc::new(LocalController::open(
+                &config,
+                image.clone(),
+                http_endpoint.clone(),
+            )?),
         };
         let replicas = ReplicaManager::new(&config);
         replicas.clean_deleted_dirs();
@@ -259,7 +277,8 @@ impl Broker {
             quotas: quotas::QuotaManager::new(&config),
             shutdown: shutdown.clone(),
             quorum: quorum.clone(),
-            applied_image_version: parking_lot::Mutex::new(0),
+            http_endpoint,
+            applied_image: parking_lot::Mutex::new(None),
         });
         let tracker = TaskTracker::new();
         let registration = Arc::new(lifecycle::Registration::default());
@@ -333,14 +352,10 @@ impl Broker {
         });
         // Loads the __transaction_state partitions led here; markers and timeouts.
         tracker.spawn(txn::run(state.clone()));
-        if let Some(addr) = config
-            .value_of(metrics::HTTP_LISTENER_KEY)
-            .map(|a| a.trim().to_string())
-            .filter(|a| !a.is_empty())
-        {
+        if let Some((listener, _)) = http {
             tracker.spawn(metrics::serve(
                 state.clone(),
-                addr,
+                listener,
                 http_routes,
                 shutdown.clone(),
             ));

@@ -143,6 +143,7 @@ async fn register(
             .collect(),
         rack: state.config.raw.get("broker.rack").cloned(),
         replication_endpoint: state.replicas.replication_endpoint(),
+        http_endpoint: state.http_endpoint.clone(),
     };
     let epoch = client
         .call(

@@ -6,9 +6,15 @@
 //! The hot path only adds to per-topic and per-API counters (one map
 //! lookup per topic per request, never per record); everything that is
 //! state rather than a count (under-replicated partitions, log sizes, the
-//! active controller, process CPU and memory) is read when scraped.
+//! active controller, the metadata quorum, process CPU and memory) is read
+//! when scraped.
+//!
+//! The same listener serves `GET /api/v1/stats` ([`crate::stats`]), the
+//! per-topic counters of every broker as JSON.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,12 +23,18 @@ use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use prometheus_client::encoding::EncodeLabelSet;
+use kraftwerk_metadata::MetadataImage;
+use kraftwerk_types::BrokerConfig;
+use parking_lot::{Mutex, RwLock};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -55,6 +67,138 @@ pub struct LagLabels {
     pub partition: String,
 }
 
+/// The counters of one topic, shared with the Prometheus families (a
+/// `Counter` clone adds to the same value).
+#[derive(Clone)]
+struct TopicCounters {
+    bytes_in: Counter,
+    bytes_out: Counter,
+    messages_in: Counter,
+}
+
+/// One topic's counters since the process started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicTotals {
+    pub topic: String,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub messages_in: u64,
+}
+
+/// The metadata quorum as this node sees it when scraped (KRaft's
+/// `kafka.server:type=raft-metrics`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuorumView {
+    /// The quorum leader's node id.
+    pub leader: Option<u64>,
+    /// The Raft term (KRaft's epoch).
+    pub epoch: Option<u64>,
+    /// The last committed offset of the metadata log this node knows.
+    pub high_watermark: Option<u64>,
+    /// What only a node hosting a controller knows.
+    pub controller: Option<ControllerView>,
+}
+
+/// The local controller's side of [`QuorumView`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControllerView {
+    /// KRaft's name of the Raft state (`leader`, `follower`, ...), if known.
+    pub state: Option<String>,
+    pub log_end_offset: Option<u64>,
+    /// On the leader: each voter's id and how many entries it lags behind
+    /// the leader's log end offset.
+    pub voter_lag: Vec<(u64, u64)>,
+}
+
+/// How long a scrape waits for this node's own controller to describe the
+/// quorum before it reports what the broker side knows.
+const LOCAL_QUORUM_STATUS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// The values that are not a `Counter` or `Gauge` of the registry: the
+/// leader-election count under its JMX exporter name (which ends in
+/// `_count`, a suffix an OpenMetrics counter cannot have) and the quorum
+/// metrics, some of which exist only on controller nodes.
+#[derive(Debug, Default)]
+struct ScrapedValues {
+    leader_elections: AtomicU64,
+    quorum: Mutex<QuorumView>,
+}
+
+impl Collector for ScrapedValues {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        fn gauge(
+            encoder: &mut DescriptorEncoder,
+            name: &str,
+            help: &str,
+            value: i64,
+        ) -> Result<(), std::fmt::Error> {
+            let g = ConstGauge::new(value);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+        }
+        let or_unknown = |v: Option<u64>| v.and_then(|v| i64::try_from(v).ok()).unwrap_or(-1);
+        let elections = ConstGauge::new(
+            i64::try_from(self.leader_elections.load(Ordering::Relaxed)).unwrap_or(i64::MAX),
+        );
+        // `unknown` (the JMX exporter's `untyped`): a monotonic count.
+        elections.encode(encoder.encode_descriptor(
+            "kafka_controller_controllerstats_leaderelectionrateandtimems_count",
+            "Partition leader elections seen in this node's metadata image since it started (a partition's leader changed, to or from none included)",
+            None,
+            MetricType::Unknown,
+        )?)?;
+        let quorum = self.quorum.lock().clone();
+        gauge(
+            &mut encoder,
+            "kafka_server_raftmetrics_current_leader",
+            "Node id of the metadata quorum's leader as this node knows it, -1 if unknown",
+            or_unknown(quorum.leader),
+        )?;
+        gauge(
+            &mut encoder,
+            "kafka_server_raftmetrics_current_epoch",
+            "The metadata quorum's epoch (Raft term) as this node knows it, -1 if unknown",
+            or_unknown(quorum.epoch),
+        )?;
+        gauge(
+            &mut encoder,
+            "kafka_server_raftmetrics_high_watermark",
+            "The metadata log's committed offset as this node knows it, -1 if unknown",
+            or_unknown(quorum.high_watermark),
+        )?;
+        let Some(controller) = quorum.controller else {
+            return Ok(());
+        };
+        gauge(
+            &mut encoder,
+            "kafka_server_raftmetrics_log_end_offset",
+            "The end offset of this controller's copy of the metadata log, -1 if unknown",
+            or_unknown(controller.log_end_offset),
+        )?;
+        if let Some(state) = &controller.state {
+            let mut family = encoder.encode_descriptor(
+                "kafka_server_raftmetrics_current_state",
+                "1 for this controller's Raft state (leader, candidate, follower, observer)",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(1i64).encode(family.encode_family(&[("state", state.as_str())])?)?;
+        }
+        if !controller.voter_lag.is_empty() {
+            let mut family = encoder.encode_descriptor(
+                "kafka_server_raftmetrics_voter_lag",
+                "On the quorum leader: how many metadata log entries each voter lags behind it",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (voter, lag) in &controller.voter_lag {
+                ConstGauge::new(i64::try_from(*lag).unwrap_or(i64::MAX))
+                    .encode(family.encode_family(&[("voter", voter.to_string())])?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 fn request_histogram() -> Histogram {
     // 0.1 ms to about 6.5 s.
     Histogram::new(exponential_buckets(0.1, 2.0, 17))
@@ -79,6 +223,12 @@ pub struct BrokerMetrics {
     group_lag: Family<LagLabels, Gauge>,
     cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     resident_bytes: Gauge,
+    /// Each topic's counters by name: one lookup by `&str` on the hot path.
+    /// Grows with the topics this node served (as the families do).
+    topics: RwLock<HashMap<String, TopicCounters>>,
+    /// Requests answered, all APIs together.
+    requests_total: AtomicU64,
+    scraped: Arc<ScrapedValues>,
 }
 
 impl Default for BrokerMetrics {
@@ -189,6 +339,8 @@ impl BrokerMetrics {
             "Resident memory of the process in bytes",
             resident_bytes.clone(),
         );
+        let scraped = Arc::new(ScrapedValues::default());
+        registry.register_collector(Box::new(scraped.clone()));
         BrokerMetrics {
             registry,
             bytes_in,
@@ -207,16 +359,39 @@ impl BrokerMetrics {
             group_lag,
             cpu_seconds,
             resident_bytes,
+            topics: RwLock::new(HashMap::new()),
+            requests_total: AtomicU64::new(0),
+            scraped,
         }
+    }
+
+    /// Runs `f` on `topic`'s counters, creating them (and their series)
+    /// the first time the topic is seen.
+    fn with_topic(&self, topic: &str, f: impl FnOnce(&TopicCounters)) {
+        if let Some(counters) = self.topics.read().get(topic) {
+            f(counters);
+            return;
+        }
+        let mut topics = self.topics.write();
+        let counters = topics.entry(topic.to_string()).or_insert_with(|| {
+            let labels = TopicLabels {
+                topic: topic.to_string(),
+            };
+            TopicCounters {
+                bytes_in: self.bytes_in.get_or_create_owned(&labels),
+                bytes_out: self.bytes_out.get_or_create_owned(&labels),
+                messages_in: self.messages_in.get_or_create_owned(&labels),
+            }
+        });
+        f(counters);
     }
 
     /// A producer's batches were appended to `topic`.
     pub fn produced(&self, topic: &str, bytes: u64, records: u64) {
-        let labels = TopicLabels {
-            topic: topic.to_string(),
-        };
-        self.bytes_in.get_or_create(&labels).inc_by(bytes);
-        self.messages_in.get_or_create(&labels).inc_by(records);
+        self.with_topic(topic, |c| {
+            c.bytes_in.inc_by(bytes);
+            c.messages_in.inc_by(records);
+        });
     }
 
     /// Record batches of `topic` went out in a consumer's fetch answer.
@@ -224,10 +399,9 @@ impl BrokerMetrics {
         if bytes == 0 {
             return;
         }
-        let labels = TopicLabels {
-            topic: topic.to_string(),
-        };
-        self.bytes_out.get_or_create(&labels).inc_by(bytes);
+        self.with_topic(topic, |c| {
+            c.bytes_out.inc_by(bytes);
+        });
     }
 
     /// ISRs of partitions led here shrank or grew in a new image.
@@ -236,15 +410,50 @@ impl BrokerMetrics {
         self.isr_expands.inc_by(expands);
     }
 
+    /// A new image elected `elections` partition leaders ([`leader_elections`]).
+    pub fn leaders_elected(&self, elections: u64) {
+        self.scraped
+            .leader_elections
+            .fetch_add(elections, Ordering::Relaxed);
+    }
+
     /// One request of `api` was answered after `elapsed`.
     pub fn answered(&self, api: &str, elapsed: Duration) {
         let labels = RequestLabels {
             request: api.to_string(),
         };
         self.requests.get_or_create(&labels).inc();
+        self.requests_total.fetch_add(1, Ordering::Relaxed);
         self.request_time_ms
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64() * 1000.0);
+    }
+
+    /// Each topic's counters since the process started, by topic name.
+    pub fn topic_totals(&self) -> Vec<TopicTotals> {
+        let mut totals: Vec<TopicTotals> = self
+            .topics
+            .read()
+            .iter()
+            .map(|(topic, c)| TopicTotals {
+                topic: topic.clone(),
+                bytes_in: c.bytes_in.get(),
+                bytes_out: c.bytes_out.get(),
+                messages_in: c.messages_in.get(),
+            })
+            .collect();
+        totals.sort_by(|a, b| a.topic.cmp(&b.topic));
+        totals
+    }
+
+    /// Kafka requests answered since the process started, all APIs together.
+    pub fn requests_total(&self) -> u64 {
+        self.requests_total.load(Ordering::Relaxed)
+    }
+
+    /// The quorum as the next scrape reports it.
+    pub fn set_quorum(&self, quorum: QuorumView) {
+        *self.scraped.quorum.lock() = quorum;
     }
 
     /// Reads the state-like metrics, then encodes everything.
@@ -334,7 +543,99 @@ fn process_usage() -> Option<(f64, i64)> {
     Some((cpu, rss_kib * 1024))
 }
 
+/// How many partition leader elections lie between two images: the sum of
+/// the partitions' leader epoch increases. Every change of leader (to or
+/// from none too) bumps the epoch, so elections between two images this
+/// node applied are counted even when it saw only the second. Partitions
+/// that are new (or of a topic deleted and created again) count nothing.
+pub fn leader_elections(before: &MetadataImage, after: &MetadataImage) -> u64 {
+    let mut elections = 0u64;
+    for (name, topic) in &after.topics {
+        let Some(earlier) = before.topics.get(name).filter(|t| t.id == topic.id) else {
+            continue;
+        };
+        for (p, q) in earlier.partitions.iter().zip(&topic.partitions) {
+            let bumps = i64::from(q.leader_epoch) - i64::from(p.leader_epoch);
+            elections += u64::try_from(bumps).unwrap_or(0);
+        }
+    }
+    elections
+}
+
+/// Whether this node hosts a voter of the controller quorum: it is among
+/// `controller.quorum.voters` and `process.roles` names `controller`
+/// (unset means `broker,controller`, as `kraftwerk server` reads it).
+fn hosts_controller(config: &BrokerConfig, client: &crate::remote::ControllerClient) -> bool {
+    let controller_role = config
+        .raw
+        .get("process.roles")
+        .is_none_or(|roles| roles.split(',').any(|r| r.trim() == "controller"));
+    controller_role && u64::try_from(config.node_id).is_ok_and(|id| client.is_voter(id))
+}
+
+/// The metadata quorum as this node sees it. A single node is its own
+/// quorum of one (as DescribeQuorum answers there); a node that hosts a
+/// controller asks that controller (a local call, at most
+/// [`LOCAL_QUORUM_STATUS_TIMEOUT`]); a broker reports the leader and epoch
+/// its metadata fetches learned, and its image's offset as the high
+/// watermark.
+pub async fn quorum_view(state: &BrokerState) -> QuorumView {
+    let image = state.image.load();
+    let me = u64::try_from(state.config.node_id).ok();
+    let Some(client) = &state.quorum else {
+        return QuorumView {
+            leader: me,
+            epoch: Some(1),
+            high_watermark: Some(image.version),
+            controller: Some(ControllerView {
+                state: Some("leader".to_string()),
+                log_end_offset: Some(image.version),
+                voter_lag: me.map(|id| vec![(id, 0)]).unwrap_or_default(),
+            }),
+        };
+    };
+    let broker_view = QuorumView {
+        leader: client.active_controller(),
+        epoch: client.leader_epoch(),
+        high_watermark: (image.version > 0).then_some(image.version),
+        controller: None,
+    };
+    let Some(me) = me.filter(|_| hosts_controller(&state.config, client)) else {
+        return broker_view;
+    };
+    let s = match client
+        .quorum_status_of(me, LOCAL_QUORUM_STATUS_TIMEOUT)
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "this node's controller did not describe the quorum; reporting the broker's view");
+            return broker_view;
+        }
+    };
+    let leading = s.leader_id == Some(me);
+    let voter_lag = match (leading, s.last_log_index) {
+        (true, Some(end)) => s
+            .voters
+            .iter()
+            .filter_map(|v| Some((v.node_id, end.saturating_sub(v.matched_index?))))
+            .collect(),
+        _ => Vec::new(),
+    };
+    QuorumView {
+        leader: s.leader_id,
+        epoch: Some(s.term),
+        high_watermark: s.commit_index,
+        controller: Some(ControllerView {
+            state: Some(s.state).filter(|st| !st.is_empty()),
+            log_end_offset: s.last_log_index,
+            voter_lag,
+        }),
+    }
+}
+
 async fn metrics(State(state): State<Arc<BrokerState>>) -> impl IntoResponse {
+    state.metrics.set_quorum(quorum_view(&state).await);
     let body = state.metrics.render(&state);
     (
         [(
@@ -345,30 +646,69 @@ async fn metrics(State(state): State<Arc<BrokerState>>) -> impl IntoResponse {
     )
 }
 
-/// Serves `GET /metrics` on `addr` until `shutdown`. A listener that
-/// cannot be bound is logged and left out: the broker keeps serving Kafka.
+/// Binds the HTTP listener (`kraftwerk.http.listener`) and says where
+/// other nodes reach it. `None` when it is turned off (empty) or cannot be
+/// bound; that is logged, and the broker keeps serving Kafka without it.
+pub async fn bind(config: &BrokerConfig) -> Option<(TcpListener, String)> {
+    let addr = config
+        .value_of(HTTP_LISTENER_KEY)
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())?;
+    let bound = match TcpListener::bind(&addr).await {
+        Ok(l) => l.local_addr().map(|local| (l, local)),
+        Err(e) => Err(e),
+    };
+    match bound {
+        Ok((listener, local)) => {
+            let endpoint = advertised_http_endpoint(&addr, local.port(), config);
+            Some((listener, endpoint))
+        }
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "the HTTP listener ({HTTP_LISTENER_KEY}) could not be bound; /metrics is not served");
+            None
+        }
+    }
+}
+
+/// `host:port` where other nodes reach an HTTP listener configured as
+/// `addr` and bound on `port`: a wildcard host (`0.0.0.0`, `::`, none)
+/// is replaced by the host of the node's first advertised listener.
+fn advertised_http_endpoint(addr: &str, port: u16, config: &BrokerConfig) -> String {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = match host {
+        "" | "0.0.0.0" | "::" => crate::listeners::advertised_endpoints(config)
+            .into_iter()
+            .next()
+            .map_or_else(|| "127.0.0.1".to_string(), |e| e.host),
+        h => h.to_string(),
+    };
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Serves `GET /metrics` and `GET /api/v1/stats` on `listener`, and
+/// `routes` beside them, until `shutdown`.
 pub async fn serve(
     state: Arc<BrokerState>,
-    addr: String,
+    listener: TcpListener,
     routes: Option<Router>,
     shutdown: CancellationToken,
 ) {
-    let listener = match TcpListener::bind(&addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(%addr, error = %e, "the HTTP listener ({HTTP_LISTENER_KEY}) could not be bound; /metrics is not served");
-            return;
-        }
-    };
     let bound: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(
         ?bound,
+        endpoint = state.http_endpoint.as_deref(),
         api = routes.is_some(),
-        "HTTP listener serving /metrics"
+        "HTTP listener serving /metrics and /api/v1/stats"
     );
     let mut app = Router::new()
         .route("/metrics", get(metrics))
-        .with_state(state);
+        .with_state(state.clone())
+        .merge(crate::stats::router(state));
     if let Some(routes) = routes {
         app = app.merge(routes);
     }
@@ -377,5 +717,179 @@ pub async fn serve(
         .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "the HTTP listener failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use kraftwerk_metadata::{PartitionRecord, TopicRecord};
+    use kraftwerk_types::TopicId;
+
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> BrokerConfig {
+        let raw: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        BrokerConfig::from_map(raw).expect("valid config")
+    }
+
+    #[test]
+    fn the_http_endpoint_names_a_host_other_nodes_reach() {
+        let c = config(&[
+            ("listeners", "PLAINTEXT://0.0.0.0:9092"),
+            ("advertised.listeners", "PLAINTEXT://kafka-1:9092"),
+        ]);
+        for (addr, port, expected) in [
+            ("0.0.0.0:9080", 9080, "kafka-1:9080"),
+            ("[::]:0", 41234, "kafka-1:41234"),
+            (":9080", 9080, "kafka-1:9080"),
+            ("10.0.0.5:9080", 9080, "10.0.0.5:9080"),
+            ("127.0.0.1:0", 40000, "127.0.0.1:40000"),
+            ("[::1]:9080", 9080, "[::1]:9080"),
+        ] {
+            assert_eq!(advertised_http_endpoint(addr, port, &c), expected, "{addr}");
+        }
+        let unadvertised = config(&[("listeners", "PLAINTEXT://0.0.0.0:9092")]);
+        assert_eq!(
+            advertised_http_endpoint("0.0.0.0:9080", 9080, &unadvertised),
+            "127.0.0.1:9080"
+        );
+    }
+
+    fn image(leaders: &[(i32, i32)], topic_id: TopicId) -> MetadataImage {
+        let partitions = leaders
+            .iter()
+            .enumerate()
+            .map(|(i, (leader, leader_epoch))| PartitionRecord {
+                partition: i as i32,
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2, 3],
+                leader: *leader,
+                leader_epoch: *leader_epoch,
+                partition_epoch: *leader_epoch,
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
+            })
+            .collect();
+        let mut image = MetadataImage::default();
+        image.topics.insert(
+            "t".into(),
+            TopicRecord {
+                name: "t".into(),
+                id: topic_id,
+                partitions,
+                configs: BTreeMap::new(),
+            },
+        );
+        image.reindex();
+        image
+    }
+
+    #[test]
+    fn leader_elections_are_counted_from_leader_epochs() {
+        let id = TopicId::random();
+        let before = image(&[(1, 0), (2, 0)], id);
+        for (after, expected, case) in [
+            (vec![(1, 0), (2, 0)], 0, "nothing changed"),
+            (vec![(2, 1), (2, 0)], 1, "one leader moved"),
+            (vec![(-1, 1), (2, 0)], 1, "a partition went offline"),
+            (
+                vec![(3, 2), (3, 1)],
+                3,
+                "two elections of one partition between two images",
+            ),
+            (
+                vec![(1, 0), (2, 0), (3, 0)],
+                0,
+                "a new partition is no election",
+            ),
+        ] {
+            assert_eq!(
+                leader_elections(&before, &image(&after, id)),
+                expected,
+                "{case}"
+            );
+        }
+        let recreated = image(&[(2, 0), (3, 4)], TopicId::random());
+        assert_eq!(
+            leader_elections(&before, &recreated),
+            0,
+            "a topic created again"
+        );
+    }
+
+    #[test]
+    fn scraped_values_export_quorum_state_only_where_known() {
+        let metrics = BrokerMetrics::new();
+        metrics.leaders_elected(2);
+        metrics.set_quorum(QuorumView {
+            leader: Some(2),
+            epoch: None,
+            high_watermark: Some(17),
+            controller: None,
+        });
+        let mut broker = String::new();
+        prometheus_client::encoding::text::encode(&mut broker, &metrics.registry).expect("encodes");
+        for line in [
+            "kafka_controller_controllerstats_leaderelectionrateandtimems_count 2",
+            "kafka_server_raftmetrics_current_leader 2",
+            "kafka_server_raftmetrics_current_epoch -1",
+            "kafka_server_raftmetrics_high_watermark 17",
+        ] {
+            assert!(broker.lines().any(|l| l == line), "{line} in\n{broker}");
+        }
+        assert!(!broker.contains("raftmetrics_current_state"), "{broker}");
+        metrics.set_quorum(QuorumView {
+            leader: Some(1),
+            epoch: Some(3),
+            high_watermark: Some(20),
+            controller: Some(ControllerView {
+                state: Some("leader".into()),
+                log_end_offset: Some(21),
+                voter_lag: vec![(1, 0), (2, 4)],
+            }),
+        });
+        let mut controller = String::new();
+        prometheus_client::encoding::text::encode(&mut controller, &metrics.registry)
+            .expect("encodes");
+        for line in [
+            "kafka_server_raftmetrics_log_end_offset 21",
+            "kafka_server_raftmetrics_current_state{state=\"leader\"} 1",
+            "kafka_server_raftmetrics_voter_lag{voter=\"2\"} 4",
+        ] {
+            assert!(
+                controller.lines().any(|l| l == line),
+                "{line} in\n{controller}"
+            );
+        }
+    }
+
+    #[test]
+    fn topic_totals_follow_the_prometheus_counters() {
+        let metrics = BrokerMetrics::new();
+        metrics.produced("b", 100, 2);
+        metrics.produced("a", 10, 1);
+        metrics.produced("b", 50, 1);
+        metrics.fetched("b", 70);
+        metrics.answered("Produce", Duration::from_millis(1));
+        metrics.answered("Fetch", Duration::from_millis(1));
+        let totals = metrics.topic_totals();
+        assert_eq!(
+            totals
+                .iter()
+                .map(|t| (t.topic.as_str(), t.bytes_in, t.bytes_out, t.messages_in))
+                .collect::<Vec<_>>(),
+            [("a", 10, 0, 1), ("b", 150, 70, 3)]
+        );
+        assert_eq!(metrics.requests_total(), 2);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &metrics.registry).expect("encodes");
+        assert!(text
+            .lines()
+            .any(|l| l == "kafka_server_brokertopicmetrics_bytesinpersec_total{topic=\"b\"} 150"));
     }
 }

@@ -79,6 +79,9 @@ pub struct ControllerClient {
     tls: Option<Arc<dyn NodeTls>>,
     channels: Mutex<HashMap<u64, Channel>>,
     active: Mutex<Option<u64>>,
+    /// The highest Raft term (KRaft's leader epoch) a metadata answer
+    /// carried; `None` before the first, or from controllers that predate it.
+    leader_epoch: Mutex<Option<u64>>,
     next: Mutex<usize>,
 }
 
@@ -91,6 +94,7 @@ impl ControllerClient {
             tls,
             channels: Mutex::new(HashMap::new()),
             active: Mutex::new(None),
+            leader_epoch: Mutex::new(None),
             next: Mutex::new(0),
         }
     }
@@ -132,6 +136,11 @@ impl ControllerClient {
 
     pub fn active_controller(&self) -> Option<u64> {
         *self.active.lock()
+    }
+
+    /// The quorum's leader epoch as the last metadata answers told it.
+    pub fn leader_epoch(&self) -> Option<u64> {
+        *self.leader_epoch.lock()
     }
 
     /// Runs `f` against the active controller, retrying on other nodes while
@@ -198,21 +207,54 @@ impl ControllerClient {
         known_version: u64,
         max_wait_ms: u32,
     ) -> Result<pb::FetchMetadataResponse, ControllerError> {
-        self.call(
-            "fetch metadata",
-            Duration::from_millis(max_wait_ms as u64) + ATTEMPT_TIMEOUT,
-            |mut c| async move {
-                let r = c
-                    .fetch_metadata(pb::FetchMetadataRequest {
-                        known_version,
-                        max_wait_ms,
-                    })
-                    .await?
-                    .into_inner();
-                Ok((r.status.clone(), r))
-            },
-        )
-        .await
+        let r = self
+            .call(
+                "fetch metadata",
+                Duration::from_millis(max_wait_ms as u64) + ATTEMPT_TIMEOUT,
+                |mut c| async move {
+                    let r = c
+                        .fetch_metadata(pb::FetchMetadataRequest {
+                            known_version,
+                            max_wait_ms,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((r.status.clone(), r))
+                },
+            )
+            .await?;
+        if let Some(epoch) = r.leader_epoch {
+            let mut known = self.leader_epoch.lock();
+            // Terms only grow; an answer that overtook a newer one is older.
+            *known = Some(known.map_or(epoch, |k| k.max(epoch)));
+        }
+        Ok(r)
+    }
+
+    /// The quorum as controller `id` sees it, from that node only (no
+    /// retries on others): how a combined node reads its own controller.
+    pub async fn quorum_status_of(
+        &self,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<pb::QuorumStatusResponse, ControllerError> {
+        let mut client = GrpcClient::new(self.channel(id)?);
+        match tokio::time::timeout(timeout, client.quorum_status(pb::QuorumStatusRequest {})).await
+        {
+            Ok(Ok(r)) => Ok(r.into_inner()),
+            Ok(Err(status)) => Err(ControllerError::Unavailable(format!(
+                "controller {id}: {}",
+                status.message()
+            ))),
+            Err(_) => Err(ControllerError::Unavailable(format!(
+                "controller {id}: no answer within {timeout:?}"
+            ))),
+        }
+    }
+
+    /// Whether `id` is one of the quorum's voters.
+    pub fn is_voter(&self, id: u64) -> bool {
+        self.voters.contains_key(&id)
     }
 
     pub async fn quorum_status(&self) -> Result<pb::QuorumStatusResponse, ControllerError> {

@@ -241,37 +241,48 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The HTTP API's routes (`/api/v1`, kraftwerk-console), answering through
-/// this node's first PLAINTEXT Kafka listener; None when it is turned off
-/// (`kraftwerk.http.api.enable=false`), when the node has no such listener,
-/// or when an authorizer is configured: the API does not authenticate its
-/// callers yet, and on a secured cluster it would act for whoever reaches
-/// the HTTP port with the rights of that listener's `User:ANONYMOUS`.
+/// The web console and HTTP API routes (kraftwerk-console), answering
+/// through one of this node's Kafka listeners; None when they are turned off
+/// (`kraftwerk.http.api.enable=false`) or no listener serves them.
+///
+/// With an authorizer, the first SASL listener offering PLAIN or SCRAM is
+/// used, so that callers sign in (HTTP Basic) and act as their own
+/// principal under the ACLs; otherwise the first PLAINTEXT listener (whose
+/// callers act as `User:ANONYMOUS`, as any client of that port does), else
+/// the first such SASL listener. A SASL_SSL listener is used only when the
+/// node has a truststore for it to check its own certificate with.
 fn http_api(config: &BrokerConfig) -> Option<axum::Router> {
+    use kraftwerk_types::config::SecurityProtocol;
     if config
         .value_of("kraftwerk.http.api.enable")
         .is_some_and(|v| v.trim() == "false")
     {
         return None;
     }
-    if config
+    let read_only = config
+        .value_of("kraftwerk.http.api.read.only")
+        .is_some_and(|v| v.trim() == "true");
+    let listeners = kraftwerk_broker::listeners::kafka_listeners(config);
+    let plaintext = listeners
+        .iter()
+        .find(|l| config.security_protocol(&l.name) == SecurityProtocol::Plaintext);
+    let sasl = listeners.iter().find_map(|l| {
+        let security = sasl_client_security(config, &l.name)?;
+        Some((l, security))
+    });
+    let authorizer = config
         .value_of("authorizer.class.name")
-        .is_some_and(|v| !v.trim().is_empty())
-    {
-        tracing::info!("an authorizer is configured: the HTTP API (/api/v1), which does not authenticate yet, is not served");
-        return None;
-    }
-    let listener = kraftwerk_broker::listeners::kafka_listeners(config)
-        .into_iter()
-        .find(|l| {
-            config.security_protocol(&l.name)
-                == kraftwerk_types::config::SecurityProtocol::Plaintext
-        });
-    let Some(listener) = listener else {
-        tracing::info!(
-            "no PLAINTEXT Kafka listener on this node: the HTTP API (/api/v1) is not served"
-        );
-        return None;
+        .is_some_and(|v| !v.trim().is_empty());
+    let (listener, security) = match (authorizer, plaintext, sasl) {
+        (true, _, Some((l, s))) => (l, Some(s)),
+        (_, Some(l), _) => (l, None),
+        (_, None, Some((l, s))) => (l, Some(s)),
+        (_, None, None) => {
+            tracing::info!(
+                "no PLAINTEXT listener, nor a SASL one with PLAIN or SCRAM: the console and HTTP API (/api/v1) are not served"
+            );
+            return None;
+        }
     };
     let host = match listener.host.as_str() {
         "" | "0.0.0.0" => "127.0.0.1".to_string(),
@@ -287,9 +298,55 @@ fn http_api(config: &BrokerConfig) -> Option<axum::Router> {
         bootstrap_servers: vec![format!("{host}:{port}")],
         client_id: "kraftwerk-http-api".to_string(),
         request_timeout_ms: 15_000,
+        security,
         ..kraftwerk_client::ClientConfig::default()
     };
-    Some(kraftwerk_console::router(client))
+    Some(kraftwerk_console::router(
+        kraftwerk_console::ConsoleConfig { client, read_only },
+    ))
+}
+
+/// Client settings for reaching this node's SASL listener `name` with a
+/// mechanism the client speaks (the user is filled in per caller); None
+/// when the listener is not SASL, offers neither PLAIN nor SCRAM, or uses
+/// TLS without a truststore here.
+fn sasl_client_security(
+    config: &BrokerConfig,
+    name: &str,
+) -> Option<kraftwerk_client::security::ClientSecurity> {
+    let protocol = config.security_protocol(name);
+    if !protocol.uses_sasl() {
+        return None;
+    }
+    let mechanisms = config
+        .listener_value(name, "sasl.enabled.mechanisms")
+        .unwrap_or_default();
+    let mechanism = ["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"]
+        .into_iter()
+        .find(|m| mechanisms.split(',').any(|e| e.trim() == *m))?;
+    let mut props = std::collections::BTreeMap::new();
+    props.insert("security.protocol".to_string(), protocol.name().to_string());
+    props.insert("sasl.mechanism".to_string(), mechanism.to_string());
+    props.insert(
+        "sasl.jaas.config".to_string(),
+        "username=\"-\" password=\"-\"".to_string(),
+    );
+    if protocol.uses_tls() {
+        let truststore = config.listener_value(name, "ssl.truststore.location")?;
+        props.insert("ssl.truststore.location".to_string(), truststore);
+        // The node reaches itself over loopback, not by the certificate's name.
+        props.insert(
+            "ssl.endpoint.identification.algorithm".to_string(),
+            String::new(),
+        );
+    }
+    match kraftwerk_client::security::ClientSecurity::from_properties(&props) {
+        Ok(security) => security,
+        Err(e) => {
+            tracing::info!(listener = name, error = %e, "the HTTP API cannot use this listener");
+            None
+        }
+    }
 }
 
 /// `kraftwerk server --check`: what `run` reads before it binds, without

@@ -137,6 +137,20 @@ pub struct QuorumDescription {
     pub voters: Vec<(i32, i64)>,
 }
 
+/// One partition replica's log on one broker, as DescribeLogDirs reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaLogDir {
+    pub broker_id: i32,
+    pub log_dir: String,
+    pub topic: String,
+    pub partition: i32,
+    /// Bytes the replica's log takes on disk.
+    pub size_bytes: i64,
+    /// How far the replica is behind its leader's high watermark (0 on the
+    /// leader).
+    pub offset_lag: i64,
+}
+
 /// The cluster as DescribeCluster (or Metadata) reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterDescription {
@@ -485,9 +499,26 @@ impl Admin {
     /// Cluster id, controller and brokers (DescribeCluster, or Metadata on
     /// brokers without it).
     pub async fn describe_cluster(&self) -> Result<ClusterDescription> {
+        self.describe_cluster_with(false).await
+    }
+
+    /// [`Admin::describe_cluster`] listing fenced brokers too (DescribeCluster
+    /// v2+ asked to include them, KIP-1073); brokers that cannot be asked
+    /// leave them out.
+    pub async fn describe_cluster_including_fenced(&self) -> Result<ClusterDescription> {
+        self.describe_cluster_with(true).await
+    }
+
+    async fn describe_cluster_with(&self, include_fenced: bool) -> Result<ClusterDescription> {
         let connection = self.cluster.any_connection().await?;
-        if connection.version_for::<DescribeClusterRequest>().is_ok() {
-            let response = connection.send(DescribeClusterRequest::default()).await?;
+        if let Ok(version) = connection.version_for::<DescribeClusterRequest>() {
+            let response = connection
+                .send_version(
+                    DescribeClusterRequest::default()
+                        .with_include_fenced_brokers(include_fenced && version >= 2),
+                    version,
+                )
+                .await?;
             ClientError::check(response.error_code, response.error_message.as_ref())?;
             let mut brokers: Vec<BrokerDescription> = response
                 .brokers
@@ -554,6 +585,37 @@ impl Admin {
                 .map(|v| (v.replica_id.0, v.log_end_offset))
                 .collect(),
         })
+    }
+
+    /// Every partition replica's log on every live broker (DescribeLogDirs
+    /// sent to each broker, all topics). A broker that cannot be reached
+    /// fails the call.
+    pub async fn describe_log_dirs(&self) -> Result<Vec<ReplicaLogDir>> {
+        let snapshot = self.cluster.refresh_metadata().await?;
+        let mut found = Vec::new();
+        for broker_id in snapshot.brokers.keys() {
+            let connection = self.cluster.connection(*broker_id).await?;
+            let response = connection
+                .send(kafka_protocol::messages::DescribeLogDirsRequest::default().with_topics(None))
+                .await?;
+            ClientError::check(response.error_code, None)?;
+            for dir in &response.results {
+                ClientError::check(dir.error_code, None)?;
+                for topic in &dir.topics {
+                    for p in &topic.partitions {
+                        found.push(ReplicaLogDir {
+                            broker_id: *broker_id,
+                            log_dir: dir.log_dir.to_string(),
+                            topic: topic.name.0.to_string(),
+                            partition: p.partition_index,
+                            size_bytes: p.partition_size,
+                            offset_lag: p.offset_lag,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// `(offset, timestamp)` of one partition for the given spec.

@@ -27,7 +27,8 @@ pub mod users;
 
 pub use admin::{
     Admin, BrokerDescription, ClusterDescription, ConfigEntry, CreateTopicResult, NewTopic,
-    OffsetSpec, PartitionDescription, QuorumDescription, TopicDescription, TopicResult,
+    OffsetSpec, PartitionDescription, QuorumDescription, ReplicaLogDir, TopicDescription,
+    TopicResult,
 };
 pub use bench::{BenchProduceOptions, BenchReport};
 pub use cluster::Cluster;

@@ -91,8 +91,13 @@ impl ClientSecurity {
                 ))
             }
         };
+        // Set but empty turns the host-name check off, so this key is read
+        // as written rather than through `get`.
+        let identification = props
+            .get("ssl.endpoint.identification.algorithm")
+            .map(|v| v.trim());
         let tls = if tls {
-            Some(Arc::new(tls_config(&get)?))
+            Some(Arc::new(tls_config(&get, identification)?))
         } else {
             None
         };
@@ -127,6 +132,22 @@ impl ClientSecurity {
             None
         };
         Ok(Some(ClientSecurity { tls, sasl }))
+    }
+
+    /// The same settings authenticating as `user` with `password` (for a
+    /// service that signs in on behalf of its callers); `None` when these
+    /// settings do not use SASL.
+    pub fn with_credentials(&self, user: &str, password: &str) -> Option<ClientSecurity> {
+        let (mechanism, ..) = self.sasl.as_ref()?;
+        Some(ClientSecurity {
+            tls: self.tls.clone(),
+            sasl: Some((*mechanism, user.to_string(), password.to_string())),
+        })
+    }
+
+    /// Whether these settings authenticate with SASL.
+    pub fn uses_sasl(&self) -> bool {
+        self.sasl.is_some()
     }
 
     /// Wraps a new TCP stream in TLS when configured.
@@ -192,7 +213,10 @@ impl ClientSecurity {
     }
 }
 
-fn tls_config(get: &dyn Fn(&str) -> Option<String>) -> Result<rustls::ClientConfig> {
+fn tls_config(
+    get: &dyn Fn(&str) -> Option<String>,
+    identification: Option<&str>,
+) -> Result<rustls::ClientConfig> {
     for key in ["ssl.truststore.type", "ssl.keystore.type"] {
         if let Some(t) = get(key) {
             if !t.eq_ignore_ascii_case("PEM") {
@@ -200,7 +224,7 @@ fn tls_config(get: &dyn Fn(&str) -> Option<String>) -> Result<rustls::ClientConf
             }
         }
     }
-    let verify_host_name = match get("ssl.endpoint.identification.algorithm").as_deref() {
+    let verify_host_name = match identification {
         None => true,
         Some(a) if a.eq_ignore_ascii_case("https") => true,
         Some("") => false,

@@ -1,20 +1,33 @@
-//! Layer 4: the HTTP API every node serves under `/api/v1` on its HTTP
-//! listener (`kraftwerk.http.listener`, beside `/metrics`), described by
+//! Layer 4: the web console and the HTTP API every node serves on its
+//! HTTP listener (`kraftwerk.http.listener`, beside `/metrics`): the
+//! console's pages under `/console/`, the API under `/api/v1`, described by
 //! the OpenAPI document at `/api/v1/openapi.json`.
 //!
 //! The API is a Kafka client of the node it runs in: each call goes through
-//! the node's own Kafka listener with Kraftwerk's client library, so it
-//! answers what any client would be answered, with Kafka's error codes
+//! one of the node's own Kafka listeners with Kraftwerk's client library, so
+//! it answers what any client would be answered, with Kafka's error codes
 //! (as JSON: `error_code`, Kafka's `error` name, `message`). Record shapes
 //! follow Confluent's REST Proxy v3 (`{"type": "STRING" | "JSON" |
 //! "BINARY", "data": ...}` for keys and values).
+//!
+//! When the listener it goes through uses SASL, every call must carry HTTP
+//! Basic credentials, which become that connection's SASL user: the caller
+//! is authenticated by the broker and its ACLs apply as to any client. In
+//! read-only mode only reads are served.
+//!
+//! The console is a page of plain HTML, CSS and JavaScript compiled into the
+//! binary (nothing is fetched from elsewhere): it reads and changes the
+//! cluster through the API above and draws its charts from the nodes'
+//! counters (`/api/v1/stats`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::engine::general_purpose::STANDARD as B64;
@@ -32,6 +45,11 @@ use serde_json::{json, Value};
 /// The OpenAPI 3.0 document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
+/// The console's page, style and script.
+const CONSOLE_HTML: &str = include_str!("ui/index.html");
+const CONSOLE_CSS: &str = include_str!("ui/console.css");
+const CONSOLE_JS: &str = include_str!("ui/console.js");
+
 /// The longest a records read waits for records to arrive.
 const MAX_POLL_MS: u64 = 10_000;
 /// The most records one read returns.
@@ -40,17 +58,42 @@ const MAX_RECORDS: usize = 1_000;
 /// request must not ask the cluster for millions).
 const MAX_PARTITIONS: i32 = 10_000;
 
+/// How the console and the API reach the node and whom they serve.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    /// This node as a Kafka client reaches it. When its security uses SASL,
+    /// callers must sign in (HTTP Basic) and act as themselves.
+    pub client: ClientConfig,
+    /// Serve reads only (`kraftwerk.http.api.read.only`).
+    pub read_only: bool,
+}
+
 /// What the API needs: how to reach this node as a Kafka client.
 pub struct Api {
     client: ClientConfig,
+    read_only: bool,
 }
 
-/// The `/api/v1` routes, answering through `client` (normally this node's
-/// own Kafka listener).
-pub fn router(client: ClientConfig) -> Router {
-    let api = Arc::new(Api { client });
+impl Api {
+    fn authenticates(&self) -> bool {
+        self.client.security.as_ref().is_some_and(|s| s.uses_sasl())
+    }
+}
+
+/// The console (`/`, `/console/`) and the `/api/v1` routes.
+pub fn router(config: ConsoleConfig) -> Router {
+    let api = Arc::new(Api {
+        client: config.client,
+        read_only: config.read_only,
+    });
     Router::new()
+        .route("/", get(|| async { Redirect::to("/console/") }))
+        .route("/console", get(|| async { Redirect::to("/console/") }))
+        .route("/console/", get(console_page))
+        .route("/console/console.css", get(console_css))
+        .route("/console/console.js", get(console_js))
         .route("/api/v1/openapi.json", get(openapi))
+        .route("/api/v1/session", get(session_info))
         .route("/api/v1/cluster", get(cluster))
         .route("/api/v1/brokers", get(brokers))
         .route("/api/v1/topics", get(list_topics).post(create_topic))
@@ -73,7 +116,131 @@ pub fn router(client: ClientConfig) -> Router {
             "/api/v1/groups/{group}/offsets",
             axum::routing::put(reset_offsets),
         )
+        .route_layer(axum::middleware::from_fn_with_state(api.clone(), guard))
         .with_state(api)
+}
+
+/// Turns away, before any handler runs, what this node does not serve to
+/// the caller: changes in read-only mode, and anything without credentials
+/// when callers must sign in (the page too, so that a browser asks for
+/// them once and sends them with every call the page makes).
+async fn guard(State(api): State<Arc<Api>>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    let reads = matches!(*request.method(), Method::GET | Method::HEAD);
+    if api.read_only && !reads && path.starts_with("/api/") {
+        return ApiError {
+            status: StatusCode::FORBIDDEN,
+            code: ErrorCode::POLICY_VIOLATION.0,
+            name: None,
+            message: "this node's HTTP API is read-only (kraftwerk.http.api.read.only=true)".into(),
+        }
+        .into_response();
+    }
+    let public = path == "/api/v1/openapi.json";
+    if api.authenticates() && !public && basic_credentials(request.headers()).is_none() {
+        return ApiError::unauthenticated("sign in with a SASL user (HTTP Basic)").into_response();
+    }
+    next.run(request).await
+}
+
+/// User and password of an `Authorization: Basic ...` header.
+fn basic_credentials(headers: &axum::http::HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, encoded) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = String::from_utf8(B64.decode(encoded.trim()).ok()?).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    if user.is_empty() {
+        return None;
+    }
+    Some((user.to_string(), password.to_string()))
+}
+
+/// One caller's way into the cluster: this node's client settings, signed
+/// in as the caller when the API authenticates.
+pub struct Session {
+    client: ClientConfig,
+    user: Option<String>,
+}
+
+impl Session {
+    async fn admin(&self) -> Result<Admin, ApiError> {
+        Ok(Admin::new(self.client.clone()).await?)
+    }
+}
+
+impl FromRequestParts<Arc<Api>> for Session {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, api: &Arc<Api>) -> Result<Session, ApiError> {
+        if !api.authenticates() {
+            return Ok(Session {
+                client: api.client.clone(),
+                user: None,
+            });
+        }
+        let (user, password) = basic_credentials(&parts.headers)
+            .ok_or_else(|| ApiError::unauthenticated("sign in with a SASL user (HTTP Basic)"))?;
+        let security = api
+            .client
+            .security
+            .as_ref()
+            .and_then(|s| s.with_credentials(&user, &password));
+        let mut client = api.client.clone();
+        client.security = security;
+        Ok(Session {
+            client,
+            user: Some(user),
+        })
+    }
+}
+
+async fn console_page() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        CONSOLE_HTML,
+    )
+        .into_response()
+}
+
+async fn console_css() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        CONSOLE_CSS,
+    )
+        .into_response()
+}
+
+async fn console_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        CONSOLE_JS,
+    )
+        .into_response()
+}
+
+/// Who the caller is to the cluster and what this node lets them do. With
+/// credentials, they are checked against the broker first.
+async fn session_info(session: Session, State(api): State<Arc<Api>>) -> Answer {
+    if session.user.is_some() {
+        session.admin().await?;
+    }
+    ok(json!({
+        "principal": format!("User:{}", session.user.as_deref().unwrap_or("ANONYMOUS")),
+        "authenticated": session.user.is_some(),
+        "read_only": api.read_only,
+    }))
 }
 
 /// An answer of the API: JSON with a status, or an error.
@@ -96,6 +263,15 @@ impl ApiError {
         ApiError {
             status: StatusCode::BAD_REQUEST,
             code: ErrorCode::INVALID_REQUEST.0,
+            name: None,
+            message: message.into(),
+        }
+    }
+
+    fn unauthenticated(message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            code: ErrorCode::SASL_AUTHENTICATION_FAILED.0,
             name: None,
             message: message.into(),
         }
@@ -162,6 +338,7 @@ fn status_of(code: i16) -> StatusCode {
         | ErrorCode::GROUP_AUTHORIZATION_FAILED
         | ErrorCode::CLUSTER_AUTHORIZATION_FAILED
         | ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED => StatusCode::FORBIDDEN,
+        ErrorCode::SASL_AUTHENTICATION_FAILED => StatusCode::UNAUTHORIZED,
         ErrorCode::THROTTLING_QUOTA_EXCEEDED => StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::MESSAGE_TOO_LARGE | ErrorCode::RECORD_LIST_TOO_LARGE => {
             StatusCode::PAYLOAD_TOO_LARGE
@@ -191,15 +368,21 @@ impl IntoResponse for ApiError {
             (None, Some(camel)) => upper_snake(camel),
             (None, None) => "UNKNOWN_SERVER_ERROR".to_string(),
         };
-        (
-            self.status,
-            Json(json!({
-                "error_code": self.code,
-                "error": name,
-                "message": self.message,
-            })),
-        )
-            .into_response()
+        let body = Json(json!({
+            "error_code": self.code,
+            "error": name,
+            "message": self.message,
+        }));
+        if self.status == StatusCode::UNAUTHORIZED {
+            // Tells a browser to ask for a user and password.
+            return (
+                self.status,
+                [(header::WWW_AUTHENTICATE, "Basic realm=\"Kraftwerk\"")],
+                body,
+            )
+                .into_response();
+        }
+        (self.status, body).into_response()
     }
 }
 
@@ -217,12 +400,6 @@ fn upper_snake(camel: &str) -> String {
 
 fn ok(value: Value) -> Answer {
     Ok((StatusCode::OK, Json(value)).into_response())
-}
-
-impl Api {
-    async fn admin(&self) -> Result<Admin, ApiError> {
-        Ok(Admin::new(self.client.clone()).await?)
-    }
 }
 
 async fn openapi() -> Response {
@@ -243,17 +420,51 @@ fn broker_json(b: &kraftwerk_client::admin::BrokerDescription) -> Value {
     })
 }
 
-async fn cluster(State(api): State<Arc<Api>>) -> Answer {
-    let d = api.admin().await?.describe_cluster().await?;
+async fn cluster(session: Session) -> Answer {
+    let admin = session.admin().await?;
+    let d = admin.describe_cluster_including_fenced().await?;
+    // The quorum as DescribeQuorum tells it; a caller without the right to
+    // describe the cluster still sees the brokers.
+    let quorum = match admin.describe_quorum().await {
+        Ok(q) => {
+            let leader_end = q
+                .voters
+                .iter()
+                .find(|(id, _)| *id == q.leader_id)
+                .map(|(_, end)| *end);
+            json!({
+                "leader_id": q.leader_id,
+                "leader_epoch": q.leader_epoch,
+                "high_watermark": q.high_watermark,
+                "voters": q.voters.iter().map(|(id, end)| json!({
+                    "node_id": id,
+                    "log_end_offset": end,
+                    "lag": match (leader_end, *end) {
+                        (Some(l), e) if e >= 0 => Some((l - e).max(0)),
+                        _ => None,
+                    },
+                })).collect::<Vec<_>>(),
+            })
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "DescribeQuorum failed for the HTTP API");
+            Value::Null
+        }
+    };
     ok(json!({
         "cluster_id": d.cluster_id,
         "controller_id": d.controller_id,
         "brokers": d.brokers.iter().map(broker_json).collect::<Vec<_>>(),
+        "quorum": quorum,
     }))
 }
 
-async fn brokers(State(api): State<Arc<Api>>) -> Answer {
-    let d = api.admin().await?.describe_cluster().await?;
+async fn brokers(session: Session) -> Answer {
+    let d = session
+        .admin()
+        .await?
+        .describe_cluster_including_fenced()
+        .await?;
     ok(Value::Array(d.brokers.iter().map(broker_json).collect()))
 }
 
@@ -273,19 +484,61 @@ fn topic_summary(t: &kraftwerk_client::TopicDescription) -> Value {
     })
 }
 
+/// Bytes on disk per partition (the largest of its replicas, so one copy),
+/// keyed by topic and partition; empty when DescribeLogDirs is refused.
+async fn partition_sizes(admin: &Admin) -> std::collections::HashMap<(String, i32), i64> {
+    let mut sizes = std::collections::HashMap::new();
+    match admin.describe_log_dirs().await {
+        Ok(dirs) => {
+            for d in dirs {
+                let e = sizes.entry((d.topic, d.partition)).or_insert(0);
+                *e = (*e).max(d.size_bytes);
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "DescribeLogDirs failed for the HTTP API"),
+    }
+    sizes
+}
+
 async fn list_topics(
-    State(api): State<Arc<Api>>,
+    session: Session,
     q: Result<Query<ListTopicsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Answer {
     let q = query(q)?;
-    let admin = api.admin().await?;
+    let admin = session.admin().await?;
     let names = admin.list_topics(q.include_internal).await?;
     let described = if names.is_empty() {
         Vec::new()
     } else {
         admin.describe_topics(&names).await?
     };
-    ok(Value::Array(described.iter().map(topic_summary).collect()))
+    let sizes = if described.is_empty() {
+        Default::default()
+    } else {
+        partition_sizes(&admin).await
+    };
+    let mut out = Vec::with_capacity(described.len());
+    for t in &described {
+        let mut summary = topic_summary(t);
+        let size: Option<i64> = t
+            .partitions
+            .iter()
+            .map(|p| sizes.get(&(t.name.clone(), p.partition)).copied())
+            .sum();
+        if let Some(map) = summary.as_object_mut() {
+            map.insert("size_bytes".into(), json!(size));
+            map.insert(
+                "under_replicated_partitions".into(),
+                json!(t
+                    .partitions
+                    .iter()
+                    .filter(|p| p.isr.len() < p.replicas.len())
+                    .count()),
+            );
+        }
+        out.push(summary);
+    }
+    ok(Value::Array(out))
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,7 +582,7 @@ fn body<T: serde::de::DeserializeOwned>(
 }
 
 async fn create_topic(
-    State(api): State<Arc<Api>>,
+    session: Session,
     request: Result<Json<CreateTopic>, axum::extract::rejection::JsonRejection>,
 ) -> Answer {
     let request = body(request)?;
@@ -343,7 +596,7 @@ async fn create_topic(
             ),
         });
     }
-    let admin = api.admin().await?;
+    let admin = session.admin().await?;
     let mut topic = NewTopic::new(
         request.name.clone(),
         request.partitions_count,
@@ -396,12 +649,13 @@ async fn describe_one(
 }
 
 async fn topic(
-    State(api): State<Arc<Api>>,
+    session: Session,
     name: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Answer {
     let name = path(name)?;
-    let admin = api.admin().await?;
+    let admin = session.admin().await?;
     let t = describe_one(&admin, &name).await?;
+    let sizes = partition_sizes(&admin).await;
     let mut partitions = Vec::with_capacity(t.partitions.len());
     for p in &t.partitions {
         // A partition without a leader has no offsets to give.
@@ -428,6 +682,7 @@ async fn topic(
             "under_replicated": p.isr.len() < p.replicas.len(),
             "earliest_offset": offsets.0,
             "latest_offset": offsets.1,
+            "size_bytes": sizes.get(&(t.name.clone(), p.partition)),
         }));
     }
     let mut out = topic_summary(&t);
@@ -438,11 +693,11 @@ async fn topic(
 }
 
 async fn delete_topic(
-    State(api): State<Arc<Api>>,
+    session: Session,
     name: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Answer {
     let name = path(name)?;
-    let admin = api.admin().await?;
+    let admin = session.admin().await?;
     let results = admin.delete_topics(vec![name]).await?;
     if let Some(e) = results.into_iter().find_map(|r| r.error) {
         return Err(e.into());
@@ -451,11 +706,11 @@ async fn delete_topic(
 }
 
 async fn topic_configs(
-    State(api): State<Arc<Api>>,
+    session: Session,
     name: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Answer {
     let name = path(name)?;
-    let admin = api.admin().await?;
+    let admin = session.admin().await?;
     describe_one(&admin, &name).await?;
     let entries = admin.describe_configs(&name).await?;
     ok(Value::Array(
@@ -487,13 +742,13 @@ struct AlterConfigs {
 }
 
 async fn alter_topic_configs(
-    State(api): State<Arc<Api>>,
+    session: Session,
     name: Result<Path<String>, axum::extract::rejection::PathRejection>,
     request: Result<Json<AlterConfigs>, axum::extract::rejection::JsonRejection>,
 ) -> Answer {
     let name = path(name)?;
     let request = body(request)?;
-    let admin = api.admin().await?;
+    let admin = session.admin().await?;
     describe_one(&admin, &name).await?;
     let changes: Vec<(String, Option<String>)> = request
         .set
@@ -579,13 +834,13 @@ struct ProduceRecord {
 }
 
 async fn produce(
-    State(api): State<Arc<Api>>,
+    session: Session,
     name: Result<Path<String>, axum::extract::rejection::PathRejection>,
     request: Result<Json<ProduceRecord>, axum::extract::rejection::JsonRejection>,
 ) -> Answer {
     let name = path(name)?;
     let request = body(request)?;
-    let admin = api.admin().await?;
+    let admin = session.admin().await?;
     let topic = describe_one(&admin, &name).await?;
     if let Some(p) = request.partition_id {
         // The topic is there; what the body asks for is not.
@@ -623,7 +878,7 @@ async fn produce(
         timestamp_ms: request.timestamp,
     };
     let producer = Producer::new(
-        api.client.clone(),
+        session.client.clone(),
         ProducerConfig {
             linger_ms: 0,
             delivery_timeout_ms: 30_000,
@@ -670,7 +925,7 @@ fn default_timeout_ms() -> u64 {
 }
 
 async fn consume(
-    State(api): State<Arc<Api>>,
+    session: Session,
     params: Result<Path<(String, i32)>, axum::extract::rejection::PathRejection>,
     q: Result<Query<ConsumeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Answer {
@@ -689,7 +944,7 @@ async fn consume(
     if q.offset.is_some_and(|o| o < 0) || q.timestamp.is_some_and(|t| t < 0) {
         return Err(ApiError::invalid("offset and timestamp are not negative"));
     }
-    let admin = api.admin().await?;
+    let admin = session.admin().await?;
     let topic = describe_one(&admin, &name).await?;
     if partition < 0 || partition as usize >= topic.partitions.len() {
         return Err(ApiError::not_found(
@@ -719,7 +974,7 @@ async fn consume(
     };
     let mut records = Vec::new();
     if start < latest {
-        let mut consumer = Consumer::new(api.client.clone(), ConsumerConfig::default()).await?;
+        let mut consumer = Consumer::new(session.client.clone(), ConsumerConfig::default()).await?;
         consumer.assign(vec![(name.clone(), partition)]).await?;
         consumer.seek(&name, partition, start);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(q.timeout_ms);
@@ -754,8 +1009,8 @@ async fn consume(
     ok(Value::Array(records))
 }
 
-async fn list_groups(State(api): State<Arc<Api>>) -> Answer {
-    let groups = api.admin().await?.list_groups().await?;
+async fn list_groups(session: Session) -> Answer {
+    let groups = session.admin().await?.list_groups().await?;
     ok(Value::Array(
         groups
             .iter()
@@ -771,11 +1026,11 @@ async fn list_groups(State(api): State<Arc<Api>>) -> Answer {
 }
 
 async fn group(
-    State(api): State<Arc<Api>>,
+    session: Session,
     group_id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Answer {
     let group_id = path(group_id)?;
-    let admin = api.admin().await?;
+    let admin = session.admin().await?;
     let d = admin.describe_group(&group_id).await?;
     let committed = admin.list_group_offsets(&group_id).await?;
     if d.state == "Dead" && committed.is_empty() {
@@ -823,11 +1078,11 @@ async fn group(
 }
 
 async fn delete_group(
-    State(api): State<Arc<Api>>,
+    session: Session,
     group_id: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Answer {
     let group_id = path(group_id)?;
-    let admin = api.admin().await?;
+    let admin = session.admin().await?;
     let results = admin.delete_groups(vec![group_id]).await?;
     if let Some(e) = results.into_iter().find_map(|(_, e)| e) {
         return Err(e.into());
@@ -850,7 +1105,7 @@ struct PartitionOffset {
 }
 
 async fn reset_offsets(
-    State(api): State<Arc<Api>>,
+    session: Session,
     group_id: Result<Path<String>, axum::extract::rejection::PathRejection>,
     request: Result<Json<OffsetReset>, axum::extract::rejection::JsonRejection>,
 ) -> Answer {
@@ -866,7 +1121,7 @@ async fn reset_offsets(
     {
         return Err(ApiError::invalid("offsets and partitions are not negative"));
     }
-    let admin = api.admin().await?;
+    let admin = session.admin().await?;
     for o in &request.offsets {
         let t = describe_one(&admin, &o.topic).await?;
         if o.partition as usize >= t.partitions.len() {

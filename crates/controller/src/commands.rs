@@ -32,6 +32,9 @@ pub enum MetadataCommand {
         /// Where followers fetch from this broker (`host:port`).
         #[serde(default)]
         replication_endpoint: Option<String>,
+        /// Where other nodes reach the broker's HTTP listener (`host:port`).
+        #[serde(default)]
+        http_endpoint: Option<String>,
         /// Every advertised Kafka listener; `host:port` is the first.
         #[serde(default)]
         listeners: Vec<ListenerEndpoint>,
@@ -243,6 +246,7 @@ fn apply_inner(
             port,
             rack,
             replication_endpoint,
+            http_endpoint,
             listeners,
         } => {
             // A new process of a broker that was registered before: the old
@@ -262,6 +266,7 @@ fn apply_inner(
                     rack: rack.clone(),
                     fenced: true,
                     replication_endpoint: replication_endpoint.clone(),
+                    http_endpoint: http_endpoint.clone(),
                     listeners: listeners.clone(),
                 },
             );
@@ -755,6 +760,7 @@ mod tests {
                     port: 9000 + *b as u16,
                     rack: None,
                     replication_endpoint: None,
+                    http_endpoint: None,
                     listeners: Vec::new(),
                 },
             );
@@ -917,6 +923,7 @@ mod tests {
                 port: 1,
                 rack: Some("r1".into()),
                 replication_endpoint: None,
+                http_endpoint: None,
                 listeners: Vec::new(),
             },
             42,
@@ -1152,6 +1159,7 @@ mod tests {
                     port: 9003,
                     rack: None,
                     replication_endpoint: None,
+                    http_endpoint: None,
                     listeners: Vec::new(),
                 },
             );
@@ -1206,6 +1214,35 @@ mod tests {
     }
 
     #[test]
+    fn registrations_carry_the_http_endpoint_and_older_ones_still_read() {
+        // A log entry written before brokers advertised their HTTP listener.
+        let old = r#"{"RegisterBroker":{"broker_id":4,"incarnation_id":"x","host":"h","port":9095,"rack":null,"replication_endpoint":"h:10095"}}"#;
+        let command: MetadataCommand = serde_json::from_str(old).unwrap();
+        let mut image = MetadataImage::default();
+        apply(&mut image, &command, 1);
+        assert_eq!(image.brokers[&4].http_endpoint, None);
+        assert_eq!(
+            image.brokers[&4].replication_endpoint.as_deref(),
+            Some("h:10095")
+        );
+        apply(
+            &mut image,
+            &MetadataCommand::RegisterBroker {
+                broker_id: 4,
+                incarnation_id: "y".into(),
+                host: "h".into(),
+                port: 9095,
+                rack: None,
+                replication_endpoint: Some("h:10095".into()),
+                http_endpoint: Some("h:9083".into()),
+                listeners: Vec::new(),
+            },
+            2,
+        );
+        assert_eq!(image.brokers[&4].http_endpoint.as_deref(), Some("h:9083"));
+    }
+
+    #[test]
     fn alter_partition_written_before_broker_epochs_still_reads() {
         // A log entry (or snapshot) written before `added_broker_epochs`
         // existed: read with no epochs, that is, unknown ones.
@@ -1245,6 +1282,7 @@ mod tests {
                 port: 1,
                 rack: None,
                 replication_endpoint: None,
+                http_endpoint: None,
                 listeners: Vec::new(),
             },
         );
@@ -1287,6 +1325,7 @@ mod tests {
                 port: 1,
                 rack: None,
                 replication_endpoint: None,
+                http_endpoint: None,
                 listeners: Vec::new(),
             },
         );

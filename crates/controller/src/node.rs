@@ -133,6 +133,21 @@ pub struct QuorumStatus {
     /// Each voter: id, address, and the last log index it holds as the
     /// leader knows it (`None` on followers or before the first reply).
     pub voters: Vec<(u64, String, Option<u64>)>,
+    /// This node's Raft state, named as KRaft names it ([`kraft_state_name`]).
+    pub state: &'static str,
+}
+
+/// KRaft's name (`current-state` of `kafka.server:type=raft-metrics`) of an
+/// openraft state. openraft's learner is what KRaft calls an observer; a
+/// node that is stopping is reported as `shutdown` (KRaft has no such state).
+pub fn kraft_state_name(state: ServerState) -> &'static str {
+    match state {
+        ServerState::Leader => "leader",
+        ServerState::Candidate => "candidate",
+        ServerState::Follower => "follower",
+        ServerState::Learner => "observer",
+        ServerState::Shutdown => "shutdown",
+    }
 }
 
 /// A running controller node.
@@ -279,6 +294,11 @@ impl ControllerNode {
         self.raft.metrics().borrow().current_leader
     }
 
+    /// This node's current Raft term (KRaft's leader epoch).
+    pub fn term(&self) -> u64 {
+        self.raft.metrics().borrow().current_term
+    }
+
     /// Waits until some node is known to lead.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<u64, ControllerError> {
         let mut metrics = self.raft.metrics();
@@ -329,6 +349,7 @@ impl ControllerNode {
             commit_index: m.last_applied.map(|l| l.index),
             last_log_index: m.last_log_index,
             voters,
+            state: kraft_state_name(m.state),
         }
     }
 
@@ -461,6 +482,13 @@ mod tests {
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'),
             "{id}"
         );
+    }
+
+    #[test]
+    fn raft_states_have_kraft_names() {
+        assert_eq!(kraft_state_name(ServerState::Leader), "leader");
+        assert_eq!(kraft_state_name(ServerState::Learner), "observer");
+        assert_eq!(kraft_state_name(ServerState::Follower), "follower");
     }
 
     #[test]

@@ -244,6 +244,7 @@ impl Controller for ControllerGrpc {
             port: primary.port,
             rack: r.rack,
             replication_endpoint: r.replication_endpoint,
+            http_endpoint: r.http_endpoint,
             listeners,
         };
         let response = match self.propose(command).await {
@@ -402,6 +403,7 @@ impl Controller for ControllerGrpc {
                 image: Vec::new(),
                 active_controller_id: self.node.leader_id(),
                 status: self.not_controller(),
+                leader_epoch: Some(self.node.term()),
             }));
         }
         let mut watch = self.node.image();
@@ -417,6 +419,7 @@ impl Controller for ControllerGrpc {
                     image,
                     active_controller_id: self.node.leader_id(),
                     status: ok_status(),
+                    leader_epoch: Some(self.node.term()),
                 }));
             }
             tokio::select! {
@@ -446,6 +449,7 @@ impl Controller for ControllerGrpc {
                 })
                 .collect(),
             node_id: s.node_id,
+            state: s.state.to_string(),
         }))
     }
 }

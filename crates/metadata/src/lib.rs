@@ -34,6 +34,11 @@ pub struct BrokerRegistration {
     /// `host:port` of the broker's replication gRPC listener.
     #[serde(default)]
     pub replication_endpoint: Option<String>,
+    /// `host:port` of the broker's HTTP listener (`kraftwerk.http.listener`:
+    /// `/metrics`, `/api/v1`) as other nodes reach it; `None` when it serves
+    /// none, and in registrations written before brokers advertised it.
+    #[serde(default)]
+    pub http_endpoint: Option<String>,
     /// Every advertised Kafka listener. Empty in registrations written
     /// before brokers advertised more than one; `host:port` serves then.
     #[serde(default)]
@@ -269,6 +274,15 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registrations_written_before_http_endpoints_still_load() {
+        let old = r#"{"node_id":2,"host":"h","port":9092,"rack":null,"fenced":false,"replication_endpoint":"h:10092"}"#;
+        let b: BrokerRegistration = serde_json::from_str(old).expect("an older registration loads");
+        assert_eq!(b.http_endpoint, None);
+        assert_eq!(b.replication_endpoint.as_deref(), Some("h:10092"));
+        assert!(b.listeners.is_empty());
+    }
 
     #[test]
     fn topic_names_follow_kafka() {
