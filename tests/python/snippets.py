@@ -122,8 +122,9 @@ def pointed_at(code: str, bootstrap: str) -> str:
     return code.replace("'localhost:9092'", repr(bootstrap))
 
 
-def run_snippet(code, timeout_s=90):
-    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s)
+def run_snippet(code, timeout_s=90, prefix=()):
+    """`prefix` goes before the interpreter (e.g. `ip netns exec <ns>`)."""
+    return subprocess.run([*prefix, sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout_s)
 
 
 def received(lines, marker="Mensagem recebida: "):
@@ -138,8 +139,8 @@ EXPECTED = [f"{{'numero': {i}, 'mensagem': 'Mensagem {i}'}}" for i in range(10)]
 class Proc:
     """A Python subprocess whose stdout lines are collected by a thread."""
 
-    def __init__(self, code, *args):
-        self.proc = subprocess.Popen([sys.executable, "-u", "-c", code, *args],
+    def __init__(self, code, *args, prefix=()):
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-u", "-c", code, *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.lines = []
         self.lock = threading.Lock()

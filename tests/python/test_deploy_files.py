@@ -143,3 +143,88 @@ def test_prometheus_and_grafana_of_the_monitoring_profile_see_every_broker(name)
     for extra in ("prometheus", "grafana"):
         for volume in services[extra]["volumes"]:
             assert (DEPLOY / volume.split(":")[0]).exists(), volume
+
+
+def image_environment():
+    """The ENV of deploy/Dockerfile's final image (what a container starts with
+    before Compose's `environment` is applied)."""
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    stage = text.rsplit("\nFROM ", 1)[1]
+    env = {}
+    for line in stage.splitlines():
+        if line.startswith("ENV "):
+            for pair in line[4:].split():
+                key, _, value = pair.partition("=")
+                env[key] = value
+    return env
+
+
+def test_compose_cluster_runs_on_three_test_hosts_and_serves_the_seed_snippets(tmp_path):
+    """deploy/docker-compose.yml without Docker: each node service becomes a
+    `kraftwerk` process on a test host of its own (a network namespace,
+    tests/python/netns_harness.py) with the image's ENV, then the service's
+    environment, its command, and its service name resolvable on every test
+    host (/etc/netns/<ns>/hosts); its published ports become forwarders on
+    the client test host's 127.0.0.1, as docker-proxy does. Each node must
+    pass the Compose health check; then the seed notes' kafka-python
+    producer, pointed at localhost:19092 like a client on the Docker host,
+    and their group consumer, pointed at kafka-2:9092 like a container on
+    the Compose network, must work."""
+    import time
+
+    import netns_harness
+    from snippets import EXPECTED, SEED_CONSUMER, SEED_PRODUCER, Proc, pointed_at, received, run_snippet
+
+    reason = netns_harness.skip_reason()
+    if reason:
+        pytest.skip(f"network namespaces unavailable: {reason}")
+    doc = compose("docker-compose.yml")
+    nodes = node_services(doc)
+    names = sorted(nodes)
+    # Compose's network resolves each service by its name and its hostname.
+    hosts = {}
+    for i, name in enumerate(names, 1):
+        for alias in {name, nodes[name].get("hostname", name)}:
+            hosts[alias] = f"{netns_harness.SUBNET}.{i}"
+    with netns_harness.netns_cluster("kraftwerk-compose-", start=False, nodes=len(names), hosts=hosts) as c:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("KRAFTWERK_")}
+        published = {}
+        for i, name in enumerate(names, 1):
+            service = nodes[name]
+            data = tmp_path / name
+            data.mkdir()
+            env = {**base, **image_environment(), **environment(service, {"/data": str(data)})}
+            command = [interpolate(str(a)) for a in service["command"]]
+            c.spawn(i, [kraftwerk_bin(), *command], env=env, cwd=str(data))
+            for mapping in service.get("ports", []):
+                host_port, container_port = str(mapping).split(":")[-2:]
+                published[int(host_port)] = (i, int(container_port))
+        c.publish(published)
+        health = doc["x-node"]["healthcheck"]["test"] if "x-node" in doc else nodes[names[0]]["healthcheck"]["test"]
+        check = [kraftwerk_bin() if a == "/usr/local/bin/kraftwerk" else a for a in health[1:]]
+        deadline = time.monotonic() + 60
+        for i, name in enumerate(names, 1):
+            while True:
+                assert c.procs[i].poll() is None, f"{name} exited:\n{c.log_tail(i)}"
+                out = subprocess.run(["ip", "netns", "exec", c.ns[i], *check], capture_output=True, text=True,
+                                     timeout=30, env=base)
+                if out.returncode == 0 and c.all_unfenced():
+                    break
+                assert time.monotonic() < deadline, f"{name} not healthy: {out.stderr}\n{c.log_tail(i)}"
+                time.sleep(0.5)
+
+        client = ("ip", "netns", "exec", c.client_ns)
+        produced = run_snippet(pointed_at(SEED_PRODUCER, "localhost:19092"), prefix=client)
+        assert produced.returncode == 0, produced.stderr
+        assert produced.stdout.count("Mensagem enviada") == 10
+        consumer = Proc(pointed_at(SEED_CONSUMER, f"{names[1]}:9092"), prefix=client)
+        try:
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and len(received(consumer.snapshot())) < len(EXPECTED):
+                time.sleep(0.2)
+            time.sleep(1)
+            seen = received(consumer.snapshot())
+        finally:
+            consumer.kill()
+        # Auto-created with the Compose file's three partitions: compare sets.
+        assert sorted(seen) == sorted(EXPECTED), "\n".join(c.log_tail(i, 20) for i in c.ids)
