@@ -188,6 +188,11 @@ pub fn private_key(pem: &str, password: Option<&str>) -> Result<PrivateKeyDer<'s
                 let (_, doc) = pkcs8::der::Document::from_pem(block)
                     .map_err(|e| format!("encrypted private key: {e}"))?;
                 let plain = decrypt_private_key(doc.as_bytes(), password)?;
+                // A wrong password now and then still yields valid padding
+                // (about one time in 256); what it gives is then no key.
+                if pkcs8::PrivateKeyInfo::try_from(plain.as_slice()).is_err() {
+                    return Err(WRONG_KEY_PASSWORD.to_string());
+                }
                 return Ok(PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(plain)));
             }
             _ => {}
@@ -195,6 +200,8 @@ pub fn private_key(pem: &str, password: Option<&str>) -> Result<PrivateKeyDer<'s
     }
     Err("no PRIVATE KEY block found".into())
 }
+
+const WRONG_KEY_PASSWORD: &str = "ssl.key.password does not decrypt the private key";
 
 /// `pbeWithSHAAnd3-KeyTripleDES-CBC` (RFC 7292 appendix C).
 const PBE_SHA1_3DES: pkcs8::der::oid::ObjectIdentifier =
@@ -207,7 +214,7 @@ fn decrypt_private_key(der: &[u8], password: &str) -> Result<Vec<u8>, String> {
     use pkcs8::der::asn1::OctetStringRef;
     use pkcs8::der::{Decode, Reader, SliceReader};
     use pkcs8::spki::AlgorithmIdentifierRef;
-    let wrong = || "ssl.key.password does not decrypt the private key".to_string();
+    let wrong = || WRONG_KEY_PASSWORD.to_string();
     let (algorithm, data) = SliceReader::new(der)
         .and_then(|mut r| {
             r.sequence(|r| {
@@ -503,6 +510,19 @@ DAYIKoZIhvcNAgkFADAdBglghkgBZQMEASoEEDl7UH1PlZXftb+KxKkGFNIEgZC4
 Tz4Vg4lkwu4v6yt5TRi2Fa84fvbFPBHKMZymgahx9oc+oizpLkLCXmTQ3og905Om
 WwvOjcLgLFBSjm4E74gClkLyoOHnoUUweBY/KzUr1NzwhR69FZ9SHOZr5lpOZdc=
 -----END ENCRYPTED PRIVATE KEY-----";
+
+    /// Among a thousand wrong passwords some decrypt to valid padding; each
+    /// must still be reported as the wrong password, not as a bad key.
+    #[test]
+    fn every_wrong_password_is_reported_as_such() {
+        for encrypted in [EC_KEY_PBE_SHA1_3DES, EC_KEY_PBES2] {
+            for n in 0..1000 {
+                let err = private_key(encrypted, Some(&format!("wrong-{n}")))
+                    .expect_err("wrong password");
+                assert_eq!(err, WRONG_KEY_PASSWORD, "password wrong-{n}");
+            }
+        }
+    }
 
     #[test]
     fn encrypted_keys_of_both_schemes_decrypt() {
