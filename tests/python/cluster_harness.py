@@ -128,6 +128,16 @@ class Cluster:
             return ""
 
 
+def release_dir(tmp: tempfile.TemporaryDirectory) -> None:
+    """Removes a test cluster's directory, or keeps and prints it when
+    KRAFTWERK_KEEP_DIRS is set."""
+    if os.environ.get("KRAFTWERK_KEEP_DIRS"):
+        print(f"cluster directory kept: {tmp.name}")
+        tmp._finalizer.detach()
+    else:
+        tmp.cleanup()
+
+
 @contextmanager
 def running_cluster(prefix: str, prepare=None, **kwargs):
     """A started `Cluster(**kwargs)` in a new temporary directory; `prepare(c)`
@@ -142,8 +152,4 @@ def running_cluster(prefix: str, prepare=None, **kwargs):
         yield c
     finally:
         c.stop_all()
-        if os.environ.get("KRAFTWERK_KEEP_DIRS"):
-            print(f"cluster directory kept: {tmp.name}")
-            tmp._finalizer.detach()
-        else:
-            tmp.cleanup()
+        release_dir(tmp)

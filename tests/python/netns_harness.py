@@ -69,6 +69,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from cluster_harness import release_dir
+
 PREFIX = "kwnet"
 SUBNET = "10.77.0"
 CLIENT_ADDR = f"{SUBNET}.100"
@@ -743,11 +745,7 @@ def netns_cluster(prefix="kraftwerk-netns-", start=True, **kwargs):
         yield c
     finally:
         c.close()
-        if os.environ.get("KRAFTWERK_KEEP_DIRS"):
-            print(f"cluster directory kept: {tmp.name}")
-            tmp._finalizer.detach()
-        else:
-            tmp.cleanup()
+        release_dir(tmp)
 
 
 # --- The NFQUEUE delayer: `python3 netns_harness.py nfqueue-delay --queue N --delay-ms D`,

@@ -197,37 +197,28 @@ impl FromRequestParts<Arc<Api>> for Session {
     }
 }
 
-async fn console_page() -> Response {
+/// One of the console's files, never cached (they change with the binary).
+fn asset(content_type: &'static str, body: &'static str) -> Response {
     (
         [
-            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CONTENT_TYPE, content_type),
             (header::CACHE_CONTROL, "no-cache"),
         ],
-        CONSOLE_HTML,
+        body,
     )
         .into_response()
+}
+
+async fn console_page() -> Response {
+    asset("text/html; charset=utf-8", CONSOLE_HTML)
 }
 
 async fn console_css() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        CONSOLE_CSS,
-    )
-        .into_response()
+    asset("text/css; charset=utf-8", CONSOLE_CSS)
 }
 
 async fn console_js() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        CONSOLE_JS,
-    )
-        .into_response()
+    asset("text/javascript; charset=utf-8", CONSOLE_JS)
 }
 
 /// Who the caller is to the cluster and what this node lets them do. With
