@@ -35,10 +35,14 @@ RETRIABLE = {KafkaError.COORDINATOR_LOAD_IN_PROGRESS, KafkaError.COORDINATOR_NOT
 
 def coordinator(bootstrap):
     """The group's coordinator, or -1 while the new one is still loading or
-    not yet known (retriable errors, which a client retries)."""
+    not yet known (retriable errors, which a client retries). A request
+    that librdkafka sent to a coordinator that died and left the metadata
+    within milliseconds waits for that broker until its request timeout
+    (then `_TIMED_OUT`), so the timeout is short and the caller asks again
+    with a new client."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
     try:
-        return admin.describe_consumer_groups([GROUP])[GROUP].result(timeout=15).coordinator.id
+        return admin.describe_consumer_groups([GROUP], request_timeout=5)[GROUP].result(timeout=15).coordinator.id
     except KafkaException as e:
         if e.args and e.args[0].code() in RETRIABLE:
             return -1

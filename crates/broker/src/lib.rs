@@ -310,6 +310,12 @@ impl Broker {
                 Duration::from_millis(heartbeat_ms),
                 shutdown.clone(),
             ));
+            tracker.spawn(lifecycle::session_loop(
+                state.clone(),
+                client.clone(),
+                registration.clone(),
+                shutdown.clone(),
+            ));
         } else {
             state.sync_replicas();
             write_meta_properties(&config, &state.image.load().cluster_id);

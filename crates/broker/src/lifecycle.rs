@@ -1,11 +1,21 @@
-//! A broker in a cluster: registration, heartbeats, following the metadata
-//! log, and controlled shutdown.
+//! A broker in a cluster: registration, heartbeats, the session stream,
+//! following the metadata log, and controlled shutdown.
 //!
 //! Timeouts, with Kafka's names and defaults, and the rule between them:
 //! `broker.heartbeat.interval.ms` (2000) < `broker.session.timeout.ms`
 //! (9000): a broker misses several heartbeats before the controller fences
 //! it. The metadata long poll waits at most `METADATA_POLL_WAIT_MS`, well
-//! below the RPC timeout of the controller client.
+//! below the RPC timeout of the controller client; it returns as soon as
+//! the active controller commits a newer image, so a leadership change
+//! reaches every broker within a round trip of its commit.
+//!
+//! While registered, the broker also holds a session stream open with the
+//! active controller (`session_loop`): when this process dies, the kernel
+//! closes the stream's connection and the controller fences the broker at
+//! once instead of after `broker.session.timeout.ms` (see
+//! `kraftwerk_controller::liveness`). A session that ends while this
+//! process lives (the controller changed or stopped leading) is opened
+//! again at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +23,7 @@ use std::time::Duration;
 use kraftwerk_metadata::MetadataImage;
 use kraftwerk_rpc::controller as pb;
 use kraftwerk_types::ErrorCode;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::controller::ControllerError;
@@ -21,13 +32,42 @@ use crate::BrokerState;
 
 const METADATA_POLL_WAIT_MS: u32 = 5000;
 const RETRY_BACKOFF: Duration = Duration::from_millis(500);
+/// Pause before opening a session again when the last one lasted less than
+/// [`SESSION_SHORT`], so a controller that ends sessions at once is not
+/// hammered.
+const SESSION_RETRY_BACKOFF: Duration = Duration::from_millis(200);
+const SESSION_SHORT: Duration = Duration::from_secs(1);
+/// Pause before asking again a controller that does not know sessions
+/// (an older version, during a rolling upgrade).
+const SESSION_UNSUPPORTED_BACKOFF: Duration = Duration::from_secs(30);
+/// After a registration, how often the broker checks whether its image
+/// holds the registration yet, to heartbeat (and be unfenced) at once.
+const REGISTRATION_APPLIED_POLL: Duration = Duration::from_millis(20);
 /// How long a controlled shutdown waits for leadership to move away.
 pub const CONTROLLED_SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 
-/// Registration state shared by the heartbeat loop and controlled shutdown.
-#[derive(Default)]
+/// Registration state shared by the heartbeat loop, the session loop and
+/// controlled shutdown: the broker epoch of the current registration.
 pub struct Registration {
-    epoch: parking_lot::Mutex<Option<i64>>,
+    epoch: watch::Sender<Option<i64>>,
+}
+
+impl Default for Registration {
+    fn default() -> Self {
+        Registration {
+            epoch: watch::Sender::new(None),
+        }
+    }
+}
+
+impl Registration {
+    fn get(&self) -> Option<i64> {
+        *self.epoch.borrow()
+    }
+
+    fn set(&self, epoch: Option<i64>) {
+        self.epoch.send_replace(epoch);
+    }
 }
 
 /// Follows the committed metadata image and applies it to this broker.
@@ -94,13 +134,15 @@ pub async fn heartbeat_loop(
         if shutdown.is_cancelled() {
             return;
         }
-        let epoch = *registration.epoch.lock();
+        let epoch = registration.get();
+        let mut registered = None;
         let result = match epoch {
             None => register(&state, &client, &incarnation).await.map(|e| {
-                *registration.epoch.lock() = Some(e);
                 // Follower fetches carry the epoch of this registration, so
                 // leaders can tell them from late fetches of an earlier one.
                 state.replicas.set_broker_epoch(e);
+                registration.set(Some(e));
+                registered = Some(e);
             }),
             Some(epoch) => heartbeat(&state, &client, epoch, false).await.map(|_| ()),
         };
@@ -113,14 +155,119 @@ pub async fn heartbeat_loop(
                         || code == 69 =>
                 {
                     tracing::warn!(error = %e, "the controller does not know this broker's epoch; registering again");
-                    *registration.epoch.lock() = None;
+                    registration.set(None);
                 }
                 e => tracing::warn!(error = %e, "heartbeat failed"),
             }
         }
+        let pause = async {
+            match registered {
+                // The broker is unfenced by the first heartbeat that shows
+                // it applied its registration: send that one at once.
+                Some(epoch) => registration_applied(&state, epoch, interval).await,
+                None => tokio::time::sleep(interval).await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+            _ = pause => {}
+        }
+    }
+}
+
+/// Returns once this broker's image holds its registration at `epoch`
+/// (the image version is the metadata offset, the epoch that of the
+/// registration), or after `wait_max`.
+async fn registration_applied(state: &BrokerState, epoch: i64, wait_max: Duration) {
+    let deadline = tokio::time::Instant::now() + wait_max;
+    while tokio::time::Instant::now() < deadline {
+        if i64::try_from(state.image.load().version).is_ok_and(|v| v >= epoch) {
+            return;
+        }
+        tokio::time::sleep(REGISTRATION_APPLIED_POLL).await;
+    }
+}
+
+/// Holds a session stream open with the active controller while this
+/// broker is registered, and opens a new one whenever it ends (the
+/// controller changed, stopped leading, or the broker registered again).
+pub async fn session_loop(
+    state: Arc<BrokerState>,
+    client: Arc<ControllerClient>,
+    registration: Arc<Registration>,
+    shutdown: CancellationToken,
+) {
+    let mut epochs = registration.epoch.subscribe();
+    loop {
+        let current = *epochs.borrow_and_update();
+        let Some(epoch) = current else {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = epochs.changed() => if changed.is_err() { return },
+            }
+            continue;
+        };
+        let started = tokio::time::Instant::now();
+        let opened = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = epochs.changed() => continue,
+            opened = client.open_session(state.config.node_id, epoch) => opened,
+        };
+        let pause = match opened {
+            Ok(mut stream) => {
+                tracing::debug!(
+                    broker_epoch = epoch,
+                    "session with the active controller opened"
+                );
+                let ended = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = epochs.changed() => "this broker registered again".to_string(),
+                    ended = session_end(&mut stream) => ended,
+                };
+                tracing::info!(reason = %ended, "session with the active controller ended; opening a new one");
+                if started.elapsed() < SESSION_SHORT {
+                    SESSION_RETRY_BACKOFF
+                } else {
+                    Duration::ZERO
+                }
+            }
+            Err(ControllerError::Remote { code, message })
+                if code == ErrorCode::UNSUPPORTED_VERSION.0 =>
+            {
+                tracing::info!(%message, "the active controller holds no broker sessions; only heartbeats tell it this broker lives");
+                SESSION_UNSUPPORTED_BACKOFF
+            }
+            Err(e @ ControllerError::Remote { .. }) => {
+                // Stale epoch or not registered: the heartbeat loop
+                // registers again, which changes `epochs`.
+                tracing::debug!(error = %e, "session refused");
+                SESSION_RETRY_BACKOFF
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open a session with the controller quorum; retrying");
+                SESSION_RETRY_BACKOFF
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = epochs.changed() => {}
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+/// Waits for the end of a session stream; says why it ended.
+async fn session_end(stream: &mut tonic::Streaming<pb::BrokerSessionEvent>) -> String {
+    loop {
+        match stream.message().await {
+            Ok(Some(event)) => match event.status {
+                Some(s) if s.error_code != 0 => {
+                    return format!("controller: {} ({})", s.message, s.error_code)
+                }
+                _ => continue,
+            },
+            Ok(None) => return "the controller closed it".to_string(),
+            Err(status) => return format!("connection: {}", status.message()),
         }
     }
 }
@@ -196,7 +343,7 @@ pub async fn controlled_shutdown(
     client: &ControllerClient,
     registration: &Registration,
 ) {
-    let Some(epoch) = *registration.epoch.lock() else {
+    let Some(epoch) = registration.get() else {
         return;
     };
     let deadline = tokio::time::Instant::now() + CONTROLLED_SHUTDOWN_WAIT;

@@ -28,9 +28,14 @@ use crate::controller::{
     NewTopic, ReassignPartition,
 };
 
-/// Attempts of one call across controller nodes before giving up.
-const CALL_ATTEMPTS_MAX: usize = 40;
-/// Pause between attempts while no controller answers or leadership moves.
+/// How long one call keeps trying controller nodes before giving up.
+const CALL_RETRY_WINDOW: Duration = Duration::from_secs(10);
+/// Pause after every voter failed once (no leader yet, or leadership
+/// moving): short at first, so a broker finds a newly elected controller
+/// within tens of milliseconds, then doubling up to the longest. Within a
+/// round the next voter (or the one a NOT_CONTROLLER answer names) is tried
+/// at once.
+const CALL_BACKOFF_FIRST: Duration = Duration::from_millis(25);
 const CALL_BACKOFF: Duration = Duration::from_millis(250);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longer than the longest FetchMetadata long poll.
@@ -124,12 +129,26 @@ impl ControllerClient {
         Ok(channel)
     }
 
-    fn pick(&self) -> u64 {
+    /// The node to try next: the active controller if known, else the next
+    /// voter in turn. Nodes in `silent` (they did not answer in time during
+    /// this call) are skipped, hints naming them too, while another voter
+    /// is left: a paused controller accepts connections and never answers,
+    /// and voters that have not yet heard of the election still name it.
+    fn pick(&self, silent: &[u64]) -> u64 {
         if let Some(id) = *self.active.lock() {
-            return id;
+            if !silent.contains(&id) {
+                return id;
+            }
         }
         let ids: Vec<u64> = self.voters.keys().copied().collect();
         let mut next = self.next.lock();
+        for _ in 0..ids.len() {
+            *next = (*next + 1) % ids.len().max(1);
+            match ids.get(*next) {
+                Some(id) if !silent.contains(id) => return *id,
+                _ => {}
+            }
+        }
         *next = (*next + 1) % ids.len().max(1);
         ids.get(*next).copied().unwrap_or(0)
     }
@@ -155,9 +174,14 @@ impl ControllerClient {
         F: Fn(GrpcClient<Channel>) -> Fut,
         Fut: Future<Output = Result<(Option<pb::ControllerStatus>, T), tonic::Status>>,
     {
-        let mut last_error = String::new();
-        for _ in 0..CALL_ATTEMPTS_MAX {
-            let id = self.pick();
+        let mut last_error: String;
+        let mut backoff = CALL_BACKOFF_FIRST;
+        let started = tokio::time::Instant::now();
+        let round = self.voters.len().max(1);
+        let mut failed_in_round = 0;
+        let mut silent: Vec<u64> = Vec::new();
+        loop {
+            let id = self.pick(&silent);
             let client = GrpcClient::new(self.channel(id)?);
             // A stopped (SIGSTOP) or cut-off controller accepts connections
             // but never answers: give up on it after the attempt timeout.
@@ -185,16 +209,38 @@ impl ControllerClient {
                         return Ok(value);
                     }
                 },
+                Err(status) if status.code() == tonic::Code::Unimplemented => {
+                    // A controller of an older version: trying others will not help.
+                    return Err(ControllerError::Remote {
+                        code: ErrorCode::UNSUPPORTED_VERSION.0,
+                        message: format!("{what}: controller {id}: {}", status.message()),
+                    });
+                }
                 Err(status) => {
                     *self.active.lock() = None;
                     if status.code() == tonic::Code::DeadlineExceeded {
-                        // The next attempt on this node starts a new connection.
+                        // The next attempt on this node starts a new
+                        // connection, after every other voter had its turn.
                         self.channels.lock().remove(&id);
+                        if !silent.contains(&id) {
+                            silent.push(id);
+                        }
+                        if silent.len() >= round {
+                            silent.clear();
+                        }
                     }
                     last_error = format!("controller {id}: {}", status.message());
                 }
             }
-            tokio::time::sleep(CALL_BACKOFF).await;
+            if started.elapsed() >= CALL_RETRY_WINDOW {
+                break;
+            }
+            failed_in_round += 1;
+            if failed_in_round >= round {
+                failed_in_round = 0;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(CALL_BACKOFF);
+            }
         }
         Err(ControllerError::Unavailable(format!(
             "{what}: no active controller answered ({last_error})"
@@ -229,6 +275,31 @@ impl ControllerClient {
             *known = Some(known.map_or(epoch, |k| k.max(epoch)));
         }
         Ok(r)
+    }
+
+    /// Opens this broker's session stream with the active controller; the
+    /// stream is returned once the controller accepted it (its first event).
+    pub async fn open_session(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+    ) -> Result<tonic::Streaming<pb::BrokerSessionEvent>, ControllerError> {
+        self.call("broker session", ATTEMPT_TIMEOUT, |mut c| async move {
+            let mut stream = c
+                .broker_session(pb::BrokerSessionRequest {
+                    broker_id,
+                    broker_epoch,
+                })
+                .await?
+                .into_inner();
+            match stream.message().await? {
+                Some(first) => Ok((first.status, stream)),
+                None => Err(tonic::Status::unavailable(
+                    "the controller ended the session before answering",
+                )),
+            }
+        })
+        .await
     }
 
     /// The quorum as controller `id` sees it, from that node only (no

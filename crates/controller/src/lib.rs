@@ -10,6 +10,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod commands;
+pub mod liveness;
 pub mod node;
 pub mod process;
 pub mod raft;

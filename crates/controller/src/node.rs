@@ -5,11 +5,23 @@
 //!
 //! Timeouts, and the rule that relates them (openraft checks it at start):
 //! `heartbeat_interval_ms < election_timeout_min_ms < election_timeout_max_ms`.
-//! A follower that hears nothing for a random time in
-//! `[election_timeout_min_ms, election_timeout_max_ms)` starts an election,
-//! so a dead leader is replaced within about `election_timeout_max_ms` plus
-//! one round of votes. Each append-entries call must finish within
-//! `heartbeat_interval_ms`; a snapshot chunk within `election_timeout_max_ms`.
+//! openraft gives an established leader a lease of `election_timeout_max_ms`:
+//! a follower refuses votes until the lease ran out since it last heard from
+//! the leader, and stands for election itself only after the lease plus its
+//! own election timeout, a random but fixed time in
+//! `[election_timeout_min_ms, election_timeout_max_ms)`. So a dead leader is
+//! replaced `election_timeout_max_ms` + 1–2 × `election_timeout_min_ms`
+//! after its last heartbeat, plus one round of votes (defaults 300/600/200:
+//! 0.9–1.2 s); no voter starts an election after less silence than
+//! [`ControllerConfig::election_silence_min_ms`]. Each append-entries call must
+//! finish within `heartbeat_interval_ms`; a snapshot chunk within that
+//! shortest silence, so a follower receiving one does not stand for
+//! election meanwhile.
+//!
+//! The defaults are shorter than KRaft's (election timeout 1 s, fetch
+//! timeout 2 s) so that a dead active controller is replaced in about a
+//! second; they equal etcd's order of magnitude (heartbeat 100 ms, election
+//! 1 s) and keep 4–6 heartbeats inside the shortest silence.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -30,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::{CommandResult, MetadataCommand};
 use crate::raft::network::NetworkTimeouts;
 use crate::raft::{
-    open_db, LogStore, MetadataRaft, NetworkFactory, RaftService, StateMachineStore,
+    open_db, LeaderContact, LogStore, MetadataRaft, NetworkFactory, RaftService, StateMachineStore,
 };
 
 /// Snapshot chunks stay far below the gRPC message limit even as JSON
@@ -70,13 +82,21 @@ impl ControllerConfig {
             voters,
             data_dir,
             cluster_id: None,
-            election_timeout_min_ms: 1_000,
-            election_timeout_max_ms: 2_000,
-            heartbeat_interval_ms: 250,
+            election_timeout_min_ms: 300,
+            election_timeout_max_ms: 600,
+            heartbeat_interval_ms: 200,
             snapshot_logs_since_last: 1_000,
             max_in_snapshot_log_to_keep: 1_000,
             tls: None,
         }
+    }
+
+    /// The least time a voter hears nothing from an established leader
+    /// before it stands for election: the leader lease
+    /// (`election_timeout_max_ms`) plus the shortest election timeout.
+    pub fn election_silence_min_ms(&self) -> u64 {
+        self.election_timeout_max_ms
+            .saturating_add(self.election_timeout_min_ms)
     }
 
     fn raft_config(&self) -> Result<openraft::Config, ControllerError> {
@@ -87,7 +107,7 @@ impl ControllerConfig {
             heartbeat_interval: self.heartbeat_interval_ms,
             ..Default::default()
         };
-        c.install_snapshot_timeout = self.election_timeout_max_ms;
+        c.install_snapshot_timeout = self.election_silence_min_ms();
         c.snapshot_policy = SnapshotPolicy::LogsSinceLast(self.snapshot_logs_since_last);
         c.max_in_snapshot_log_to_keep = self.max_in_snapshot_log_to_keep;
         c.snapshot_max_chunk_size = SNAPSHOT_CHUNK_BYTES_MAX;
@@ -153,6 +173,8 @@ pub fn kraft_state_name(state: ServerState) -> &'static str {
 /// A running controller node.
 pub struct ControllerNode {
     node_id: u64,
+    election_silence_min: Duration,
+    leader_contact: LeaderContact,
     raft: MetadataRaft,
     image_rx: watch::Receiver<Arc<MetadataImage>>,
     cancel: CancellationToken,
@@ -245,6 +267,8 @@ impl ControllerNode {
 
         Ok(ControllerNode {
             node_id: config.node_id,
+            election_silence_min: Duration::from_millis(config.election_silence_min_ms()),
+            leader_contact: LeaderContact::default(),
             raft,
             image_rx,
             cancel,
@@ -259,7 +283,7 @@ impl ControllerNode {
 
     /// The Raft service to mount on this node's controller gRPC server.
     pub fn raft_service(&self) -> RaftServer<RaftService> {
-        RaftService::new(self.raft.clone()).into_server()
+        RaftService::new(self.raft.clone(), self.leader_contact.clone()).into_server()
     }
 
     /// Proposes a command; the result once it is committed and applied here.
@@ -285,9 +309,30 @@ impl ControllerNode {
     /// Whether this node is the leader as far as it knows (a deposed leader
     /// may not know yet; writes through it then fail).
     pub fn is_leader(&self) -> bool {
-        let m = self.raft.metrics();
+        // The server metrics, which openraft publishes before the others, so
+        // a task woken by a change of them (`server_metrics`) reads the new state.
+        let m = self.raft.server_metrics();
         let m = m.borrow();
         m.state == ServerState::Leader && m.current_leader == Some(self.node_id)
+    }
+
+    /// Changes of this node's Raft state, vote and known leader (not of its
+    /// log), to wait for a change of leadership.
+    pub(crate) fn server_metrics(
+        &self,
+    ) -> watch::Receiver<openraft::metrics::RaftServerMetrics<u64, BasicNode>> {
+        self.raft.server_metrics()
+    }
+
+    /// How long before now this node last heard from a leader: at least
+    /// [`ControllerConfig::election_silence_min_ms`] once it won an election
+    /// (a voter stands only after that much silence), and that floor when
+    /// it never heard from one (a fresh start).
+    pub fn leader_silence(&self) -> Duration {
+        let heard = *self.leader_contact.lock();
+        heard.map_or(self.election_silence_min, |t| {
+            t.elapsed().max(self.election_silence_min)
+        })
     }
 
     pub fn leader_id(&self) -> Option<u64> {

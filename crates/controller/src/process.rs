@@ -13,6 +13,11 @@ use tokio_util::task::TaskTracker;
 use crate::node::{ControllerConfig, ControllerError, ControllerNode};
 use crate::service::{ControllerGrpc, ControllerService, LivenessConfig};
 
+/// HTTP/2 ping interval on accepted connections, and how long a ping may
+/// go unanswered before the connection is closed.
+const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct ControllerProcess {
     node: Arc<ControllerNode>,
     tasks: TaskTracker,
@@ -29,10 +34,15 @@ impl ControllerProcess {
     ) -> Result<ControllerProcess, ControllerError> {
         let tls = config.tls.clone();
         let node = Arc::new(ControllerNode::start(config).await?);
-        let service = ControllerService::new(node.clone(), liveness);
         let tasks = TaskTracker::new();
+        let service =
+            ControllerService::new(node.clone(), liveness, shutdown.clone(), tasks.clone());
         tasks.spawn(service.clone().run_liveness(shutdown.clone()));
+        // Pings find connections whose peer vanished without a reset (a
+        // network cut), so the broker sessions on them end.
         let router = tonic::transport::Server::builder()
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .add_service(node.raft_service())
             .add_service(ControllerServer::new(ControllerGrpc(service)));
         let incoming = kraftwerk_rpc::incoming(listener, tls);

@@ -1,26 +1,33 @@
 //! The broker-facing gRPC service of a controller node, and broker liveness.
 //!
 //! Any controller node serves metadata (`FetchMetadata`, `QuorumStatus`);
-//! only the active controller (the Raft leader) takes writes, registrations
-//! and heartbeats, and the others answer `NOT_CONTROLLER` with the leader's
-//! id. Heartbeats are not written to the log: the active controller keeps
-//! them in memory and writes a `FenceBroker` record when a broker misses
-//! `broker.session.timeout.ms`. A newly elected controller first gives every
-//! broker a whole session to heartbeat, as Kafka does.
+//! only the active controller (the Raft leader) takes writes, registrations,
+//! heartbeats and broker sessions, and the others answer `NOT_CONTROLLER`
+//! with the leader's id. Heartbeats are not written to the log: the active
+//! controller keeps them in memory and writes a `FenceBroker` record when a
+//! broker misses `broker.session.timeout.ms`, or at once when the broker's
+//! session stream ended and a probe finds nothing listening on its
+//! replication endpoint (the rules are in [`crate::liveness`]).
 
-use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kraftwerk_metadata::ListenerEndpoint;
+use kraftwerk_metadata::{ListenerEndpoint, MetadataImage};
 use kraftwerk_rpc::controller as pb;
 use kraftwerk_rpc::controller::controller_server::Controller;
 use kraftwerk_types::ErrorCode;
 use parking_lot::Mutex;
+use tokio::sync::{mpsc, Notify};
+use tokio::task::JoinSet;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
 use crate::commands::{CommandResult, MetadataCommand};
+use crate::liveness::{BrokerState, Liveness, ProbeOutcome};
 use crate::node::{ControllerError, ControllerNode};
 
 /// Kafka's error codes as the gRPC status fields carry them.
@@ -29,14 +36,25 @@ pub const STALE_BROKER_EPOCH: i32 = ErrorCode::STALE_BROKER_EPOCH.0 as i32;
 pub const BROKER_ID_NOT_REGISTERED: i32 = ErrorCode::BROKER_ID_NOT_REGISTERED.0 as i32;
 /// Longest a FetchMetadata long poll may wait.
 const FETCH_METADATA_WAIT_MAX: Duration = Duration::from_secs(30);
-/// How often the active controller looks for expired broker sessions.
+/// How often the active controller looks for expired broker sessions and
+/// suspects due for a probe.
 const LIVENESS_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// A pause of the liveness task longer than this (the process was stopped
+/// or starved) restarts every broker's session: the clock it did not watch
+/// says nothing about the brokers.
+const LIVENESS_STALL_MAX: Duration = Duration::from_secs(2);
+/// How long a probe of a suspect broker's endpoint waits for the TCP
+/// handshake; no answer proves nothing (a cut-off host).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// Events queued on one broker session stream: the answer and the reason it ends.
+const SESSION_EVENTS_MAX: usize = 2;
 
 /// Timeouts of broker liveness, with Kafka's names.
 ///
 /// Rule: `broker.heartbeat.interval.ms` must be well below
 /// `broker.session.timeout.ms` (Kafka: 2000 and 9000), so a broker misses
-/// several heartbeats before it is fenced.
+/// several heartbeats before it is fenced. A broker whose process died is
+/// fenced sooner, when its session stream ends ([`crate::liveness`]).
 #[derive(Debug, Clone, Copy)]
 pub struct LivenessConfig {
     pub broker_session_timeout_ms: u64,
@@ -56,8 +74,13 @@ impl Default for LivenessConfig {
 
 pub struct ControllerService {
     node: Arc<ControllerNode>,
-    liveness: LivenessConfig,
-    last_heartbeat: Mutex<HashMap<i32, Instant>>,
+    config: LivenessConfig,
+    liveness: Mutex<Liveness>,
+    /// Wakes the liveness task when a broker session ends.
+    wake: Notify,
+    /// The tasks that hold broker sessions open; owned by the process.
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
 }
 
 fn ok_status() -> Option<pb::ControllerStatus> {
@@ -81,11 +104,23 @@ fn error_status(
 }
 
 impl ControllerService {
-    pub fn new(node: Arc<ControllerNode>, liveness: LivenessConfig) -> Arc<ControllerService> {
+    /// A service of `node`; the tasks holding broker sessions run on
+    /// `tasks` and end when `shutdown` fires.
+    pub fn new(
+        node: Arc<ControllerNode>,
+        config: LivenessConfig,
+        shutdown: CancellationToken,
+        tasks: TaskTracker,
+    ) -> Arc<ControllerService> {
         Arc::new(ControllerService {
             node,
-            liveness,
-            last_heartbeat: Mutex::new(HashMap::new()),
+            config,
+            liveness: Mutex::new(Liveness::new(Duration::from_millis(
+                config.broker_session_timeout_ms,
+            ))),
+            wake: Notify::new(),
+            tasks,
+            shutdown,
         })
     }
 
@@ -112,62 +147,110 @@ impl ControllerService {
         }
     }
 
-    /// Runs until `shutdown`: fences brokers whose session expired and, on a
-    /// timer, moves leadership back to preferred replicas.
+    /// Runs until `shutdown`: fences brokers whose session expired or whose
+    /// session stream ended with nothing listening on their endpoint, and,
+    /// on a timer, moves leadership back to preferred replicas.
     pub async fn run_liveness(self: Arc<Self>, shutdown: CancellationToken) {
         let mut was_leader = false;
         let mut tick = tokio::time::interval(LIVENESS_CHECK_INTERVAL);
-        let session = Duration::from_millis(self.liveness.broker_session_timeout_ms);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let rebalance_every =
-            Duration::from_millis(self.liveness.leader_imbalance_check_interval_ms.max(1000));
+            Duration::from_millis(self.config.leader_imbalance_check_interval_ms.max(1000));
         let mut last_rebalance = Instant::now();
+        // At most one probe per suspect broker is in flight.
+        let mut probes: JoinSet<(i32, i64, String, ProbeOutcome)> = JoinSet::new();
+        // A new controller probes at once, not at the next tick.
+        let mut leadership = self.node.server_metrics();
+        let mut last_pass = Instant::now();
         loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tick.tick() => {}
-            }
-            let leader = self.node.is_leader();
-            if leader && !was_leader {
-                // A new active controller: every broker gets a full session.
-                let now = Instant::now();
-                let image = self.node.image().borrow().clone();
-                let mut hb = self.last_heartbeat.lock();
-                hb.clear();
-                for id in image.brokers.keys() {
-                    hb.insert(*id, now);
+            // Suspects wait while this node does not lead.
+            let next_probe = if was_leader {
+                self.liveness.lock().next_probe_due()
+            } else {
+                None
+            };
+            let probe_due = async {
+                match next_probe {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
                 }
+            };
+            let finished = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    probes.shutdown().await;
+                    return;
+                }
+                Some(joined) = probes.join_next(), if !probes.is_empty() => joined.ok(),
+                _ = self.wake.notified() => None,
+                Ok(()) = leadership.changed() => None,
+                _ = probe_due => None,
+                _ = tick.tick() => None,
+            };
+            let leader = self.node.is_leader();
+            let now = Instant::now();
+            let image = self.node.image().borrow().clone();
+            let brokers = broker_states(&image);
+            let waited = now.saturating_duration_since(last_pass);
+            last_pass = now;
+            if leader && !was_leader {
+                self.liveness
+                    .lock()
+                    .became_leader(now, &brokers, self.node.leader_silence());
                 last_rebalance = now;
+            } else if leader && waited > LIVENESS_STALL_MAX {
+                tracing::warn!(
+                    waited_ms = waited.as_millis() as u64,
+                    "the broker liveness task could not run for a while; every broker gets a new session"
+                );
+                self.liveness.lock().restart_sessions(now);
             }
             was_leader = leader;
             if !leader {
                 continue;
             }
-            let image = self.node.image().borrow().clone();
-            let expired: Vec<i32> = {
-                let hb = self.last_heartbeat.lock();
-                image
-                    .brokers
-                    .values()
-                    .filter(|b| !b.fenced)
-                    .filter(|b| {
-                        hb.get(&b.node_id)
-                            .map(|t| t.elapsed() > session)
-                            .unwrap_or(true)
-                    })
-                    .map(|b| b.node_id)
-                    .collect()
-            };
-            for broker_id in expired {
-                tracing::warn!(broker_id, "broker missed its session timeout; fencing it");
-                if let Err(e) = self
-                    .node
-                    .write(MetadataCommand::FenceBroker { broker_id })
-                    .await
-                {
-                    tracing::warn!(broker_id, error = %e, "fencing failed");
+            if let Some((broker_id, broker_epoch, addr, outcome)) = finished {
+                let fence =
+                    self.liveness
+                        .lock()
+                        .probe_finished(broker_id, broker_epoch, outcome, now);
+                // Still the registration that was probed, still unfenced.
+                let current = brokers.iter().any(|b| {
+                    b.broker_id == broker_id && b.broker_epoch == broker_epoch && !b.fenced
+                });
+                if fence && current {
+                    tracing::warn!(
+                        broker_id,
+                        endpoint = %addr,
+                        "the broker's session ended and nothing listens on its endpoint any more; fencing it"
+                    );
+                    self.fence(broker_id).await;
                 }
             }
-            if self.liveness.auto_leader_rebalance_enable
+            let expired = self.liveness.lock().expired(now, &brokers);
+            for broker_id in expired {
+                tracing::warn!(broker_id, "broker missed its session timeout; fencing it");
+                self.fence(broker_id).await;
+            }
+            let due = self.liveness.lock().due_probes(now, &brokers);
+            for (broker_id, broker_epoch) in due {
+                let Some(addr) = probe_address(&image, broker_id) else {
+                    // Nothing to probe: only the session timeout can tell.
+                    self.liveness.lock().probe_finished(
+                        broker_id,
+                        broker_epoch,
+                        ProbeOutcome::Unknown,
+                        now,
+                    );
+                    continue;
+                };
+                tracing::debug!(broker_id, endpoint = %addr, "broker without a session; probing its endpoint");
+                probes.spawn(async move {
+                    let outcome = probe(&addr).await;
+                    (broker_id, broker_epoch, addr, outcome)
+                });
+            }
+            if self.config.auto_leader_rebalance_enable
                 && last_rebalance.elapsed() >= rebalance_every
             {
                 last_rebalance = Instant::now();
@@ -182,7 +265,127 @@ impl ControllerService {
                     }
                 }
             }
+            // Writes above may wait on the quorum; that is no stall.
+            last_pass = Instant::now();
         }
+    }
+
+    async fn fence(&self, broker_id: i32) {
+        if let Err(e) = self
+            .node
+            .write(MetadataCommand::FenceBroker { broker_id })
+            .await
+        {
+            tracing::warn!(broker_id, error = %e, "fencing failed");
+        }
+    }
+
+    /// The answer to a session request: ok when this node leads and the
+    /// epoch is the broker's current registration.
+    fn session_status(&self, r: &pb::BrokerSessionRequest) -> Option<pb::ControllerStatus> {
+        if !self.node.is_leader() {
+            return self.not_controller();
+        }
+        let image = self.node.image().borrow().clone();
+        match image.broker_epochs.get(&r.broker_id) {
+            None => error_status(BROKER_ID_NOT_REGISTERED, "register first", None),
+            Some(epoch) if *epoch != r.broker_epoch => error_status(
+                STALE_BROKER_EPOCH,
+                format!("broker epoch {} is not the current {epoch}", r.broker_epoch),
+                None,
+            ),
+            Some(_) => ok_status(),
+        }
+    }
+
+    /// Keeps an accepted session open until the broker goes away (the
+    /// stream's receiver is dropped), this node stops leading, the broker
+    /// registers again, or the controller shuts down; then tells the
+    /// liveness task.
+    async fn hold_session(
+        self: Arc<Self>,
+        broker_id: i32,
+        broker_epoch: i64,
+        events: mpsc::Sender<Result<pb::BrokerSessionEvent, Status>>,
+    ) {
+        let mut leadership = self.node.server_metrics();
+        let mut image = self.node.image();
+        let ending = loop {
+            leadership.borrow_and_update();
+            if !self.node.is_leader() {
+                break self.not_controller();
+            }
+            let current = image
+                .borrow_and_update()
+                .broker_epochs
+                .get(&broker_id)
+                .copied();
+            if current != Some(broker_epoch) {
+                break error_status(STALE_BROKER_EPOCH, "the broker registered again", None);
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break None,
+                _ = events.closed() => {
+                    tracing::info!(broker_id, broker_epoch, "broker session ended");
+                    break None;
+                }
+                changed = leadership.changed() => if changed.is_err() { break None },
+                changed = image.changed() => if changed.is_err() { break None },
+            }
+        };
+        if ending.is_some() {
+            let _ = events.try_send(Ok(pb::BrokerSessionEvent { status: ending }));
+        }
+        drop(events);
+        self.liveness
+            .lock()
+            .session_closed(broker_id, broker_epoch, Instant::now());
+        self.wake.notify_one();
+    }
+}
+
+/// Every registered broker: id, epoch, fenced.
+fn broker_states(image: &MetadataImage) -> Vec<BrokerState> {
+    image
+        .brokers
+        .values()
+        .filter_map(|b| {
+            Some(BrokerState {
+                broker_id: b.node_id,
+                broker_epoch: *image.broker_epochs.get(&b.node_id)?,
+                fenced: b.fenced,
+            })
+        })
+        .collect()
+}
+
+/// Where to probe a broker: its replication endpoint, which every other
+/// broker reaches, else its first Kafka listener.
+fn probe_address(image: &MetadataImage, broker_id: i32) -> Option<String> {
+    let b = image.brokers.get(&broker_id)?;
+    match &b.replication_endpoint {
+        Some(e) if !e.is_empty() => Some(e.clone()),
+        _ if !b.host.is_empty() && b.port != 0 => Some(format!("{}:{}", b.host, b.port)),
+        _ => None,
+    }
+}
+
+/// Opens (and at once closes) a TCP connection to `addr`.
+async fn probe(addr: &str) -> ProbeOutcome {
+    use std::io::ErrorKind;
+    match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Ok(_)) => ProbeOutcome::Listening,
+        Ok(Err(e))
+            if matches!(
+                e.kind(),
+                ErrorKind::ConnectionRefused
+                    | ErrorKind::HostUnreachable
+                    | ErrorKind::NetworkUnreachable
+            ) =>
+        {
+            ProbeOutcome::Gone
+        }
+        Ok(Err(_)) | Err(_) => ProbeOutcome::Unknown,
     }
 }
 
@@ -249,9 +452,7 @@ impl Controller for ControllerGrpc {
         };
         let response = match self.propose(command).await {
             Ok(CommandResult::BrokerEpoch(epoch)) => {
-                self.last_heartbeat
-                    .lock()
-                    .insert(r.broker_id, Instant::now());
+                self.liveness.lock().heartbeat(r.broker_id, Instant::now());
                 tracing::info!(
                     broker_id = r.broker_id,
                     broker_epoch = epoch,
@@ -307,9 +508,7 @@ impl Controller for ControllerGrpc {
             }
             Some(_) => {}
         }
-        self.last_heartbeat
-            .lock()
-            .insert(r.broker_id, Instant::now());
+        self.liveness.lock().heartbeat(r.broker_id, Instant::now());
         let fenced = image
             .brokers
             .get(&r.broker_id)
@@ -362,6 +561,43 @@ impl Controller for ControllerGrpc {
             fenced: now_fenced,
             shutdown_ready: false,
         }))
+    }
+
+    type BrokerSessionStream =
+        Pin<Box<dyn Stream<Item = Result<pb::BrokerSessionEvent, Status>> + Send + 'static>>;
+
+    async fn broker_session(
+        &self,
+        request: Request<pb::BrokerSessionRequest>,
+    ) -> Result<Response<Self::BrokerSessionStream>, Status> {
+        let r = request.into_inner();
+        let (events, stream) = mpsc::channel(SESSION_EVENTS_MAX);
+        let mut status = self.session_status(&r);
+        let mut accepted = status.as_ref().is_some_and(|s| s.error_code == 0);
+        if accepted
+            && !self
+                .liveness
+                .lock()
+                .session_opened(r.broker_id, r.broker_epoch)
+        {
+            accepted = false;
+            status = error_status(-1, "this broker holds too many sessions", None);
+        }
+        // The channel is new and holds two events: the first always fits.
+        let _ = events.try_send(Ok(pb::BrokerSessionEvent { status }));
+        if accepted {
+            tracing::debug!(
+                broker_id = r.broker_id,
+                broker_epoch = r.broker_epoch,
+                "broker session opened"
+            );
+            self.tasks.spawn(
+                self.0
+                    .clone()
+                    .hold_session(r.broker_id, r.broker_epoch, events),
+            );
+        }
+        Ok(Response::new(Box::pin(ReceiverStream::new(stream))))
     }
 
     async fn write(

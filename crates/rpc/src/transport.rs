@@ -164,6 +164,11 @@ pub fn incoming(
                         // The server has gone when the receiver has.
                         let _ = tx.send(Ok(Conn::Tls(Box::new(s)))).await;
                     }
+                    // A peer that connects and closes without a word is a
+                    // liveness probe of the controller (or a port scan).
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                        tracing::debug!(%peer, "gRPC connection closed before a TLS handshake")
+                    }
                     Ok(Err(e)) => {
                         tracing::warn!(%peer, error = %e, "gRPC TLS handshake refused")
                     }

@@ -23,7 +23,7 @@ pub mod state_machine;
 
 pub use log_store::LogStore;
 pub use network::{NetworkFactory, PeerNetwork};
-pub use service::RaftService;
+pub use service::{LeaderContact, RaftService};
 pub use state_machine::StateMachineStore;
 
 openraft::declare_raft_types!(

@@ -3,8 +3,13 @@
 //! openraft error included, so the caller sees the error its peer's Raft
 //! returned. gRPC errors are kept for requests that cannot be decoded.
 
+use std::sync::Arc;
+use std::time::Instant;
+
 use kraftwerk_rpc::raft::raft_server::{Raft as RaftRpc, RaftServer};
 use kraftwerk_rpc::raft::RaftPayload;
+use openraft::raft::AppendEntriesResponse;
+use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
@@ -12,15 +17,24 @@ use tonic::{Request, Response, Status};
 use super::network::RAFT_MESSAGE_BYTES_MAX;
 use super::MetadataRaft;
 
+/// When this node last accepted entries or a heartbeat from a leader.
+pub type LeaderContact = Arc<Mutex<Option<Instant>>>;
+
 /// Serves Raft RPCs of peers to the local Raft.
 #[derive(Clone)]
 pub struct RaftService {
     raft: MetadataRaft,
+    leader_contact: LeaderContact,
 }
 
 impl RaftService {
-    pub fn new(raft: MetadataRaft) -> Self {
-        RaftService { raft }
+    /// Serves `raft`, noting in `leader_contact` each append-entries call
+    /// that a leader of the current or a newer term made.
+    pub fn new(raft: MetadataRaft, leader_contact: LeaderContact) -> Self {
+        RaftService {
+            raft,
+            leader_contact,
+        }
     }
 
     /// The tonic service, with message limits that fit snapshot chunks.
@@ -49,7 +63,11 @@ impl RaftRpc for RaftService {
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(request)?;
-        encode(&self.raft.append_entries(rpc).await)
+        let result = self.raft.append_entries(rpc).await;
+        if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            *self.leader_contact.lock() = Some(Instant::now());
+        }
+        encode(&result)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

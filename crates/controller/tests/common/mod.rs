@@ -33,7 +33,7 @@ pub struct Cluster {
     pub tune: fn(&mut ControllerConfig),
 }
 
-/// Test timings: a tenth of the defaults, so elections take well under a second.
+/// Test timings: the default election timeouts with a faster heartbeat.
 pub fn fast(config: &mut ControllerConfig) {
     config.election_timeout_min_ms = 300;
     config.election_timeout_max_ms = 600;
