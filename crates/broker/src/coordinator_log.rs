@@ -56,7 +56,6 @@ impl CoordinatorLog for BrokerState {
                 e.error_code()
             })?;
         p.after_leader_append();
-        self.replicas.notify_appended();
         Ok(info.last_offset)
     }
 

@@ -92,7 +92,6 @@ pub async fn write_local(
             e.error_code()
         })?;
     p.after_leader_append();
-    state.replicas.notify_appended();
     if topic == OFFSETS_TOPIC {
         state
             .groups

@@ -20,7 +20,6 @@ use kraftwerk_replication::{
 use kraftwerk_storage::{Log, StorageError};
 use kraftwerk_types::{BrokerConfig, ErrorCode, TopicId, TopicPartition};
 use parking_lot::RwLock;
-use tokio::sync::watch;
 
 use crate::metadata::MetadataImage;
 
@@ -99,9 +98,6 @@ impl LocalReplica for Partition {
 /// The partitions, shared with the replication tasks.
 pub struct PartitionTable {
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
-    /// Ticks on every append and high-watermark advance, so long-polling
-    /// fetches wake up.
-    appended: watch::Sender<u64>,
 }
 
 impl ReplicaSource for PartitionTable {
@@ -118,14 +114,6 @@ impl ReplicaSource for PartitionTable {
             .iter()
             .map(|(tp, p)| (tp.clone(), p.clone() as Arc<dyn LocalReplica>))
             .collect()
-    }
-
-    fn subscribe_appends(&self) -> watch::Receiver<u64> {
-        self.appended.subscribe()
-    }
-
-    fn notify_appended(&self) {
-        self.appended.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 
@@ -147,14 +135,12 @@ pub struct ReplicaManager {
 
 impl ReplicaManager {
     pub fn new(config: &BrokerConfig) -> ReplicaManager {
-        let (appended, _) = watch::channel(0);
         ReplicaManager {
             node_id: config.node_id,
             log_dir: config.log_dirs[0].clone(),
             config: config.clone(),
             table: Arc::new(PartitionTable {
                 partitions: RwLock::new(HashMap::new()),
-                appended,
             }),
             checkpointed: checkpoint::read(&config.log_dirs[0]),
             fetchers: OnceLock::new(),
@@ -206,14 +192,6 @@ impl ReplicaManager {
 
     pub fn all(&self) -> Vec<Arc<Partition>> {
         self.table.partitions.read().values().cloned().collect()
-    }
-
-    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
-        self.table.subscribe_appends()
-    }
-
-    pub fn notify_appended(&self) {
-        self.table.notify_appended();
     }
 
     fn partition_dir(&self, tp: &TopicPartition) -> PathBuf {
@@ -380,7 +358,6 @@ impl ReplicaManager {
                 .collect();
             fetchers.update(&follow, &endpoints);
         }
-        self.notify_appended();
         (shrinks, expands)
     }
 

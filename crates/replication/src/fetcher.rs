@@ -296,7 +296,6 @@ impl Fetcher {
     /// only when everything failed.
     fn apply(&mut self, request: &pb::FetchRequest, response: pb::FetchResponse) -> bool {
         let mut progressed = false;
-        let mut appended = false;
         for (sent, got) in request.partitions.iter().zip(response.partitions) {
             if got.topic != sent.topic || got.partition != sent.partition {
                 tracing::warn!(leader = self.leader, "fetch response out of order; dropped");
@@ -366,7 +365,7 @@ impl Fetcher {
             }
             if !got.records.is_empty() {
                 match log.append_as_follower(got.records) {
-                    Ok(_) => appended = true,
+                    Ok(_) => {}
                     Err(e) => {
                         tracing::error!(partition = %tp.topic, index = tp.partition, error = %e, "follower append failed");
                         continue;
@@ -382,9 +381,6 @@ impl Fetcher {
                     tracing::error!(partition = %tp.topic, index = tp.partition, error = %e, "moving the log start offset failed");
                 }
             }
-        }
-        if appended {
-            self.source.notify_appended();
         }
         progressed
     }
@@ -418,7 +414,7 @@ mod tests {
     use crate::{LocalReplica, PartitionReplication, PartitionView};
     use kraftwerk_rpc::replication::replication_server::{Replication, ReplicationServer};
     use kraftwerk_types::LogConfig;
-    use tokio::sync::{mpsc, watch};
+    use tokio::sync::mpsc;
     use tonic::transport::Server;
 
     struct Follower {
@@ -438,7 +434,6 @@ mod tests {
     struct OnePartition {
         tp: TopicPartition,
         replica: Arc<Follower>,
-        appended: watch::Sender<u64>,
     }
 
     impl ReplicaSource for OnePartition {
@@ -451,10 +446,6 @@ mod tests {
                 self.replica.clone() as Arc<dyn LocalReplica>,
             )]
         }
-        fn subscribe_appends(&self) -> watch::Receiver<u64> {
-            self.appended.subscribe()
-        }
-        fn notify_appended(&self) {}
     }
 
     /// A leader that answers every fetch with nothing and reports who sent
@@ -507,11 +498,9 @@ mod tests {
             log,
             replication: PartitionReplication::new(2, view, 0),
         });
-        let (appended, _) = watch::channel(0);
         let source = Arc::new(OnePartition {
             tp: tp.clone(),
             replica,
-            appended,
         });
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

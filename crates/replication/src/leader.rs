@@ -15,8 +15,10 @@ use bytes::Bytes;
 use kraftwerk_rpc::replication as pb;
 use kraftwerk_storage::StorageError;
 use kraftwerk_types::{ErrorCode, TopicPartition};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::partition::any_changed;
 use crate::ReplicaSource;
 
 /// The longest a leader holds a follower fetch, whatever the follower asks.
@@ -33,10 +35,10 @@ pub async fn serve_fetch(
 ) -> pb::FetchResponse {
     let wait = Duration::from_millis(request.max_wait_ms as u64).min(FETCH_WAIT_MAX);
     let deadline = tokio::time::Instant::now() + wait;
-    let mut appended = source.subscribe_appends();
+    let mut watched = Vec::new();
     loop {
-        appended.borrow_and_update();
-        let (partitions, bytes, urgent) = read_once(source, request);
+        watched.clear();
+        let (partitions, bytes, urgent) = read_once(source, request, &mut watched);
         if urgent
             || bytes >= request.min_bytes.max(0) as usize
             || tokio::time::Instant::now() >= deadline
@@ -46,22 +48,23 @@ pub async fn serve_fetch(
         }
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {}
-            _ = appended.changed() => {}
+            _ = any_changed(&mut watched) => {}
             _ = shutdown.cancelled() => {}
         }
     }
 }
 
 /// One pass over the requested partitions: (answers, bytes, urgent). An
-/// answer is urgent when it carries an error or a diverging epoch.
+/// answer is urgent when it carries an error or a diverging epoch. Each
+/// partition read is watched from before its read, into `watched`.
 fn read_once(
     source: &dyn ReplicaSource,
     request: &pb::FetchRequest,
+    watched: &mut Vec<watch::Receiver<u64>>,
 ) -> (Vec<pb::FetchedPartition>, usize, bool) {
     let mut out = Vec::with_capacity(request.partitions.len());
     let mut bytes = 0usize;
     let mut urgent = false;
-    let mut high_watermark_moved = false;
     let per_partition = (request.max_bytes.max(1) as usize).min(PARTITION_BYTES_MAX);
     for fp in &request.partitions {
         let mut answer = pb::FetchedPartition {
@@ -81,9 +84,9 @@ fn read_once(
             fp,
             per_partition,
             &mut answer,
+            watched,
         ) {
-            Ok(moved) => {
-                high_watermark_moved |= moved;
+            Ok(()) => {
                 bytes += answer.records.len();
                 urgent |= answer.diverging_epoch.is_some();
             }
@@ -93,10 +96,6 @@ fn read_once(
             }
         }
         out.push(answer);
-    }
-    if high_watermark_moved {
-        // Consumers long-polling on this broker and acks=all waiters.
-        source.notify_appended();
     }
     (out, bytes, urgent)
 }
@@ -108,12 +107,14 @@ fn read_partition(
     fp: &pb::FetchPartition,
     max_bytes: usize,
     answer: &mut pb::FetchedPartition,
-) -> Result<bool, ErrorCode> {
+    watched: &mut Vec<watch::Receiver<u64>>,
+) -> Result<(), ErrorCode> {
     let tp = TopicPartition::new(fp.topic.clone(), fp.partition);
     let replica = source
         .replica(&tp)
         .ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
     let state = replica.replication();
+    watched.push(state.subscribe());
     let view = state.view();
     if view.leader != state.local_id() {
         return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
@@ -140,26 +141,25 @@ fn read_partition(
         };
         if let Some((epoch, end_offset)) = diverging {
             answer.diverging_epoch = Some(pb::EpochEndOffset { epoch, end_offset });
-            return Ok(false);
+            return Ok(());
         }
     }
     let log_end_offset = answer.log_end_offset;
     if fp.fetch_offset > log_end_offset || fp.fetch_offset < answer.log_start_offset {
         return Err(ErrorCode::OFFSET_OUT_OF_RANGE);
     }
-    let moved = match state.on_follower_fetch(
+    // A high watermark this fetch moves wakes the partition's waiters
+    // (consumers, acks=all produces) through its watch.
+    if let Err(stale) = state.on_follower_fetch(
         replica_id,
         broker_epoch,
         fp.fetch_offset,
         log_end_offset,
         Instant::now(),
     ) {
-        Ok(moved) => moved,
-        Err(stale) => {
-            tracing::info!(partition = %tp.topic, index = tp.partition, follower = replica_id, broker_epoch = stale.fetched, latest_broker_epoch = stale.latest, "ignoring a fetch of an earlier incarnation of the follower");
-            return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
-        }
-    };
+        tracing::info!(partition = %tp.topic, index = tp.partition, follower = replica_id, broker_epoch = stale.fetched, latest_broker_epoch = stale.latest, "ignoring a fetch of an earlier incarnation of the follower");
+        return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
+    }
     answer.high_watermark = state.high_watermark();
     answer.records = match log.read(fp.fetch_offset, max_bytes, i64::MAX, true) {
         Ok(records) => records,
@@ -169,5 +169,5 @@ fn read_partition(
             return Err(e.error_code());
         }
     };
-    Ok(moved)
+    Ok(())
 }

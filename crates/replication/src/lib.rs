@@ -31,7 +31,6 @@ use std::time::Duration;
 
 use kraftwerk_storage::Log;
 use kraftwerk_types::{BrokerConfig, TopicPartition};
-use tokio::sync::watch;
 
 pub use partition::{
     CommitWaitError, IsrChange, PartitionReplication, PartitionView, StaleBrokerEpoch,
@@ -49,9 +48,6 @@ pub trait LocalReplica: Send + Sync {
 pub trait ReplicaSource: Send + Sync + 'static {
     fn replica(&self, tp: &TopicPartition) -> Option<Arc<dyn LocalReplica>>;
     fn all_replicas(&self) -> Vec<(TopicPartition, Arc<dyn LocalReplica>)>;
-    /// Ticks on every append and high-watermark advance.
-    fn subscribe_appends(&self) -> watch::Receiver<u64>;
-    fn notify_appended(&self);
 }
 
 /// This broker's epoch: the metadata offset of its registration, -1 until

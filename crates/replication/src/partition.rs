@@ -174,6 +174,8 @@ impl PartitionReplication {
         (inner.view.leader == self.local_id).then_some(inner.leader_epoch_start_offset)
     }
 
+    /// A receiver that sees every change from now on: a leader append,
+    /// a high watermark move, a new view (leadership, ISR).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
@@ -262,9 +264,8 @@ impl PartitionReplication {
         }
         let moved = Self::advance_high_watermark(&mut inner, self.local_id, log_end_offset);
         drop(inner);
-        if moved {
-            self.tick();
-        }
+        // Every append: followers long-polling this partition have data.
+        self.tick();
         moved
     }
 
@@ -872,4 +873,27 @@ mod tests {
             self
         }
     }
+}
+
+/// Resolves when any of `watched` (partition receivers from
+/// [`PartitionReplication::subscribe`]) sees a change, or its partition
+/// went away. A long-polling fetch waits on the partitions it reads only,
+/// so appends to other partitions never wake it. Never resolves for none.
+pub async fn any_changed(watched: &mut [watch::Receiver<u64>]) {
+    if watched.is_empty() {
+        return std::future::pending().await;
+    }
+    let mut waits: Vec<_> = watched
+        .iter_mut()
+        .map(|rx| Box::pin(rx.changed()))
+        .collect();
+    std::future::poll_fn(|cx| {
+        for wait in waits.iter_mut() {
+            if std::future::Future::poll(wait.as_mut(), cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }

@@ -6,8 +6,6 @@
 //! Fetch sessions (KIP-227) are not kept: every fetch is a full one, which
 //! the protocol allows by answering with session id 0.
 
-use std::future::Future;
-use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -15,6 +13,7 @@ use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
+use kraftwerk_replication::partition::any_changed;
 use kraftwerk_storage::StorageError;
 use kraftwerk_types::{ErrorCode, TopicId};
 use tokio::sync::watch;
@@ -79,29 +78,6 @@ fn throttled(
     } else {
         response.with_responses(responses)
     }
-}
-
-/// Resolves when any of the partitions a fetch read has news: its high
-/// watermark moved, or its leadership changed. A long-polling fetch waits
-/// on the partitions it reads only, so appends elsewhere never wake it.
-async fn any_changed(watched: &mut [watch::Receiver<u64>]) {
-    if watched.is_empty() {
-        return std::future::pending().await;
-    }
-    let mut waits: Vec<_> = watched
-        .iter_mut()
-        .map(|rx| Box::pin(rx.changed()))
-        .collect();
-    std::future::poll_fn(|cx| {
-        for wait in waits.iter_mut() {
-            // A closed channel (the partition went away) is news too.
-            if wait.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(());
-            }
-        }
-        Poll::Pending
-    })
-    .await
 }
 
 /// One pass over the requested partitions: (answers, bytes, any error).

@@ -60,7 +60,6 @@ pub async fn handle(
         .is_none_or(|id| authorized_on_txn(state, req, op::WRITE, id.as_str()));
     let image = state.image.load();
     let mut responses = Vec::with_capacity(body.topic_data.len());
-    let mut appended_any = false;
     // acks=all: (topic index, partition index, partition, last offset).
     let mut to_commit: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
     for topic in body.topic_data {
@@ -201,7 +200,6 @@ pub async fn handle(
             .await;
             match outcome {
                 Ok((base_offset, log_append_time_ms, log_start_offset, last_offset, partition)) => {
-                    appended_any = true;
                     if acks == -1 {
                         to_commit.push((
                             responses.len(),
@@ -230,9 +228,6 @@ pub async fn handle(
                 .with_name(topic.name)
                 .with_partition_responses(partition_responses),
         );
-    }
-    if appended_any {
-        state.replicas.notify_appended();
     }
     if acks == 0 {
         return None;
