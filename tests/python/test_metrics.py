@@ -176,6 +176,52 @@ def test_under_replicated_partitions_follow_a_follower_kill():
             time.sleep(0.2)
 
 
+def test_group_lag_covers_partitions_other_nodes_lead():
+    """The group's coordinator exports its lag for every partition it holds
+    a replica of, also those another node leads (the follower's high
+    watermark), so one scrape per coordinator covers the group."""
+    ports = {}
+    with running_cluster("kraftwerk-metrics-", prepare=give_http_ports(ports)) as cluster:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        admin.create_topics([NewTopic("lagged", 3, 3)])["lagged"].result(30)
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+        for i in range(60):
+            producer.produce("lagged", value=b"x", partition=i % 3)
+        assert producer.flush(30) == 0
+        consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "lag-everywhere",
+                             "enable.auto.commit": False})
+        consumer.assign([TopicPartition("lagged", p, 0) for p in range(3)])
+        got = 0
+        deadline = time.time() + 30
+        while got < 60 and time.time() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                got += 1
+        assert got == 60
+        consumer.commit(asynchronous=False)
+        consumer.close()
+        group = admin.describe_consumer_groups(["lag-everywhere"])["lag-everywhere"].result(30)
+        coordinator = group.coordinator.id
+        leaders = {p: m.leader for p, m in admin.list_topics("lagged", timeout=10).topics["lagged"].partitions.items()}
+        assert any(leader != coordinator for leader in leaders.values()), leaders
+
+        def lags():
+            text = scrape(ports[coordinator])
+            return [value(text, "kafka_consumergroup_lag", consumergroup="lag-everywhere", topic="lagged",
+                          partition=str(p)) for p in range(3)]
+        assert lags() == [0, 0, 0]
+        for i in range(3 * 30):
+            producer.produce("lagged", value=b"y", partition=i % 3)
+        assert producer.flush(30) == 0
+        # A follower learns the new high watermark with its next fetch.
+        deadline = time.time() + 10
+        seen = lags()
+        while seen != [30, 30, 30] and time.time() < deadline:
+            time.sleep(0.2)
+            seen = lags()
+        assert seen == [30, 30, 30], (seen, leaders, coordinator)
+
+
 def test_stats_gather_every_broker_and_list_a_dead_one_as_unreachable():
     ports = {}
     with running_cluster("kraftwerk-stats-", prepare=give_http_ports(ports), extra=FAST_FENCING) as cluster:

@@ -497,10 +497,13 @@ impl BrokerMetrics {
         for group in state.groups.all_groups() {
             let g = group.lock();
             for ((topic, partition), committed) in &g.offsets {
+                // Any replica here knows the high watermark: the leader's
+                // own, a follower's as of its last fetch. A partition with
+                // no replica on this node is left out.
                 let Some(p) = state.replicas.get(topic, *partition) else {
                     continue;
                 };
-                if !p.replication.is_leader() || committed.offset < 0 {
+                if committed.offset < 0 {
                     continue;
                 }
                 self.group_lag
