@@ -228,7 +228,8 @@ def test_acls_survive_a_controller_failover(tmp_path):
     """Three nodes; clients authenticate on a SASL listener, the PLAINTEXT
     one (the harness's admin listener, `User:ANONYMOUS`) is a super user.
     The active controller is killed after the ACL is written: the ACL is
-    still enforced, and still listed, by the survivors."""
+    still enforced, and still listed, by the survivors. Then the whole
+    cluster is killed and restarted: ACLs and a SCRAM user come back."""
     require_kafka_tools()
 
     def sasl_listener(c):
@@ -245,7 +246,7 @@ def test_acls_survive_a_controller_failover(tmp_path):
                                 f"SASL_PLAINTEXT://127.0.0.1:{sasl}")
             path.write_text(text)
 
-    extra = {"sasl.enabled.mechanisms": "PLAIN",
+    extra = {"sasl.enabled.mechanisms": "PLAIN,SCRAM-SHA-256",
              "listener.name.sasl_plaintext.plain.sasl.jaas.config": JAAS,
              "authorizer.class.name": AUTHORIZER,
              "super.users": "User:ANONYMOUS;User:admin",
@@ -270,6 +271,27 @@ def test_acls_survive_a_controller_failover(tmp_path):
         listed = kafka_tool("kafka-acls", "--bootstrap-server", plain_bootstrap, "--list",
                             "--topic", "guarded").stdout
         assert "principal=User:alice" in listed
+
+        # A SCRAM user written now, then the whole cluster killed and
+        # started again: the ACL and the credentials come back with it.
+        kafka_tool("kafka-configs", "--bootstrap-server", plain_bootstrap, "--alter",
+                   "--add-config", "SCRAM-SHA-256=[iterations=4096,password=erin-secret]",
+                   "--entity-type", "users", "--entity-name", "erin")
+        kafka_tool("kafka-acls", "--bootstrap-server", plain_bootstrap, "--add", "--allow-principal",
+                   "User:erin", "--operation", "Write", "--topic", "guarded")
+        c.stop_all()
+        c.start_all()
+        everyone = ",".join(f"127.0.0.1:{c.sasl_ports[n]}" for n in c.broker_ids)
+        c.wait_until(lambda: produce_one(everyone, "alice", "guarded", b"after-restart") is None, 60,
+                     "alice's write acknowledged after a full cluster restart")
+        erin = Producer({"bootstrap.servers": everyone, "security.protocol": "SASL_PLAINTEXT",
+                         "sasl.mechanism": "SCRAM-SHA-256", "sasl.username": "erin",
+                         "sasl.password": "erin-secret"})
+        outcome = []
+        erin.produce("guarded", b"erin-after-restart", callback=lambda err, _m: outcome.append(err))
+        erin.flush(30)
+        assert outcome == [None]
+        assert produce_one(everyone, "bob", "guarded", b"x").code() == 29
 
 
 def test_acls_apply_to_the_principal_of_a_client_certificate(broker_factory, tmp_path):
