@@ -41,13 +41,24 @@ MEMBER = textwrap.dedent('''
 ''')
 
 
-def wait_until(cond, timeout_s, what):
+def wait_until(cond, timeout_s, what, detail=None):
+    """Polls `cond`; on timeout the error carries `detail()` (what the members saw, the broker log)."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if cond():
             return
         time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+    extra = f"\n{detail()}" if detail else ""
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{extra}")
+
+
+def membership(procs, broker):
+    """Each member's assign/revoke events and the broker's log tail, for a failure message."""
+    lines = []
+    for p in procs:
+        events = [e for e in p.events() if e["event"] != "record"]
+        lines.append(f"member exit={p.proc.poll()} events={events}")
+    return "\n".join(lines) + "\n" + broker.log_tail()
 
 
 def create_topic(bootstrap, name, partitions):
@@ -118,14 +129,14 @@ def test_partitions_spread_and_move_when_a_member_dies(broker_factory):
     try:
         wait_until(lambda: current_assignment(a) and current_assignment(b)
                    and len(current_assignment(a)) == 2 and len(current_assignment(b)) == 2,
-                   30, "two members with two partitions each")
+                   30, "two members with two partitions each", lambda: membership(procs, broker))
         assert current_assignment(a).isdisjoint(current_assignment(b))
 
         c = Proc(MEMBER, broker.bootstrap, "spread", group, "c")
         procs.append(c)
         wait_until(lambda: sorted(len(current_assignment(p)) for p in procs) == [1, 1, 2]
                    and set().union(*(current_assignment(p) for p in procs)) == {0, 1, 2, 3},
-                   30, "the third member to get a share")
+                   30, "the third member to get a share", lambda: membership(procs, broker))
 
         produce(broker.bootstrap, "spread", [f"m{i}" for i in range(40)], partition=4)
         records = lambda: [e for p in procs for e in p.events() if e["event"] == "record"]
@@ -137,7 +148,7 @@ def test_partitions_spread_and_move_when_a_member_dies(broker_factory):
         killed_at = time.monotonic()
         survivors = [p for p in procs if p is not victim]
         wait_until(lambda: set().union(*(current_assignment(p) for p in survivors)) == {0, 1, 2, 3},
-                   20, "the dead member's partitions to move")
+                   20, "the dead member's partitions to move", lambda: membership(procs, broker))
         moved_after = time.monotonic() - killed_at
         # session.timeout.ms=6000, plus the rebalance itself and the test's polling.
         assert moved_after < 6 + 1 + 2, f"partitions {victim_parts} moved after {moved_after:.1f}s"

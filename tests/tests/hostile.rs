@@ -137,6 +137,38 @@ async fn a_truncated_frame_does_not_block_other_clients() {
     assert_still_serving(&b).await;
 }
 
+/// An array that claims more elements than its frame has bytes (what the
+/// `request_frames` fuzz target in `tests/fuzz` guards against):
+/// kafka-protocol 0.18.0 reserved room for all of them first, 154 GB for
+/// the 16 bytes of the first frame, and the broker aborted; the patched
+/// decoder refuses the count (crates/vendor/kafka-protocol/PATCHED.md).
+#[tokio::test]
+async fn an_array_count_beyond_its_frame_closes_only_that_connection() {
+    let b = BrokerProcess::start();
+    for (version, count) in [
+        (0i16, &i32::MAX.to_be_bytes()[..]),
+        (12, &[0xff, 0xff, 0xff, 0xff, 0x0f][..]),
+    ] {
+        let mut s = connect(&b).await;
+        // Metadata: key, version, correlation id, null client id (and the
+        // empty tagged fields of a flexible header), then the topic count.
+        let mut body = Vec::new();
+        body.extend_from_slice(&(ApiKey::Metadata as i16).to_be_bytes());
+        body.extend_from_slice(&version.to_be_bytes());
+        body.extend_from_slice(&1i32.to_be_bytes());
+        body.extend_from_slice(&(-1i16).to_be_bytes());
+        if version >= 9 {
+            body.push(0);
+        }
+        body.extend_from_slice(count);
+        let mut f = (body.len() as i32).to_be_bytes().to_vec();
+        f.extend_from_slice(&body);
+        s.write_all(&f).await.expect("write");
+        assert_closed(&mut s).await;
+        assert_still_serving(&b).await;
+    }
+}
+
 #[tokio::test]
 async fn an_unknown_api_key_closes_the_connection() {
     let b = BrokerProcess::start();

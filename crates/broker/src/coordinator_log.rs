@@ -70,7 +70,11 @@ impl CoordinatorLog for BrokerState {
             let Some(p) = self.replicas.get(topic, partition) else {
                 return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
             };
-            p.wait_committed(offset, deadline).await
+            // The coordinators do not carry the epoch of their appends
+            // through `CoordinatorLog`; the epoch the partition is led in
+            // now is the closest (see docs/reliability.md, "Deterministic
+            // simulation").
+            p.wait_committed(offset, p.leader_epoch(), deadline).await
         })
     }
 

@@ -77,6 +77,7 @@ pub async fn write_local(
     if !p.replication.is_leader() {
         return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
     }
+    let leader_epoch = p.leader_epoch();
     let info = p
         .log
         .append_marker_as_leader(
@@ -84,7 +85,7 @@ pub async fn write_local(
             marker.producer_epoch,
             marker.coordinator_epoch,
             marker.commit,
-            p.leader_epoch(),
+            leader_epoch,
             now_ms(),
         )
         .map_err(|e| {
@@ -99,7 +100,7 @@ pub async fn write_local(
     }
     let deadline = tokio::time::Instant::now() + MARKER_COMMIT_WAIT;
     tokio::select! {
-        r = p.wait_committed(info.last_offset, deadline) => r,
+        r = p.wait_committed(info.last_offset, leader_epoch, deadline) => r,
         _ = state.shutdown.cancelled() => Err(ErrorCode::REQUEST_TIMED_OUT),
     }
 }

@@ -67,14 +67,17 @@ impl Partition {
         self.replication.on_leader_append(self.log.log_end_offset());
     }
 
-    /// Waits until `last_offset` is committed, as acks=all needs.
+    /// Waits until `last_offset`, appended as leader in `leader_epoch`, is
+    /// committed, as acks=all needs; NOT_LEADER_OR_FOLLOWER once this
+    /// broker no longer leads in that epoch.
     pub async fn wait_committed(
         &self,
         last_offset: i64,
+        leader_epoch: i32,
         deadline: tokio::time::Instant,
     ) -> Result<(), ErrorCode> {
         self.replication
-            .wait_committed(last_offset, deadline)
+            .wait_committed(last_offset, leader_epoch, deadline)
             .await
             .map_err(|e| match e {
                 CommitWaitError::NotLeader => ErrorCode::NOT_LEADER_OR_FOLLOWER,

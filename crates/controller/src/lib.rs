@@ -10,6 +10,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod commands;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod liveness;
 pub mod node;
 pub mod process;

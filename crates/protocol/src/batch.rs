@@ -19,7 +19,8 @@ use bytes::Bytes;
 pub const HEADER_BYTES: usize = 61;
 /// `baseOffset` + `batchLength`: the part not counted in `batchLength`.
 pub const LOG_OVERHEAD: usize = 12;
-const CRC_START: usize = 21;
+/// Where the CRC32C's coverage starts (`attributes`).
+pub(crate) const CRC_START: usize = 21;
 
 pub const ATTR_COMPRESSION_MASK: i16 = 0x07;
 pub const ATTR_TIMESTAMP_TYPE: i16 = 0x08;

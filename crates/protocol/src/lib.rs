@@ -13,4 +13,7 @@ pub mod batch;
 pub mod frame;
 pub mod versions;
 
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use kafka_protocol;

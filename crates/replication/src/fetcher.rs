@@ -267,123 +267,161 @@ impl Fetcher {
         assigned: &BTreeMap<TopicPartition, i32>,
         broker_epoch: i64,
     ) -> pb::FetchRequest {
-        let mut partitions = Vec::with_capacity(assigned.len());
-        for (tp, epoch) in assigned {
-            let Some(replica) = self.source.replica(tp) else {
-                continue;
-            };
-            let log = replica.log();
-            partitions.push(pb::FetchPartition {
-                topic: tp.topic.clone(),
-                partition: tp.partition,
-                fetch_offset: log.log_end_offset(),
-                last_fetched_epoch: log.latest_epoch().unwrap_or(-1),
-                current_leader_epoch: *epoch,
-            });
-        }
-        pb::FetchRequest {
-            replica_id: self.local_id,
+        fetch_request(
+            &*self.source,
+            self.local_id,
+            assigned,
             broker_epoch,
-            max_wait_ms: self.config.replica_fetch_wait_max_ms,
-            min_bytes: self.config.replica_fetch_min_bytes,
-            max_bytes: self.config.replica_fetch_max_bytes,
-            partitions,
-        }
+            &self.config,
+        )
     }
 
-    /// Applies one response. Returns whether any partition made progress
-    /// (data, truncation or a clean empty answer), so the loop backs off
-    /// only when everything failed.
     fn apply(&mut self, request: &pb::FetchRequest, response: pb::FetchResponse) -> bool {
-        let mut progressed = false;
-        for (sent, got) in request.partitions.iter().zip(response.partitions) {
-            if got.topic != sent.topic || got.partition != sent.partition {
-                tracing::warn!(leader = self.leader, "fetch response out of order; dropped");
-                return false;
+        apply_fetch_response(
+            &*self.source,
+            self.leader,
+            request,
+            response,
+            &mut self.refusals,
+        )
+    }
+}
+
+/// The fetch a follower sends to one leader for the partitions it follows
+/// there (`assigned`: partition to leader epoch): from each log's end,
+/// with its last fetched epoch.
+pub fn fetch_request(
+    source: &dyn ReplicaSource,
+    local_id: i32,
+    assigned: &BTreeMap<TopicPartition, i32>,
+    broker_epoch: i64,
+    config: &ReplicationConfig,
+) -> pb::FetchRequest {
+    let mut partitions = Vec::with_capacity(assigned.len());
+    for (tp, epoch) in assigned {
+        let Some(replica) = source.replica(tp) else {
+            continue;
+        };
+        let log = replica.log();
+        partitions.push(pb::FetchPartition {
+            topic: tp.topic.clone(),
+            partition: tp.partition,
+            fetch_offset: log.log_end_offset(),
+            last_fetched_epoch: log.latest_epoch().unwrap_or(-1),
+            current_leader_epoch: *epoch,
+        });
+    }
+    pb::FetchRequest {
+        replica_id: local_id,
+        broker_epoch,
+        max_wait_ms: config.replica_fetch_wait_max_ms,
+        min_bytes: config.replica_fetch_min_bytes,
+        max_bytes: config.replica_fetch_max_bytes,
+        partitions,
+    }
+}
+
+/// Applies one answer of `leader` to the fetch `request`: truncation, data,
+/// the high watermark. Returns whether any partition made progress (data,
+/// truncation or a clean empty answer), so the fetcher backs off only when
+/// everything failed. `refusals` remembers the last refusal per partition,
+/// so each new one is logged once. A free function so that the
+/// deterministic simulation (`crates/sim`) drives the same code.
+pub fn apply_fetch_response(
+    source: &dyn ReplicaSource,
+    leader: i32,
+    request: &pb::FetchRequest,
+    response: pb::FetchResponse,
+    refusals: &mut HashMap<TopicPartition, i16>,
+) -> bool {
+    let mut progressed = false;
+    for (sent, got) in request.partitions.iter().zip(response.partitions) {
+        if got.topic != sent.topic || got.partition != sent.partition {
+            tracing::warn!(leader, "fetch response out of order; dropped");
+            return false;
+        }
+        let tp = TopicPartition::new(sent.topic.clone(), sent.partition);
+        let Some(replica) = source.replica(&tp) else {
+            continue;
+        };
+        let state = replica.replication();
+        let _writes = state.lock_follower_writes();
+        let view = state.view();
+        if view.leader != leader || view.leader_epoch != sent.current_leader_epoch {
+            continue;
+        }
+        let log = replica.log();
+        if log.log_end_offset() != sent.fetch_offset {
+            continue;
+        }
+        let code = ErrorCode(got.error_code as i16);
+        if code == ErrorCode::NONE {
+            if !refusals.is_empty() {
+                refusals.remove(&tp);
             }
-            let tp = TopicPartition::new(sent.topic.clone(), sent.partition);
-            let Some(replica) = self.source.replica(&tp) else {
-                continue;
-            };
-            let state = replica.replication();
-            let _writes = state.lock_follower_writes();
-            let view = state.view();
-            if view.leader != self.leader || view.leader_epoch != sent.current_leader_epoch {
-                continue;
-            }
-            let log = replica.log();
-            if log.log_end_offset() != sent.fetch_offset {
-                continue;
-            }
-            let code = ErrorCode(got.error_code as i16);
-            if code == ErrorCode::NONE {
-                if !self.refusals.is_empty() {
-                    self.refusals.remove(&tp);
-                }
-            } else if self.refusals.insert(tp.clone(), code.code()) != Some(code.code()) {
-                tracing::info!(partition = %tp.topic, index = tp.partition, leader = self.leader, code = code.code(), "replica fetch refused by the leader");
-            }
-            match code {
-                ErrorCode::NONE => {}
-                ErrorCode::OFFSET_OUT_OF_RANGE if got.log_end_offset >= 0 => {
-                    // Only after an unclean election can the follower be
-                    // ahead of a leader without a diverging epoch.
-                    if sent.fetch_offset > got.log_end_offset {
-                        tracing::warn!(partition = %tp.topic, index = tp.partition, to = got.log_end_offset, "follower ahead of the leader; truncating");
-                        if let Err(e) = log.truncate_to(got.log_end_offset) {
-                            tracing::error!(error = %e, "truncation failed");
-                        }
-                        state.clamp_high_watermark(log.log_end_offset());
-                        progressed = true;
-                    } else if sent.fetch_offset < got.log_start_offset {
-                        // The leader deleted what this follower still
-                        // needs (retention ran meanwhile): as in Kafka, the
-                        // follower drops its log and starts over at the
-                        // leader's log start offset.
-                        tracing::warn!(partition = %tp.topic, index = tp.partition, fetch_offset = sent.fetch_offset, leader_log_start = got.log_start_offset, "follower is behind the leader's log start; restarting its log there");
-                        match log.truncate_fully_and_start_at(got.log_start_offset) {
-                            Ok(()) => progressed = true,
-                            Err(e) => {
-                                tracing::error!(partition = %tp.topic, index = tp.partition, error = %e, "restarting the log failed")
-                            }
-                        }
-                        state.clamp_high_watermark(log.log_end_offset());
+        } else if refusals.insert(tp.clone(), code.code()) != Some(code.code()) {
+            tracing::info!(partition = %tp.topic, index = tp.partition, leader, code = code.code(), "replica fetch refused by the leader");
+        }
+        match code {
+            ErrorCode::NONE => {}
+            ErrorCode::OFFSET_OUT_OF_RANGE if got.log_end_offset >= 0 => {
+                // Only after an unclean election can the follower be
+                // ahead of a leader without a diverging epoch.
+                if sent.fetch_offset > got.log_end_offset {
+                    tracing::warn!(partition = %tp.topic, index = tp.partition, to = got.log_end_offset, "follower ahead of the leader; truncating");
+                    if let Err(e) = log.truncate_to(got.log_end_offset) {
+                        tracing::error!(error = %e, "truncation failed");
                     }
+                    state.clamp_high_watermark(log.log_end_offset());
+                    progressed = true;
+                } else if sent.fetch_offset < got.log_start_offset {
+                    // The leader deleted what this follower still
+                    // needs (retention ran meanwhile): as in Kafka, the
+                    // follower drops its log and starts over at the
+                    // leader's log start offset.
+                    tracing::warn!(partition = %tp.topic, index = tp.partition, fetch_offset = sent.fetch_offset, leader_log_start = got.log_start_offset, "follower is behind the leader's log start; restarting its log there");
+                    match log.truncate_fully_and_start_at(got.log_start_offset) {
+                        Ok(()) => progressed = true,
+                        Err(e) => {
+                            tracing::error!(partition = %tp.topic, index = tp.partition, error = %e, "restarting the log failed")
+                        }
+                    }
+                    state.clamp_high_watermark(log.log_end_offset());
+                }
+                continue;
+            }
+            _ => continue,
+        }
+        progressed = true;
+        if let Some(d) = got.diverging_epoch {
+            let to = truncation_offset(log, d.epoch, d.end_offset, state.high_watermark());
+            tracing::info!(partition = %tp.topic, index = tp.partition, leader, diverging_epoch = d.epoch, leader_end_offset = d.end_offset, truncate_to = to, "truncating to the leader's epoch boundary");
+            if let Err(e) = log.truncate_to(to) {
+                tracing::error!(partition = %tp.topic, index = tp.partition, error = %e, "truncation failed");
+            }
+            state.clamp_high_watermark(log.log_end_offset());
+            continue;
+        }
+        if !got.records.is_empty() {
+            match log.append_as_follower(got.records) {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(partition = %tp.topic, index = tp.partition, error = %e, "follower append failed");
                     continue;
-                }
-                _ => continue,
-            }
-            progressed = true;
-            if let Some(d) = got.diverging_epoch {
-                let to = truncation_offset(log, d.epoch, d.end_offset, state.high_watermark());
-                tracing::info!(partition = %tp.topic, index = tp.partition, leader = self.leader, diverging_epoch = d.epoch, leader_end_offset = d.end_offset, truncate_to = to, "truncating to the leader's epoch boundary");
-                if let Err(e) = log.truncate_to(to) {
-                    tracing::error!(partition = %tp.topic, index = tp.partition, error = %e, "truncation failed");
-                }
-                state.clamp_high_watermark(log.log_end_offset());
-                continue;
-            }
-            if !got.records.is_empty() {
-                match log.append_as_follower(got.records) {
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::error!(partition = %tp.topic, index = tp.partition, error = %e, "follower append failed");
-                        continue;
-                    }
-                }
-            }
-            state.set_follower_high_watermark(got.high_watermark, log.log_end_offset());
-            // DeleteRecords on the leader: the follower's log start follows,
-            // up to what it holds (Kafka's follower does the same).
-            let leader_log_start = got.log_start_offset.min(log.log_end_offset());
-            if leader_log_start > log.log_start_offset() {
-                if let Err(e) = log.advance_log_start_offset(leader_log_start) {
-                    tracing::error!(partition = %tp.topic, index = tp.partition, error = %e, "moving the log start offset failed");
                 }
             }
         }
-        progressed
+        state.set_follower_high_watermark(got.high_watermark, log.log_end_offset());
+        // DeleteRecords on the leader: the follower's log start follows,
+        // up to what it holds (Kafka's follower does the same).
+        let leader_log_start = got.log_start_offset.min(log.log_end_offset());
+        if leader_log_start > log.log_start_offset() {
+            if let Err(e) = log.advance_log_start_offset(leader_log_start) {
+                tracing::error!(partition = %tp.topic, index = tp.partition, error = %e, "moving the log start offset failed");
+            }
+        }
     }
+    progressed
 }
 
 /// Where a follower cuts its log given the leader's diverging epoch.

@@ -38,7 +38,7 @@ pub async fn serve_fetch(
     let mut watched = Vec::new();
     loop {
         watched.clear();
-        let (partitions, bytes, urgent) = read_once(source, request, &mut watched);
+        let (partitions, bytes, urgent) = read_once(source, request, &mut watched, Instant::now());
         if urgent
             || bytes >= request.min_bytes.max(0) as usize
             || tokio::time::Instant::now() >= deadline
@@ -57,10 +57,13 @@ pub async fn serve_fetch(
 /// One pass over the requested partitions: (answers, bytes, urgent). An
 /// answer is urgent when it carries an error or a diverging epoch. Each
 /// partition read is watched from before its read, into `watched`.
-fn read_once(
+/// Follower progress is recorded as of `now`; [`serve_fetch`] passes the
+/// clock, the deterministic simulation (`crates/sim`) its simulated time.
+pub fn read_once(
     source: &dyn ReplicaSource,
     request: &pb::FetchRequest,
     watched: &mut Vec<watch::Receiver<u64>>,
+    now: Instant,
 ) -> (Vec<pb::FetchedPartition>, usize, bool) {
     let mut out = Vec::with_capacity(request.partitions.len());
     let mut bytes = 0usize;
@@ -85,6 +88,7 @@ fn read_once(
             per_partition,
             &mut answer,
             watched,
+            now,
         ) {
             Ok(()) => {
                 bytes += answer.records.len();
@@ -100,6 +104,9 @@ fn read_once(
     (out, bytes, urgent)
 }
 
+// One argument per thing a fetch is answered from; grouping them would
+// only move the list into a struct used once.
+#[allow(clippy::too_many_arguments)]
 fn read_partition(
     source: &dyn ReplicaSource,
     replica_id: i32,
@@ -108,6 +115,7 @@ fn read_partition(
     max_bytes: usize,
     answer: &mut pb::FetchedPartition,
     watched: &mut Vec<watch::Receiver<u64>>,
+    now: Instant,
 ) -> Result<(), ErrorCode> {
     let tp = TopicPartition::new(fp.topic.clone(), fp.partition);
     let replica = source
@@ -133,7 +141,7 @@ fn read_partition(
     answer.log_end_offset = log.log_end_offset();
     answer.high_watermark = state.high_watermark();
     if fp.last_fetched_epoch >= 0 {
-        let diverging = match log.end_offset_for_epoch(fp.last_fetched_epoch) {
+        let diverging = match end_offset_for_epoch(log, fp.last_fetched_epoch, view.leader_epoch) {
             Some((epoch, end)) => {
                 (epoch < fp.last_fetched_epoch || end < fp.fetch_offset).then_some((epoch, end))
             }
@@ -155,7 +163,7 @@ fn read_partition(
         broker_epoch,
         fp.fetch_offset,
         log_end_offset,
-        Instant::now(),
+        now,
     ) {
         tracing::info!(partition = %tp.topic, index = tp.partition, follower = replica_id, broker_epoch = stale.fetched, latest_broker_epoch = stale.latest, "ignoring a fetch of an earlier incarnation of the follower");
         return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
@@ -170,4 +178,33 @@ fn read_partition(
         }
     };
     Ok(())
+}
+
+/// Where the leader's log says epoch `requested` ends: its leader-epoch
+/// cache, completed with the current `leader_epoch`. Kafka's leader enters
+/// its epoch in the cache the moment it takes over (at its log end offset);
+/// this log records an epoch at its first append. Without that entry, a
+/// follower holding an epoch newer than any this leader wrote in (but older
+/// than the current one: written by a leader this one never followed)
+/// got no answer, `(-1, -1)`, and cut its log to its own high watermark,
+/// possibly below what this leader had committed, while it stayed in the
+/// ISR. (Found by the deterministic simulation, `crates/sim`, seeds 1188
+/// and 1370.) Nothing is written in `leader_epoch` yet in that case, so it
+/// starts at the log end offset.
+fn end_offset_for_epoch(
+    log: &kraftwerk_storage::Log,
+    requested: i32,
+    leader_epoch: i32,
+) -> Option<(i32, i64)> {
+    if let Some(found) = log.end_offset_for_epoch(requested) {
+        return Some(found);
+    }
+    if requested < 0 || requested >= leader_epoch {
+        return None;
+    }
+    let floor = log
+        .latest_epoch()
+        .filter(|latest| *latest <= requested)
+        .unwrap_or(requested);
+    Some((floor, log.log_end_offset()))
 }

@@ -506,10 +506,19 @@ impl PartitionReplication {
         }
     }
 
-    /// Waits until `last_offset` is below the high watermark (committed).
+    /// Waits until `last_offset`, appended by this broker as leader in
+    /// `leader_epoch`, is below the high watermark (committed).
+    ///
+    /// Fails with `NotLeader` once this broker no longer leads in that
+    /// epoch, also when it leads again in a later one: in between it
+    /// followed another leader and may have truncated the records and
+    /// stored others at the same offsets, which the high watermark then
+    /// commits. (Found by the deterministic simulation, `crates/sim`, with
+    /// a waiter that ran late across such a round trip.)
     pub async fn wait_committed(
         &self,
         last_offset: i64,
+        leader_epoch: i32,
         deadline: tokio::time::Instant,
     ) -> Result<(), CommitWaitError> {
         let mut changed = self.changed.subscribe();
@@ -517,7 +526,7 @@ impl PartitionReplication {
             changed.borrow_and_update();
             {
                 let inner = self.inner.lock();
-                if inner.view.leader != self.local_id {
+                if inner.view.leader != self.local_id || inner.view.leader_epoch != leader_epoch {
                     return Err(CommitWaitError::NotLeader);
                 }
                 if inner.high_watermark > last_offset {
@@ -569,6 +578,29 @@ impl PartitionReplication {
             .map(|(r, p)| (*r, p.log_end_offset))
             .collect()
     }
+}
+
+/// Resolves when any of `watched` (partition receivers from
+/// [`PartitionReplication::subscribe`]) sees a change, or its partition
+/// went away. A long-polling fetch waits on the partitions it reads only,
+/// so appends to other partitions never wake it. Never resolves for none.
+pub async fn any_changed(watched: &mut [watch::Receiver<u64>]) {
+    if watched.is_empty() {
+        return std::future::pending().await;
+    }
+    let mut waits: Vec<_> = watched
+        .iter_mut()
+        .map(|rx| Box::pin(rx.changed()))
+        .collect();
+    std::future::poll_fn(|cx| {
+        for wait in waits.iter_mut() {
+            if std::future::Future::poll(wait.as_mut(), cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -844,27 +876,54 @@ mod tests {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(1000);
         let waiter = {
             let p = p.clone();
-            tokio::spawn(async move { p.wait_committed(4, deadline).await })
+            tokio::spawn(async move { p.wait_committed(4, 2, deadline).await })
         };
         tokio::time::sleep(Duration::from_millis(10)).await;
         fetch(&p, 2, 5, 5, now);
         assert_eq!(waiter.await.ok(), Some(Ok(())));
         p.on_leader_append(8);
         assert_eq!(
-            p.wait_committed(7, deadline).await,
+            p.wait_committed(7, 2, deadline).await,
             Err(CommitWaitError::Timeout)
         );
         p.apply_view(view(1, 2, &[1], 2).with_partition_epoch(3), 8, now);
         let deadline = tokio::time::Instant::now() + Duration::from_millis(1000);
         assert_eq!(
-            p.wait_committed(7, deadline).await,
+            p.wait_committed(7, 2, deadline).await,
             Err(CommitWaitError::NotEnoughReplicasAfterAppend)
         );
         p.apply_view(view(2, 3, &[2], 2), 8, now);
         assert_eq!(
-            p.wait_committed(7, deadline).await,
+            p.wait_committed(7, 2, deadline).await,
             Err(CommitWaitError::NotLeader)
         );
+    }
+
+    /// Replication simulation seed 82: a waiter that runs only after its
+    /// broker lost leadership, followed the new leader (truncating the
+    /// waiter's records) and leads again must not see the records now at
+    /// those offsets committed as its own.
+    #[tokio::test(start_paused = true)]
+    async fn a_waiter_of_an_earlier_leadership_fails_when_leading_again() {
+        let now = Instant::now();
+        let p = PartitionReplication::new(1, view(1, 1, &[1, 2], 2), 0);
+        p.apply_view(view(1, 2, &[1, 2], 2), 0, now);
+        p.on_leader_append(10);
+        // Broker 2 leads epoch 3; broker 1 follows it, truncates and
+        // stores broker 2's records; then leads again in epoch 4 and the
+        // high watermark passes offset 9.
+        p.apply_view(view(2, 3, &[2, 1], 2), 10, now);
+        p.apply_view(view(1, 4, &[1, 2], 2), 12, now);
+        p.on_leader_append(12);
+        fetch(&p, 2, 12, 12, now);
+        assert_eq!(p.high_watermark(), 12);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(1000);
+        assert_eq!(
+            p.wait_committed(9, 2, deadline).await,
+            Err(CommitWaitError::NotLeader),
+            "appended in epoch 2"
+        );
+        assert_eq!(p.wait_committed(11, 4, deadline).await, Ok(()));
     }
 
     impl PartitionView {
@@ -873,27 +932,4 @@ mod tests {
             self
         }
     }
-}
-
-/// Resolves when any of `watched` (partition receivers from
-/// [`PartitionReplication::subscribe`]) sees a change, or its partition
-/// went away. A long-polling fetch waits on the partitions it reads only,
-/// so appends to other partitions never wake it. Never resolves for none.
-pub async fn any_changed(watched: &mut [watch::Receiver<u64>]) {
-    if watched.is_empty() {
-        return std::future::pending().await;
-    }
-    let mut waits: Vec<_> = watched
-        .iter_mut()
-        .map(|rx| Box::pin(rx.changed()))
-        .collect();
-    std::future::poll_fn(|cx| {
-        for wait in waits.iter_mut() {
-            if std::future::Future::poll(wait.as_mut(), cx).is_ready() {
-                return std::task::Poll::Ready(());
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
 }

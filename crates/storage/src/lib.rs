@@ -35,6 +35,8 @@
 
 mod cleaner;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod index;
 mod leader_epoch;
 mod log;

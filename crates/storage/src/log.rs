@@ -19,8 +19,8 @@ use crate::producer_state::{
 use crate::records::{self, KeyCheck};
 use crate::segment::{
     delete_segment_files, mark_deleted, remove_deleted, BatchScanner, Segment, SegmentSettings,
-    SegmentView, CLEANED_SUFFIX, DELETED_SUFFIX, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, SWAP_SUFFIX,
-    TIME_INDEX_SUFFIX,
+    SegmentView, CLEANED_SUFFIX, DELETED_SUFFIX, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, OFFSET_MAX,
+    SWAP_SUFFIX, TIME_INDEX_SUFFIX,
 };
 use crate::StorageError;
 
@@ -95,6 +95,7 @@ fn load_log_start_floor(dir: &Path) -> Option<i64> {
         .trim()
         .parse()
         .ok()
+        .filter(|offset| (0..=OFFSET_MAX).contains(offset))
 }
 
 fn write_log_start_floor(dir: &Path, offset: i64) -> Result<(), StorageError> {
@@ -166,27 +167,41 @@ impl Log {
         let mut producers = ProducerStateManager::default();
         let mut segments: BTreeMap<i64, Segment> = BTreeMap::new();
         let mut next_offset: Option<i64> = None;
+        let mut producers_stale = false;
         for (i, &base) in log_bases.iter().enumerate() {
             let last = i + 1 == log_bases.len();
             let overlaps = next_offset.is_some_and(|n| base < n);
             let damaged_before = segments.len() < i;
-            if overlaps || damaged_before {
+            if overlaps || damaged_before || base > OFFSET_MAX {
                 // Everything after a cut or an overlap is unreachable by
                 // offset; Kafka drops it the same way.
                 tracing::warn!(dir = %dir.display(), base, "dropping segment after a damaged one");
                 delete_segment_files(&dir, base).map_err(|e| StorageError::io(&dir, e))?;
                 continue;
             }
-            let recovered = Segment::recover(
+            let segment_error =
+                |e| StorageError::io(crate::segment::segment_path(&dir, base, LOG_SUFFIX), e);
+            let mut recovered = Segment::recover(
                 &dir,
                 base,
                 last && !clean,
                 segment_settings,
                 &mut |h, kind| producers.update(h, kind),
             )
-            .map_err(|e| {
-                StorageError::io(crate::segment::segment_path(&dir, base, LOG_SUFFIX), e)
-            })?;
+            .map_err(segment_error)?;
+            if recovered.truncated_bytes > 0 && !recovered.crc_validated {
+                // A damaged segment becomes the last one (those after it
+                // are dropped) and will be appended to: what it keeps must
+                // be whole, as Kafka checks every batch of a segment it
+                // recovers. Without this a corrupt batch before the damage
+                // stayed, and the next unclean open cut it off together
+                // with everything appended since. The producer state seen
+                // so far may hold batches this pass cuts: it is rebuilt.
+                drop(recovered);
+                recovered = Segment::recover(&dir, base, true, segment_settings, &mut |_, _| {})
+                    .map_err(segment_error)?;
+                producers_stale = true;
+            }
             next_offset = Some(recovered.segment.next_offset);
             let cut = recovered.truncated_bytes > 0;
             segments.insert(base, recovered.segment);
@@ -201,9 +216,32 @@ impl Log {
         }
 
         let mut epochs = LeaderEpochCache::load(&dir);
-        let log_end_offset = segments.values().next_back().map_or(0, |s| s.next_offset);
+        let mut log_end_offset = segments.values().next_back().map_or(0, |s| s.next_offset);
         let first_base = segments.keys().next().copied().unwrap_or(0);
         let log_start_floor = load_log_start_floor(&dir).unwrap_or(first_base);
+        if log_start_floor > log_end_offset {
+            // Recovery cut the log below its log start offset (or segments
+            // were lost): all that is left is below the start. As Kafka's
+            // log loader does, the log starts again, empty, at its log
+            // start offset; otherwise the next appends would land below it,
+            // acknowledged but never readable.
+            tracing::warn!(
+                dir = %dir.display(),
+                log_start_offset = log_start_floor,
+                log_end_offset,
+                "log ends below its log start offset; starting it empty there"
+            );
+            for base in std::mem::take(&mut segments).into_keys() {
+                delete_segment_files(&dir, base).map_err(|e| StorageError::io(&dir, e))?;
+            }
+            let segment =
+                Segment::create(&dir, log_start_floor).map_err(|e| StorageError::io(&dir, e))?;
+            segments.insert(log_start_floor, segment);
+            producers = ProducerStateManager::default();
+            producers_stale = false;
+            epochs.clear()?;
+            log_end_offset = log_start_floor;
+        }
         let log_start_offset = log_start_floor.max(first_base).min(log_end_offset);
         epochs.truncate_from_end(log_end_offset)?;
         epochs.truncate_from_start(log_start_offset)?;
@@ -223,21 +261,27 @@ impl Log {
             clean,
             "opened log"
         );
+        let mut state = LogState {
+            config,
+            segments,
+            producers,
+            epochs,
+            unflushed_messages: 0,
+            last_flush_ms: None,
+            offline: false,
+            clean_shutdown_marker: false,
+            first_dirty_offset,
+            truncations: 0,
+            log_start_floor,
+        };
+        if producers_stale {
+            state
+                .rebuild_producers()
+                .map_err(|e| StorageError::io(&dir, e))?;
+        }
         Ok(Log {
             dir,
-            state: RwLock::new(LogState {
-                config,
-                segments,
-                producers,
-                epochs,
-                unflushed_messages: 0,
-                last_flush_ms: None,
-                offline: false,
-                clean_shutdown_marker: false,
-                first_dirty_offset,
-                truncations: 0,
-                log_start_floor,
-            }),
+            state: RwLock::new(state),
             cleaner_pass: Mutex::new(()),
             #[cfg(test)]
             cleaner_hook: Mutex::new(None),

@@ -13,10 +13,11 @@
 //! derives the batch header from the records, which would lose the original
 //! base offset, last offset and base sequence.
 
+use std::io::Read;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 use kraftwerk_protocol::batch::{self, BatchHeader, ATTR_COMPRESSION_MASK, HEADER_BYTES};
 
 /// Where one record sits in a batch's (decompressed) records section.
@@ -116,16 +117,109 @@ fn locate(section: &[u8], count: i32) -> Result<Vec<RecordSpan>, String> {
     Ok(records)
 }
 
-fn decompress(codec: i16, mut data: Bytes) -> Result<Bytes, String> {
-    let result = match codec {
+/// The most a batch's records section may decompress to. Kafka streams
+/// records out of a compressed batch; here the section is decompressed
+/// whole, so its size is bounded, whatever the compressed bytes claim or
+/// expand to (a few KiB of zstd can expand to gigabytes). A batch beyond it
+/// is unreadable: refused as corrupt on a compacted topic's produce path,
+/// kept as it is by the cleaner. Producers' batches are far smaller
+/// (`batch.size` is 16 KiB, `max.message.bytes` 1 MiB compressed).
+#[cfg(not(fuzzing))]
+pub(crate) const DECOMPRESSED_BYTES_MAX: usize = 128 * 1024 * 1024;
+/// Under cargo-fuzz, the same paths with a smaller bound: a fuzzer makes
+/// decompression bombs all the time, and each one at the real bound costs
+/// a quarter of a second (see `docs/reliability.md`, "Fuzzing").
+#[cfg(fuzzing)]
+pub(crate) const DECOMPRESSED_BYTES_MAX: usize = 8 * 1024 * 1024;
+
+/// What xerial's snappy-java writes first, and Kafka's producers with it.
+const SNAPPY_XERIAL_HEADER: &[u8; 16] = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01";
+
+/// The records section of a batch compressed with `codec`, decompressed,
+/// in the formats `kafka-protocol`'s codecs read (which compress).
+fn decompress(codec: i16, data: Bytes) -> Result<Bytes, String> {
+    let section = match codec {
         0 => return Ok(data),
-        1 => Gzip::decompress(&mut data, |b: &mut Bytes| Ok(std::mem::take(b))),
-        2 => Snappy::decompress(&mut data, |b: &mut Bytes| Ok(std::mem::take(b))),
-        3 => Lz4::decompress(&mut data, |b: &mut Bytes| Ok(std::mem::take(b))),
-        4 => Zstd::decompress(&mut data, |b: &mut Bytes| Ok(std::mem::take(b))),
+        1 => read_bounded(flate2::read::MultiGzDecoder::new(&data[..])),
+        2 => snappy_decompress(&data),
+        3 => lz4::Decoder::new(&data[..])
+            .map_err(|e| e.to_string())
+            .and_then(read_bounded),
+        4 => zstd::stream::read::Decoder::with_buffer(&data[..])
+            .map_err(|e| e.to_string())
+            .and_then(read_bounded),
         other => return Err(format!("unknown compression codec {other}")),
     };
-    result.map_err(|e| format!("cannot decompress records: {e:#}"))
+    section
+        .map(Bytes::from)
+        .map_err(|e| format!("cannot decompress records: {e}"))
+}
+
+/// Everything `reader` decompresses, up to [`DECOMPRESSED_BYTES_MAX`]; the
+/// buffer grows by doubling but never past the bound.
+fn read_bounded(mut reader: impl Read) -> Result<Vec<u8>, String> {
+    const CHUNK_BYTES: usize = 16 * 1024;
+    let mut out = Vec::new();
+    let mut chunk = [0u8; CHUNK_BYTES];
+    loop {
+        let n = match reader.read(&mut chunk) {
+            Ok(0) => return Ok(out),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.to_string()),
+        };
+        if n > DECOMPRESSED_BYTES_MAX - out.len() {
+            return Err(format!(
+                "records decompress to more than {DECOMPRESSED_BYTES_MAX} bytes"
+            ));
+        }
+        if out.capacity() - out.len() < n {
+            let capacity = (out.capacity() * 2).clamp(4 * CHUNK_BYTES, DECOMPRESSED_BYTES_MAX);
+            out.reserve_exact(capacity - out.len());
+        }
+        out.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Snappy as Kafka writes it (xerial blocks: a 4-byte length, then a raw
+/// snappy block), or one raw snappy block as some clients write it. Each
+/// block states its decompressed length first; the total is checked
+/// against [`DECOMPRESSED_BYTES_MAX`] before room is made for a block.
+fn snappy_decompress(data: &[u8]) -> Result<Vec<u8>, String> {
+    let mut decoder = snap::raw::Decoder::new();
+    let mut out = Vec::new();
+    let mut block = |out: &mut Vec<u8>, compressed: &[u8]| -> Result<(), String> {
+        let len = snap::raw::decompress_len(compressed).map_err(|e| e.to_string())?;
+        let start = out.len();
+        if len > DECOMPRESSED_BYTES_MAX - start {
+            return Err(format!(
+                "records decompress to more than {DECOMPRESSED_BYTES_MAX} bytes"
+            ));
+        }
+        out.resize(start + len, 0);
+        let written = decoder
+            .decompress(compressed, &mut out[start..])
+            .map_err(|e| e.to_string())?;
+        out.truncate(start + written);
+        Ok(())
+    };
+    let Some(mut rest) = data.strip_prefix(&SNAPPY_XERIAL_HEADER[..]) else {
+        block(&mut out, data)?;
+        return Ok(out);
+    };
+    while !rest.is_empty() {
+        let (size, after) = rest
+            .split_first_chunk::<4>()
+            .ok_or("snappy block length is cut off")?;
+        let size = u32::from_be_bytes(*size) as usize;
+        if after.len() < size {
+            return Err(format!("snappy block of {size} bytes is cut off"));
+        }
+        let (compressed, after) = after.split_at(size);
+        block(&mut out, compressed)?;
+        rest = after;
+    }
+    Ok(out)
 }
 
 fn compress(codec: i16, raw: &[u8]) -> Result<BytesMut, String> {
@@ -340,6 +434,43 @@ mod tests {
             assert_eq!(empty_header.last_offset_delta, 3);
             assert_eq!(empty_header.compression(), 0);
             assert_eq!(empty.len(), HEADER_BYTES);
+        }
+    }
+
+    #[test]
+    fn what_a_batch_decompresses_to_is_bounded() {
+        let too_much = |codec: i16, data: Vec<u8>| {
+            let err = decompress(codec, Bytes::from(data)).expect_err("refused");
+            assert!(err.contains("more than"), "codec {codec}: {err}");
+        };
+        // Raw snappy whose header claims 4 GiB: refused before any room is
+        // made for it (kafka-protocol 0.18 allocated it).
+        too_much(2, vec![0xff, 0xff, 0xff, 0xff, 0x0f]);
+        let mut xerial = SNAPPY_XERIAL_HEADER.to_vec();
+        xerial.extend_from_slice(&5u32.to_be_bytes());
+        xerial.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        too_much(2, xerial);
+        // zstd: 1,100 RLE blocks of 128 KiB, 4 KiB that expand to 141 MiB.
+        let mut zstd = vec![0x28, 0xb5, 0x2f, 0xfd, 0x00, 7 << 3];
+        for i in 0..1100 {
+            let last = u32::from(i == 1099);
+            let block_header = (128 * 1024) << 3 | 1 << 1 | last;
+            zstd.extend_from_slice(&block_header.to_le_bytes()[..3]);
+            zstd.push(b'a');
+        }
+        too_much(4, zstd);
+        // The bound leaves what producers send alone.
+        let big = record(0, Some("k"), Some(&"v".repeat(1 << 20)));
+        for compression in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let bytes = encode(std::slice::from_ref(&big), compression);
+            let header = batch::validate_one(&bytes).expect("valid");
+            let records = batch_records(&bytes, &header).expect("readable");
+            assert_eq!(records.records.len(), 1);
         }
     }
 

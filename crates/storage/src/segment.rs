@@ -55,6 +55,19 @@ const CLEANED_WRITE_BUFFER_BYTES: usize = 1024 * 1024;
 /// How much a header scan reads at once: many small batches per read.
 const SCAN_CHUNK_BYTES: usize = 64 * 1024;
 
+/// The largest offset a log holds. No log gets near it; an offset beyond it
+/// read from disk is corrupt, and arithmetic on offsets near `i64::MAX`
+/// would overflow.
+pub(crate) const OFFSET_MAX: i64 = i64::MAX / 2;
+
+/// The offset after the batch of `header`, if its offsets are ones a log
+/// can hold (base offset in `0..=OFFSET_MAX`).
+pub(crate) fn offset_after(header: &BatchHeader) -> Option<i64> {
+    (0..=OFFSET_MAX)
+        .contains(&header.base_offset)
+        .then(|| header.base_offset + i64::from(header.last_offset_delta) + 1)
+}
+
 /// `<dir>/<20-digit base offset>.<suffix>`, Kafka's segment file name.
 pub(crate) fn segment_path(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{suffix}"))
@@ -262,6 +275,8 @@ pub(crate) struct Recovered {
     pub(crate) segment: Segment,
     /// Bytes cut from the end because they were torn or corrupt.
     pub(crate) truncated_bytes: u64,
+    /// Whether every batch kept had its CRC checked.
+    pub(crate) crc_validated: bool,
 }
 
 /// Settings a segment needs from the log config.
@@ -377,10 +392,10 @@ impl Segment {
                     break;
                 }
             };
-            if header.base_offset < next_offset
-                || header.last_offset() - base_offset > i32::MAX as i64
-                || position + header.total_bytes() as u64 > u32::MAX as u64
-            {
+            let follows = offset_after(&header).is_some_and(|after| {
+                header.base_offset >= next_offset && after - 1 - base_offset <= i32::MAX as i64
+            });
+            if !follows || position + header.total_bytes() as u64 > u32::MAX as u64 {
                 stop_reason = Some(format!(
                     "batch at offset {} does not follow offset {}",
                     header.base_offset,
@@ -441,6 +456,7 @@ impl Segment {
         Ok(Recovered {
             segment,
             truncated_bytes,
+            crc_validated: validate_crc,
         })
     }
 
@@ -639,7 +655,10 @@ pub(crate) fn scan_whole(path: &Path, base_offset: i64) -> io::Result<Option<i64
     loop {
         match scanner.batch_at(position, true)? {
             Ok(Some(header)) if header.base_offset >= next_offset => {
-                next_offset = header.last_offset() + 1;
+                let Some(after) = offset_after(&header) else {
+                    return Ok(None);
+                };
+                next_offset = after;
                 position += header.total_bytes() as u64;
             }
             Ok(Some(_)) | Err(_) => return Ok(None),

@@ -361,6 +361,73 @@ fn a_torn_or_garbage_tail_is_cut_on_reopen() {
     }
 }
 
+/// Found by the `log_recovery` fuzz target: a segment before the last one
+/// whose index looks sound is scanned by headers only; when the scan hits
+/// damage, the segments after it go and it becomes the last, so it must be
+/// CRC-checked in full before anything is appended after it.
+#[test]
+fn a_damaged_earlier_segment_is_checked_in_full_before_it_is_appended_to() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = plain(2, NOW_MS);
+    let config = LogConfig {
+        segment_bytes: (one.len() * 3) as u64,
+        index_interval_bytes: 0,
+        ..test_config()
+    };
+    let log = Log::open(dir.path().to_path_buf(), config.clone()).expect("open");
+    for _ in 0..6 {
+        append(&log, one.clone()).expect("append");
+    }
+    log.close().expect("close");
+    drop(log);
+    let first = dir.path().join(format!("{:020}.log", 0));
+    let mut bytes = fs::read(&first).expect("read segment");
+    assert_eq!(bytes.len(), one.len() * 3);
+    // The second batch's records are damaged (its CRC fails), the third
+    // batch's header is garbage.
+    bytes[one.len() * 2 - 1] ^= 0xFF;
+    bytes[one.len() * 2 + 16] = 0x7F;
+    fs::write(&first, &bytes).expect("damage");
+
+    let log = Log::open(dir.path().to_path_buf(), config.clone()).expect("reopen");
+    assert_eq!(log.segment_count(), 1, "the segments after the damage go");
+    assert_eq!(log.log_end_offset(), 2, "the batch with a bad CRC goes too");
+    let info = append(&log, one.clone()).expect("append");
+    assert_eq!(info.base_offset, 2);
+    drop(log); // unclean: the next open checks the last segment's CRCs
+    let log = Log::open(dir.path().to_path_buf(), config).expect("reopen");
+    assert_eq!(log.log_end_offset(), 4, "nothing acknowledged is cut");
+    assert_eq!(ranges(&read_all(&log)), vec![(0, 1), (2, 3)]);
+}
+
+/// Found by the `log_recovery` fuzz target: when recovery cuts the log
+/// below the log start offset DeleteRecords had set, the log starts again
+/// at that offset (as Kafka's log loader does) instead of taking appends
+/// below it that no reader would see.
+#[test]
+fn a_log_cut_below_its_start_offset_starts_again_there() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(dir.path().to_path_buf(), test_config()).expect("open");
+    for _ in 0..3 {
+        append(&log, plain(4, NOW_MS)).expect("append");
+    }
+    assert_eq!(
+        log.advance_log_start_offset(10).expect("delete records"),
+        10
+    );
+    drop(log); // unclean
+    let path = last_segment_path(dir.path());
+    let bytes = fs::read(&path).expect("read segment");
+    fs::write(&path, &bytes[..bytes.len() - 10]).expect("tear the last batch");
+
+    let log = Log::open(dir.path().to_path_buf(), test_config()).expect("reopen");
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (10, 10));
+    let info = append(&log, plain(2, NOW_MS)).expect("append");
+    assert_eq!(info.base_offset, 10);
+    assert_eq!(log.log_start_offset(), 10);
+    assert_eq!(ranges(&read_all(&log)), vec![(10, 11)]);
+}
+
 #[test]
 fn a_deleted_or_garbled_index_is_rebuilt() {
     for garble in [false, true] {

@@ -26,8 +26,9 @@ use crate::replica_manager::Partition;
 use crate::security::authorizer::op;
 use crate::BrokerState;
 
-/// (base offset, log append time, log start offset, last offset, partition).
-type Appended = (i64, i64, i64, i64, Arc<Partition>);
+/// (base offset, log append time, log start offset, last offset, leader
+/// epoch of the append, partition).
+type Appended = (i64, i64, i64, i64, i32, Arc<Partition>);
 
 /// The longest acks=all wait, whatever the request's `timeout_ms` says.
 const ACKS_ALL_WAIT_MAX: Duration = Duration::from_secs(300);
@@ -60,8 +61,9 @@ pub async fn handle(
         .is_none_or(|id| authorized_on_txn(state, req, op::WRITE, id.as_str()));
     let image = state.image.load();
     let mut responses = Vec::with_capacity(body.topic_data.len());
-    // acks=all: (topic index, partition index, partition, last offset).
-    let mut to_commit: Vec<(usize, usize, Arc<Partition>, i64)> = Vec::new();
+    // acks=all: (topic index, partition index, partition, last offset,
+    // leader epoch of the append).
+    let mut to_commit: Vec<(usize, usize, Arc<Partition>, i64, i32)> = Vec::new();
     for topic in body.topic_data {
         let name = topic.name.0.to_string();
         let topic_allowed = authorized_on_topic(state, req, op::WRITE, &name);
@@ -181,9 +183,11 @@ pub async fn handle(
                     }
                 }
                 let records_in: u64 = batches.iter().map(|(h, _)| h.record_count as u64).sum();
+                // acks=all waits for commitment in this epoch only.
+                let leader_epoch = partition.leader_epoch();
                 let info = partition
                     .log
-                    .append_as_leader(batches, partition.leader_epoch(), now_ms())
+                    .append_as_leader(batches, leader_epoch, now_ms())
                     .map_err(|e| (e.error_code(), e.to_string()))?;
                 partition.after_leader_append();
                 if !info.duplicate {
@@ -194,18 +198,27 @@ pub async fn handle(
                     info.log_append_time_ms,
                     info.log_start_offset,
                     info.last_offset,
+                    leader_epoch,
                     partition,
                 ))
             }
             .await;
             match outcome {
-                Ok((base_offset, log_append_time_ms, log_start_offset, last_offset, partition)) => {
+                Ok((
+                    base_offset,
+                    log_append_time_ms,
+                    log_start_offset,
+                    last_offset,
+                    leader_epoch,
+                    partition,
+                )) => {
                     if acks == -1 {
                         to_commit.push((
                             responses.len(),
                             partition_responses.len(),
                             partition,
                             last_offset,
+                            leader_epoch,
                         ));
                     }
                     resp = resp
@@ -235,9 +248,9 @@ pub async fn handle(
     if !to_commit.is_empty() {
         let wait = Duration::from_millis(body.timeout_ms.max(0) as u64).min(ACKS_ALL_WAIT_MAX);
         let deadline = tokio::time::Instant::now() + wait;
-        for (t, p, partition, last_offset) in to_commit {
+        for (t, p, partition, last_offset, leader_epoch) in to_commit {
             let result = tokio::select! {
-                r = partition.wait_committed(last_offset, deadline) => r,
+                r = partition.wait_committed(last_offset, leader_epoch, deadline) => r,
                 _ = state.shutdown.cancelled() => Err(ErrorCode::REQUEST_TIMED_OUT),
             };
             if let Err(code) = result {

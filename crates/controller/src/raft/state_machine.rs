@@ -24,17 +24,17 @@ const KEY_CURRENT: &[u8] = b"current";
 
 /// What a snapshot's bytes hold: the whole state machine.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-struct StateMachineData {
-    image: MetadataImage,
-    last_applied: Option<LogId>,
-    last_membership: StoredMembership,
+pub(crate) struct StateMachineData {
+    pub(crate) image: MetadataImage,
+    pub(crate) last_applied: Option<LogId>,
+    pub(crate) last_membership: StoredMembership,
 }
 
 /// A snapshot as kept in sled.
 #[derive(Serialize, Deserialize)]
-struct StoredSnapshot {
-    meta: SnapshotMeta,
-    data: Vec<u8>,
+pub(crate) struct StoredSnapshot {
+    pub(crate) meta: SnapshotMeta,
+    pub(crate) data: Vec<u8>,
 }
 
 /// The state machine of one controller node. Cheap to clone: clones share
@@ -99,12 +99,19 @@ fn read_stored(snapshots: &sled::Tree) -> Result<Option<StoredSnapshot>, Storage
     else {
         return Ok(None);
     };
-    let stored = serde_json::from_slice(&bytes)
-        .map_err(|e| StorageIOError::read_snapshot(None, any_error(e)))?;
-    Ok(Some(stored))
+    decode_stored(&bytes).map(Some)
 }
 
-fn decode_data(bytes: &[u8], meta: &SnapshotMeta) -> Result<StateMachineData, StorageError> {
+/// A snapshot as kept in sled, from its bytes.
+pub(crate) fn decode_stored(bytes: &[u8]) -> Result<StoredSnapshot, StorageError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StorageIOError::read_snapshot(None, any_error(e)).into())
+}
+
+pub(crate) fn decode_data(
+    bytes: &[u8],
+    meta: &SnapshotMeta,
+) -> Result<StateMachineData, StorageError> {
     let mut data: StateMachineData = serde_json::from_slice(bytes)
         .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), any_error(e)))?;
     // The image's lookup tables are not serialized.
