@@ -15,55 +15,15 @@ Usage: bench/tls-compare.py [ROUNDS] [RECORDS] (default 3, 500000).
 """
 
 import json
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+from benchlib import cpu_seconds, free_port, kraftwerk_binary, peak_rss_mib, wait_port
+
 PROTOCOLS = ["PLAINTEXT", "SSL", "SASL_SSL"]
-
-
-def binary():
-    for candidate in (os.environ.get("KRAFTWERK_BIN"), ROOT / "target/release/kraftwerk",
-                      ROOT / "target/debug/kraftwerk"):
-        if candidate and Path(candidate).exists():
-            return str(candidate)
-    raise SystemExit("build kraftwerk first (cargo build --release --bin kraftwerk)")
-
-
-def cpu_seconds(pid):
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def peak_rss_mib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port, timeout=60):
-    import socket
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 def openssl(*args, cwd):
@@ -109,7 +69,7 @@ def bench(kraftwerk, mode, bootstrap, props, topic, records):
 def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     records = int(sys.argv[2]) if len(sys.argv) > 2 else 500_000
-    kraftwerk = binary()
+    kraftwerk = kraftwerk_binary()
     with tempfile.TemporaryDirectory(prefix="kraftwerk-tls-bench-") as tmp:
         d = Path(tmp)
         make_certs(d)
@@ -124,7 +84,7 @@ def main():
             stdout=log, stderr=subprocess.STDOUT)
         try:
             for port in ports.values():
-                wait_port(port)
+                wait_port(port, broker)
             plain = f"127.0.0.1:{ports['PLAINTEXT']}"
             subprocess.run([kraftwerk, "users", "set", "--bootstrap-server", plain, "--user", "bench",
                             "--mechanism", "SCRAM-SHA-512", "--password", "bench-secret"], check=True,

@@ -14,7 +14,6 @@ stime from /proc) and broker peak RSS.
 Usage: bench/txn-compare.py [ROUNDS] (default 3).
 """
 
-import os
 import shutil
 import statistics
 import subprocess
@@ -27,57 +26,23 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchlib import cpu_seconds, free_port, kraftwerk_binary, peak_rss_mib, start_kafka, stop_kafka, wait_port
+
 SIZES = [10, 100, 1000]
 RECORDS = {10: 20_000, 100: 100_000, 1000: 200_000}
 PARTITIONS = 6
 VALUE = b"x" * 100
-CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def peak_rss_mib(pid):
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def wait_port(port, timeout=60):
-    import socket
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise SystemExit(f"nothing listens on {port}")
 
 
 def start_kraftwerk(workdir):
-    binary = os.environ.get("KRAFTWERK_BIN", str(ROOT / "target" / "release" / "kraftwerk"))
-    if not Path(binary).exists():
-        raise SystemExit(f"{binary} is missing: cargo build --release --bin kraftwerk")
-    port = 39092
+    binary = kraftwerk_binary()
+    port = free_port()
     log = open(workdir / "kraftwerk.log", "wb")
     proc = subprocess.Popen([binary, "server", "--data-dir", str(workdir / "kraftwerk-data"),
-                             "--listeners", f"PLAINTEXT://127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
-    wait_port(port)
+                             "--listeners", f"PLAINTEXT://127.0.0.1:{port}",
+                             "--override", "kraftwerk.http.listener="], stdout=log, stderr=subprocess.STDOUT)
+    wait_port(port, proc)
     return proc, f"127.0.0.1:{port}", proc.pid
-
-
-def start_kafka(workdir):
-    run_dir = workdir / "kafka"
-    out = subprocess.run([str(ROOT / "tests" / "peers" / "kafka.sh"), "start", "--dir", str(run_dir),
-                          "--base-port", "39192"], capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(f"Apache Kafka did not start: {out.stdout}{out.stderr}")
-    pid = int((run_dir / "pids").read_text().split()[0])
-    return run_dir, out.stdout.strip().splitlines()[-1], pid
 
 
 def one_run(bootstrap, size):
@@ -111,7 +76,8 @@ def main():
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     workdir = Path(tempfile.mkdtemp(prefix="kraftwerk-txn-bench-"))
     kraftwerk, kraftwerk_bootstrap, kraftwerk_pid = start_kraftwerk(workdir)
-    kafka_dir, kafka_bootstrap, kafka_pid = start_kafka(workdir)
+    kafka_dir = workdir / "kafka"
+    kafka_bootstrap, (kafka_pid,) = start_kafka(kafka_dir)
     brokers = [("Kraftwerk", kraftwerk_bootstrap, kraftwerk_pid), ("Apache Kafka 4.1.1", kafka_bootstrap, kafka_pid)]
     results = {}
     try:
@@ -129,11 +95,10 @@ def main():
     finally:
         kraftwerk.terminate()
         kraftwerk.wait(30)
-        subprocess.run([str(ROOT / "tests" / "peers" / "kafka.sh"), "stop", "--dir", str(kafka_dir)],
-                       capture_output=True)
+        stop_kafka(kafka_dir)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    print(f"| records per transaction | broker | records/s | transactions/s | broker CPU s per run | ratio (records/s) |")
+    print("| records per transaction | broker | records/s | transactions/s | broker CPU s per run | ratio (records/s) |")
     print("|---|---|---|---|---|---|")
     for size in SIZES:
         medians = {}
