@@ -442,9 +442,16 @@ async fn cluster(session: Session) -> Answer {
             Value::Null
         }
     };
+    // DescribeCluster's controller id is any live broker (clients send
+    // admin requests there, it forwards them); the active controller is
+    // the quorum's leader.
+    let controller_id = quorum
+        .get("leader_id")
+        .and_then(Value::as_i64)
+        .unwrap_or(-1);
     ok(json!({
         "cluster_id": d.cluster_id,
-        "controller_id": d.controller_id,
+        "controller_id": controller_id,
         "brokers": d.brokers.iter().map(broker_json).collect::<Vec<_>>(),
         "quorum": quorum,
     }))

@@ -44,7 +44,10 @@ pub async fn handle(
     DescribeClusterResponse::default()
         .with_endpoint_type(ENDPOINT_TYPE_BROKERS)
         .with_cluster_id(str_bytes(image.cluster_id.clone()))
-        .with_controller_id(BrokerId(image.controller_id))
+        .with_controller_id(BrokerId(super::metadata::controller_id_for_clients(
+            &image,
+            req.listener,
+        )))
         .with_brokers(brokers)
         .with_cluster_authorized_operations(i32::MIN)
 }

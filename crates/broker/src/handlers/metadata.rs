@@ -97,9 +97,26 @@ pub async fn handle(
     MetadataResponse::default()
         .with_brokers(brokers(&image, req_listener))
         .with_cluster_id(Some(str_bytes(image.cluster_id.clone())))
-        .with_controller_id(BrokerId(image.controller_id))
+        .with_controller_id(BrokerId(controller_id_for_clients(&image, req_listener)))
         .with_topics(topics)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+/// The `controller_id` clients are told: a live broker picked at random
+/// among those reachable through `listener`, or -1 when there is none, as
+/// Kafka's KRaft brokers answer. Clients send admin requests to it and any
+/// broker forwards them to the active controller; naming the active
+/// controller itself would send them to a node that may not serve this
+/// listener (a dedicated controller) and, once it dies, to a dead node
+/// until the client's next metadata refresh (minutes for librdkafka).
+pub(crate) fn controller_id_for_clients(image: &MetadataImage, listener: &str) -> i32 {
+    use rand::seq::IteratorRandom;
+    image
+        .live_brokers()
+        .filter(|b| b.endpoint(listener).is_some())
+        .map(|b| b.node_id)
+        .choose(&mut rand::rng())
+        .unwrap_or(-1)
 }
 
 /// The live brokers as reached through `listener`; a broker without that
