@@ -168,6 +168,8 @@ impl Log {
         let mut segments: BTreeMap<i64, Segment> = BTreeMap::new();
         let mut next_offset: Option<i64> = None;
         let mut producers_stale = false;
+        // Whether the segment last kept had every batch CRC-checked.
+        let mut last_kept_validated = true;
         for (i, &base) in log_bases.iter().enumerate() {
             let last = i + 1 == log_bases.len();
             let overlaps = next_offset.is_some_and(|n| base < n);
@@ -203,11 +205,35 @@ impl Log {
                 producers_stale = true;
             }
             next_offset = Some(recovered.segment.next_offset);
+            last_kept_validated = recovered.crc_validated;
             let cut = recovered.truncated_bytes > 0;
             segments.insert(base, recovered.segment);
             if cut && !last {
                 // Make the following segments count as damaged.
                 next_offset = Some(i64::MAX);
+            }
+        }
+        if !clean && !last_kept_validated {
+            // The segments after this one were all dropped (beyond the
+            // offset range, overlapping, after a cut), so it is the last
+            // one now and will be appended to; it was scanned by headers
+            // only. As for the last segment of any unclean shutdown, every
+            // batch it keeps must pass its CRC: otherwise the next unclean
+            // open would cut a corrupt batch here, and everything appended
+            // after it, that this open kept and reported.
+            if let Some((&base, _)) = segments.iter().next_back() {
+                segments.remove(&base);
+                let recovered =
+                    Segment::recover(&dir, base, true, segment_settings, &mut |_, _| {}).map_err(
+                        |e| {
+                            StorageError::io(
+                                crate::segment::segment_path(&dir, base, LOG_SUFFIX),
+                                e,
+                            )
+                        },
+                    )?;
+                producers_stale = true;
+                segments.insert(base, recovered.segment);
             }
         }
         if segments.is_empty() {

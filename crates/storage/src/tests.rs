@@ -400,6 +400,45 @@ fn a_damaged_earlier_segment_is_checked_in_full_before_it_is_appended_to() {
     assert_eq!(ranges(&read_all(&log)), vec![(0, 1), (2, 3)]);
 }
 
+/// Found by the `log_recovery` fuzz target: a segment that is not the last
+/// file but becomes the last segment because every one after it is dropped
+/// (here one named beyond the offset range) is CRC-checked in full on an
+/// unclean open. Scanned by headers only, it kept a batch whose records
+/// are corrupt; the next unclean open cut that batch and all appended
+/// after it.
+#[test]
+fn a_segment_left_last_by_dropped_ones_is_checked_in_full() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = plain(2, NOW_MS);
+    let log = Log::open(dir.path().to_path_buf(), test_config()).expect("open");
+    for _ in 0..3 {
+        append(&log, one.clone()).expect("append");
+    }
+    log.close().expect("close");
+    drop(log);
+    fs::remove_file(dir.path().join(crate::CLEAN_SHUTDOWN_FILE)).expect("unclean");
+    let first = dir.path().join(format!("{:020}.log", 0));
+    let mut bytes = fs::read(&first).expect("read segment");
+    // The second batch's last record byte: its CRC fails, its header is sound.
+    bytes[one.len() * 2 - 1] ^= 0xFF;
+    fs::write(&first, &bytes).expect("damage");
+    fs::write(dir.path().join("09000000000000000000.log"), b"not a batch").expect("stray");
+
+    let log = Log::open(dir.path().to_path_buf(), test_config()).expect("reopen");
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(
+        log.log_end_offset(),
+        2,
+        "the batch with a bad CRC goes, and those after it"
+    );
+    let info = append(&log, one.clone()).expect("append");
+    assert_eq!(info.base_offset, 2);
+    drop(log); // unclean again
+    let log = Log::open(dir.path().to_path_buf(), test_config()).expect("reopen");
+    assert_eq!(log.log_end_offset(), 4, "nothing acknowledged is cut");
+    assert_eq!(ranges(&read_all(&log)), vec![(0, 1), (2, 3)]);
+}
+
 /// Found by the `log_recovery` fuzz target: when recovery cuts the log
 /// below the log start offset DeleteRecords had set, the log starts again
 /// at that offset (as Kafka's log loader does) instead of taking appends
