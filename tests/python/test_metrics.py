@@ -39,11 +39,12 @@ def topic_sum(answer, topic, field):
                for t in b["topics"] if t["topic"] == topic)
 
 
-def give_http_ports(ports):
+def give_http_ports(ports, controllers_too=False):
     """A `prepare` for `running_cluster`: an HTTP listener on a free port for
-    every broker, recorded in `ports`."""
+    every broker (and every dedicated controller), recorded in `ports`."""
     def prepare(cluster):
-        for n in cluster.broker_ids:
+        nodes = set(cluster.broker_ids) | (set(cluster.controller_ids) if controllers_too else set())
+        for n in sorted(nodes):
             ports[n] = free_port()
             path = cluster.root / f"node-{n}.properties"
             path.write_text(path.read_text() + f"kraftwerk.http.listener=127.0.0.1:{ports[n]}\n")
@@ -354,8 +355,10 @@ def test_raft_metrics_name_the_active_controller_and_follow_its_loss():
 
 def test_a_broker_only_node_reports_the_quorum_it_follows():
     ports = {}
-    with running_cluster("kraftwerk-observer-", prepare=give_http_ports(ports), nodes=1, controllers=1) as cluster:
+    with running_cluster("kraftwerk-observer-", prepare=give_http_ports(ports, controllers_too=True),
+                         nodes=1, controllers=1) as cluster:
         [broker] = cluster.broker_ids
+        [controller] = cluster.controller_ids
         deadline = time.time() + 20
         while True:
             m = quorum_metrics(ports[broker])
@@ -368,3 +371,26 @@ def test_a_broker_only_node_reports_the_quorum_it_follows():
         assert cluster.cluster_info()["active_controller"] == m["leader"]
         [entry] = stats(ports[broker])["brokers"]
         assert entry["broker_id"] == broker and entry["reachable"]
+
+        # The dedicated controller serves its own metrics: it leads the
+        # quorum, and counts the topics and partitions it created.
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        admin.create_topics([NewTopic("on-controller", num_partitions=3, replication_factor=1)])["on-controller"].result(30)
+        deadline = time.time() + 20
+        while True:
+            c = quorum_metrics(ports[controller])
+            topics = value(c["text"], "kafka_controller_kafkacontroller_globaltopiccount")
+            partitions = value(c["text"], "kafka_controller_kafkacontroller_globalpartitioncount")
+            if topics and topics >= 1 and partitions and partitions >= 3:
+                break
+            assert time.time() < deadline, c["text"]
+            time.sleep(0.3)
+        assert value(c["text"], "kafka_controller_kafkacontroller_activecontrollercount") == 1
+        assert value(c["text"], "kafka_controller_kafkacontroller_offlinepartitionscount") == 0
+        assert c["leader"] == controller and c["state"] == "leader", c
+        assert c["log_end_offset"] >= c["high_watermark"] > 0, c
+        assert value(c["text"], "kafka_server_raftmetrics_voter_lag", voter=str(controller)) == 0
+        assert value(c["text"], "process_resident_memory_bytes") > 0
+        # Nothing of a broker's: it has no partitions, groups or requests.
+        assert "kafka_server_replicamanager" not in c["text"]
+        assert "kafka_server_brokertopicmetrics" not in c["text"]

@@ -527,6 +527,151 @@ impl BrokerMetrics {
     }
 }
 
+/// What a dedicated controller (`process.roles=controller`) serves at
+/// `GET /metrics`: the controller's and the quorum's metrics under the
+/// same names as on a combined node, and the process's CPU and memory.
+/// A dedicated controller has no partitions, groups or Kafka listener, so
+/// none of the broker's families appear.
+pub struct ControllerMetrics {
+    registry: Registry,
+    active_controller: Gauge,
+    offline_partitions: Gauge,
+    topic_count: Gauge,
+    partition_count: Gauge,
+    cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    resident_bytes: Gauge,
+    scraped: Arc<ScrapedValues>,
+}
+
+impl Default for ControllerMetrics {
+    fn default() -> Self {
+        ControllerMetrics::new()
+    }
+}
+
+impl ControllerMetrics {
+    pub fn new() -> ControllerMetrics {
+        let mut registry = Registry::default();
+        let active_controller = Gauge::default();
+        let offline_partitions = Gauge::default();
+        let topic_count = Gauge::default();
+        let partition_count = Gauge::default();
+        let cpu_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let resident_bytes = Gauge::default();
+        registry.register(
+            "kafka_controller_kafkacontroller_activecontrollercount",
+            "1 on the node that is the active controller, 0 elsewhere",
+            active_controller.clone(),
+        );
+        registry.register(
+            "kafka_controller_kafkacontroller_offlinepartitionscount",
+            "Partitions without a leader (reported by the active controller)",
+            offline_partitions.clone(),
+        );
+        registry.register(
+            "kafka_controller_kafkacontroller_globaltopiccount",
+            "Topics in the metadata image (reported by the active controller)",
+            topic_count.clone(),
+        );
+        registry.register(
+            "kafka_controller_kafkacontroller_globalpartitioncount",
+            "Partitions in the metadata image (reported by the active controller)",
+            partition_count.clone(),
+        );
+        registry.register(
+            "process_cpu_seconds",
+            "User and system CPU time of the process in seconds",
+            cpu_seconds.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the process in bytes",
+            resident_bytes.clone(),
+        );
+        let scraped = Arc::new(ScrapedValues::default());
+        registry.register_collector(Box::new(scraped.clone()));
+        ControllerMetrics {
+            registry,
+            active_controller,
+            offline_partitions,
+            topic_count,
+            partition_count,
+            cpu_seconds,
+            resident_bytes,
+            scraped,
+        }
+    }
+
+    /// Adds partition leader elections seen in the controller's image.
+    pub fn leaders_elected(&self, elections: u64) {
+        self.scraped
+            .leader_elections
+            .fetch_add(elections, Ordering::Relaxed);
+    }
+
+    /// Encodes everything, with the image and the quorum as they are now.
+    pub fn render(&self, image: &MetadataImage, quorum: QuorumView, active: bool) -> String {
+        let (mut partitions, mut offline) = (0i64, 0i64);
+        for topic in image.topics.values() {
+            for p in &topic.partitions {
+                partitions += 1;
+                if p.leader < 0 {
+                    offline += 1;
+                }
+            }
+        }
+        let only_active = |v: i64| if active { v } else { 0 };
+        self.active_controller.set(i64::from(active));
+        self.offline_partitions.set(only_active(offline));
+        self.topic_count.set(only_active(
+            i64::try_from(image.topics.len()).unwrap_or(i64::MAX),
+        ));
+        self.partition_count.set(only_active(partitions));
+        if let Some((cpu, rss)) = process_usage() {
+            self.cpu_seconds.set(cpu);
+            self.resident_bytes.set(rss);
+        }
+        *self.scraped.quorum.lock() = quorum;
+        let mut out = String::new();
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::error!(error = %e, "metrics could not be encoded");
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` with what `render` returns on `listener` until
+/// `shutdown`: the HTTP listener of a node without the broker role.
+pub async fn serve_rendered(
+    listener: TcpListener,
+    render: Arc<dyn Fn() -> String + Send + Sync>,
+    shutdown: CancellationToken,
+) {
+    let bound: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(?bound, "HTTP listener serving /metrics");
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let render = render.clone();
+            async move {
+                (
+                    [(
+                        CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    render(),
+                )
+            }
+        }),
+    );
+    let result = axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    if let Err(e) = result {
+        tracing::error!(error = %e, "the HTTP listener failed");
+    }
+}
+
 /// (CPU seconds, resident bytes) of this process, from `/proc/self`.
 fn process_usage() -> Option<(f64, i64)> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;

@@ -7,6 +7,7 @@ mod bench;
 mod certs;
 mod cluster;
 mod console;
+mod controller_http;
 mod dev;
 mod groups;
 mod server;

@@ -218,6 +218,9 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         (Some(v), true) => Some(start_controller(&config, v, shutdown.clone()).await?),
         _ => None,
     };
+    if let (Some(c), false) = (&controller, is_broker) {
+        crate::controller_http::start(c.node().clone(), &config, shutdown.clone()).await;
+    }
     let broker = if is_broker {
         let api = http_api(&config);
         let b = Broker::start_with_http(config, shutdown.clone(), api).await?;
