@@ -82,6 +82,8 @@ impl BrokerState {
         if let Some(before) = applied.as_ref() {
             self.metrics
                 .leaders_elected(metrics::leader_elections(before, &image));
+            self.metrics
+                .unclean_leaders_elected(metrics::unclean_leader_elections(before, &image));
         }
         *applied = Some(image);
     }

@@ -121,6 +121,7 @@ const LOCAL_QUORUM_STATUS_TIMEOUT: Duration = Duration::from_millis(500);
 #[derive(Debug, Default)]
 struct ScrapedValues {
     leader_elections: AtomicU64,
+    unclean_elections: AtomicU64,
     quorum: Mutex<QuorumView>,
 }
 
@@ -145,6 +146,15 @@ impl Collector for ScrapedValues {
             "Partition leader elections seen in this node's metadata image since it started (a partition's leader changed, to or from none included)",
             None,
             MetricType::Unknown,
+        )?)?;
+        let unclean = prometheus_client::metrics::counter::ConstCounter::new(
+            self.unclean_elections.load(Ordering::Relaxed),
+        );
+        unclean.encode(encoder.encode_descriptor(
+            "kafka_controller_controllerstats_uncleanleaderelectionspersec",
+            "Partition leader elections seen in this node's metadata image that made a replica outside the partition's ISR its leader (unclean.leader.election.enable)",
+            None,
+            unclean.metric_type(),
         )?)?;
         let quorum = self.quorum.lock().clone();
         gauge(
@@ -417,6 +427,13 @@ impl BrokerMetrics {
             .fetch_add(elections, Ordering::Relaxed);
     }
 
+    /// Adds unclean partition leader elections seen in this node's image.
+    pub fn unclean_leaders_elected(&self, elections: u64) {
+        self.scraped
+            .unclean_elections
+            .fetch_add(elections, Ordering::Relaxed);
+    }
+
     /// One request of `api` was answered after `elapsed`.
     pub fn answered(&self, api: &str, elapsed: Duration) {
         let labels = RequestLabels {
@@ -609,6 +626,13 @@ impl ControllerMetrics {
             .fetch_add(elections, Ordering::Relaxed);
     }
 
+    /// Adds unclean partition leader elections seen in the controller's image.
+    pub fn unclean_leaders_elected(&self, elections: u64) {
+        self.scraped
+            .unclean_elections
+            .fetch_add(elections, Ordering::Relaxed);
+    }
+
     /// Encodes everything, with the image and the quorum as they are now.
     pub fn render(&self, image: &MetadataImage, quorum: QuorumView, active: bool) -> String {
         let (mut partitions, mut offline) = (0i64, 0i64);
@@ -705,6 +729,24 @@ pub fn leader_elections(before: &MetadataImage, after: &MetadataImage) -> u64 {
         for (p, q) in earlier.partitions.iter().zip(&topic.partitions) {
             let bumps = i64::from(q.leader_epoch) - i64::from(p.leader_epoch);
             elections += u64::try_from(bumps).unwrap_or(0);
+        }
+    }
+    elections
+}
+
+/// How many of the elections between two images were unclean: a
+/// partition's leader changed to a replica outside the ISR the earlier
+/// image had (possible only with `unclean.leader.election.enable`).
+pub fn unclean_leader_elections(before: &MetadataImage, after: &MetadataImage) -> u64 {
+    let mut elections = 0u64;
+    for (name, topic) in &after.topics {
+        let Some(earlier) = before.topics.get(name).filter(|t| t.id == topic.id) else {
+            continue;
+        };
+        for (p, q) in earlier.partitions.iter().zip(&topic.partitions) {
+            if q.leader >= 0 && q.leader != p.leader && !p.isr.contains(&q.leader) {
+                elections += 1;
+            }
         }
     }
     elections
@@ -971,9 +1013,30 @@ mod tests {
     }
 
     #[test]
+    fn unclean_elections_are_leaders_from_outside_the_earlier_isr() {
+        let id = TopicId::random();
+        // image() gives each partition ISR = replicas = [1, 2, 3]; narrow one.
+        let mut before = image(&[(1, 0), (2, 0)], id);
+        before.topics.get_mut("t").expect("topic").partitions[0].isr = vec![1];
+        for (after, expected, case) in [
+            (vec![(1, 0), (2, 0)], 0, "nothing changed"),
+            (vec![(2, 1), (2, 0)], 1, "a leader from outside the ISR"),
+            (vec![(-1, 1), (3, 1)], 0, "offline, and a clean move"),
+            (vec![(1, 1), (2, 0)], 0, "the same leader again"),
+        ] {
+            assert_eq!(
+                unclean_leader_elections(&before, &image(&after, id)),
+                expected,
+                "{case}"
+            );
+        }
+    }
+
+    #[test]
     fn scraped_values_export_quorum_state_only_where_known() {
         let metrics = BrokerMetrics::new();
         metrics.leaders_elected(2);
+        metrics.unclean_leaders_elected(1);
         metrics.set_quorum(QuorumView {
             leader: Some(2),
             epoch: None,
@@ -984,6 +1047,7 @@ mod tests {
         prometheus_client::encoding::text::encode(&mut broker, &metrics.registry).expect("encodes");
         for line in [
             "kafka_controller_controllerstats_leaderelectionrateandtimems_count 2",
+            "kafka_controller_controllerstats_uncleanleaderelectionspersec_total 1",
             "kafka_server_raftmetrics_current_leader 2",
             "kafka_server_raftmetrics_current_epoch -1",
             "kafka_server_raftmetrics_high_watermark 17",

@@ -75,6 +75,8 @@ async fn count_elections(
         }
         let after = images.borrow_and_update().clone();
         controller_metrics.leaders_elected(metrics::leader_elections(&before, &after));
+        controller_metrics
+            .unclean_leaders_elected(metrics::unclean_leader_elections(&before, &after));
         before = after;
     }
 }
