@@ -8,7 +8,7 @@
 //! request type and version.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -82,8 +82,13 @@ struct Shared {
     pending: Mutex<PendingTable>,
 }
 
+/// Source of [`Connection::id`].
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
 /// One TCP connection to a broker with negotiated API versions.
 pub struct Connection {
+    /// Unique within the process; never reused.
+    id: u64,
     addr: String,
     client_id: Option<StrBytes>,
     writer: tokio::sync::Mutex<WriteHalf>,
@@ -134,6 +139,7 @@ impl Connection {
             addr.to_string(),
         ));
         let mut connection = Connection {
+            id: NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed),
             addr: addr.to_string(),
             client_id: Some(StrBytes::from_string(config.client_id.clone())),
             writer: tokio::sync::Mutex::new(write_half),
@@ -160,6 +166,12 @@ impl Connection {
     /// The broker's supported range for an API key, from ApiVersions.
     pub fn api_version_range(&self, key: i16) -> Option<(i16, i16)> {
         self.api_versions.get(&key).copied()
+    }
+
+    /// A process-wide unique number for this connection (never reused, unlike
+    /// its address in memory).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Whether the reader has stopped (peer closed, bad frame, i/o error).

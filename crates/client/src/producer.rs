@@ -8,14 +8,26 @@
 //! settles its batches: complete, retry in sequence order, or fail.
 //!
 //! Idempotence: sequence numbers are assigned when a batch is first drained
-//! and never change. A retried batch is sent alone, only after every other
-//! in-flight batch of its partition has come back, so the broker sees
-//! sequences in order. `OUT_OF_ORDER_SEQUENCE_NUMBER` is retried only while
+//! and never change; at most five batches of a partition are in flight. The
+//! broker sees each partition's sequences in order:
+//! - a batch is written only if every unresolved earlier batch of its
+//!   partition was already written ahead of it on the same connection;
+//!   otherwise (the earlier one failed before the write, or went out on
+//!   another connection) it goes back to its queue unsent;
+//! - a batch that goes back to its queue (retry or held back) keeps its
+//!   place in sequence order ahead of new batches, and is sent alone, only
+//!   after every other in-flight batch of its partition has come back;
+//! - while such a batch is unresolved the partition drains no new batch;
+//! - until the first batch of a partition is acknowledged, only one is in
+//!   flight (a broker that does not know the producer yet takes any
+//!   sequence as its first, and would then refuse the earlier ones).
+//!
+//! `OUT_OF_ORDER_SEQUENCE_NUMBER` is retried only while
 //! an earlier batch of the partition is unresolved (it caused the gap);
 //! otherwise it and `UNKNOWN_PRODUCER_ID` fail the batch — the producer does
 //! not silently resequence or bump its epoch.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -197,6 +209,9 @@ struct ProducerBatch {
     base_sequence: Option<i32>,
     attempts: u32,
     retry_at: Option<Instant>,
+    /// Went back to its queue after being drained with a sequence; counted in
+    /// [`PartitionQueue::retries_unresolved`] until it settles.
+    requeued: bool,
     /// Encoded once so retries resend the same bytes.
     encoded: Option<Bytes>,
     /// `buffer.memory` held until the batch settles.
@@ -216,6 +231,7 @@ impl ProducerBatch {
             base_sequence: None,
             attempts: 0,
             retry_at: None,
+            requeued: false,
             encoded: None,
             _memory: None,
         }
@@ -234,12 +250,28 @@ struct PartitionQueue {
     batches: VecDeque<ProducerBatch>,
     next_sequence: i32,
     in_flight: usize,
-    in_flight_sequences: BTreeSet<i32>,
+    /// Base sequence of every in-flight batch, with the connection it was
+    /// written on (`None` while it waits in its broker's writer).
+    in_flight_sequences: BTreeMap<i32, Option<u64>>,
+    /// Batches with a sequence that went back to the queue and have not
+    /// settled. While there are any, the partition sends one batch at a time
+    /// (the oldest) and drains no new batch, so the broker never sees a later
+    /// sequence before an earlier one it has not stored yet.
+    retries_unresolved: usize,
+    /// A batch with a sequence was acknowledged, so the broker knows this
+    /// producer for the partition. Until then it would take any sequence as
+    /// the first (and refuse the earlier ones after it), so the partition
+    /// has one batch in flight at a time.
+    acknowledged: bool,
 }
 
 impl PartitionQueue {
     /// Puts a batch back in sequence order ahead of never-sent batches.
-    fn requeue(&mut self, batch: ProducerBatch) {
+    fn requeue(&mut self, mut batch: ProducerBatch) {
+        if batch.base_sequence.is_some() && !batch.requeued {
+            batch.requeued = true;
+            self.retries_unresolved += 1;
+        }
         let position = match batch.base_sequence {
             Some(sequence) => self
                 .batches
@@ -404,7 +436,12 @@ impl Accumulator {
                 if is_retry && queue.in_flight > 0 {
                     continue;
                 }
-                if !is_retry && queue.in_flight >= IDEMPOTENT_IN_FLIGHT_PER_PARTITION_MAX {
+                let in_flight_max = if queue.acknowledged {
+                    IDEMPOTENT_IN_FLIGHT_PER_PARTITION_MAX
+                } else {
+                    1
+                };
+                if !is_retry && (queue.in_flight >= in_flight_max || queue.retries_unresolved > 0) {
                     continue;
                 }
             }
@@ -429,7 +466,7 @@ impl Accumulator {
                 queue.next_sequence = increment_sequence(queue.next_sequence, count);
             }
             if let Some(sequence) = batch.base_sequence {
-                queue.in_flight_sequences.insert(sequence);
+                queue.in_flight_sequences.insert(sequence, None);
             }
             queue.in_flight += 1;
             entry.0 += batch.size_bytes;
@@ -456,6 +493,132 @@ impl Accumulator {
         }
         outcome
     }
+
+    /// Decides, right before a request is written on connection
+    /// `connection_id`, which of its batches may go: a batch with a sequence
+    /// goes only if every unresolved batch of its partition with a lower
+    /// sequence was already written ahead of it on the same connection (the
+    /// broker reads a connection's requests in order). The admitted batches
+    /// are marked as written there; the others (an earlier batch failed
+    /// before reaching the broker, was requeued, or went out on another
+    /// connection) are returned to go back to their queue unsent.
+    fn admit_for_write(
+        &mut self,
+        batches: Vec<ProducerBatch>,
+        connection_id: u64,
+    ) -> (Vec<ProducerBatch>, Vec<ProducerBatch>) {
+        let mut admitted = Vec::with_capacity(batches.len());
+        let mut held_back = Vec::new();
+        for batch in batches {
+            let Some(sequence) = batch.base_sequence else {
+                admitted.push(batch);
+                continue;
+            };
+            let Some(queue) = self
+                .partitions
+                .get_mut(&(batch.topic.clone(), batch.partition))
+            else {
+                held_back.push(batch);
+                continue;
+            };
+            let earlier_written_here = queue
+                .in_flight_sequences
+                .range(..sequence)
+                .all(|(_, written_on)| *written_on == Some(connection_id));
+            let earlier_queued = queue
+                .batches
+                .iter()
+                .any(|b| b.base_sequence.is_some_and(|s| s < sequence));
+            if earlier_written_here && !earlier_queued {
+                queue
+                    .in_flight_sequences
+                    .insert(sequence, Some(connection_id));
+                admitted.push(batch);
+            } else {
+                held_back.push(batch);
+            }
+        }
+        (admitted, held_back)
+    }
+
+    /// Applies one partition's outcome to an in-flight batch: puts it back in
+    /// its queue for another attempt, or returns it with the result to settle
+    /// its records with.
+    fn finish(
+        &mut self,
+        mut batch: ProducerBatch,
+        outcome: BatchOutcome,
+        retry: RetryPolicy,
+        now: Instant,
+    ) -> Option<(ProducerBatch, Result<(i64, i64)>)> {
+        let key = (batch.topic.clone(), batch.partition);
+        let queue = self.partitions.entry(key).or_default();
+        queue.in_flight = queue.in_flight.saturating_sub(1);
+        if let Some(sequence) = batch.base_sequence {
+            queue.in_flight_sequences.remove(&sequence);
+        }
+        let result = match outcome {
+            BatchOutcome::Done {
+                base_offset,
+                log_append_time_ms,
+            } => {
+                if batch.base_sequence.is_some() {
+                    queue.acknowledged = true;
+                }
+                Ok((base_offset, log_append_time_ms))
+            }
+            BatchOutcome::NotSent => {
+                // Never reached the broker: no attempt used, no back-off.
+                batch.retry_at = Some(now);
+                queue.requeue(batch);
+                return None;
+            }
+            BatchOutcome::Fail(err) => {
+                let out_of_order =
+                    err.code() == Some(ResponseError::OutOfOrderSequenceNumber.code());
+                let caused_by_earlier = batch
+                    .base_sequence
+                    .is_some_and(|s| queue.has_earlier_unresolved(s));
+                if out_of_order && caused_by_earlier && retry.allows(&batch, now) {
+                    batch.attempts += 1;
+                    batch.retry_at = Some(now + retry.backoff);
+                    queue.requeue(batch);
+                    return None;
+                }
+                Err(err)
+            }
+            BatchOutcome::Retry { .. } => {
+                if retry.allows(&batch, now) {
+                    batch.attempts += 1;
+                    batch.retry_at = Some(now + retry.backoff);
+                    queue.requeue(batch);
+                    return None;
+                }
+                Err(ClientError::Timeout)
+            }
+        };
+        if batch.requeued {
+            batch.requeued = false;
+            queue.retries_unresolved = queue.retries_unresolved.saturating_sub(1);
+        }
+        Some((batch, result))
+    }
+}
+
+/// When a failed batch may be tried again, copied from the config.
+#[derive(Debug, Clone, Copy)]
+struct RetryPolicy {
+    retries: i32,
+    backoff: Duration,
+    delivery_timeout: Duration,
+}
+
+impl RetryPolicy {
+    fn allows(&self, batch: &ProducerBatch, now: Instant) -> bool {
+        let attempts_left = i64::from(batch.attempts) < i64::from(self.retries);
+        let in_time = now < batch.created_at + self.delivery_timeout;
+        attempts_left && in_time
+    }
 }
 
 fn earliest(current: Option<Instant>, candidate: Instant) -> Option<Instant> {
@@ -478,8 +641,10 @@ struct Inner {
     incomplete: watch::Sender<usize>,
     memory: Arc<Semaphore>,
     last_metadata_refresh: Mutex<Option<Instant>>,
-    /// One ordered writer per broker, fed by the sender task.
-    broker_writers: Mutex<HashMap<i32, mpsc::Sender<Vec<ProducerBatch>>>>,
+    /// One ordered writer per broker, fed by the sender task. Its queue is
+    /// unbounded but holds at most the requests the drain lets be in flight
+    /// to the broker; a writer is only replaced after it has stopped.
+    broker_writers: Mutex<HashMap<i32, mpsc::UnboundedSender<Vec<ProducerBatch>>>>,
 }
 
 /// An asynchronous Kafka producer.
@@ -772,6 +937,9 @@ enum BatchOutcome {
     Retry {
         refresh_metadata: bool,
     },
+    /// Held back before the write (an earlier batch of the partition has not
+    /// reached the broker ahead of it); goes back to the queue as it is.
+    NotSent,
     Fail(ClientError),
 }
 
@@ -839,58 +1007,23 @@ impl Inner {
     }
 
     /// Applies one partition's outcome to an in-flight batch.
-    fn finish_batch(&self, mut batch: ProducerBatch, outcome: BatchOutcome) -> bool {
-        let now = Instant::now();
-        let settled = {
-            let mut accumulator = self.accumulator.lock();
-            let key = (batch.topic.clone(), batch.partition);
-            let queue = accumulator.partitions.entry(key).or_default();
-            queue.in_flight = queue.in_flight.saturating_sub(1);
-            if let Some(sequence) = batch.base_sequence {
-                queue.in_flight_sequences.remove(&sequence);
-            }
-            match outcome {
-                BatchOutcome::Done {
-                    base_offset,
-                    log_append_time_ms,
-                } => Ok((base_offset, log_append_time_ms)),
-                BatchOutcome::Fail(err) => {
-                    let out_of_order =
-                        err.code() == Some(ResponseError::OutOfOrderSequenceNumber.code());
-                    let caused_by_earlier = batch
-                        .base_sequence
-                        .is_some_and(|s| queue.has_earlier_unresolved(s));
-                    if out_of_order && caused_by_earlier && self.may_retry(&batch, now) {
-                        batch.attempts += 1;
-                        batch.retry_at =
-                            Some(now + Duration::from_millis(self.config.retry_backoff_ms));
-                        queue.requeue(batch);
-                        return false;
-                    }
-                    Err(err)
-                }
-                BatchOutcome::Retry { refresh_metadata } => {
-                    if self.may_retry(&batch, now) {
-                        let _ = refresh_metadata;
-                        batch.attempts += 1;
-                        batch.retry_at =
-                            Some(now + Duration::from_millis(self.config.retry_backoff_ms));
-                        queue.requeue(batch);
-                        return false;
-                    }
-                    Err(ClientError::Timeout)
-                }
-            }
+    fn finish_batch(&self, batch: ProducerBatch, outcome: BatchOutcome) -> bool {
+        let retry = RetryPolicy {
+            retries: self.config.retries,
+            backoff: Duration::from_millis(self.config.retry_backoff_ms),
+            delivery_timeout: Duration::from_millis(self.config.delivery_timeout_ms),
         };
-        self.settle(batch, settled);
-        true
-    }
-
-    fn may_retry(&self, batch: &ProducerBatch, now: Instant) -> bool {
-        let attempts_left = i64::from(batch.attempts) < i64::from(self.config.retries);
-        let in_time =
-            now < batch.created_at + Duration::from_millis(self.config.delivery_timeout_ms);
-        attempts_left && in_time
+        let finished = self
+            .accumulator
+            .lock()
+            .finish(batch, outcome, retry, Instant::now());
+        match finished {
+            Some((batch, result)) => {
+                self.settle(batch, result);
+                true
+            }
+            None => false,
+        }
     }
 }
 
@@ -978,35 +1111,29 @@ impl Inner {
         let DrainedRequest { broker_id, batches } = request;
         let sender = {
             let mut writers = self.broker_writers.lock();
-            writers
-                .entry(broker_id)
-                .or_insert_with(|| {
-                    // Holds at most the requests the drain lets be in flight.
-                    let (sender, receiver) =
-                        mpsc::channel(self.config.max_in_flight_requests_per_connection + 1);
-                    tokio::spawn(broker_writer(self.clone(), broker_id, receiver));
-                    sender
-                })
-                .clone()
+            let alive = writers.get(&broker_id).is_some_and(|s| !s.is_closed());
+            if !alive {
+                let (sender, receiver) = mpsc::unbounded_channel();
+                tokio::spawn(broker_writer(self.clone(), broker_id, receiver));
+                writers.insert(broker_id, sender);
+            }
+            writers.get(&broker_id).cloned()
         };
-        if let Err(err) = sender.try_send(batches) {
-            let batches = match err {
-                mpsc::error::TrySendError::Full(b) | mpsc::error::TrySendError::Closed(b) => b,
-            };
-            self.broker_writers.lock().remove(&broker_id);
-            let outcomes = batches
-                .into_iter()
-                .map(|b| {
-                    (
-                        b,
-                        BatchOutcome::Retry {
-                            refresh_metadata: false,
-                        },
-                    )
-                })
-                .collect();
-            finish_request(self, broker_id, outcomes);
-        }
+        let unsent = match sender {
+            Some(sender) => match sender.send(batches) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(batches)) => batches,
+            },
+            None => batches,
+        };
+        // The writer stopped without taking the request: nothing was written,
+        // so the batches go back to their queues as they are.
+        self.broker_writers.lock().remove(&broker_id);
+        let outcomes = unsent
+            .into_iter()
+            .map(|b| (b, BatchOutcome::NotSent))
+            .collect();
+        finish_request(self, broker_id, outcomes);
     }
 }
 
@@ -1015,7 +1142,7 @@ impl Inner {
 async fn broker_writer(
     inner: Arc<Inner>,
     broker_id: i32,
-    mut requests: mpsc::Receiver<Vec<ProducerBatch>>,
+    mut requests: mpsc::UnboundedReceiver<Vec<ProducerBatch>>,
 ) {
     while let Some(batches) = requests.recv().await {
         match start_produce(&inner, broker_id, batches).await {
@@ -1147,6 +1274,25 @@ async fn start_produce(
         .collect();
     if version >= 13 && topic_ids.values().any(|id| id.is_nil()) {
         version = 12;
+    }
+
+    // Last check before the write: a batch whose partition has an earlier
+    // batch not yet written ahead of it on this connection goes back to its
+    // queue instead of overtaking it.
+    let encodable = if inner.idempotent {
+        let (admitted, held_back) = inner
+            .accumulator
+            .lock()
+            .admit_for_write(encodable, connection.id());
+        for batch in held_back {
+            inner.finish_batch(batch, BatchOutcome::NotSent);
+        }
+        admitted
+    } else {
+        encodable
+    };
+    if encodable.is_empty() {
+        return Started::Settled(outcomes);
     }
 
     let mut request = ProduceRequest::default();
@@ -1414,6 +1560,11 @@ mod tests {
         let meta = metadata(1, |_| 1);
         let mut limits = limits(true);
         limits.max_in_flight_per_broker = 5;
+        // The broker already knows the producer for this partition.
+        acc.partitions
+            .get_mut(&("t".to_string(), 0))
+            .expect("queue")
+            .acknowledged = true;
         let mut sent = Vec::new();
         for _ in 0..3 {
             let mut out = acc.drain(&meta, limits, now);
@@ -1472,5 +1623,386 @@ mod tests {
         assert!(out.needs_metadata && out.requests.is_empty());
         let out = acc.drain(&meta, limits(false), now + Duration::from_secs(121));
         assert_eq!(out.expired.len(), 1);
+    }
+
+    fn retry_policy() -> RetryPolicy {
+        RetryPolicy {
+            retries: i32::MAX,
+            backoff: Duration::from_millis(2),
+            delivery_timeout: Duration::from_secs(3_600),
+        }
+    }
+
+    fn sequences(batches: &[ProducerBatch]) -> Vec<Option<i32>> {
+        batches.iter().map(|b| b.base_sequence).collect()
+    }
+
+    fn drain_one(
+        acc: &mut Accumulator,
+        meta: &MetadataSnapshot,
+        now: Instant,
+    ) -> Vec<ProducerBatch> {
+        // Only the partition's own limits apply here, not the broker's.
+        acc.in_flight_requests.clear();
+        let out = acc.drain(meta, limits(true), now);
+        out.requests.into_iter().flat_map(|r| r.batches).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_never_goes_out_ahead_of_an_earlier_one_that_failed_before_its_write() {
+        let mut acc = Accumulator::default();
+        let now = Instant::now();
+        let batch_size = BATCH_HEADER_BYTES + 2 * record(10).estimated_size();
+        for _ in 0..8 {
+            acc.append("t", 0, record(10), None, batch_size, now);
+        }
+        let meta = metadata(1, |_| 1);
+        let key = ("t".to_string(), 0);
+
+        // Until the broker acknowledged a batch of the partition, one at a time.
+        let first = drain_one(&mut acc, &meta, now);
+        assert_eq!(sequences(&first), vec![Some(0)]);
+        assert!(drain_one(&mut acc, &meta, now).is_empty());
+        let (first, admitted) = acc.admit_for_write(first, 1);
+        assert!(admitted.is_empty());
+        for batch in first {
+            let done = BatchOutcome::Done {
+                base_offset: 0,
+                log_append_time_ms: -1,
+            };
+            assert!(acc.finish(batch, done, retry_policy(), now).is_some());
+        }
+
+        // Now pipelined: two requests in the writer's queue.
+        let r1 = drain_one(&mut acc, &meta, now);
+        let r2 = drain_one(&mut acc, &meta, now);
+        assert_eq!(sequences(&r1), vec![Some(2)]);
+        assert_eq!(sequences(&r2), vec![Some(4)]);
+
+        // The first one fails before it is written (no connection).
+        for batch in r1 {
+            let retry = BatchOutcome::Retry {
+                refresh_metadata: true,
+            };
+            assert!(acc.finish(batch, retry, retry_policy(), now).is_none());
+        }
+        // The second must not overtake it, on any connection.
+        let (admitted, held_back) = acc.admit_for_write(r2, 2);
+        assert!(admitted.is_empty());
+        assert_eq!(sequences(&held_back), vec![Some(4)]);
+        for batch in held_back {
+            assert!(acc
+                .finish(batch, BatchOutcome::NotSent, retry_policy(), now)
+                .is_none());
+        }
+        let queue = &acc.partitions[&key];
+        let queued: Vec<Option<i32>> = queue.batches.iter().map(|b| b.base_sequence).collect();
+        assert_eq!(queued, vec![Some(2), Some(4), None]);
+        assert_eq!(queue.retries_unresolved, 2);
+
+        // After the back-off the failed batch goes alone; the held-back one
+        // and new batches wait for it.
+        let later = now + Duration::from_millis(2);
+        let retried = drain_one(&mut acc, &meta, later);
+        assert_eq!(sequences(&retried), vec![Some(2)]);
+        assert!(drain_one(&mut acc, &meta, later).is_empty());
+        let (admitted, held_back) = acc.admit_for_write(retried, 3);
+        assert!(held_back.is_empty());
+        for batch in admitted {
+            let done = BatchOutcome::Done {
+                base_offset: 1,
+                log_append_time_ms: -1,
+            };
+            assert!(acc.finish(batch, done, retry_policy(), later).is_some());
+        }
+        let next = drain_one(&mut acc, &meta, later);
+        assert_eq!(sequences(&next), vec![Some(4)]);
+        assert!(drain_one(&mut acc, &meta, later).is_empty());
+        let (admitted, _) = acc.admit_for_write(next, 3);
+        for batch in admitted {
+            let done = BatchOutcome::Done {
+                base_offset: 3,
+                log_append_time_ms: -1,
+            };
+            assert!(acc.finish(batch, done, retry_policy(), later).is_some());
+        }
+        // Resolved: new batches flow again.
+        assert_eq!(acc.partitions[&key].retries_unresolved, 0);
+        let new = drain_one(&mut acc, &meta, later);
+        assert_eq!(sequences(&new), vec![Some(6)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_waits_for_earlier_ones_written_on_another_connection() {
+        let mut acc = Accumulator::default();
+        let now = Instant::now();
+        let batch_size = BATCH_HEADER_BYTES + record(10).estimated_size();
+        for _ in 0..3 {
+            acc.append("t", 0, record(10), None, batch_size, now);
+        }
+        let meta = metadata(1, |_| 1);
+        let key = ("t".to_string(), 0);
+        acc.partitions.get_mut(&key).expect("queue").acknowledged = true;
+        let r1 = drain_one(&mut acc, &meta, now);
+        let r2 = drain_one(&mut acc, &meta, now);
+        let r3 = drain_one(&mut acc, &meta, now);
+        let (admitted, _) = acc.admit_for_write(r1, 1);
+        assert_eq!(sequences(&admitted), vec![Some(0)]);
+        // The same connection keeps the order; another one does not.
+        let (admitted, _) = acc.admit_for_write(r2, 1);
+        assert_eq!(sequences(&admitted), vec![Some(1)]);
+        let (admitted, held_back) = acc.admit_for_write(r3, 2);
+        assert!(admitted.is_empty());
+        assert_eq!(sequences(&held_back), vec![Some(2)]);
+    }
+
+    /// A tiny deterministic generator for the simulation below.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn chance(&mut self, percent: u64) -> bool {
+            self.next() % 100 < percent
+        }
+    }
+
+    /// What a Kafka partition keeps for one idempotent producer.
+    #[derive(Default)]
+    struct ModelPartition {
+        log: Vec<Bytes>,
+        last_sequence: Option<i32>,
+        /// (first sequence, last sequence, base offset) of the last 5 batches.
+        recent: VecDeque<(i32, i32, i64)>,
+    }
+
+    impl ModelPartition {
+        /// Kafka's check: a duplicate of a recent batch is answered with its
+        /// offset; a producer the partition does not know yet may start at
+        /// any sequence; otherwise only the next sequence is taken.
+        fn append(&mut self, batch: &ProducerBatch) -> BatchOutcome {
+            let first = batch.base_sequence.expect("idempotent batch");
+            let last = first + batch.records.len() as i32 - 1;
+            if let Some(&(_, _, base_offset)) = self
+                .recent
+                .iter()
+                .find(|(f, l, _)| *f == first && *l == last)
+            {
+                return BatchOutcome::Done {
+                    base_offset,
+                    log_append_time_ms: -1,
+                };
+            }
+            if self.last_sequence.is_some_and(|s| first != s + 1) {
+                return BatchOutcome::Fail(ClientError::kafka(
+                    ResponseError::OutOfOrderSequenceNumber.code(),
+                    None,
+                ));
+            }
+            let base_offset = self.log.len() as i64;
+            self.log.extend(
+                batch
+                    .records
+                    .iter()
+                    .map(|r| r.value.clone().expect("value")),
+            );
+            self.last_sequence = Some(last);
+            self.recent.push_back((first, last, base_offset));
+            if self.recent.len() > 5 {
+                self.recent.pop_front();
+            }
+            BatchOutcome::Done {
+                base_offset,
+                log_append_time_ms: -1,
+            }
+        }
+    }
+
+    /// Drives the accumulator, drain, write check and settlement through a
+    /// broker writer and one Kafka-like broker that refuses requests now and
+    /// then (not leader yet), loses connections before writes and after
+    /// them (with the batches stored), and checks what a user would: every
+    /// record acknowledged, each partition's log holding every record once
+    /// and in send order, and each acknowledged offset pointing at it.
+    #[tokio::test(start_paused = true)]
+    async fn idempotent_partitions_stay_in_order_through_failures() {
+        for seed in 1..=40u64 {
+            simulate(seed);
+        }
+    }
+
+    fn simulate(seed: u64) {
+        const PARTITIONS: i32 = 3;
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut acc = Accumulator::default();
+        let meta = metadata(PARTITIONS, |_| 1);
+        let mut limits = limits(true);
+        limits.max_in_flight_per_broker = 5;
+        limits.linger = Duration::from_millis(1);
+        limits.delivery_timeout = Duration::from_secs(3_600);
+        let batch_size = BATCH_HEADER_BYTES + 3 * record(8).estimated_size();
+        let start = Instant::now();
+        let mut now = start;
+
+        let mut broker: Vec<ModelPartition> =
+            (0..PARTITIONS).map(|_| ModelPartition::default()).collect();
+        let mut writer: VecDeque<Vec<ProducerBatch>> = VecDeque::new();
+        let mut responses: VecDeque<(u64, Vec<(ProducerBatch, BatchOutcome)>)> = VecDeque::new();
+        let mut connection = 1u64;
+        let mut sent: Vec<Vec<(Bytes, DeliveryFuture)>> =
+            (0..PARTITIONS).map(|_| Vec::new()).collect();
+        let mut settled: Vec<(ProducerBatch, Result<(i64, i64)>)> = Vec::new();
+
+        let mut finish_request =
+            |acc: &mut Accumulator, outcomes: Vec<(ProducerBatch, BatchOutcome)>, now| {
+                if let Some(count) = acc.in_flight_requests.get_mut(&1) {
+                    *count = count.saturating_sub(1);
+                }
+                for (batch, outcome) in outcomes {
+                    if let Some(done) = acc.finish(batch, outcome, retry_policy(), now) {
+                        acc.incomplete_batches -= 1;
+                        settled.push(done);
+                    }
+                }
+            };
+
+        let steps = 3_000;
+        let mut step = 0;
+        loop {
+            step += 1;
+            now += Duration::from_millis(1);
+            let producing = step < steps;
+            if !producing {
+                acc.flush_requests = 1;
+            }
+            if producing && rng.chance(40) {
+                let partition = (rng.next() % PARTITIONS as u64) as i32;
+                let value =
+                    Bytes::from(format!("{partition}-{:04}", sent[partition as usize].len()));
+                let mut outgoing = record(0);
+                outgoing.value = Some(value.clone());
+                let delivery = acc
+                    .append("t", partition, outgoing, None, batch_size, now)
+                    .delivery;
+                sent[partition as usize].push((value, delivery));
+            }
+            if rng.chance(50) {
+                let out = acc.drain(&meta, limits, now);
+                assert!(out.expired.is_empty());
+                writer.extend(out.requests.into_iter().map(|r| r.batches));
+            }
+            if rng.chance(50) {
+                if let Some(batches) = writer.pop_front() {
+                    if rng.chance(10) {
+                        // No connection: nothing of the request is written.
+                        connection += 1;
+                        let outcomes = batches
+                            .into_iter()
+                            .map(|b| {
+                                (
+                                    b,
+                                    BatchOutcome::Retry {
+                                        refresh_metadata: true,
+                                    },
+                                )
+                            })
+                            .collect();
+                        finish_request(&mut acc, outcomes, now);
+                    } else {
+                        let (admitted, held_back) = acc.admit_for_write(batches, connection);
+                        for batch in held_back {
+                            assert!(acc
+                                .finish(batch, BatchOutcome::NotSent, retry_policy(), now)
+                                .is_none());
+                        }
+                        // The broker handles a connection's requests in order.
+                        let outcomes = admitted
+                            .into_iter()
+                            .map(|b| {
+                                let outcome = if rng.chance(15) {
+                                    BatchOutcome::Retry {
+                                        refresh_metadata: true,
+                                    }
+                                } else {
+                                    broker[b.partition as usize].append(&b)
+                                };
+                                (b, outcome)
+                            })
+                            .collect();
+                        responses.push_back((connection, outcomes));
+                    }
+                }
+            }
+            if rng.chance(40) {
+                if let Some((written_on, outcomes)) = responses.pop_front() {
+                    let outcomes = if written_on == connection {
+                        outcomes
+                    } else {
+                        // The connection broke before the answer arrived.
+                        outcomes
+                            .into_iter()
+                            .map(|(b, _)| {
+                                (
+                                    b,
+                                    BatchOutcome::Retry {
+                                        refresh_metadata: true,
+                                    },
+                                )
+                            })
+                            .collect()
+                    };
+                    finish_request(&mut acc, outcomes, now);
+                }
+            }
+            if rng.chance(2) {
+                connection += 1;
+            }
+            if !producing && acc.incomplete_batches == 0 {
+                break;
+            }
+            assert!(step < 100 * steps, "seed {seed}: the producer got stuck");
+        }
+
+        for (batch, result) in settled {
+            let (base_offset, _) = match result {
+                Ok(done) => done,
+                Err(err) => panic!(
+                    "seed {seed}: a batch of partition {} failed: {err}",
+                    batch.partition
+                ),
+            };
+            for (index, (delivery, record)) in
+                batch.deliveries.into_iter().zip(&batch.records).enumerate()
+            {
+                let offset = base_offset + index as i64;
+                let logged = &broker[batch.partition as usize].log[offset as usize];
+                assert_eq!(Some(logged), record.value.as_ref(), "seed {seed}");
+                let _ = delivery.send(Ok(RecordMetadata {
+                    topic: batch.topic.clone(),
+                    partition: batch.partition,
+                    offset,
+                    timestamp_ms: 0,
+                }));
+            }
+        }
+        for (partition, records) in sent.into_iter().enumerate() {
+            let values: Vec<Bytes> = records.iter().map(|(v, _)| v.clone()).collect();
+            assert_eq!(
+                broker[partition].log, values,
+                "seed {seed}: partition {partition} holds every record once, in order"
+            );
+            for (value, mut delivery) in records {
+                let acked = delivery.receiver.try_recv();
+                assert!(
+                    matches!(acked, Ok(Ok(_))),
+                    "seed {seed}: {value:?} was not acknowledged"
+                );
+            }
+        }
     }
 }
