@@ -168,7 +168,35 @@ pub fn layered_config(
     Ok(raw)
 }
 
+/// Raises the soft limit on open files (RLIMIT_NOFILE) to the hard limit,
+/// as servers commonly do: the common soft default of 1,024 is far below
+/// what a broker with thousands of partitions and connections needs (about
+/// one descriptor per partition, one per connection). A failure is logged
+/// and the broker runs with the limit it has.
+fn raise_open_files_limit() {
+    let before = rlimit::Resource::NOFILE.get().ok();
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(soft) => {
+            let (before_soft, hard) = before.unwrap_or((soft, soft));
+            if before_soft != soft {
+                tracing::info!(
+                    before = before_soft,
+                    now = soft,
+                    hard,
+                    "raised the open files limit"
+                );
+            } else {
+                tracing::info!(limit = soft, hard, "open files limit");
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not raise the open files limit");
+        }
+    }
+}
+
 pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
+    raise_open_files_limit();
     let file = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)

@@ -79,8 +79,8 @@ use crate::records::{batch_records, rebuild_batch, RecordSpan};
 use crate::segment::{
     delete_segment_files, mark_deleted, remove_deleted, remove_if_present, rename_if_present,
     scan_whole, segment_path, with_suffix, BatchScanner, CleanedSegment, CleanedSegmentWriter,
-    Segment, SegmentView, CLEANED_SUFFIX, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, SWAP_SUFFIX,
-    TIME_INDEX_SUFFIX,
+    Segment, SegmentView, ViewIndexes, CLEANED_SUFFIX, LOG_SUFFIX, OFFSET_INDEX_SUFFIX,
+    SWAP_SUFFIX, TIME_INDEX_SUFFIX,
 };
 use crate::StorageError;
 
@@ -167,16 +167,18 @@ struct SourceSegment {
 }
 
 impl SourceSegment {
-    fn of(segment: &Segment) -> SourceSegment {
-        SourceSegment {
+    fn of(segment: &Segment) -> Result<SourceSegment, StorageError> {
+        Ok(SourceSegment {
             id: segment.id,
             base_offset: segment.base_offset,
             next_offset: segment.next_offset,
             size_bytes: segment.size_bytes(),
             max_timestamp: segment.max_timestamp(),
             index_bytes: segment.index_sizes(),
-            view: segment.view(),
-        }
+            view: segment
+                .view(ViewIndexes::None)
+                .map_err(|e| StorageError::io(segment.log_path(), e))?,
+        })
     }
 }
 
@@ -409,7 +411,7 @@ impl Log {
             }
             let config = state.config.clone();
             let closed = state.segments.len().saturating_sub(1);
-            let segments: Vec<SourceSegment> = state
+            let segments = state
                 .segments
                 .values()
                 .take(closed)
@@ -418,7 +420,7 @@ impl Log {
                         && now_ms.saturating_sub(s.max_timestamp()) >= config.min_compaction_lag_ms
                 })
                 .map(SourceSegment::of)
-                .collect();
+                .collect::<Result<Vec<_>, _>>()?;
             Plan {
                 first_dirty_offset: state.first_dirty_offset.max(state.log_start_offset()),
                 truncations: state.truncations,

@@ -4,15 +4,18 @@
 //! Kafka: the offset index maps a relative offset (u32, the last offset of a
 //! batch minus the segment's base offset) to the file position (u32) of that
 //! batch; the time index maps a timestamp (i64) to the relative offset (u32)
-//! of the batch that first reached it. Lookups binary-search the file with
-//! positional reads, so readers only need an `Arc<File>` and an entry count
-//! taken under the log's lock.
+//! of the batch that first reached it. No index file stays open (see
+//! `IndexFile`): lookups binary-search the active segment's entries in
+//! memory, or a closed segment's file with positional reads, so readers only
+//! need an `IndexView` and an entry count taken under the log's lock.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use parking_lot::RwLock;
 
 pub(crate) const OFFSET_ENTRY_BYTES: u64 = 8;
 pub(crate) const TIME_ENTRY_BYTES: u64 = 12;
@@ -67,27 +70,47 @@ pub(crate) fn encode_time_entry(out: &mut Vec<u8>, timestamp: i64, relative_offs
     out.extend_from_slice(&relative_offset.to_be_bytes());
 }
 
-/// One index file, open for appending and positional reads.
+/// One index of a segment. No file stays open: while the segment is active
+/// its entries are kept in memory (shared with readers) and written to the
+/// file with positional writes when the segment is flushed or rolled; once
+/// the segment is closed the file is complete and readers open it for the
+/// duration of a read.
 #[derive(Debug)]
 pub(crate) struct IndexFile {
     kind: IndexKind,
     path: PathBuf,
-    file: Arc<File>,
     entries: u64,
+    /// All entries, while the segment is active. Only ever grows: a
+    /// segment that is cut gets a new `IndexFile`.
+    memory: Option<Arc<RwLock<Vec<u8>>>>,
+    /// How many bytes of the index the file holds.
+    written_bytes: u64,
+    /// Whether the file was fsynced since it was last written.
+    synced: bool,
+}
+
+/// Where an `IndexView` reads its entries.
+#[derive(Debug, Clone)]
+enum IndexSource {
+    /// The index was not wanted by the reader, or has no entries.
+    Empty,
+    Memory(Arc<RwLock<Vec<u8>>>),
+    File(Arc<File>),
 }
 
 /// What a reader needs to search an index without the log's lock.
 #[derive(Debug, Clone)]
 pub(crate) struct IndexView {
     kind: IndexKind,
-    file: Arc<File>,
+    source: IndexSource,
     entries: u64,
 }
 
 impl IndexFile {
-    /// Opens (creating if needed) the index at `path` and makes its content
-    /// exactly `expected` (encoded entries rebuilt from the log). Returns the
-    /// index and whether the file had to be rewritten.
+    /// Makes the file at `path` (created if needed) hold exactly
+    /// `expected` (encoded entries rebuilt from the log), and keeps the
+    /// entries in memory. Returns the index and whether the file had to be
+    /// rewritten. The file is closed again.
     pub(crate) fn open_with_entries(
         kind: IndexKind,
         path: &Path,
@@ -115,26 +138,25 @@ impl IndexFile {
             IndexFile {
                 kind,
                 path: path.to_path_buf(),
-                file: Arc::new(file),
                 entries,
+                memory: Some(Arc::new(RwLock::new(expected.to_vec()))),
+                written_bytes: expected.len() as u64,
+                synced: false,
             },
             !same,
         ))
     }
 
-    /// An index file already written in full with `entries` entries (a
-    /// cleaned segment's), now known under `path`.
-    pub(crate) fn from_written(
-        kind: IndexKind,
-        path: &Path,
-        file: File,
-        entries: u64,
-    ) -> IndexFile {
+    /// An index file already written in full and fsynced with `entries`
+    /// entries (a cleaned segment's), now known under `path`.
+    pub(crate) fn from_written(kind: IndexKind, path: &Path, entries: u64) -> IndexFile {
         IndexFile {
             kind,
             path: path.to_path_buf(),
-            file: Arc::new(file),
             entries,
+            memory: None,
+            written_bytes: entries * kind.entry_bytes(),
+            synced: true,
         }
     }
 
@@ -185,26 +207,114 @@ impl IndexFile {
         &self.path
     }
 
-    /// Appends one encoded entry. On failure the in-memory count is not
-    /// advanced, so lookups keep using only the entries known to be whole
-    /// (a sparse index with a missing entry is still correct).
+    /// Whether the entries are held in memory (the segment is active).
+    #[cfg(test)]
+    pub(crate) fn in_memory(&self) -> bool {
+        self.memory.is_some()
+    }
+
+    /// Appends one encoded entry in memory; the file gets it at the next
+    /// `flush`. An index no longer in memory is read back first. On
+    /// failure the entry count is not advanced, so lookups keep using only
+    /// the entries known to be whole (a sparse index with a missing entry
+    /// is still correct).
     pub(crate) fn append(&mut self, entry: &[u8]) -> io::Result<()> {
         debug_assert_eq!(entry.len() as u64, self.kind.entry_bytes());
-        self.file.write_all_at(entry, self.size_bytes())?;
+        let memory = match &self.memory {
+            Some(memory) => Arc::clone(memory),
+            None => {
+                let memory = Arc::new(RwLock::new(self.read_file()?));
+                self.memory = Some(Arc::clone(&memory));
+                memory
+            }
+        };
+        memory.write().extend_from_slice(entry);
         self.entries += 1;
         Ok(())
     }
 
-    pub(crate) fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+    /// The first `size_bytes` of the file.
+    fn read_file(&self) -> io::Result<Vec<u8>> {
+        let size = self.size_bytes();
+        if size > INDEX_LOAD_BYTES_MAX {
+            return Err(io::Error::other("index file too large"));
+        }
+        let file = File::open(&self.path)?;
+        let mut bytes = vec![0u8; size as usize];
+        file.read_exact_at(&mut bytes, 0)?;
+        Ok(bytes)
     }
 
-    pub(crate) fn view(&self) -> IndexView {
-        IndexView {
-            kind: self.kind,
-            file: Arc::clone(&self.file),
-            entries: self.entries,
+    /// Writes the entries the file lacks, with one positional write, and
+    /// fsyncs it when `sync`. Opens the file only if there is work to do.
+    pub(crate) fn flush(&mut self, sync: bool) -> io::Result<()> {
+        let size = self.size_bytes();
+        let pending = self.written_bytes != size;
+        if !pending && (self.synced || !sync) {
+            return Ok(());
         }
+        let file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)?;
+        if pending {
+            let Some(memory) = &self.memory else {
+                return Err(io::Error::other("index entries missing from memory"));
+            };
+            let bytes = memory.read();
+            let Some(all) = bytes.get(..size as usize) else {
+                return Err(io::Error::other("index entries missing from memory"));
+            };
+            // A file that does not hold what was written (replaced or cut
+            // behind the broker's back) is written whole.
+            let from = if file.metadata()?.len() == self.written_bytes {
+                self.written_bytes
+            } else {
+                file.set_len(0)?;
+                0
+            };
+            file.write_all_at(&all[from as usize..], from)?;
+            self.written_bytes = size;
+            self.synced = false;
+        }
+        if sync {
+            file.sync_data()?;
+            self.synced = true;
+        }
+        Ok(())
+    }
+
+    /// Writes what the file lacks (without fsync) and drops the in-memory
+    /// entries: from here on readers open the file. On failure the entries
+    /// stay in memory.
+    pub(crate) fn release_memory(&mut self) -> io::Result<()> {
+        self.flush(false)?;
+        self.memory = None;
+        Ok(())
+    }
+
+    /// A view for readers. An index not in memory is opened here, under
+    /// the log's lock, so the view reads the file of this very segment even
+    /// if the segment is replaced or deleted before the read. With `open`
+    /// false a file-backed index gives an empty view instead (lookups then
+    /// start at the beginning of the segment).
+    pub(crate) fn view(&self, open: bool) -> io::Result<IndexView> {
+        let source = match &self.memory {
+            _ if self.entries == 0 => IndexSource::Empty,
+            Some(memory) => IndexSource::Memory(Arc::clone(memory)),
+            None if open => IndexSource::File(Arc::new(File::open(&self.path)?)),
+            None => IndexSource::Empty,
+        };
+        let entries = match source {
+            IndexSource::Empty => 0,
+            _ => self.entries,
+        };
+        Ok(IndexView {
+            kind: self.kind,
+            source,
+            entries,
+        })
     }
 }
 
@@ -223,10 +333,35 @@ impl IndexView {
     /// The entry with the largest key <= `target`, as raw fields
     /// (key, value): (relative offset, position) or (timestamp, relative offset).
     pub(crate) fn floor(&self, target: i64) -> io::Result<Option<(i64, u32)>> {
+        match &self.source {
+            IndexSource::Empty => Ok(None),
+            IndexSource::Memory(memory) => {
+                let bytes = memory.read();
+                self.search(target, |at, entry| match bytes.get(at..at + entry.len()) {
+                    Some(found) => {
+                        entry.copy_from_slice(found);
+                        Ok(())
+                    }
+                    None => Err(io::Error::other("index entry beyond the index")),
+                })
+            }
+            IndexSource::File(file) => {
+                self.search(target, |at, entry| file.read_exact_at(entry, at as u64))
+            }
+        }
+    }
+
+    /// Binary search over the first `entries` entries, each read into a
+    /// buffer by `read(byte position, buffer)`.
+    fn search(
+        &self,
+        target: i64,
+        read: impl Fn(usize, &mut [u8]) -> io::Result<()>,
+    ) -> io::Result<Option<(i64, u32)>> {
         let entry_bytes = self.kind.entry_bytes();
         let mut entry = vec![0u8; entry_bytes as usize];
-        let read_entry = |n: u64, entry: &mut Vec<u8>| -> io::Result<(i64, u32)> {
-            self.file.read_exact_at(entry, n * entry_bytes)?;
+        let read_entry = |n: u64, entry: &mut [u8]| -> io::Result<(i64, u32)> {
+            read((n * entry_bytes) as usize, entry)?;
             let value_at = entry_bytes as usize - 4;
             Ok((self.kind.key(entry), be_u32(entry, value_at)))
         };
@@ -270,7 +405,7 @@ mod tests {
         let (index, rewritten) =
             IndexFile::open_with_entries(IndexKind::Offset, &path, &expected).expect("open");
         assert!(rewritten);
-        let view = index.view();
+        let view = index.view(true).expect("view");
         let cases = [
             (0, None),
             (3, Some((3, 0))),
@@ -281,10 +416,45 @@ mod tests {
         for (target, want) in cases {
             assert_eq!(view.floor(target).expect("floor"), want, "target {target}");
         }
+        let (mut index, _) =
+            IndexFile::open_with_entries(IndexKind::Offset, &path, &expected).expect("reopen");
+        let mut entry = Vec::new();
+        encode_offset_entry(&mut entry, 40, 12000);
+        index.append(&entry).expect("append");
+        let in_memory = index.view(true).expect("view");
+        assert_eq!(in_memory.floor(45).expect("floor"), Some((40, 12000)));
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), 24);
+        index.release_memory().expect("release");
+        assert!(!index.in_memory());
+        assert_eq!(std::fs::metadata(&path).expect("stat").len(), 32);
+        assert!(index
+            .view(false)
+            .expect("view")
+            .floor(45)
+            .expect("floor")
+            .is_none());
+        let from_file = index.view(true).expect("view");
+        // Below the appended entry, the file answers as memory did.
+        for (target, want) in cases.into_iter().take(4) {
+            assert_eq!(
+                from_file.floor(target).expect("floor"),
+                want,
+                "target {target}"
+            );
+        }
+        assert_eq!(from_file.floor(45).expect("floor"), Some((40, 12000)));
+        // Appending to a released index reads it back first.
+        encode_offset_entry(&mut expected, 40, 12000);
+        entry.clear();
+        encode_offset_entry(&mut entry, 50, 16000);
+        index.append(&entry).expect("append");
+        encode_offset_entry(&mut expected, 50, 16000);
+        index.flush(true).expect("flush");
+        assert_eq!(std::fs::read(&path).expect("read"), expected);
         let (_, rewritten) =
             IndexFile::open_with_entries(IndexKind::Offset, &path, &expected).expect("reopen");
         assert!(!rewritten, "an intact index is not rewritten");
-        assert!(IndexFile::looks_sound(IndexKind::Offset, &path, 9000));
-        assert!(!IndexFile::looks_sound(IndexKind::Offset, &path, 8000));
+        assert!(IndexFile::looks_sound(IndexKind::Offset, &path, 20000));
+        assert!(!IndexFile::looks_sound(IndexKind::Offset, &path, 16000));
     }
 }

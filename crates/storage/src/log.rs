@@ -19,8 +19,8 @@ use crate::producer_state::{
 use crate::records::{self, KeyCheck};
 use crate::segment::{
     delete_segment_files, mark_deleted, remove_deleted, BatchScanner, Segment, SegmentSettings,
-    SegmentView, CLEANED_SUFFIX, DELETED_SUFFIX, LOG_SUFFIX, OFFSET_INDEX_SUFFIX, OFFSET_MAX,
-    SWAP_SUFFIX, TIME_INDEX_SUFFIX,
+    SegmentView, ViewIndexes, CLEANED_SUFFIX, DELETED_SUFFIX, LOG_SUFFIX, OFFSET_INDEX_SUFFIX,
+    OFFSET_MAX, SWAP_SUFFIX, TIME_INDEX_SUFFIX,
 };
 use crate::StorageError;
 
@@ -207,6 +207,16 @@ impl Log {
             next_offset = Some(recovered.segment.next_offset);
             last_kept_validated = recovered.crc_validated;
             let cut = recovered.truncated_bytes > 0;
+            // Only the last segment stays active (holding its `.log` open
+            // and its index entries in memory).
+            if let Some((previous_base, previous)) = segments.iter_mut().next_back() {
+                previous.close_files().map_err(|e| {
+                    StorageError::io(
+                        crate::segment::segment_path(&dir, *previous_base, LOG_SUFFIX),
+                        e,
+                    )
+                })?;
+            }
             segments.insert(base, recovered.segment);
             if cut && !last {
                 // Make the following segments count as damaged.
@@ -672,7 +682,9 @@ impl Log {
                 .map(|(_, s)| s)
                 .find(|s| s.next_offset > start_offset && !s.is_empty())
             {
-                Some(segment) => segment.view(),
+                Some(segment) => segment
+                    .view(ViewIndexes::Offset)
+                    .map_err(|e| StorageError::io(segment.log_path(), e))?,
                 None => return Ok(Bytes::new()),
             }
         };
@@ -713,7 +725,9 @@ impl Log {
         let view = {
             let state = self.state.read();
             match state.segments.values().find(|s| s.max_timestamp() >= ts) {
-                Some(segment) => segment.view(),
+                Some(segment) => segment
+                    .view(ViewIndexes::OffsetAndTime)
+                    .map_err(|e| StorageError::io(segment.log_path(), e))?,
                 None => return Ok(None),
             }
         };
@@ -1118,6 +1132,13 @@ impl LogState {
         let segment = Segment::create(dir, base_offset).map_err(|e| StorageError::io(dir, e))?;
         sync_dir(dir).map_err(|e| StorageError::io(dir, e))?;
         tracing::debug!(dir = %dir.display(), base_offset, "rolled a new segment");
+        // The old active segment closes its files; flushed above, this only
+        // drops them. Should it fail, the segment keeps them and stays
+        // readable.
+        let old = self.active();
+        if let Err(e) = old.close_files() {
+            tracing::warn!(segment = %old.log_path().display(), error = %e, "closed segment keeps its files open");
+        }
         self.segments.insert(base_offset, segment);
         Ok(())
     }
@@ -1171,7 +1192,7 @@ impl LogState {
     fn rebuild_producers(&mut self) -> io::Result<()> {
         self.producers.clear();
         for segment in self.segments.values() {
-            let view = segment.view();
+            let view = segment.view(ViewIndexes::None)?;
             let mut scanner = BatchScanner::new(&view.log, view.size_bytes);
             let mut position = 0u64;
             while let Ok(Some(header)) = scanner.batch_at(position, false)? {

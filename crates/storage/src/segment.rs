@@ -7,6 +7,13 @@
 //! batch is acknowledged once it is in the page cache: that survives a
 //! process crash (kill -9) without fsync; fsync is the flush policy's job.
 //!
+//! File descriptors: only the active segment keeps one open, its `.log`.
+//! Its index entries live in memory and reach the index files when the
+//! segment is flushed or rolled (see `index`); a closed segment holds no
+//! file open, and a read of it opens what it needs under the log's lock
+//! and closes it when done. A broker with many partitions thus needs about
+//! one descriptor per partition, as Kafka does.
+//!
 //! Recovery scans batch headers front to back. Every segment's headers are
 //! scanned on open anyway, because the idempotent-producer state is rebuilt
 //! from them, so the same pass also rebuilds the sparse indexes in memory and
@@ -291,7 +298,9 @@ pub(crate) struct Segment {
     pub(crate) id: u64,
     pub(crate) base_offset: i64,
     log_path: PathBuf,
-    log: Arc<File>,
+    /// Open while the segment is active; a closed segment's readers open
+    /// the file themselves.
+    log: Option<Arc<File>>,
     size_bytes: u64,
     offset_index: IndexFile,
     time_index: IndexFile,
@@ -301,6 +310,19 @@ pub(crate) struct Segment {
     /// Wall clock of the first append, for segment.ms; after a restart the
     /// first batch's timestamp stands in, as in Kafka.
     pub(crate) first_append_ms: Option<i64>,
+}
+
+/// Which indexes of a closed segment a view opens (an active segment's are
+/// in memory and always come with the view). A view without an index
+/// reads the segment from its start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ViewIndexes {
+    /// Scanning the whole segment.
+    None,
+    /// Reading by offset.
+    Offset,
+    /// Looking up by timestamp.
+    OffsetAndTime,
 }
 
 /// What a reader needs from a segment, taken under the log's lock.
@@ -344,7 +366,7 @@ impl Segment {
             id: next_segment_id(),
             base_offset,
             log_path,
-            log: Arc::new(log),
+            log: Some(Arc::new(log)),
             size_bytes: 0,
             offset_index,
             time_index,
@@ -445,7 +467,7 @@ impl Segment {
             id: next_segment_id(),
             base_offset,
             log_path,
-            log: Arc::new(log),
+            log: Some(Arc::new(log)),
             size_bytes: position,
             offset_index,
             time_index,
@@ -503,8 +525,17 @@ impl Segment {
     ) -> Result<(), AppendFailure> {
         let start = self.size_bytes;
         debug_assert!(start + data.len() as u64 <= u32::MAX as u64);
-        if let Err(source) = self.log.write_all_at(data, start) {
-            let rolled_back = self.log.set_len(start).is_ok();
+        let log = match self.writable_log() {
+            Ok(log) => log,
+            Err(source) => {
+                return Err(AppendFailure {
+                    source,
+                    rolled_back: true,
+                })
+            }
+        };
+        if let Err(source) = log.write_all_at(data, start) {
+            let rolled_back = log.set_len(start).is_ok();
             return Err(AppendFailure {
                 source,
                 rolled_back,
@@ -545,17 +576,18 @@ impl Segment {
     /// Cuts the segment before the first batch whose last offset is >=
     /// `offset`, then rescans it so its indexes and timestamps are exact.
     pub(crate) fn truncate_to(
-        self,
+        mut self,
         dir: &Path,
         offset: i64,
         settings: SegmentSettings,
     ) -> io::Result<Segment> {
-        let view = self.view();
+        let view = self.view(ViewIndexes::Offset)?;
         let start = match view.offset_index.floor(offset - self.base_offset)? {
             Some((_, position)) if (position as u64) < self.size_bytes => position as u64,
             _ => 0,
         };
-        let mut scanner = BatchScanner::new(&self.log, self.size_bytes);
+        let log = self.writable_log()?;
+        let mut scanner = BatchScanner::new(&log, self.size_bytes);
         let mut position = start;
         while let Ok(Some(header)) = scanner.batch_at(position, false)? {
             if header.last_offset() >= offset {
@@ -563,27 +595,73 @@ impl Segment {
             }
             position += header.total_bytes() as u64;
         }
-        self.log.set_len(position)?;
+        log.set_len(position)?;
         let base_offset = self.base_offset;
-        drop(self);
+        drop((self, view, log));
         let recovered = Segment::recover(dir, base_offset, false, settings, &mut |_, _| {})?;
         Ok(recovered.segment)
     }
 
-    pub(crate) fn sync(&self) -> io::Result<()> {
-        self.log.sync_data()?;
-        self.offset_index.sync()?;
-        self.time_index.sync()
+    /// The `.log` file for writing: the one held open while active, or
+    /// opened again (and then held) for a segment that was closed.
+    fn writable_log(&mut self) -> io::Result<Arc<File>> {
+        if let Some(log) = &self.log {
+            return Ok(Arc::clone(log));
+        }
+        let log = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&self.log_path)?,
+        );
+        self.log = Some(Arc::clone(&log));
+        Ok(log)
     }
 
-    pub(crate) fn view(&self) -> SegmentView {
-        SegmentView {
-            base_offset: self.base_offset,
-            log: Arc::clone(&self.log),
-            size_bytes: self.size_bytes,
-            offset_index: self.offset_index.view(),
-            time_index: self.time_index.view(),
+    /// Writes the index entries the index files lack and fsyncs all three
+    /// files. A closed segment was synced when it was closed.
+    pub(crate) fn sync(&mut self) -> io::Result<()> {
+        if let Some(log) = &self.log {
+            log.sync_data()?;
         }
+        self.offset_index.flush(true)?;
+        self.time_index.flush(true)
+    }
+
+    /// Makes this a closed segment: writes what the index files lack,
+    /// drops the in-memory index entries and closes the `.log`. On failure
+    /// the segment keeps what it holds (and stays readable).
+    pub(crate) fn close_files(&mut self) -> io::Result<()> {
+        self.offset_index.release_memory()?;
+        self.time_index.release_memory()?;
+        self.log = None;
+        Ok(())
+    }
+
+    /// Whether the segment holds a file descriptor or index entries in memory.
+    #[cfg(test)]
+    pub(crate) fn holds_files(&self) -> bool {
+        self.log.is_some() || self.offset_index.in_memory() || self.time_index.in_memory()
+    }
+
+    /// A view for reading without the log's lock. Files of a closed
+    /// segment are opened here, under the lock, so the view reads this very
+    /// segment even if it is deleted or replaced before the read; they are
+    /// closed when the last clone of the view is dropped.
+    pub(crate) fn view(&self, indexes: ViewIndexes) -> io::Result<SegmentView> {
+        let log = match &self.log {
+            Some(log) => Arc::clone(log),
+            None => Arc::new(File::open(&self.log_path)?),
+        };
+        Ok(SegmentView {
+            base_offset: self.base_offset,
+            log,
+            size_bytes: self.size_bytes,
+            offset_index: self.offset_index.view(indexes != ViewIndexes::None)?,
+            time_index: self
+                .time_index
+                .view(indexes == ViewIndexes::OffsetAndTime)?,
+        })
     }
 
     /// Removes the segment's files without ever leaving a `.log` that looks
@@ -688,11 +766,8 @@ pub(crate) struct CleanedSegmentWriter {
 pub(crate) struct CleanedSegment {
     dir: PathBuf,
     base_offset: i64,
-    log: File,
     size_bytes: u64,
-    offset_index: File,
     offset_entries: u64,
-    time_index: File,
     time_entries: u64,
     cursor: IndexCursor,
     next_offset: i64,
@@ -764,7 +839,7 @@ impl CleanedSegmentWriter {
     pub(crate) fn finish(self) -> io::Result<CleanedSegment> {
         let log = self.log.into_inner().map_err(|e| e.into_error())?;
         log.sync_all()?;
-        let index_file = |suffix: &str, entries: &[u8]| -> io::Result<File> {
+        let index_file = |suffix: &str, entries: &[u8]| -> io::Result<()> {
             let path = with_suffix(
                 &segment_path(&self.dir, self.base_offset, suffix),
                 CLEANED_SUFFIX,
@@ -776,19 +851,15 @@ impl CleanedSegmentWriter {
                 .truncate(true)
                 .open(path)?;
             file.write_all_at(entries, 0)?;
-            file.sync_all()?;
-            Ok(file)
+            file.sync_all()
         };
-        let offset_index = index_file(OFFSET_INDEX_SUFFIX, &self.offset_entries)?;
-        let time_index = index_file(TIME_INDEX_SUFFIX, &self.time_entries)?;
+        index_file(OFFSET_INDEX_SUFFIX, &self.offset_entries)?;
+        index_file(TIME_INDEX_SUFFIX, &self.time_entries)?;
         Ok(CleanedSegment {
             dir: self.dir,
             base_offset: self.base_offset,
-            log,
             size_bytes: self.size_bytes,
-            offset_index,
             offset_entries: self.offset_entries.len() as u64 / OFFSET_ENTRY_BYTES,
-            time_index,
             time_entries: self.time_entries.len() as u64 / TIME_ENTRY_BYTES,
             cursor: self.cursor,
             next_offset: self.next_offset,
@@ -839,7 +910,8 @@ impl CleanedSegment {
     }
 
     /// Renames the `.swap` files to their final names (the segments they
-    /// replace must be gone), the log last, and becomes a `Segment`.
+    /// replace must be gone), the log last, and becomes a closed `Segment`
+    /// (cleaned segments are never active).
     pub(crate) fn install(self) -> io::Result<Segment> {
         for suffix in FILE_SUFFIXES {
             let path = segment_path(&self.dir, self.base_offset, suffix);
@@ -848,20 +920,18 @@ impl CleanedSegment {
         let offset_index = IndexFile::from_written(
             IndexKind::Offset,
             &segment_path(&self.dir, self.base_offset, OFFSET_INDEX_SUFFIX),
-            self.offset_index,
             self.offset_entries,
         );
         let time_index = IndexFile::from_written(
             IndexKind::Time,
             &segment_path(&self.dir, self.base_offset, TIME_INDEX_SUFFIX),
-            self.time_index,
             self.time_entries,
         );
         Ok(Segment {
             id: next_segment_id(),
             base_offset: self.base_offset,
             log_path: segment_path(&self.dir, self.base_offset, LOG_SUFFIX),
-            log: Arc::new(self.log),
+            log: None,
             size_bytes: self.size_bytes,
             offset_index,
             time_index,
@@ -939,6 +1009,14 @@ mod tests {
         }
         let counts = segment.index_entries();
         assert!(counts.0 > 5 && counts.1 > 5, "{counts:?}");
+        // The entries reach the files when the segment is flushed.
+        assert_eq!(
+            fs::metadata(segment_path(dir.path(), 100, OFFSET_INDEX_SUFFIX))
+                .expect("index")
+                .len(),
+            0
+        );
+        segment.sync().expect("sync");
         let offset_index =
             fs::read(segment_path(dir.path(), 100, OFFSET_INDEX_SUFFIX)).expect("index");
         let time_index =
@@ -960,7 +1038,10 @@ mod tests {
             fs::read(segment_path(dir.path(), 100, TIME_INDEX_SUFFIX)).expect("timeindex"),
             time_index
         );
-        let view = recovered.segment.view();
+        let view = recovered
+            .segment
+            .view(ViewIndexes::OffsetAndTime)
+            .expect("view");
         // Offset 150 is in the batch starting at 148, the 17th.
         let position = view.position_near(150).expect("lookup");
         let mut scanner = BatchScanner::new(&view.log, view.size_bytes);

@@ -1218,3 +1218,106 @@ fn transactions_survive_a_restart_and_reach_followers() {
         Some(7)
     );
 }
+
+/// Set (to a directory) in the child process of
+/// `open_logs_hold_about_one_file_descriptor_each`.
+const FD_CHILD_DIR_ENV: &str = "KRAFTWERK_STORAGE_FD_CHILD_DIR";
+const FD_CHILD_LOGS: usize = 200;
+
+fn open_fds() -> usize {
+    fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .count()
+}
+
+/// Counts descriptors in a process of its own: other tests running in
+/// parallel would open files of their own meanwhile.
+#[test]
+fn fd_count_child() {
+    let Ok(dir) = std::env::var(FD_CHILD_DIR_ENV) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let one = plain(5, NOW_MS);
+    let config = LogConfig {
+        segment_bytes: (one.len() * 3) as u64,
+        index_interval_bytes: 1,
+        ..test_config()
+    };
+    let before = open_fds();
+    let mut logs: Vec<Log> = (0..FD_CHILD_LOGS)
+        .map(|i| Log::open(dir.join(format!("t-{i}")), config.clone()).expect("open"))
+        .collect();
+    for log in &logs {
+        for _ in 0..10 {
+            append(log, one.clone()).expect("append");
+        }
+        assert!(log.segment_count() >= 4, "{}", log.segment_count());
+        // Reads of closed segments open their files only while reading.
+        assert_eq!(read_all(log).len(), one.len() * 10);
+        assert_eq!(
+            log.offset_for_timestamp(NOW_MS).expect("by timestamp"),
+            Some((0, NOW_MS + 4))
+        );
+        let state = log.state.read();
+        let closed = state.segments.len() - 1;
+        assert!(state
+            .segments
+            .values()
+            .take(closed)
+            .all(|s| !s.holds_files()));
+    }
+    let after_appends = open_fds();
+    for log in &logs {
+        log.close().expect("close");
+    }
+    drop(logs);
+    let after_close = open_fds();
+    logs = (0..FD_CHILD_LOGS)
+        .map(|i| Log::open(dir.join(format!("t-{i}")), config.clone()).expect("reopen"))
+        .collect();
+    for log in &logs {
+        assert_eq!(read_all(log).len(), one.len() * 10);
+    }
+    let after_reopen = open_fds();
+    println!("FDS {before} {after_appends} {after_close} {after_reopen}");
+    let allowed = before + FD_CHILD_LOGS + 10;
+    assert!(
+        after_appends <= allowed,
+        "{after_appends} fds open after appends, allowed {allowed}"
+    );
+    assert!(
+        after_close <= before + 10,
+        "{after_close} fds open after close"
+    );
+    assert!(
+        after_reopen <= allowed,
+        "{after_reopen} fds open after reopen, allowed {allowed}"
+    );
+}
+
+#[test]
+fn open_logs_hold_about_one_file_descriptor_each() {
+    if !Path::new("/proc/self/fd").is_dir() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let exe = std::env::current_exe().expect("test binary");
+    let output = Command::new(exe)
+        .args([
+            "--exact",
+            "tests::fd_count_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FD_CHILD_DIR_ENV, dir.path())
+        .output()
+        .expect("run child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("FDS "), "child did not count: {stdout}");
+}
