@@ -52,6 +52,10 @@ pub use state::{JoinRequest, JoinResult, Reply, SyncResult};
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 /// How often the timer task looks at groups and partitions.
 pub const TICK: Duration = Duration::from_millis(100);
+/// How long a group request waits for its partition to load ([`GroupCoordinator::owns_loaded`]).
+pub const LOAD_WAIT: Duration = Duration::from_secs(3);
+/// How often it looks again meanwhile.
+const LOAD_POLL: Duration = Duration::from_millis(25);
 /// Kafka's `offset.metadata.max.bytes` default.
 pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 /// How much one read of a partition being loaded asks for.
@@ -189,6 +193,31 @@ impl GroupCoordinator {
             None => {
                 self.load_wanted.notify_one();
                 Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)
+            }
+        }
+    }
+
+    /// [`Self::owns`], but while this broker is still loading the group's
+    /// offsets partition (or still creating its replica of a partition the
+    /// metadata just made it lead) the request waits for the load, up to
+    /// [`LOAD_WAIT`], instead of being answered COORDINATOR_LOAD_IN_PROGRESS
+    /// at once. Clients retry that answer only a few times, quickly: a
+    /// group's first commit right after `__consumer_offsets` was created
+    /// failed on a busy machine.
+    pub async fn owns_loaded(
+        &self,
+        log: &dyn CoordinatorLog,
+        group_id: &str,
+    ) -> Result<Owned, ErrorCode> {
+        let deadline = tokio::time::Instant::now() + LOAD_WAIT;
+        loop {
+            match self.owns(log, group_id) {
+                Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(LOAD_POLL).await;
+                }
+                owned => return owned,
             }
         }
     }
@@ -455,8 +484,15 @@ impl GroupCoordinator {
 
 /// Rebuilds the groups of one offsets partition from its log.
 fn replay(log: &dyn CoordinatorLog, partition: i32) -> Result<Vec<Group>, String> {
+    // The metadata image may name this broker leader before its replica
+    // manager has the partition: loading nothing then would serve the
+    // partition as empty (and its stored state as lost) for the whole
+    // leader epoch. The load fails instead, and is tried again.
     let Some((start, end)) = log.offsets(OFFSETS_TOPIC, partition) else {
-        return Ok(Vec::new());
+        return Err(format!(
+            "{}-{partition} has no replica on this broker yet",
+            OFFSETS_TOPIC
+        ));
     };
     let now = Instant::now();
     let mut offsets: HashMap<String, BTreeMap<(String, i32), OffsetValue>> = HashMap::new();
@@ -645,6 +681,9 @@ mod tests {
     struct MemoryLog {
         batches: Mutex<Vec<Bytes>>,
         high_watermark: tokio::sync::watch::Sender<i64>,
+        /// Whether the broker's replica of the partition exists yet (the
+        /// metadata names this broker leader either way).
+        replica: std::sync::atomic::AtomicBool,
     }
 
     impl MemoryLog {
@@ -652,6 +691,7 @@ mod tests {
             Arc::new(MemoryLog {
                 batches: Mutex::new(Vec::new()),
                 high_watermark: tokio::sync::watch::channel(0).0,
+                replica: std::sync::atomic::AtomicBool::new(true),
             })
         }
         fn log_end_offset(&self) -> i64 {
@@ -691,7 +731,9 @@ mod tests {
             })
         }
         fn offsets(&self, _topic: &str, _partition: i32) -> Option<(i64, i64)> {
-            Some((0, self.log_end_offset()))
+            self.replica
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .then(|| (0, self.log_end_offset()))
         }
         fn read(&self, _: &str, _: i32, _: i64, _: usize, _: i64) -> Result<Bytes, String> {
             Ok(self
@@ -703,6 +745,63 @@ mod tests {
                 .collect::<Vec<u8>>()
                 .into())
         }
+    }
+
+    /// The image may name this broker leader of an offsets partition
+    /// before its replica exists: the partition is not served as empty
+    /// (its groups and offsets lost for the epoch), it is loaded once the
+    /// replica is there.
+    #[tokio::test]
+    async fn a_partition_led_before_its_replica_exists_loads_once_it_does() {
+        let memory = MemoryLog::new();
+        let config = kraftwerk_types::BrokerConfig::from_map(Default::default()).expect("defaults");
+        let groups = GroupCoordinator::new(
+            CoordinatorConfig::from_broker(&config),
+            CancellationToken::new(),
+        );
+        let log: Arc<dyn CoordinatorLog> = memory.clone();
+        memory
+            .replica
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        groups.load_partitions(&log).await;
+        assert!(matches!(
+            groups.owns(&*log, "g"),
+            Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)
+        ));
+        memory
+            .replica
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        groups.load_partitions(&log).await;
+        assert!(groups.owns(&*log, "g").is_ok());
+    }
+
+    /// A group request that arrives while the partition is loading waits
+    /// for the load instead of being turned away.
+    #[tokio::test]
+    async fn a_request_during_the_load_waits_for_it() {
+        let memory = MemoryLog::new();
+        let config = kraftwerk_types::BrokerConfig::from_map(Default::default()).expect("defaults");
+        let groups = Arc::new(GroupCoordinator::new(
+            CoordinatorConfig::from_broker(&config),
+            CancellationToken::new(),
+        ));
+        let log: Arc<dyn CoordinatorLog> = memory.clone();
+        memory
+            .replica
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        groups.load_partitions(&log).await;
+        let loader = {
+            let (groups, log, memory) = (groups.clone(), log.clone(), memory.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                memory
+                    .replica
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                groups.load_partitions(&log).await;
+            })
+        };
+        assert!(groups.owns_loaded(&*log, "g").await.is_ok());
+        loader.await.expect("loader");
     }
 
     fn coordinator() -> Arc<GroupCoordinator> {

@@ -65,7 +65,7 @@ impl GroupCoordinator {
         join: JoinRequest,
     ) -> JoinResult {
         let member_id = join.member_id.clone();
-        let owned = match self.owns(log, group_id) {
+        let owned = match self.owns_loaded(log, group_id).await {
             Ok(owned) => owned,
             Err(e) => return JoinResult::error(e, &member_id),
         };
@@ -96,7 +96,7 @@ impl GroupCoordinator {
         group_id: &str,
         sync: SyncRequest,
     ) -> SyncResult {
-        let owned = match self.owns(log, group_id) {
+        let owned = match self.owns_loaded(log, group_id).await {
             Ok(o) => o,
             Err(e) => return SyncResult::error(e),
         };
@@ -201,7 +201,7 @@ impl GroupCoordinator {
         generation: i32,
         offsets: Vec<((String, i32), OffsetValue)>,
     ) -> Result<(), ErrorCode> {
-        let owned = self.owns(log, group_id)?;
+        let owned = self.owns_loaded(log, group_id).await?;
         let group = match self.group(group_id) {
             Some(g) => g,
             None if generation < 0 => self.group_or_new(group_id),
@@ -247,7 +247,7 @@ impl GroupCoordinator {
         generation: i32,
         offsets: Vec<((String, i32), OffsetValue)>,
     ) -> Result<(), ErrorCode> {
-        let owned = self.owns(log, group_id)?;
+        let owned = self.owns_loaded(log, group_id).await?;
         let group = self.group_or_new(group_id);
         let record_offset = {
             let g = group.lock();

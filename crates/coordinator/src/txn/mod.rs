@@ -742,8 +742,15 @@ fn replay(
     log: &dyn CoordinatorLog,
     partition: i32,
 ) -> Result<HashMap<String, TxnMetadata>, String> {
+    // The metadata image may name this broker leader before its replica
+    // manager has the partition: loading nothing then would serve the
+    // partition as empty (and its stored state as lost) for the whole
+    // leader epoch. The load fails instead, and is tried again.
     let Some((start, end)) = log.offsets(TXN_TOPIC, partition) else {
-        return Ok(HashMap::new());
+        return Err(format!(
+            "{}-{partition} has no replica on this broker yet",
+            TXN_TOPIC
+        ));
     };
     let mut found: HashMap<String, TxnMetadata> = HashMap::new();
     let mut at = start;
