@@ -231,8 +231,7 @@ pub struct BrokerMetrics {
     offline_partitions: Gauge,
     log_size: Family<PartitionLabels, Gauge>,
     group_lag: Family<LagLabels, Gauge>,
-    cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
-    resident_bytes: Gauge,
+    process: ProcessGauges,
     /// Each topic's counters by name: one lookup by `&str` on the hot path.
     /// Grows with the topics this node served (as the families do).
     topics: RwLock<HashMap<String, TopicCounters>>,
@@ -267,8 +266,6 @@ impl BrokerMetrics {
         let offline_partitions = Gauge::default();
         let log_size = Family::<PartitionLabels, Gauge>::default();
         let group_lag = Family::<LagLabels, Gauge>::default();
-        let cpu_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        let resident_bytes = Gauge::default();
         registry.register(
             "kafka_server_brokertopicmetrics_bytesinpersec",
             "Bytes of record batches appended by producers, per topic",
@@ -339,16 +336,7 @@ impl BrokerMetrics {
             "High watermark minus the committed offset, per group and partition (groups coordinated here, partitions led here)",
             group_lag.clone(),
         );
-        registry.register(
-            "process_cpu_seconds",
-            "User and system CPU time of the process in seconds",
-            cpu_seconds.clone(),
-        );
-        registry.register(
-            "process_resident_memory_bytes",
-            "Resident memory of the process in bytes",
-            resident_bytes.clone(),
-        );
+        let process = ProcessGauges::register(&mut registry);
         let scraped = Arc::new(ScrapedValues::default());
         registry.register_collector(Box::new(scraped.clone()));
         BrokerMetrics {
@@ -367,8 +355,7 @@ impl BrokerMetrics {
             offline_partitions,
             log_size,
             group_lag,
-            cpu_seconds,
-            resident_bytes,
+            process,
             topics: RwLock::new(HashMap::new()),
             requests_total: AtomicU64::new(0),
             scraped,
@@ -532,10 +519,7 @@ impl BrokerMetrics {
                     .set((p.high_watermark() - committed.offset).max(0));
             }
         }
-        if let Some((cpu, rss)) = process_usage() {
-            self.cpu_seconds.set(cpu);
-            self.resident_bytes.set(rss);
-        }
+        self.process.update();
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %e, "metrics could not be encoded");
@@ -555,8 +539,7 @@ pub struct ControllerMetrics {
     offline_partitions: Gauge,
     topic_count: Gauge,
     partition_count: Gauge,
-    cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
-    resident_bytes: Gauge,
+    process: ProcessGauges,
     scraped: Arc<ScrapedValues>,
 }
 
@@ -573,8 +556,6 @@ impl ControllerMetrics {
         let offline_partitions = Gauge::default();
         let topic_count = Gauge::default();
         let partition_count = Gauge::default();
-        let cpu_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
-        let resident_bytes = Gauge::default();
         registry.register(
             "kafka_controller_kafkacontroller_activecontrollercount",
             "1 on the node that is the active controller, 0 elsewhere",
@@ -595,16 +576,7 @@ impl ControllerMetrics {
             "Partitions in the metadata image (reported by the active controller)",
             partition_count.clone(),
         );
-        registry.register(
-            "process_cpu_seconds",
-            "User and system CPU time of the process in seconds",
-            cpu_seconds.clone(),
-        );
-        registry.register(
-            "process_resident_memory_bytes",
-            "Resident memory of the process in bytes",
-            resident_bytes.clone(),
-        );
+        let process = ProcessGauges::register(&mut registry);
         let scraped = Arc::new(ScrapedValues::default());
         registry.register_collector(Box::new(scraped.clone()));
         ControllerMetrics {
@@ -613,8 +585,7 @@ impl ControllerMetrics {
             offline_partitions,
             topic_count,
             partition_count,
-            cpu_seconds,
-            resident_bytes,
+            process,
             scraped,
         }
     }
@@ -651,10 +622,7 @@ impl ControllerMetrics {
             i64::try_from(image.topics.len()).unwrap_or(i64::MAX),
         ));
         self.partition_count.set(only_active(partitions));
-        if let Some((cpu, rss)) = process_usage() {
-            self.cpu_seconds.set(cpu);
-            self.resident_bytes.set(rss);
-        }
+        self.process.update();
         *self.scraped.quorum.lock() = quorum;
         let mut out = String::new();
         if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
@@ -693,6 +661,40 @@ pub async fn serve_rendered(
         .await;
     if let Err(e) = result {
         tracing::error!(error = %e, "the HTTP listener failed");
+    }
+}
+
+/// The process's CPU time and resident memory, read when scraped; the
+/// same series on brokers and on dedicated controllers.
+struct ProcessGauges {
+    cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    resident_bytes: Gauge,
+}
+
+impl ProcessGauges {
+    fn register(registry: &mut Registry) -> ProcessGauges {
+        let gauges = ProcessGauges {
+            cpu_seconds: Gauge::default(),
+            resident_bytes: Gauge::default(),
+        };
+        registry.register(
+            "process_cpu_seconds",
+            "User and system CPU time of the process in seconds",
+            gauges.cpu_seconds.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the process in bytes",
+            gauges.resident_bytes.clone(),
+        );
+        gauges
+    }
+
+    fn update(&self) {
+        if let Some((cpu, rss)) = process_usage() {
+            self.cpu_seconds.set(cpu);
+            self.resident_bytes.set(rss);
+        }
     }
 }
 
