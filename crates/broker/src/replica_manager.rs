@@ -460,10 +460,11 @@ impl ReplicaManager {
         if self.fetchers.get().is_some() {
             kraftwerk_replication::isr::write_checkpoint(&*self.table, &self.log_dir);
         }
-        for p in self.all() {
-            if let Err(e) = p.log.close() {
-                tracing::error!(partition = %p.topic_partition, error = %e, "closing log failed");
-            }
+        let partitions = self.all();
+        let failed =
+            kraftwerk_storage::close_logs(partitions.iter().map(|p| &p.log), &self.log_dir);
+        for (dir, e) in failed {
+            tracing::error!(dir = %dir.display(), error = %e, "closing log failed; it will be recovered by a scan at the next start");
         }
     }
 }

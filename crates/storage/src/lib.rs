@@ -47,7 +47,7 @@ mod segment;
 pub use cleaner::{CompactOutcome, CompactStats, CLEANER_CHECKPOINT_FILE};
 pub use error::StorageError;
 pub use leader_epoch::CHECKPOINT_FILE as LEADER_EPOCH_CHECKPOINT_FILE;
-pub use log::{AppendInfo, Log, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE};
+pub use log::{close_logs, AppendInfo, Log, CLEAN_SHUTDOWN_FILE, LOG_START_OFFSET_FILE};
 pub use producer_state::{AbortedTxn, ActiveProducer};
 
 #[cfg(test)]

@@ -1052,6 +1052,80 @@ impl Log {
         state.clean_shutdown_marker = true;
         Ok(())
     }
+
+    /// The first step of [`close_logs`]: writes what only memory holds
+    /// (the active segment's index entries), without fsync. Returns false
+    /// for a log that is offline and so is not closed cleanly.
+    fn write_for_close(&self) -> Result<bool, StorageError> {
+        let mut state = self.state.write();
+        if state.offline {
+            return Ok(false);
+        }
+        let active = state.active();
+        let path = active.log_path().to_path_buf();
+        active
+            .write_indexes()
+            .map_err(|e| StorageError::io(path, e))?;
+        Ok(true)
+    }
+
+    /// The second step of [`close_logs`], once everything the log holds is
+    /// durable: the clean-shutdown marker (made durable by the caller).
+    fn mark_clean(&self) -> Result<(), StorageError> {
+        let mut state = self.state.write();
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        fs::File::create(&marker).map_err(|e| StorageError::io(&marker, e))?;
+        state.unflushed_messages = 0;
+        state.clean_shutdown_marker = true;
+        Ok(())
+    }
+}
+
+/// Closes many logs whose directories are all under `root` (one
+/// filesystem) as [`Log::close`] closes one, with two `syncfs` calls for all
+/// of them instead of four fsyncs each: index entries are written, one
+/// `syncfs` makes every log durable, the clean-shutdown markers are
+/// created, and a second `syncfs` makes them durable. A broker with
+/// thousands of partitions otherwise spends seconds of its shutdown in
+/// fsync. Returns the logs not marked clean, with why; the next open
+/// recovers those by scanning, as after a crash.
+pub fn close_logs<'a>(
+    logs: impl IntoIterator<Item = &'a Log>,
+    root: &Path,
+) -> Vec<(PathBuf, StorageError)> {
+    let mut failed = Vec::new();
+    let mut written = Vec::new();
+    for log in logs {
+        match log.write_for_close() {
+            Ok(true) => written.push(log),
+            Ok(false) => {}
+            Err(e) => failed.push((log.dir.clone(), e)),
+        }
+    }
+    let sync = || -> io::Result<()> {
+        let dir = fs::File::open(root)?;
+        rustix::fs::syncfs(&dir).map_err(io::Error::from)
+    };
+    let failure = |e: &io::Error| StorageError::io(root, io::Error::new(e.kind(), e.to_string()));
+    if let Err(e) = sync() {
+        // Nothing is known to be durable: no log may claim a clean shutdown.
+        failed.extend(written.iter().map(|log| (log.dir.clone(), failure(&e))));
+        return failed;
+    }
+    let mut marked = Vec::with_capacity(written.len());
+    for log in written {
+        match log.mark_clean() {
+            Ok(()) => marked.push(log),
+            Err(e) => failed.push((log.dir.clone(), e)),
+        }
+    }
+    if let Err(e) = sync() {
+        // A marker that may not be durable is harmless (its absence means
+        // a scan), but one that is durable must be true, and it is: the
+        // data was synced first.
+        failed.extend(marked.iter().map(|log| (log.dir.clone(), failure(&e))));
+    }
+    failed
 }
 
 impl LogState {

@@ -628,6 +628,12 @@ impl Segment {
         self.time_index.flush(true)
     }
 
+    /// Writes what the index files lack, without fsync.
+    pub(crate) fn write_indexes(&mut self) -> io::Result<()> {
+        self.offset_index.flush(false)?;
+        self.time_index.flush(false)
+    }
+
     /// Makes this a closed segment: writes what the index files lack,
     /// drops the in-memory index entries and closes the `.log`. On failure
     /// the segment keeps what it holds (and stays readable).

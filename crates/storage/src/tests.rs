@@ -1321,3 +1321,44 @@ fn open_logs_hold_about_one_file_descriptor_each() {
     );
     assert!(stdout.contains("FDS "), "child did not count: {stdout}");
 }
+
+/// `close_logs` closes many logs as `Log::close` closes one: index entries
+/// on disk, every log marked clean, and everything there after a reopen.
+#[test]
+fn logs_closed_together_are_marked_clean_and_reopen_whole() {
+    let root = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        index_interval_bytes: 0,
+        ..test_config()
+    };
+    let dirs: Vec<PathBuf> = (0..3).map(|i| root.path().join(format!("t-{i}"))).collect();
+    let logs: Vec<Log> = dirs
+        .iter()
+        .map(|d| Log::open(d.clone(), config.clone()).expect("open"))
+        .collect();
+    for (i, log) in logs.iter().enumerate() {
+        for _ in 0..=i {
+            append(log, plain(2, NOW_MS)).expect("append");
+        }
+    }
+    let failed = crate::close_logs(&logs, root.path());
+    assert!(failed.is_empty(), "{failed:?}");
+    for (i, dir) in dirs.iter().enumerate() {
+        assert!(
+            dir.join(crate::CLEAN_SHUTDOWN_FILE).exists(),
+            "{dir:?} marked clean"
+        );
+        let index = dir.join(format!("{:020}.index", 0));
+        let entries = fs::metadata(&index).expect("index").len() / 8;
+        // Every batch but the segment's first (at position 0) is indexed.
+        assert_eq!(entries, i as u64, "index entries in {index:?}");
+    }
+    drop(logs);
+    for (i, dir) in dirs.iter().enumerate() {
+        let log = Log::open(dir.clone(), config.clone()).expect("reopen");
+        let end = 2 * (i as i64 + 1);
+        assert_eq!(log.log_end_offset(), end);
+        let last = log.read(end - 2, 1 << 20, end, true).expect("read");
+        assert_eq!(ranges(&last), vec![(end - 2, end - 1)]);
+    }
+}

@@ -717,17 +717,31 @@ impl Group {
     fn complete_join(&mut self, now: Instant, now_ms: i64) {
         self.initial_delay = None;
         self.rebalance_deadline = None;
+        // Dynamic members that did not rejoin are removed; static ones stay
+        // (KIP-345): their instance may be restarting, and their session
+        // decides when they go.
         let missing: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.join_waiter.is_none())
+            .filter(|m| m.join_waiter.is_none() && m.group_instance_id.is_none())
             .map(|m| m.member_id.clone())
             .collect();
         for id in missing {
             tracing::info!(group = %self.group_id, member = %id, "member did not rejoin in time; removed");
             self.drop_member(&id);
         }
-        self.pending_members.clear();
+        if !self.members.is_empty() && self.members.values().all(|m| m.join_waiter.is_none()) {
+            // Only static members that did not rejoin are left: nobody could
+            // lead the generation. Wait another rebalance timeout; their
+            // sessions end meanwhile if they are gone.
+            tracing::info!(group = %self.group_id, "no member rejoined; the rebalance waits");
+            self.rebalance_deadline = Some(now + self.rebalance_timeout());
+            return;
+        }
+        // Ids handed out with MEMBER_ID_REQUIRED stay valid until their
+        // owners join with them or their session runs out, as in Kafka: a
+        // member whose second JoinGroup arrives just after this generation
+        // completed joins the group instead of being told it is unknown.
         self.generation += 1;
         self.dirty = true;
         if self.members.is_empty() {
@@ -737,12 +751,19 @@ impl Group {
             return;
         }
         self.protocol = self.select_protocol();
+        // The leader computes the assignment, so it must be a member that
+        // rejoined and learns the members from its JoinGroup response.
         if self
             .leader
             .as_ref()
-            .is_none_or(|l| !self.members.contains_key(l))
+            .and_then(|l| self.members.get(l))
+            .is_none_or(|m| m.join_waiter.is_none())
         {
-            self.leader = self.members.keys().next().cloned();
+            self.leader = self
+                .members
+                .values()
+                .find(|m| m.join_waiter.is_some())
+                .map(|m| m.member_id.clone());
         }
         self.transition(GroupState::CompletingRebalance, now_ms);
         tracing::info!(
@@ -1160,6 +1181,51 @@ mod tests {
         }
     }
 
+    /// KIP-394: an id handed out with MEMBER_ID_REQUIRED stays valid across
+    /// a rebalance that completes before its owner joins with it, and
+    /// expires after a session timeout when it never does.
+    #[test]
+    fn a_pending_member_id_outlives_a_completed_join() {
+        let t0 = Instant::now();
+        let mut g = Group::new("g", 0);
+        let a = now_result(g.join(request("", 6000, true), &SETTINGS, t0, 0));
+        let b = now_result(g.join(request("", 6000, true), &SETTINGS, t0, 0));
+        assert_eq!(
+            (a.error, b.error),
+            (ErrorCode::MEMBER_ID_REQUIRED, ErrorCode::MEMBER_ID_REQUIRED)
+        );
+        // No initial delay: generation 1 completes with `a` alone.
+        let a1 = now_result(g.join(request(&a.member_id, 6000, true), &SETTINGS, t0, 0));
+        assert_eq!((a1.error, a1.generation), (ErrorCode::NONE, 1));
+        assert_eq!(g.state, GroupState::CompletingRebalance);
+        // `b` now joins with its id: it is added and a rebalance begins.
+        let b_join = g.join(request(&b.member_id, 6000, true), &SETTINGS, t0, 0);
+        let Reply::Later(mut b_rx) = b_join else {
+            panic!("b was answered at once: {:?}", now_result(b_join))
+        };
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+        assert_eq!(
+            g.heartbeat(&a.member_id, None, 1, t0),
+            ErrorCode::REBALANCE_IN_PROGRESS
+        );
+        let a2 = now_result(g.join(request(&a.member_id, 6000, true), &SETTINGS, t0, 0));
+        let b2 = b_rx.try_recv().expect("b's join completed with a's");
+        assert_eq!((a2.error, a2.generation), (ErrorCode::NONE, 2));
+        assert_eq!((b2.error, b2.generation), (ErrorCode::NONE, 2));
+        assert_eq!(
+            a2.members.len() + b2.members.len(),
+            2,
+            "the leader sees both"
+        );
+
+        // An id whose owner never comes back expires with its session.
+        let c = now_result(g.join(request("", 6000, true), &SETTINGS, t0, 0));
+        assert_eq!(c.error, ErrorCode::MEMBER_ID_REQUIRED);
+        g.tick(&SETTINGS, t0 + Duration::from_millis(6000), 0);
+        let late = now_result(g.join(request(&c.member_id, 6000, true), &SETTINGS, t0, 0));
+        assert_eq!(late.error, ErrorCode::UNKNOWN_MEMBER_ID);
+    }
+
     #[test]
     fn member_lifecycle_and_session_expiry() {
         let t0 = Instant::now();
@@ -1518,6 +1584,32 @@ mod tests {
         script.run(
             &[Heartbeat("a", 1, E::NONE)],
             "the new incarnation heartbeats",
+        );
+        script.run(
+            &[
+                // A dynamic member joins; the static one keeps its session
+                // alive but does not rejoin before the rebalance timeout.
+                Join("b", None),
+                JoinWaits("b"),
+                Wait(3000),
+                Heartbeat("a", 1, E::REBALANCE_IN_PROGRESS),
+                Wait(3000),
+                Heartbeat("a", 1, E::REBALANCE_IN_PROGRESS),
+                Wait(3000),
+                Heartbeat("a", 1, E::REBALANCE_IN_PROGRESS),
+                Wait(1000),
+                // Generation 2 keeps the static member; b, which rejoined, leads.
+                Joined("b", Ok((2, true))),
+                Expect(CompletingRebalance, 2, 2),
+                Heartbeat("a", 1, E::ILLEGAL_GENERATION),
+                // Its session, renewed when the generation completed, ends
+                // without heartbeats: it goes, and b, heartbeating, stays.
+                Wait(3000),
+                Heartbeat("b", 2, E::NONE),
+                Wait(3000),
+                Expect(PreparingRebalance, 2, 1),
+            ],
+            "a static member that does not rejoin stays until its session ends",
         );
     }
 }
