@@ -87,7 +87,9 @@ pub struct MetadataSnapshot {
     pub cluster_id: Option<String>,
     pub controller_id: i32,
     pub brokers: BTreeMap<i32, BrokerMetadata>,
-    pub topics: HashMap<String, TopicMetadata>,
+    /// Shared, so that a producer's lookup per record copies a pointer,
+    /// not a topic's partitions.
+    pub topics: HashMap<String, Arc<TopicMetadata>>,
 }
 
 impl MetadataSnapshot {
@@ -151,7 +153,7 @@ impl Cluster {
     }
 
     /// Cached metadata for one topic.
-    pub fn cached_topic(&self, topic: &str) -> Option<TopicMetadata> {
+    pub fn cached_topic(&self, topic: &str) -> Option<Arc<TopicMetadata>> {
         self.metadata.read().topics.get(topic).cloned()
     }
 
@@ -247,13 +249,13 @@ impl Cluster {
             partitions.sort_by_key(|p| p.partition);
             snapshot.topics.insert(
                 name.clone(),
-                TopicMetadata {
+                Arc::new(TopicMetadata {
                     name,
                     topic_id: topic.topic_id,
                     internal: topic.is_internal,
                     error_code: topic.error_code,
                     partitions,
-                },
+                }),
             );
         }
         let snapshot = Arc::new(snapshot);
@@ -265,7 +267,7 @@ impl Cluster {
     ///
     /// Fails with [`ClientError::UnknownTopic`] when the broker does not know
     /// the topic, and with the broker's error for other topic-level errors.
-    pub async fn topic(&self, topic: &str) -> Result<TopicMetadata> {
+    pub async fn topic(&self, topic: &str) -> Result<Arc<TopicMetadata>> {
         if let Some(cached) = self.cached_topic(topic) {
             if cached.error_code == 0 && !cached.partitions.is_empty() {
                 return Ok(cached);
@@ -286,7 +288,7 @@ impl Cluster {
 
     /// Like [`Cluster::topic`] but waits (bounded) while the topic is still
     /// being created or electing leaders.
-    pub async fn topic_with_leaders(&self, topic: &str) -> Result<TopicMetadata> {
+    pub async fn topic_with_leaders(&self, topic: &str) -> Result<Arc<TopicMetadata>> {
         let mut last_error = ClientError::UnknownTopic(topic.to_string());
         for attempt in 0..METADATA_ATTEMPTS_MAX {
             if attempt > 0 {

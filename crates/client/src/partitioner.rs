@@ -73,6 +73,11 @@ impl StickyPartitioner {
         chosen
     }
 
+    /// The current sticky partition of `topic`, if one was chosen.
+    pub fn current(&self, topic: &str) -> Option<i32> {
+        self.current.get(topic).copied()
+    }
+
     /// A batch for `partition` was closed (full or sent): if it was the
     /// sticky one, move to a different partition.
     pub fn on_batch_closed(

@@ -474,6 +474,9 @@ impl Accumulator {
         }
 
         for (topic, partition) in closed_sticky {
+            if self.sticky.current(&topic) != Some(partition) {
+                continue;
+            }
             if let Some(t) = metadata.topics.get(&topic) {
                 let available = t.available_partitions();
                 self.sticky.on_batch_closed(
@@ -775,10 +778,19 @@ impl Producer {
             }
             (None, Some(key), Partitioner::Default) => partition_for_key(key, num_partitions),
             (None, None, Partitioner::Default) => {
-                let available = topic.available_partitions();
-                accumulator
-                    .sticky
-                    .partition(&record.topic, num_partitions, &available)
+                // The common case, the sticky partition still led, costs a
+                // lookup; listing the led partitions only when it moves.
+                match accumulator.sticky.current(&record.topic) {
+                    Some(current) if topic.partition(current).is_some_and(|p| p.leader >= 0) => {
+                        current
+                    }
+                    _ => {
+                        let available = topic.available_partitions();
+                        accumulator
+                            .sticky
+                            .partition(&record.topic, num_partitions, &available)
+                    }
+                }
             }
             (None, _, Partitioner::RoundRobin) => {
                 let next = accumulator
@@ -1440,7 +1452,7 @@ mod tests {
         }
         snapshot.topics.insert(
             "t".into(),
-            TopicMetadata {
+            Arc::new(TopicMetadata {
                 name: "t".into(),
                 topic_id: Uuid::nil(),
                 internal: false,
@@ -1456,7 +1468,7 @@ mod tests {
                         offline: vec![],
                     })
                     .collect(),
-            },
+            }),
         );
         snapshot
     }
