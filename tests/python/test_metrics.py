@@ -3,8 +3,10 @@ per-topic byte and record counters rise with what a real client produces
 and consumes, and `underreplicatedpartitions` goes to 1 on a leader when
 a follower is killed and back to 0 when it rejoins. The Raft quorum
 metrics agree with the cluster's active controller and follow its loss;
-leader elections are counted. `GET /api/v1/stats` gathers every broker's
-counters and lists a dead broker as unreachable."""
+leader elections are counted, an unclean one too. A group's lag is
+exported by its coordinator for every partition of its committed offsets,
+also those it holds no replica of. `GET /api/v1/stats` gathers every
+broker's counters and lists a dead broker as unreachable."""
 
 import json
 import re
@@ -12,9 +14,10 @@ import time
 import urllib.error
 import urllib.request
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from chaos_checker import sigcont, sigstop
 from cluster_harness import running_cluster
 from conftest import free_port
 
@@ -394,3 +397,211 @@ def test_a_broker_only_node_reports_the_quorum_it_follows():
         # Nothing of a broker's: it has no partitions, groups or requests.
         assert "kafka_server_replicamanager" not in c["text"]
         assert "kafka_server_brokertopicmetrics" not in c["text"]
+
+
+def group_coordinator(admin, group):
+    """The node id of `group`'s coordinator, as DescribeGroups names it."""
+    deadline = time.time() + 30
+    while True:
+        try:
+            return admin.describe_consumer_groups([group])[group].result(10).coordinator.id
+        except Exception:
+            assert time.time() < deadline, f"no coordinator found for {group}"
+            time.sleep(0.5)
+
+
+def test_group_lag_covers_partitions_without_a_replica_on_the_coordinator():
+    """The coordinator exports lag also for partitions it holds no replica
+    of: it asks their leaders for the high watermark when scraped. A leader
+    that does not answer in time leaves its partitions out of that scrape
+    without holding the scrape up."""
+    ports = {}
+    with running_cluster("kraftwerk-metrics-", prepare=give_http_ports(ports)) as cluster:
+        admin = AdminClient({"bootstrap.servers": cluster.bootstrap})
+        group = "lag-from-leaders"
+        # A first commit creates the group, so that its coordinator is known
+        # before the topic is placed away from it.
+        admin.create_topics([NewTopic("lag-warmup", 1, 3)])["lag-warmup"].result(30)
+        consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": group,
+                             "enable.auto.commit": False})
+        deadline = time.time() + 30
+        while True:
+            try:
+                consumer.commit(offsets=[TopicPartition("lag-warmup", 0, 0)], asynchronous=False)
+                break
+            except Exception:
+                assert time.time() < deadline, "the warm-up commit never succeeded"
+                time.sleep(0.5)
+        coordinator = group_coordinator(admin, group)
+        others = [n for n in cluster.broker_ids if n != coordinator]
+        # One partition on each other node, none on the coordinator.
+        admin.create_topics([NewTopic("lag-remote", num_partitions=2, replica_assignment=[[others[0]], [others[1]]])])["lag-remote"].result(30)
+        deadline = time.time() + 30
+        while True:
+            parts = admin.list_topics("lag-remote", timeout=10).topics["lag-remote"].partitions
+            if len(parts) == 2 and [parts[p].leader for p in range(2)] == others:
+                break
+            assert time.time() < deadline, {p: m.leader for p, m in parts.items()}
+            time.sleep(0.2)
+        producer = Producer({"bootstrap.servers": cluster.bootstrap, "acks": "all"})
+        for i in range(20):
+            producer.produce("lag-remote", value=b"x", partition=0)
+        for i in range(30):
+            producer.produce("lag-remote", value=b"x", partition=1)
+        assert producer.flush(30) == 0
+
+        def lags():
+            text = scrape(ports[coordinator])
+            return [value(text, "kafka_consumergroup_lag", consumergroup=group, topic="lag-remote",
+                          partition=str(p)) for p in range(2)]
+
+        def wait_for_lags(expected):
+            deadline = time.time() + 15
+            seen = lags()
+            while seen != expected and time.time() < deadline:
+                time.sleep(0.3)
+                seen = lags()
+            assert seen == expected, (seen, coordinator, others)
+
+        consumer.commit(offsets=[TopicPartition("lag-remote", 0, 5), TopicPartition("lag-remote", 1, 10)],
+                        asynchronous=False)
+        wait_for_lags([15, 20])
+        text = scrape(ports[coordinator])
+        assert value(text, "kafka_log_log_size", topic="lag-remote", partition="0") is None, \
+            "the coordinator must hold no replica of the topic"
+        assert value(text, "kafka_log_log_size", topic="lag-remote", partition="1") is None
+
+        # More commits: the lag falls.
+        consumer.commit(offsets=[TopicPartition("lag-remote", 0, 20), TopicPartition("lag-remote", 1, 25)],
+                        asynchronous=False)
+        wait_for_lags([0, 5])
+        # More records: it rises with the leaders' high watermarks.
+        for i in range(7):
+            producer.produce("lag-remote", value=b"y", partition=0)
+        assert producer.flush(30) == 0
+        wait_for_lags([7, 5])
+
+        # A paused leader cannot answer: the scrape still comes back within
+        # about the one-second limit, without that leader's partition.
+        sigstop(cluster.procs[others[1]])
+        try:
+            started = time.monotonic()
+            text = scrape(ports[coordinator])
+            took = time.monotonic() - started
+        finally:
+            sigcont(cluster.procs[others[1]])
+        assert took < 3, took
+        assert value(text, "kafka_consumergroup_lag", consumergroup=group, topic="lag-remote", partition="0") == 7
+        assert value(text, "kafka_consumergroup_lag", consumergroup=group, topic="lag-remote", partition="1") is None
+        wait_for_lags([7, 5])
+        consumer.close()
+
+
+UNCLEAN = "kafka_controller_controllerstats_uncleanleaderelectionspersec_total"
+
+
+def test_an_unclean_election_happens_only_where_the_topic_allows_it_and_is_counted():
+    """RF 2 on two brokers, `min.insync.replicas=1`: the follower stops and
+    leaves the ISR, records are acknowledged by the leader alone, then the
+    leader dies and the follower returns. With
+    `unclean.leader.election.enable=true` the follower becomes leader (the
+    ISR just itself), the controller counts one unclean election, clients
+    produce and consume again, and the records only the dead leader had are
+    gone. With the default (false) the partition stays offline.
+
+    A dedicated controller keeps the metadata quorum up while two of the
+    three brokers are down."""
+    ports = {}
+    with running_cluster("kraftwerk-unclean-", prepare=give_http_ports(ports, controllers_too=True),
+                         nodes=3, controllers=1, extra=FAST_FENCING) as cluster:
+        [controller] = cluster.controller_ids
+        leader, follower, survivor = cluster.broker_ids
+        survivor_bootstrap = f"127.0.0.1:{cluster.kafka_ports[survivor]}"
+        admin = AdminClient({"bootstrap.servers": survivor_bootstrap})
+        topics = {"unclean-allowed": "true", "unclean-default": None}
+        for name, unclean in topics.items():
+            config = {"min.insync.replicas": "1"}
+            if unclean is not None:
+                config["unclean.leader.election.enable"] = unclean
+            admin.create_topics([NewTopic(name, num_partitions=1, replica_assignment=[[leader, follower]], config=config)])[name].result(30)
+
+        def partition(name):
+            # librdkafka may time a metadata request out while it reconnects
+            # after a kill: ask again.
+            deadline = time.time() + 30
+            while True:
+                try:
+                    return admin.list_topics(name, timeout=5).topics[name].partitions[0]
+                except KafkaException:
+                    assert time.time() < deadline, f"no metadata for {name}"
+
+        def wait_for(name, cond, what, timeout=40):
+            deadline = time.time() + timeout
+            while True:
+                p = partition(name)
+                if cond(p):
+                    return p
+                assert time.time() < deadline, (what, p.leader, p.isrs)
+                time.sleep(0.3)
+
+        for name in topics:
+            wait_for(name, lambda p: p.leader == leader and sorted(p.isrs) == [leader, follower], "a full ISR")
+
+        def produce(values):
+            producer = Producer({"bootstrap.servers": survivor_bootstrap, "acks": "all",
+                                 "message.timeout.ms": 30000})
+            failed = []
+            for name in topics:
+                for v in values:
+                    producer.produce(name, value=v.encode(), partition=0,
+                                     on_delivery=lambda err, msg: err and failed.append(err))
+            assert producer.flush(40) == 0 and not failed, failed
+
+        produce([f"both-{i}" for i in range(10)])
+
+        cluster.kill(follower)
+        for name in topics:
+            wait_for(name, lambda p: p.leader == leader and p.isrs == [leader], "the ISR shrunk to the leader")
+        produce([f"leader-only-{i}" for i in range(5)])
+
+        counted = {n: value(scrape(ports[n]), UNCLEAN) for n in (controller, survivor)}
+        assert all(c is not None for c in counted.values()), counted
+
+        cluster.kill(leader)
+        for name in topics:
+            wait_for(name, lambda p: p.leader == -1, "the partition went offline")
+        assert value(scrape(ports[controller]), UNCLEAN) == counted[controller]
+
+        cluster.start(follower)
+        p = wait_for("unclean-allowed", lambda p: p.leader == follower, "the follower elected uncleanly")
+        assert p.isrs == [follower], p.isrs
+        deadline = time.time() + 20
+        while True:
+            now = {n: value(scrape(ports[n]), UNCLEAN) for n in (controller, survivor)}
+            if all(now[n] == counted[n] + 1 for n in now):
+                break
+            assert time.time() < deadline, (counted, now)
+            time.sleep(0.3)
+        # The follower is back (unfenced: it leads), but the default
+        # forbids electing it where it is outside the ISR.
+        p = partition("unclean-default")
+        assert (p.leader, p.isrs) == (-1, [leader]), (p.leader, p.isrs)
+
+        # Clients use the uncleanly elected leader; what only the dead
+        # leader held is gone, what both held is there.
+        producer = Producer({"bootstrap.servers": survivor_bootstrap, "acks": "all"})
+        for i in range(3):
+            producer.produce("unclean-allowed", value=f"after-{i}".encode(), partition=0)
+        assert producer.flush(30) == 0
+        consumer = Consumer({"bootstrap.servers": survivor_bootstrap, "group.id": "unclean-reader",
+                             "enable.auto.commit": False})
+        consumer.assign([TopicPartition("unclean-allowed", 0, 0)])
+        got = []
+        deadline = time.time() + 30
+        while len(got) < 13 and time.time() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is not None and not msg.error():
+                got.append(msg.value().decode())
+        consumer.close()
+        assert got == [f"both-{i}" for i in range(10)] + [f"after-{i}" for i in range(3)], got
+        assert value(scrape(ports[controller]), UNCLEAN) == counted[controller] + 1

@@ -50,7 +50,8 @@ pub struct BrokerState {
     pub replicas: ReplicaManager,
     pub groups: group::GroupCoordinator,
     pub txns: txn::TransactionCoordinator,
-    /// gRPC clients to other brokers for transaction markers.
+    /// gRPC clients to other brokers' replication listeners: transaction
+    /// markers and verification, and the high watermarks `/metrics` asks for.
     pub marker_clients: markers::MarkerClients,
     pub metrics: metrics::BrokerMetrics,
     /// Kafka's StandardAuthorizer over the image's ACLs (off without

@@ -12,7 +12,7 @@
 //! The same listener serves `GET /api/v1/stats` ([`crate::stats`]), the
 //! per-topic counters of every broker as JSON.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -24,7 +24,8 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use kraftwerk_metadata::MetadataImage;
-use kraftwerk_types::BrokerConfig;
+use kraftwerk_rpc::replication as pb;
+use kraftwerk_types::{BrokerConfig, ErrorCode};
 use parking_lot::{Mutex, RwLock};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
@@ -36,6 +37,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::BrokerState;
@@ -333,7 +335,7 @@ impl BrokerMetrics {
         );
         registry.register(
             "kafka_consumergroup_lag",
-            "High watermark minus the committed offset, per group and partition (groups coordinated here, partitions led here)",
+            "High watermark minus the committed offset, per group and partition (groups coordinated here; the high watermark of a replica here, else the leader's)",
             group_lag.clone(),
         );
         let process = ProcessGauges::register(&mut registry);
@@ -461,7 +463,13 @@ impl BrokerMetrics {
     }
 
     /// Reads the state-like metrics, then encodes everything.
-    pub fn render(&self, state: &BrokerState) -> String {
+    /// `remote_high_watermarks` are those of partitions without a replica
+    /// here, as their leaders answered ([`remote_high_watermarks`]).
+    pub fn render(
+        &self,
+        state: &BrokerState,
+        remote_high_watermarks: &RemoteHighWatermarks,
+    ) -> String {
         let image = state.image.load();
         let me = state.config.node_id;
         let (mut partitions, mut leaders, mut under, mut offline) = (0i64, 0i64, 0i64, 0i64);
@@ -502,10 +510,15 @@ impl BrokerMetrics {
             let g = group.lock();
             for ((topic, partition), committed) in &g.offsets {
                 // Any replica here knows the high watermark: the leader's
-                // own, a follower's as of its last fetch. A partition with
-                // no replica on this node is left out.
-                let Some(p) = state.replicas.get(topic, *partition) else {
-                    continue;
+                // own, a follower's as of its last fetch. Else the leader
+                // told it for this scrape; a partition whose leader did not
+                // answer in time is left out.
+                let high_watermark = match state.replicas.get(topic, *partition) {
+                    Some(p) => p.high_watermark(),
+                    None => match remote_high_watermarks.get(&(topic.clone(), *partition)) {
+                        Some(hw) => *hw,
+                        None => continue,
+                    },
                 };
                 if committed.offset < 0 {
                     continue;
@@ -516,7 +529,7 @@ impl BrokerMetrics {
                         topic: topic.clone(),
                         partition: partition.to_string(),
                     })
-                    .set((p.high_watermark() - committed.offset).max(0));
+                    .set((high_watermark - committed.offset).max(0));
             }
         }
         self.process.update();
@@ -826,9 +839,127 @@ pub async fn quorum_view(state: &BrokerState) -> QuorumView {
     }
 }
 
+/// High watermarks by (topic, partition), of partitions this node holds
+/// no replica of, as their leaders answered for one scrape.
+pub type RemoteHighWatermarks = HashMap<(String, i32), i64>;
+
+/// The high watermarks of the partitions in the committed offsets of the
+/// groups coordinated here that have no replica on this node, asked from
+/// their leaders (`Replication.HighWatermarks`, Kafka's ListOffsets for
+/// the latest offset): one request per leader, all at once, each at most
+/// [`crate::stats::PEER_TIMEOUT`] (the limit `/api/v1/stats` gives other
+/// brokers), so a scrape never waits longer for them. Partitions without a
+/// live leader, or whose leader failed or was late, are left out.
+pub async fn remote_high_watermarks(state: &BrokerState) -> RemoteHighWatermarks {
+    let mut wanted: BTreeSet<(String, i32)> = BTreeSet::new();
+    for group in state.groups.all_groups() {
+        let g = group.lock();
+        for (topic, partition) in g.offsets.keys() {
+            if state.replicas.get(topic, *partition).is_none() {
+                wanted.insert((topic.clone(), *partition));
+            }
+        }
+    }
+    let mut found = RemoteHighWatermarks::new();
+    if wanted.is_empty() {
+        return found;
+    }
+    let image = state.image.load();
+    let mut by_leader: BTreeMap<i32, Vec<pb::TopicPartition>> = BTreeMap::new();
+    for (topic, partition) in wanted {
+        let Some(leader) = image
+            .partition(&topic, partition)
+            .map(|p| p.leader)
+            .filter(|l| *l >= 0 && *l != state.config.node_id)
+        else {
+            continue;
+        };
+        by_leader
+            .entry(leader)
+            .or_default()
+            .push(pb::TopicPartition { topic, partition });
+    }
+    // At most one request per broker of the image; dropped (and so
+    // aborted) with the scrape.
+    let mut asks = JoinSet::new();
+    for (leader, partitions) in by_leader {
+        let Some(endpoint) = image
+            .brokers
+            .get(&leader)
+            .filter(|b| !b.fenced)
+            .and_then(|b| b.replication_endpoint.clone())
+        else {
+            continue;
+        };
+        let Ok(mut client) = state.marker_clients.client(&endpoint) else {
+            continue;
+        };
+        let request = pb::HighWatermarksRequest { partitions };
+        asks.spawn(async move {
+            let answer =
+                tokio::time::timeout(crate::stats::PEER_TIMEOUT, client.high_watermarks(request))
+                    .await;
+            (leader, endpoint, answer)
+        });
+    }
+    while let Some(joined) = asks.join_next().await {
+        let Ok((leader, endpoint, answer)) = joined else {
+            continue;
+        };
+        match answer {
+            Ok(Ok(response)) => {
+                for p in response.into_inner().partitions {
+                    if p.error_code == 0 {
+                        found.insert((p.topic, p.partition), p.high_watermark);
+                    }
+                }
+            }
+            Ok(Err(status)) => {
+                tracing::debug!(leader, %endpoint, %status, "a leader did not tell its high watermarks; its partitions' lag is left out");
+                state.marker_clients.forget(&endpoint);
+            }
+            Err(_) => {
+                tracing::debug!(leader, %endpoint, "a leader did not tell its high watermarks in time; its partitions' lag is left out");
+            }
+        }
+    }
+    found
+}
+
+/// Serves `Replication.HighWatermarks`: the high watermark of each
+/// partition this broker leads; NOT_LEADER_OR_FOLLOWER for the others,
+/// OFFSET_NOT_AVAILABLE while a new leader's high watermark is not known
+/// yet (as ListOffsets answers then).
+pub fn serve_high_watermarks(
+    state: &BrokerState,
+    request: pb::HighWatermarksRequest,
+) -> pb::HighWatermarksResponse {
+    let partitions = request
+        .partitions
+        .into_iter()
+        .map(|tp| {
+            let (error_code, high_watermark) = match state.replicas.get(&tp.topic, tp.partition) {
+                Some(p) if !p.replication.is_leader() => (ErrorCode::NOT_LEADER_OR_FOLLOWER, -1),
+                Some(p) if p.high_watermark_unknown() => (ErrorCode::OFFSET_NOT_AVAILABLE, -1),
+                Some(p) => (ErrorCode::NONE, p.high_watermark()),
+                None => (ErrorCode::NOT_LEADER_OR_FOLLOWER, -1),
+            };
+            pb::PartitionHighWatermark {
+                topic: tp.topic,
+                partition: tp.partition,
+                error_code: i32::from(error_code.code()),
+                high_watermark,
+            }
+        })
+        .collect();
+    pb::HighWatermarksResponse { partitions }
+}
+
 async fn metrics(State(state): State<Arc<BrokerState>>) -> impl IntoResponse {
-    state.metrics.set_quorum(quorum_view(&state).await);
-    let body = state.metrics.render(&state);
+    // Both wait on other nodes, each within its own limit.
+    let (quorum, remote) = tokio::join!(quorum_view(&state), remote_high_watermarks(&state));
+    state.metrics.set_quorum(quorum);
+    let body = state.metrics.render(&state, &remote);
     (
         [(
             CONTENT_TYPE,

@@ -201,6 +201,14 @@ impl Replication for ReplicationGrpc {
             error_code: code,
         }))
     }
+
+    async fn high_watermarks(
+        &self,
+        request: tonic::Request<pb::HighWatermarksRequest>,
+    ) -> Result<tonic::Response<pb::HighWatermarksResponse>, tonic::Status> {
+        let response = crate::metrics::serve_high_watermarks(&self.state, request.into_inner());
+        Ok(tonic::Response::new(response))
+    }
 }
 
 /// ISR changes as `AlterPartition` commands to the controller quorum.

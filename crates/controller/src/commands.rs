@@ -283,16 +283,7 @@ fn apply_inner(
             };
             b.fenced = false;
             image.shutting_down.remove(broker_id);
-            // Partitions without a leader whose ISR holds this broker get it back.
-            for topic in image.topics.values_mut() {
-                for p in &mut topic.partitions {
-                    if p.leader < 0 && p.isr.contains(broker_id) {
-                        p.leader = *broker_id;
-                        p.leader_epoch += 1;
-                        p.partition_epoch += 1;
-                    }
-                }
-            }
+            elect_returning_broker(image, *broker_id);
             CommandResult::Ok
         }
         MetadataCommand::FenceBroker { broker_id }
@@ -677,6 +668,48 @@ fn new_partition(image: &MetadataImage, partition: i32, replicas: &[i32]) -> Par
     }
 }
 
+/// Whether a topic allows electing a replica outside the ISR: its
+/// `unclean.leader.election.enable` override. The brokers' static default
+/// is not part of the metadata log, so `apply` cannot see it.
+fn unclean_election_enabled(topic: &TopicRecord) -> bool {
+    topic
+        .configs
+        .get("unclean.leader.election.enable")
+        .is_some_and(|v| v.trim() == "true")
+}
+
+/// `broker_id` was unfenced: each leaderless partition it holds a replica
+/// of gets it as leader when it is in the ISR (a clean election), or,
+/// when no ISR member is live and the topic enables unclean leader
+/// election, as the ISR's only member (an unclean election, as Kafka's
+/// controller does when a broker returns: records only the lost ISR had
+/// are gone). A replica still being added by a reassignment is never
+/// elected uncleanly: it may hold nothing at all.
+fn elect_returning_broker(image: &mut MetadataImage, broker_id: i32) {
+    let live: Vec<i32> = image.live_brokers().map(|b| b.node_id).collect();
+    for topic in image.topics.values_mut() {
+        let unclean = unclean_election_enabled(topic);
+        for p in &mut topic.partitions {
+            if p.leader >= 0 || !p.replicas.contains(&broker_id) {
+                continue;
+            }
+            if p.isr.contains(&broker_id) {
+                p.leader = broker_id;
+            } else if unclean
+                && !p.adding_replicas.contains(&broker_id)
+                && !p.isr.iter().any(|r| live.contains(r))
+            {
+                p.leader = broker_id;
+                p.isr = vec![broker_id];
+            } else {
+                continue;
+            }
+            p.leader_epoch += 1;
+            p.partition_epoch += 1;
+        }
+    }
+}
+
 /// A broker stopped leading: every partition it led elects a new leader from
 /// its ISR (live members only, preferred order); the broker leaves the ISR
 /// unless it is the last member, which is kept so that the replica with all
@@ -685,11 +718,7 @@ fn new_partition(image: &MetadataImage, partition: i32, replicas: &[i32]) -> Par
 fn move_leadership_away(image: &mut MetadataImage, broker_id: i32) {
     let live: Vec<i32> = image.live_brokers().map(|b| b.node_id).collect();
     for topic in image.topics.values_mut() {
-        let unclean = topic
-            .configs
-            .get("unclean.leader.election.enable")
-            .map(|v| v == "true")
-            .unwrap_or(false);
+        let unclean = unclean_election_enabled(topic);
         for p in &mut topic.partitions {
             if !p.replicas.contains(&broker_id) {
                 continue;
@@ -1043,6 +1072,122 @@ mod tests {
                 "unclean={unclean}"
             );
         }
+    }
+
+    #[test]
+    fn a_returning_replica_outside_the_isr_leads_only_when_the_topic_allows_unclean_election() {
+        for (unclean, expected_leader, expected_isr) in [(false, -1, vec![1]), (true, 2, vec![2])] {
+            let (mut image, mut i) = cluster(&[1, 2, 3]);
+            let mut configs = BTreeMap::new();
+            configs.insert(
+                "unclean.leader.election.enable".to_string(),
+                unclean.to_string(),
+            );
+            run(
+                &mut image,
+                &mut i,
+                MetadataCommand::CreateTopic {
+                    name: "t".into(),
+                    topic_id: TopicId::random(),
+                    assignments: vec![vec![1, 2], vec![3, 2]],
+                    configs,
+                },
+            );
+            // The follower stops (the ISR shrinks to the leader), then the
+            // leader stops too: nobody is left to elect.
+            run(
+                &mut image,
+                &mut i,
+                MetadataCommand::FenceBroker { broker_id: 2 },
+            );
+            run(
+                &mut image,
+                &mut i,
+                MetadataCommand::FenceBroker { broker_id: 1 },
+            );
+            let p = &image.topics["t"].partitions[0];
+            assert_eq!(
+                (p.leader, p.isr.clone()),
+                (-1, vec![1]),
+                "unclean={unclean}"
+            );
+            let epochs = (p.leader_epoch, p.partition_epoch);
+            // The follower returns first.
+            run(
+                &mut image,
+                &mut i,
+                MetadataCommand::UnfenceBroker { broker_id: 2 },
+            );
+            let p = &image.topics["t"].partitions[0];
+            assert_eq!(
+                (p.leader, p.isr.clone()),
+                (expected_leader, expected_isr.clone()),
+                "unclean={unclean}"
+            );
+            let bumped = i32::from(unclean);
+            assert_eq!(
+                (p.leader_epoch, p.partition_epoch),
+                (epochs.0 + bumped, epochs.1 + bumped),
+                "unclean={unclean}"
+            );
+            // A partition whose leader stayed live is not touched.
+            let other = &image.topics["t"].partitions[1];
+            assert_eq!((other.leader, other.isr.clone()), (3, vec![3]));
+            // The old leader's return does not take leadership back from an
+            // uncleanly elected leader, and makes a leaderless one clean.
+            run(
+                &mut image,
+                &mut i,
+                MetadataCommand::UnfenceBroker { broker_id: 1 },
+            );
+            let p = &image.topics["t"].partitions[0];
+            let (leader, isr) = if unclean { (2, vec![2]) } else { (1, vec![1]) };
+            assert_eq!(
+                (p.leader, p.isr.clone()),
+                (leader, isr),
+                "unclean={unclean}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_unclean_election_needs_every_isr_member_down() {
+        let (mut image, mut i) = cluster(&[1, 2]);
+        let mut configs = BTreeMap::new();
+        configs.insert(
+            "unclean.leader.election.enable".to_string(),
+            "true".to_string(),
+        );
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::CreateTopic {
+                name: "t".into(),
+                topic_id: TopicId::random(),
+                assignments: vec![vec![1, 2]],
+                configs,
+            },
+        );
+        // Leaderless by an explicit empty election while 1, in the ISR, is
+        // live (cannot happen through fencing, which would elect it).
+        image.topics.get_mut("t").expect("topic").partitions[0].leader = -1;
+        image.topics.get_mut("t").expect("topic").partitions[0].isr = vec![1];
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::FenceBroker { broker_id: 2 },
+        );
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::UnfenceBroker { broker_id: 2 },
+        );
+        let p = &image.topics["t"].partitions[0];
+        assert_eq!(
+            (p.leader, p.isr.clone()),
+            (-1, vec![1]),
+            "a live ISR member is waited for, not overtaken"
+        );
     }
 
     #[test]

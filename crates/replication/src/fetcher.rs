@@ -516,6 +516,13 @@ mod tests {
         ) -> Result<tonic::Response<pb::VerifyTransactionResponse>, tonic::Status> {
             Err(tonic::Status::unimplemented("a fetch-only test leader"))
         }
+
+        async fn high_watermarks(
+            &self,
+            _request: tonic::Request<pb::HighWatermarksRequest>,
+        ) -> Result<tonic::Response<pb::HighWatermarksResponse>, tonic::Status> {
+            Err(tonic::Status::unimplemented("a fetch-only test leader"))
+        }
     }
 
     #[tokio::test]
