@@ -20,9 +20,11 @@
 //!   cuts the link or the target is down. It never reports `Unreachable`:
 //!   openraft's back-off after it waits on an unbiased `tokio::select!`,
 //!   whose random choice would break determinism.
-//! - **Election timeouts** are constant (`election_timeout_max` =
-//!   `election_timeout_min` + 1): openraft draws them from `thread_rng`; the
-//!   seeded message delays break the symmetry instead.
+//! - **Election timeouts** are constant per node incarnation
+//!   (`election_timeout_max` = `election_timeout_min` + 1, the minimum drawn
+//!   from the seed in 300–600 ms): openraft draws them from `thread_rng`.
+//!   With one leader per term, equal timeouts would split the vote in
+//!   every term.
 //!
 //! Faults: delays (mostly a few ms, sometimes hundreds), message loss (up to
 //! 20 %), partitions (one node cut off, a minority/majority split, one-way
@@ -1001,7 +1003,15 @@ async fn start_node(world: &Shared, id: NodeId, initialize: bool) -> Result<(), 
             .map(|i| (*i, BasicNode::new(format!("node-{i}"))))
             .collect();
         let observations = w.observations.clone();
-        let config = w.raft_config.clone();
+        // Standard Raft needs election timeouts that differ between nodes:
+        // nodes that time out together split the vote in every term. openraft
+        // draws them from `thread_rng`, so each incarnation draws its
+        // constant one from the seed, in the controller's range.
+        let mut config = (*w.raft_config).clone();
+        let election_timeout_ms = ELECTION_TIMEOUT_MIN_MS + w.rng.range(0, ELECTION_TIMEOUT_MIN_MS);
+        config.election_timeout_min = election_timeout_ms;
+        config.election_timeout_max = election_timeout_ms + 1;
+        let config = Arc::new(config);
         let Some(slot) = w.nodes.get_mut(&id) else {
             return Err(format!("no node {id}"));
         };
