@@ -20,9 +20,11 @@
 //!   cuts the link or the target is down. It never reports `Unreachable`:
 //!   openraft's back-off after it waits on an unbiased `tokio::select!`,
 //!   whose random choice would break determinism.
-//! - **Election timeouts** are constant (`election_timeout_max` =
-//!   `election_timeout_min` + 1): openraft draws them from `thread_rng`; the
-//!   seeded message delays break the symmetry instead.
+//! - **Election timeouts** are constant per node incarnation
+//!   (`election_timeout_max` = `election_timeout_min` + 1, the minimum drawn
+//!   from the seed in 300–600 ms): openraft draws them from `thread_rng`.
+//!   With one leader per term, equal timeouts would split the vote in
+//!   every term.
 //!
 //! Faults: delays (mostly a few ms, sometimes hundreds), message loss (up to
 //! 20 %), partitions (one node cut off, a minority/majority split, one-way
@@ -35,14 +37,14 @@
 //!   the same entries before it; one log id never names two payloads; logs
 //!   have no holes;
 //! - *leader completeness*: a leader holds every acknowledged write
-//!   committed under an older leader id;
+//!   committed in an older term;
 //! - *committed metadata never rolled back*: every node applies the same
 //!   entry, and reaches the same image, at each log index; a state machine
 //!   never goes back (also not through a snapshot); producer id blocks
 //!   handed out never overlap;
-//! - *one leader per leader id*, and, at the end, one leader per term is
-//!   reported as a figure (openraft's default leader ids are (term, node),
-//!   so two nodes may lead in one term; see docs/reliability.md).
+//! - *one leader per term*: over the whole run, no two nodes lead in one
+//!   term (openraft's `single-term-leader`, standard Raft; a node leads when
+//!   it holds a committed vote for itself, also one it kept through a crash).
 //!
 //! After the faults the network heals and every node restarts; the run then
 //! requires a leader that commits a write, and every node at the same image
@@ -100,19 +102,15 @@ const WRITE_TIMEOUT_MS: u64 = 5_000;
 const HEARTBEAT_INTERVAL_MS: u64 = 200;
 const ELECTION_TIMEOUT_MIN_MS: u64 = 300;
 
-/// A log id as a plain key: (term, leader node, index).
-type LogKey = (u64, u64, u64);
+/// A log id as a plain key: (term, index).
+type LogKey = (u64, u64);
 
 /// A node's durable Raft state as the checks see it: its log (index to log
 /// id), its purge point and its vote.
 type NodeLog = (NodeId, BTreeMap<u64, LogKey>, Option<u64>, Option<Vote>);
 
 fn key(log_id: &LogId) -> LogKey {
-    (
-        log_id.leader_id.term,
-        log_id.leader_id.node_id,
-        log_id.index,
-    )
+    (log_id.leader_id.term, log_id.index)
 }
 
 fn any_error(e: impl std::fmt::Display) -> AnyError {
@@ -581,8 +579,9 @@ struct Figures {
     partitions: u64,
     writes_acknowledged: u64,
     writes_failed: u64,
-    /// Leader ids seen leading (a node with a committed vote for itself).
-    leader_ids: BTreeSet<(u64, u64)>,
+    /// Each term a node was seen leading in (a committed vote for itself),
+    /// and that node.
+    leaders: BTreeMap<u64, NodeId>,
 }
 
 struct World {
@@ -598,10 +597,10 @@ struct World {
     slow_delay_max_ms: u64,
     next_message: u64,
     observations: Arc<Mutex<Observations>>,
-    /// Acknowledged writes: their log id, and the leader id (term, node)
-    /// under which they were committed: the acknowledging node's vote when
-    /// it answered, which is at least the leader that committed them.
-    acknowledged: Vec<(LogId, (u64, u64))>,
+    /// Acknowledged writes: their log id, and the term in which they were
+    /// committed: that of the acknowledging node's vote when it answered,
+    /// which is at least the term of the leader that committed them.
+    acknowledged: Vec<(LogId, u64)>,
     producer_ids: Vec<(i64, i64)>,
     /// The leader the clients last heard of.
     client_leader_hint: Option<NodeId>,
@@ -692,30 +691,34 @@ impl World {
             }
         }
         let mut findings = Vec::new();
-        // Leaders: one per leader id; each holds what was committed under
-        // older leader ids (a crashed node counts with the vote it kept:
-        // elected after the commit, it must hold the write too).
+        // Leaders: one per term over the whole run; each holds what was
+        // committed in older terms (a crashed node counts with the vote it
+        // kept: elected after the commit, it must hold the write too).
         for (id, log, purged, vote) in &logs {
             let Some(vote) = vote else { continue };
-            if !vote.is_committed() || vote.leader_id.node_id != *id {
+            if !vote.is_committed() || vote.leader_id.voted_for != Some(*id) {
                 continue;
             }
-            let leader = (vote.leader_id.term, vote.leader_id.node_id);
-            if self.figures.leader_ids.insert(leader) {
-                let at = self.now_ms();
-                self.trace.event(
-                    at,
-                    format_args!("node {id} leads as T{}-N{}", leader.0, leader.1),
-                );
+            let term = vote.leader_id.term;
+            match self.figures.leaders.get(&term) {
+                None => {
+                    self.figures.leaders.insert(term, *id);
+                    let at = self.now_ms();
+                    self.trace
+                        .event(at, format_args!("node {id} leads in term {term}"));
+                }
+                Some(other) if other != id => findings.push(format!(
+                    "one leader per term: nodes {other} and {id} both lead in term {term}"
+                )),
+                Some(_) => {}
             }
             for (acked, committed_by) in &self.acknowledged {
-                if *committed_by >= leader || purged.is_some_and(|p| acked.index <= p) {
+                if *committed_by >= term || purged.is_some_and(|p| acked.index <= p) {
                     continue;
                 }
                 if log.get(&acked.index) != Some(&key(acked)) {
                     let what = format!(
-                        "leader completeness: node {id} leads as T{}-N{} without the write acknowledged as {acked}",
-                        leader.0, leader.1
+                        "leader completeness: node {id} leads in term {term} without the write acknowledged as {acked}"
                     );
                     findings.push(what);
                 }
@@ -1000,7 +1003,15 @@ async fn start_node(world: &Shared, id: NodeId, initialize: bool) -> Result<(), 
             .map(|i| (*i, BasicNode::new(format!("node-{i}"))))
             .collect();
         let observations = w.observations.clone();
-        let config = w.raft_config.clone();
+        // Standard Raft needs election timeouts that differ between nodes:
+        // nodes that time out together split the vote in every term. openraft
+        // draws them from `thread_rng`, so each incarnation draws its
+        // constant one from the seed, in the controller's range.
+        let mut config = (*w.raft_config).clone();
+        let election_timeout_ms = ELECTION_TIMEOUT_MIN_MS + w.rng.range(0, ELECTION_TIMEOUT_MIN_MS);
+        config.election_timeout_min = election_timeout_ms;
+        config.election_timeout_max = election_timeout_ms + 1;
+        let config = Arc::new(config);
         let Some(slot) = w.nodes.get_mut(&id) else {
             return Err(format!("no node {id}"));
         };
@@ -1181,16 +1192,13 @@ async fn client_loop(world: Shared) {
                         "client w{n} acknowledged by node {target} at {}: {:?}",
                         response.log_id, response.data
                     ));
-                    let entry_leader = (
-                        response.log_id.leader_id.term,
-                        response.log_id.leader_id.node_id,
-                    );
-                    let vote = w
+                    let entry_term = response.log_id.leader_id.term;
+                    let vote_term = w
                         .nodes
                         .get(&target)
                         .and_then(|s| s.durable.lock().vote)
-                        .map(|v| (v.leader_id.term, v.leader_id.node_id));
-                    let committed_by = vote.map_or(entry_leader, |v| v.max(entry_leader));
+                        .map(|v| v.leader_id.term);
+                    let committed_by = vote_term.map_or(entry_term, |t| t.max(entry_term));
                     w.acknowledged.push((response.log_id, committed_by));
                     if let (Some(count), CommandResult::ProducerIdStart(start)) =
                         (is_allocation, &response.data)
@@ -1372,9 +1380,8 @@ async fn settle(world: &Shared) -> Result<(), String> {
                 {
                     let mut w = world.lock();
                     w.event(format_args!("final write committed at {}", r.log_id));
-                    let committed_by = raft.metrics().borrow().vote.leader_id;
-                    w.acknowledged
-                        .push((r.log_id, (committed_by.term, committed_by.node_id)));
+                    let committed_by = raft.metrics().borrow().vote.leader_id.term;
+                    w.acknowledged.push((r.log_id, committed_by));
                     final_write = Some(r.log_id);
                     break;
                 }
@@ -1536,16 +1543,6 @@ pub fn run(seed: u64, verbose: bool) -> Result<RunSummary, RunFailure> {
     let w = world.lock();
     match result {
         Ok(()) => {
-            let mut terms_with_two_leaders = 0;
-            let mut by_term: BTreeMap<u64, u64> = BTreeMap::new();
-            for (term, _) in &w.figures.leader_ids {
-                *by_term.entry(*term).or_default() += 1;
-            }
-            for count in by_term.values() {
-                if *count > 1 {
-                    terms_with_two_leaders += 1;
-                }
-            }
             let o = w.observations.lock();
             Ok(RunSummary {
                 trace_hash: w.trace.hash(),
@@ -1558,8 +1555,7 @@ pub fn run(seed: u64, verbose: bool) -> Result<RunSummary, RunFailure> {
                     ("partitions", w.figures.partitions),
                     ("writes_acknowledged", w.figures.writes_acknowledged),
                     ("writes_failed", w.figures.writes_failed),
-                    ("leaders", w.figures.leader_ids.len() as u64),
-                    ("terms_with_two_leaders", terms_with_two_leaders),
+                    ("leaders", w.figures.leaders.len() as u64),
                     ("entries_applied", o.applies),
                     ("snapshots_built", o.snapshots_built),
                     ("snapshots_installed", o.snapshots_installed),

@@ -2,7 +2,8 @@
 //!
 //! Trees: `log` maps a big-endian log index to a serde_json entry, so sled's
 //! key order is log order; `log_meta` holds the vote, the last purged log id
-//! and the committed log id under fixed keys. Every write that openraft must
+//! and the committed log id under fixed keys (and the store's format
+//! version, see [`super::format`]). Every write that openraft must
 //! find after a crash (appended entries, vote, purge marker) is flushed
 //! before it is acknowledged.
 
@@ -16,11 +17,7 @@ use serde::Serialize;
 
 use super::{any_error, Entry, LogId, StorageError, TypeConfig, Vote};
 
-const LOG_TREE: &str = "log";
-const META_TREE: &str = "log_meta";
-const KEY_VOTE: &[u8] = b"vote";
-const KEY_LAST_PURGED: &[u8] = b"last_purged";
-const KEY_COMMITTED: &[u8] = b"committed";
+use super::format::{KEY_COMMITTED, KEY_LAST_PURGED, KEY_VOTE, LOG_TREE, META_TREE};
 
 /// The sled-backed Raft log of one controller node. Cheap to clone: clones
 /// share the same trees (a clone serves as openraft's log reader).

@@ -1,5 +1,6 @@
 //! The client side of Raft RPCs: openraft's messages as serde_json inside
-//! `RaftPayload`, over one lazily connected gRPC channel per peer.
+//! `RaftPayload`, over one lazily connected gRPC channel per peer, each
+//! request marked with the message format ([`RAFT_FORMAT_HEADER`]).
 //!
 //! A transport failure (peer down, connection refused) becomes
 //! `Unreachable`, which makes openraft back off before retrying that peer; a
@@ -50,6 +51,13 @@ impl Default for NetworkTimeouts {
 
 /// The largest reply a peer may send; snapshot chunks are far smaller.
 pub const RAFT_MESSAGE_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// The request header that carries the format of the Raft messages: the
+/// store format ([`super::format::FORMAT_VERSION`]), since both follow
+/// openraft's leader ids. A controller refuses messages in another format
+/// (a peer of another version) with a status that says so, rather than
+/// misreading them.
+pub const RAFT_FORMAT_HEADER: &str = "kraftwerk-raft-format";
 
 /// Creates one [`PeerNetwork`] per target; channels are kept per peer
 /// address and reused when openraft recreates a client.
@@ -152,6 +160,10 @@ impl PeerNetwork {
         })?;
         let mut request = tonic::Request::new(RaftPayload { payload });
         request.set_timeout(timeout);
+        request.metadata_mut().insert(
+            RAFT_FORMAT_HEADER,
+            tonic::metadata::MetadataValue::from(super::format::FORMAT_VERSION),
+        );
         let reply = match rpc {
             Rpc::AppendEntries => client.append_entries(request).await,
             Rpc::Vote => client.vote(request).await,

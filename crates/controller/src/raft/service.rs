@@ -1,7 +1,8 @@
 //! The server side of Raft RPCs: decodes openraft's message from the
 //! payload, hands it to the local Raft, and encodes the whole result, an
 //! openraft error included, so the caller sees the error its peer's Raft
-//! returned. gRPC errors are kept for requests that cannot be decoded.
+//! returned. gRPC errors are kept for requests that cannot be decoded or
+//! come in another message format (a controller of another version).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,7 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 
-use super::network::RAFT_MESSAGE_BYTES_MAX;
+use super::format::FORMAT_VERSION;
+use super::network::{RAFT_FORMAT_HEADER, RAFT_MESSAGE_BYTES_MAX};
 use super::MetadataRaft;
 
 /// When this node last accepted entries or a heartbeat from a leader.
@@ -46,6 +48,20 @@ impl RaftService {
 }
 
 fn decode<T: DeserializeOwned>(request: Request<RaftPayload>) -> Result<T, Status> {
+    let format = request
+        .metadata()
+        .get(RAFT_FORMAT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if format != Some(FORMAT_VERSION) {
+        // Controllers before format 2 send no header; their leader ids are
+        // (term, node) and would be misread.
+        let found = format.map_or_else(|| "1 (no header)".to_string(), |f| f.to_string());
+        return Err(Status::failed_precondition(format!(
+            "Raft messages in format {found}, this controller speaks format {FORMAT_VERSION}: \
+             every controller of the quorum must run the same Kraftwerk version"
+        )));
+    }
     serde_json::from_slice(&request.into_inner().payload)
         .map_err(|e| Status::invalid_argument(format!("cannot decode the Raft request: {e}")))
 }

@@ -19,8 +19,7 @@ use super::{
 };
 use crate::commands::{self, CommandResult};
 
-const SNAPSHOT_TREE: &str = "snapshot";
-const KEY_CURRENT: &[u8] = b"current";
+use super::format::{KEY_SNAPSHOT as KEY_CURRENT, SNAPSHOT_TREE};
 
 /// What a snapshot's bytes hold: the whole state machine.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
