@@ -52,7 +52,7 @@ pub struct BrokerState {
     pub txns: txn::TransactionCoordinator,
     /// gRPC clients to other brokers' replication listeners: transaction
     /// markers and verification, and the high watermarks `/metrics` asks for.
-    pub marker_clients: markers::MarkerClients,
+    pub peer_clients: markers::PeerClients,
     pub metrics: metrics::BrokerMetrics,
     /// Kafka's StandardAuthorizer over the image's ACLs (off without
     /// `authorizer.class.name`).
@@ -274,7 +274,7 @@ impl Broker {
                 txn::TxnConfig::from_broker(&config),
                 shutdown.clone(),
             ),
-            marker_clients: markers::MarkerClients::new(replication_tls.clone()),
+            peer_clients: markers::PeerClients::new(replication_tls.clone()),
             metrics: metrics::BrokerMetrics::new(),
             authorizer,
             quotas: quotas::QuotaManager::new(&config),

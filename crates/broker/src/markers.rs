@@ -31,15 +31,15 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const RPC_TIMEOUT: Duration = Duration::from_secs(40);
 
 /// gRPC channels to other brokers' replication listeners, by endpoint.
-pub struct MarkerClients {
+pub struct PeerClients {
     channels: Mutex<HashMap<String, Channel>>,
     tls: Option<Arc<dyn NodeTls>>,
 }
 
-impl MarkerClients {
+impl PeerClients {
     /// Clients that dial with `tls` when the replication listeners speak SSL.
-    pub fn new(tls: Option<Arc<dyn NodeTls>>) -> MarkerClients {
-        MarkerClients {
+    pub fn new(tls: Option<Arc<dyn NodeTls>>) -> PeerClients {
+        PeerClients {
             channels: Mutex::new(HashMap::new()),
             tls,
         }
@@ -179,7 +179,7 @@ pub async fn verify_transaction(
         .get(&leader)
         .and_then(|b| b.replication_endpoint.clone())
         .ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
-    let mut client = state.marker_clients.client(&endpoint).map_err(transient)?;
+    let mut client = state.peer_clients.client(&endpoint).map_err(transient)?;
     let request = pb::VerifyTransactionRequest {
         transactional_id: transactional_id.to_string(),
         producer_id,
@@ -194,7 +194,7 @@ pub async fn verify_transaction(
         },
         Err(status) => {
             tracing::debug!(leader, %endpoint, %status, "transaction verification not answered");
-            state.marker_clients.forget(&endpoint);
+            state.peer_clients.forget(&endpoint);
             Err(ErrorCode::NOT_LEADER_OR_FOLLOWER)
         }
     }
@@ -272,7 +272,7 @@ impl BrokerState {
                     })
                     .collect(),
             };
-            let answer = match self.marker_clients.client(&endpoint) {
+            let answer = match self.peer_clients.client(&endpoint) {
                 Ok(mut client) => client.write_txn_markers(request).await,
                 Err(_) => {
                     left.extend(parts);
@@ -290,7 +290,7 @@ impl BrokerState {
                 }
                 Err(status) => {
                     tracing::debug!(leader, %endpoint, %status, "markers could not be sent");
-                    self.marker_clients.forget(&endpoint);
+                    self.peer_clients.forget(&endpoint);
                     left.extend(parts);
                 }
             }

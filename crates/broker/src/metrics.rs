@@ -891,7 +891,7 @@ pub async fn remote_high_watermarks(state: &BrokerState) -> RemoteHighWatermarks
         else {
             continue;
         };
-        let Ok(mut client) = state.marker_clients.client(&endpoint) else {
+        let Ok(mut client) = state.peer_clients.client(&endpoint) else {
             continue;
         };
         let request = pb::HighWatermarksRequest { partitions };
@@ -916,7 +916,7 @@ pub async fn remote_high_watermarks(state: &BrokerState) -> RemoteHighWatermarks
             }
             Ok(Err(status)) => {
                 tracing::debug!(leader, %endpoint, %status, "a leader did not tell its high watermarks; its partitions' lag is left out");
-                state.marker_clients.forget(&endpoint);
+                state.peer_clients.forget(&endpoint);
             }
             Err(_) => {
                 tracing::debug!(leader, %endpoint, "a leader did not tell its high watermarks in time; its partitions' lag is left out");
