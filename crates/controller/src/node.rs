@@ -13,7 +13,10 @@
 //! replaced `election_timeout_max_ms` + 1–2 × `election_timeout_min_ms`
 //! after its last heartbeat, plus one round of votes (defaults 300/600/200:
 //! 0.9–1.2 s); no voter starts an election after less silence than
-//! [`ControllerConfig::election_silence_min_ms`]. Each append-entries call must
+//! [`ControllerConfig::election_silence_min_ms`]. A candidate whose term
+//! ends without a leader stands again after a wait drawn for each term in
+//! `[election_timeout_min_ms / 2, election_timeout_min_ms)`
+//! ([`split_vote`]), so a split vote costs 150–300 ms by default. Each append-entries call must
 //! finish within `heartbeat_interval_ms`; a snapshot chunk within that
 //! shortest silence, so a follower receiving one does not stand for
 //! election meanwhile.
@@ -41,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commands::{CommandResult, MetadataCommand};
 use crate::raft::network::NetworkTimeouts;
+use crate::raft::split_vote;
 use crate::raft::{
     open_db, LeaderContact, LogStore, MetadataRaft, NetworkFactory, RaftService, StateMachineStore,
 };
@@ -262,6 +266,13 @@ impl ControllerNode {
             image_rx.clone(),
             cluster_id,
             Duration::from_millis(config.heartbeat_interval_ms),
+            cancel.clone(),
+        ));
+
+        let (low, high) = split_vote::restart_wait_range_ms(config.election_timeout_min_ms);
+        tasks.spawn(split_vote::restart_split_elections(
+            raft.clone(),
+            move || rand::random_range(low..high),
             cancel.clone(),
         ));
 

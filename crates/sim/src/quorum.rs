@@ -23,8 +23,10 @@
 //! - **Election timeouts** are constant per node incarnation
 //!   (`election_timeout_max` = `election_timeout_min` + 1, the minimum drawn
 //!   from the seed in 300–600 ms): openraft draws them from `thread_rng`.
-//!   With one leader per term, equal timeouts would split the vote in
-//!   every term.
+//!   A candidate stands again after a wait the seed draws for each term,
+//!   as a controller node does ([`split_vote`]): openraft checks its timeout
+//!   only on a tick, and nodes whose ticks and timeouts line up would
+//!   otherwise split the vote in every term.
 //!
 //! Faults: delays (mostly a few ms, sometimes hundreds), message loss (up to
 //! 20 %), partitions (one node cut off, a minority/majority split, one-way
@@ -63,6 +65,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kraftwerk_controller::commands::{self, CommandResult, MetadataCommand};
+use kraftwerk_controller::raft::split_vote;
 use kraftwerk_controller::raft::{
     Entry, LogId, MetadataRaft, NodeId, Snapshot, SnapshotMeta, StorageError, StoredMembership,
     TypeConfig, Vote,
@@ -84,6 +87,7 @@ use openraft::{
 };
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 
 use crate::harness::{Fnv, Rng, RunFailure, RunSummary, Trace};
 
@@ -995,7 +999,7 @@ fn raft_config(rng: &mut Rng) -> Result<openraft::Config, String> {
 }
 
 async fn start_node(world: &Shared, id: NodeId, initialize: bool) -> Result<(), String> {
-    let (durable, incarnation, observations, config, members) = {
+    let (durable, incarnation, observations, config, members, election_timeout_ms) = {
         let mut w = world.lock();
         let members: BTreeMap<NodeId, BasicNode> = w
             .ids
@@ -1019,7 +1023,14 @@ async fn start_node(world: &Shared, id: NodeId, initialize: bool) -> Result<(), 
         let incarnation = slot.incarnation;
         let durable = slot.durable.clone();
         w.event(format_args!("node {id} starts (incarnation {incarnation})"));
-        (durable, incarnation, observations, config, members)
+        (
+            durable,
+            incarnation,
+            observations,
+            config,
+            members,
+            election_timeout_ms,
+        )
     };
     let alive = Arc::new(AtomicBool::new(true));
     let log = SimLogStore {
@@ -1048,6 +1059,15 @@ async fn start_node(world: &Shared, id: NodeId, initialize: bool) -> Result<(), 
             });
         }
     }
+    // As a controller node does: a candidate stands again after a wait drawn
+    // anew for each term (the seed's generator here).
+    let (low, high) = split_vote::restart_wait_range_ms(election_timeout_ms);
+    let draws = world.clone();
+    tokio::spawn(split_vote::restart_split_elections(
+        raft.clone(),
+        move || draws.lock().rng.range(low, high - 1),
+        CancellationToken::new(),
+    ));
     if initialize {
         match raft.initialize(members).await {
             Ok(()) => {}

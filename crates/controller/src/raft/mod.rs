@@ -24,6 +24,7 @@ pub mod format;
 pub mod log_store;
 pub mod network;
 pub mod service;
+pub mod split_vote;
 pub mod state_machine;
 
 pub use log_store::LogStore;
