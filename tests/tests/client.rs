@@ -162,3 +162,85 @@ async fn a_lone_record_goes_out_after_linger_without_a_flush() {
         producer.close().await.expect("close");
     }
 }
+
+/// A fetch that is still in flight when the consumer seeks answers for the
+/// offset it asked for; the consumer must not take that answer as the next
+/// records after the new position (fetches outlive a `poll`, so a leader
+/// with nothing new does not hold back the records of another).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seek_while_a_fetch_is_in_flight_reads_from_the_new_position() {
+    let broker = kraftwerk_tests::BrokerProcess::start();
+    tokio::time::timeout(TEST_TIMEOUT, seek_during_fetch(broker.bootstrap()))
+        .await
+        .expect("test timed out");
+}
+
+async fn seek_during_fetch(bootstrap: String) {
+    let client = ClientConfig {
+        bootstrap_servers: vec![bootstrap],
+        client_id: "kraftwerk-client-seek-test".into(),
+        request_timeout_ms: 30_000,
+        ..ClientConfig::default()
+    };
+    let topic = "seek-during-fetch".to_string();
+    let admin = Admin::new(client.clone()).await.expect("admin");
+    let created = admin
+        .create_topics(vec![NewTopic::new(&topic, 1, 1)], false)
+        .await
+        .expect("create topics");
+    assert!(created[0].error.is_none(), "{:?}", created[0].error);
+    let producer = Producer::new(client.clone(), ProducerConfig::default())
+        .await
+        .expect("producer");
+    let send = |i: usize| {
+        let producer = &producer;
+        let topic = &topic;
+        async move {
+            producer
+                .send(ProducerRecord::new(topic, format!("v-{i}")))
+                .await
+                .expect("send")
+                .await
+                .expect("delivered")
+        }
+    };
+    for i in 0..10 {
+        send(i).await;
+    }
+
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig {
+            // Long enough that the fetch at the end is still held by the
+            // broker when the seek happens.
+            fetch_max_wait_ms: 5_000,
+            auto_offset_reset: AutoOffsetReset::Earliest,
+            ..ConsumerConfig::default()
+        },
+    )
+    .await
+    .expect("consumer");
+    consumer
+        .assign(vec![(topic.clone(), 0)])
+        .await
+        .expect("assign");
+    consumer.seek(&topic, 0, 10);
+    // Sends a fetch at offset 10 that the broker holds: nothing is there yet.
+    let none = consumer
+        .poll(Duration::from_millis(100))
+        .await
+        .expect("poll");
+    assert!(none.is_empty(), "{none:?}");
+    consumer.seek(&topic, 0, 0);
+    // Answers the held fetch with offset 10.
+    send(10).await;
+
+    let mut offsets = Vec::new();
+    while offsets.len() < 11 {
+        let records = consumer.poll(Duration::from_secs(10)).await.expect("poll");
+        assert!(!records.is_empty(), "no records after {offsets:?}");
+        offsets.extend(records.iter().map(|r| r.offset));
+    }
+    assert_eq!(offsets, (0..=10).collect::<Vec<i64>>());
+    producer.close().await.expect("close");
+}

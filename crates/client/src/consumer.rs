@@ -102,11 +102,77 @@ pub(crate) struct PartitionState {
     pub(crate) high_watermark: Option<i64>,
 }
 
+/// What one leader answered to a Fetch, with what it was asked.
+struct FetchOutcome {
+    /// The offset asked for, per partition.
+    sent: HashMap<(String, i32), i64>,
+    metadata: Arc<MetadataSnapshot>,
+    connection: Arc<Connection>,
+    version: i16,
+    response: Result<FetchResponse>,
+}
+
+/// The fetches in flight, at most one per leader.
+#[derive(Default)]
+struct Fetches {
+    tasks: JoinSet<FetchOutcome>,
+    leaders: HashMap<tokio::task::Id, i32>,
+}
+
+impl Fetches {
+    fn has_leader(&self, leader: i32) -> bool {
+        self.leaders.values().any(|l| *l == leader)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    fn spawn(
+        &mut self,
+        leader: i32,
+        fetch: impl std::future::Future<Output = FetchOutcome> + Send + 'static,
+    ) {
+        let id = self.tasks.spawn(fetch).id();
+        self.leaders.insert(id, leader);
+    }
+
+    /// The next answer; `Some(None)` for a fetch task that failed.
+    async fn next(&mut self) -> Option<Option<FetchOutcome>> {
+        let joined = self.tasks.join_next_with_id().await?;
+        Some(self.finished(joined))
+    }
+
+    /// An answer already in, without waiting.
+    fn try_next(&mut self) -> Option<Option<FetchOutcome>> {
+        let joined = self.tasks.try_join_next_with_id()?;
+        Some(self.finished(joined))
+    }
+
+    fn finished(
+        &mut self,
+        joined: std::result::Result<(tokio::task::Id, FetchOutcome), tokio::task::JoinError>,
+    ) -> Option<FetchOutcome> {
+        match joined {
+            Ok((id, outcome)) => {
+                self.leaders.remove(&id);
+                Some(outcome)
+            }
+            Err(err) => {
+                self.leaders.remove(&err.id());
+                None
+            }
+        }
+    }
+}
+
 /// A consumer with manually assigned partitions.
 pub struct Consumer {
     pub(crate) cluster: Arc<Cluster>,
     config: ConsumerConfig,
     pub(crate) assignment: IndexMap<(String, i32), PartitionState>,
+    /// Fetches sent and not answered yet; they outlive a `poll`.
+    fetches: Fetches,
     /// Set by [`Consumer::subscribe`]; then rebalances own the assignment.
     pub(crate) group: Option<crate::group::GroupMembership>,
 }
@@ -132,6 +198,7 @@ impl Consumer {
             cluster,
             config,
             assignment: IndexMap::new(),
+            fetches: Fetches::default(),
             group: None,
         }
     }
@@ -264,7 +331,12 @@ impl Consumer {
         self.seek_to_timestamp(&missing, timestamp).await
     }
 
-    /// One Fetch per leader, sent concurrently; waits at most `max_wait`.
+    /// Sends a Fetch to every leader that has none in flight, then returns
+    /// the records of the first answer (and of any other already in),
+    /// waiting at most `max_wait`. Fetches not answered yet stay in flight
+    /// for the next call, so a leader whose partitions have nothing new
+    /// (the broker holds such a fetch for `fetch.max.wait.ms`) never delays
+    /// the records of another.
     async fn fetch_once(&mut self, max_wait: Duration) -> Result<Vec<ConsumerRecord>> {
         let metadata = self.cluster.metadata();
         let mut by_leader: HashMap<i32, Vec<(String, i32, i64, i32)>> = HashMap::new();
@@ -278,16 +350,20 @@ impl Consumer {
                 .get(topic)
                 .and_then(|t| t.partition(*partition));
             match found {
-                Some(p) if p.leader >= 0 => by_leader.entry(p.leader).or_default().push((
-                    topic.clone(),
-                    *partition,
-                    position,
-                    p.leader_epoch,
-                )),
+                Some(p) if p.leader >= 0 => {
+                    if !self.fetches.has_leader(p.leader) {
+                        by_leader.entry(p.leader).or_default().push((
+                            topic.clone(),
+                            *partition,
+                            position,
+                            p.leader_epoch,
+                        ));
+                    }
+                }
                 _ => needs_refresh = true,
             }
         }
-        if by_leader.is_empty() {
+        if by_leader.is_empty() && self.fetches.is_empty() {
             if needs_refresh {
                 self.refresh_assigned_metadata().await;
             }
@@ -295,13 +371,10 @@ impl Consumer {
             return Ok(Vec::new());
         }
 
-        let max_wait_ms = i32::try_from(
-            max_wait
-                .as_millis()
-                .min(u128::from(self.config.fetch_max_wait_ms)),
-        )
-        .unwrap_or(i32::MAX);
-        let mut in_flight = JoinSet::new();
+        // The broker may hold a fetch for the whole `fetch.max.wait.ms`, as
+        // the Java client lets it, whatever is left of this poll: an answer
+        // that comes later is taken by the next one.
+        let max_wait_ms = i32::try_from(self.config.fetch_max_wait_ms).unwrap_or(i32::MAX);
         for (leader, partitions) in by_leader {
             let connection = match self.cluster.connection(leader).await {
                 Ok(connection) => connection,
@@ -319,15 +392,39 @@ impl Consumer {
                 &partitions,
                 max_wait_ms,
             )?;
-            in_flight.spawn(async move {
+            let sent = partitions
+                .into_iter()
+                .map(|(topic, partition, offset, _)| ((topic, partition), offset))
+                .collect();
+            let metadata = metadata.clone();
+            self.fetches.spawn(leader, async move {
                 let response = connection.send_version(request, version).await;
-                (connection, version, response)
+                FetchOutcome {
+                    sent,
+                    metadata,
+                    connection,
+                    version,
+                    response,
+                }
             });
         }
 
         let mut records = Vec::new();
-        while let Some(joined) = in_flight.join_next().await {
-            let Ok((connection, version, response)) = joined else {
+        let mut answered = match tokio::time::timeout(max_wait, self.fetches.next()).await {
+            Ok(Some(outcome)) => vec![outcome],
+            Ok(None) | Err(_) => Vec::new(),
+        };
+        answered.extend(std::iter::from_fn(|| self.fetches.try_next()));
+        for outcome in answered {
+            let Some(FetchOutcome {
+                sent,
+                metadata,
+                connection,
+                version,
+                response,
+            }) = outcome
+            else {
+                needs_refresh = true;
                 continue;
             };
             let response = match response {
@@ -341,7 +438,7 @@ impl Consumer {
                 Err(err) => return Err(err),
             };
             needs_refresh |=
-                self.apply_fetch_response(response, version, &metadata, &mut records)?;
+                self.apply_fetch_response(response, version, &metadata, &sent, &mut records)?;
         }
         if needs_refresh {
             self.refresh_assigned_metadata().await;
@@ -362,13 +459,16 @@ impl Consumer {
         }
     }
 
-    /// Turns one Fetch response into records and new positions. Returns
-    /// whether metadata looked stale.
+    /// Turns one Fetch response into records and new positions. A
+    /// partition whose position moved since the fetch was sent (`sent`
+    /// holds the offsets asked for: a seek, a reset, a new assignment) is
+    /// left alone. Returns whether metadata looked stale.
     fn apply_fetch_response(
         &mut self,
         response: FetchResponse,
         version: i16,
         metadata: &MetadataSnapshot,
+        sent: &HashMap<(String, i32), i64>,
         out: &mut Vec<ConsumerRecord>,
     ) -> Result<bool> {
         if response.error_code != 0 {
@@ -400,6 +500,9 @@ impl Consumer {
                 let Some(position) = state.position else {
                     continue;
                 };
+                if sent.get(&key) != Some(&position) {
+                    continue;
+                }
                 match partition_data.error_code {
                     0 => {}
                     code if code == ResponseError::OffsetOutOfRange.code() => {
