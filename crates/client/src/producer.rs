@@ -1432,6 +1432,118 @@ fn match_produce_response(
         .collect()
 }
 
+/// The record accumulator without a cluster, for `benches/producer.rs`;
+/// not an API.
+#[doc(hidden)]
+pub mod benching {
+    use super::*;
+    use crate::cluster::{BrokerMetadata, PartitionMetadata, TopicMetadata};
+
+    /// One producer's accumulator over a topic of `partitions` partitions
+    /// led by `brokers` brokers in turn.
+    pub struct AccumulatorRun {
+        accumulator: Accumulator,
+        metadata: MetadataSnapshot,
+        limits: DrainLimits,
+        batch_size: usize,
+    }
+
+    impl AccumulatorRun {
+        pub fn new(topic: &str, partitions: i32, brokers: i32, batch_size: usize) -> Self {
+            let brokers_map = (0..brokers)
+                .map(|id| {
+                    let broker = BrokerMetadata {
+                        node_id: id,
+                        host: "127.0.0.1".into(),
+                        port: 9092 + id,
+                        rack: None,
+                    };
+                    (id, broker)
+                })
+                .collect();
+            let topic_metadata = TopicMetadata {
+                name: topic.to_string(),
+                topic_id: Uuid::nil(),
+                internal: false,
+                error_code: 0,
+                partitions: (0..partitions)
+                    .map(|p| PartitionMetadata {
+                        partition: p,
+                        error_code: 0,
+                        leader: p % brokers.max(1),
+                        leader_epoch: 0,
+                        replicas: vec![p % brokers.max(1)],
+                        isr: vec![p % brokers.max(1)],
+                        offline: Vec::new(),
+                    })
+                    .collect(),
+            };
+            AccumulatorRun {
+                accumulator: Accumulator::default(),
+                metadata: MetadataSnapshot {
+                    cluster_id: None,
+                    controller_id: 0,
+                    brokers: brokers_map,
+                    topics: HashMap::from([(topic.to_string(), Arc::new(topic_metadata))]),
+                },
+                limits: DrainLimits {
+                    linger: Duration::ZERO,
+                    max_request_size: 1_048_576,
+                    max_in_flight_per_broker: usize::MAX,
+                    idempotent: false,
+                    delivery_timeout: Duration::from_secs(120),
+                },
+                batch_size,
+            }
+        }
+
+        /// Appends `record` to each partition in turn, `count` times, then
+        /// drains every batch into requests (and drops them, answered by
+        /// nobody). Returns the batches drained.
+        pub fn append_and_drain(
+            &mut self,
+            topic: &str,
+            record: &OutgoingRecord,
+            count: usize,
+        ) -> usize {
+            let partitions = self
+                .metadata
+                .topics
+                .get(topic)
+                .map_or(1, |t| t.partitions.len().max(1));
+            let now = Instant::now();
+            for i in 0..count {
+                let outcome = self.accumulator.append(
+                    topic,
+                    (i % partitions) as i32,
+                    record.clone(),
+                    None,
+                    self.batch_size,
+                    now,
+                );
+                std::hint::black_box(outcome.wake_sender);
+            }
+            let drained = self.accumulator.drain(&self.metadata, self.limits, now);
+            let batches = drained.requests.iter().map(|r| r.batches.len()).sum();
+            for request in drained.requests {
+                self.accumulator.in_flight_requests.clear();
+                for batch in request.batches {
+                    if let Some(queue) = self
+                        .accumulator
+                        .partitions
+                        .get_mut(&(batch.topic.clone(), batch.partition))
+                    {
+                        queue.in_flight = queue.in_flight.saturating_sub(1);
+                    }
+                    self.accumulator.incomplete_batches =
+                        self.accumulator.incomplete_batches.saturating_sub(1);
+                }
+            }
+            batches
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
