@@ -282,10 +282,14 @@ def guard_not_root_namespace():
 def metadata(address: str, topics, timeout_s: float = 1.0):
     """{"controller": id, "brokers": {id: "host:port"}, "partitions": {(topic, p):
     {"leader", "epoch", "isr", "replicas"}}} as the node at `address` sees
-    it. The calling thread's namespace must reach it."""
+    it; `topics` None asks for every topic. The calling thread's namespace
+    must reach it."""
     guard_not_root_namespace()
     host, port = address.rsplit(":", 1)
-    body = struct.pack(">i", len(topics)) + b"".join(_kstr(t) for t in topics) + b"\x00"
+    if topics is None:
+        body = struct.pack(">i", -1) + b"\x00"
+    else:
+        body = struct.pack(">i", len(topics)) + b"".join(_kstr(t) for t in topics) + b"\x00"
     request = struct.pack(">hhi", 3, 7, 1) + _kstr("netns-monitor") + body
     with socket.create_connection((host, int(port)), timeout=timeout_s) as s:
         s.settimeout(timeout_s)

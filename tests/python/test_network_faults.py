@@ -20,8 +20,10 @@ Each prints and records its figures (`$KRAFTWERK_RELIABILITY_OUT`, default
 - group: records the consumer group read, and acknowledged values it never
   read (must be none).
 
-Scenarios (a)-(d) need root and `ip` (and (b), and (d) without netem,
-`iptables`); they skip with the reason otherwise. (e) runs on loopback.
+Scenarios (a)-(d) and (f) need root and `ip` (and (b), and (d) without
+netem, `iptables`); they skip with the reason otherwise. (e) runs on
+loopback. (f) is about metadata, not records: the active controller cut
+off while topics are created and deleted (`TopicChurn`).
 
     python3 -m pytest tests/python/test_network_faults.py -x -q -s
 """
@@ -457,3 +459,149 @@ def test_e_last_replica_standing():
         assert figures["duplicated"] == 0, figures
         assert figures["reordered"] == 0, figures
         assert remaining == 0, figures
+
+
+class TopicChurn:
+    """Creates topics (1 partition, replication factor 2) one after another
+    and deletes every other one soon after, from the client test host,
+    recording which operations were acknowledged. A failed or timed-out
+    operation is ambiguous (it may have been applied) and its topic is
+    left out of the checks; TOPIC_ALREADY_EXISTS answering a create, or
+    UNKNOWN_TOPIC_OR_PART answering a delete, says an earlier attempt went
+    through."""
+
+    def __init__(self, cluster, run):
+        self.cluster, self.run = cluster, run
+        self.created, self.deleted = {}, {}  # name -> time acknowledged
+        self.ambiguous = set()
+        self.failures = {"create": 0, "delete": 0}
+        self.ok_times = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        from confluent_kafka import KafkaException
+        from confluent_kafka.admin import AdminClient, NewTopic
+        netns_harness.setns(self.cluster.client_ns)
+        admin = AdminClient({"bootstrap.servers": self.cluster.bootstrap, "socket.timeout.ms": 5000,
+                             "topic.metadata.refresh.interval.ms": 1000})
+
+        def outcome(future):
+            try:
+                future.result(timeout=20)
+                return "ok"
+            except KafkaException as e:
+                return e.args[0].name()
+            except Exception as e:  # a future that timed out here
+                return type(e).__name__
+
+        i = 0
+        while not self._stop.is_set():
+            name = f"churn-{self.run}-{i}"
+            i += 1
+            result = outcome(admin.create_topics([NewTopic(name, 1, 2)], request_timeout=10)[name])
+            if result in ("ok", "TOPIC_ALREADY_EXISTS"):
+                self.created[name] = time.monotonic()
+                self.ok_times.append(time.monotonic())
+            else:
+                self.failures["create"] += 1
+                self.ambiguous.add(name)
+            if i % 2 == 0:
+                live = [t for t in self.created if t not in self.deleted and t not in self.ambiguous]
+                if live:
+                    victim = live[0]
+                    result = outcome(admin.delete_topics([victim], request_timeout=10)[victim])
+                    if result in ("ok", "UNKNOWN_TOPIC_OR_PART"):
+                        self.deleted[victim] = time.monotonic()
+                        self.ok_times.append(time.monotonic())
+                    else:
+                        self.failures["delete"] += 1
+                        self.ambiguous.add(victim)
+            self._stop.wait(0.05)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(60)
+
+    def expected(self):
+        """Topics that must exist, and topics that must not, in the end."""
+        present = {t for t in self.created if t not in self.deleted and t not in self.ambiguous}
+        absent = {t for t in self.deleted if t not in self.ambiguous}
+        return present, absent
+
+
+def test_f_active_controller_cut_off_during_topic_churn(cluster):
+    """The active controller's link goes down while topics are created and
+    deleted through the other nodes: a new controller takes over, every
+    acknowledged creation and deletion holds on every node once the link
+    is back (the cut-off node included), and the nodes agree."""
+    cluster.heal_all()
+    cluster.wait_until(cluster.all_unfenced, 60, "every broker unfenced before the scenario")
+    run = uuid.uuid4().hex[:6]
+    prefix = f"churn-{run}-"
+    victim = cluster.cluster_info(cluster.ids[0])["active_controller"]
+    assert victim in cluster.ids, victim
+    others = [n for n in cluster.ids if n != victim]
+    churn = TopicChurn(cluster, run).start()
+    try:
+        cluster.wait_until(lambda: len(churn.created) >= 5, 60, "topics created before the fault")
+        fault_at = time.monotonic()
+        cluster.cut(victim)
+        new_controller, controller_after = None, None
+        while time.monotonic() - fault_at < FAULT_S:
+            if new_controller is None:
+                try:
+                    named = cluster.cluster_info(others[0])["active_controller"]
+                except Exception:
+                    named = -1
+                if named in others:
+                    new_controller, controller_after = named, round(time.monotonic() - fault_at, 2)
+            time.sleep(0.25)
+        cluster.heal_all()
+        healed_at = time.monotonic()
+        cluster.wait_until(lambda: any(t > healed_at for t in churn.ok_times), RECOVERY_BOUND_S,
+                           "an acknowledged topic operation after healing")
+        time.sleep(3)
+    finally:
+        cluster.heal_all()
+        churn.stop()
+    present, absent = churn.expected()
+
+    def churn_topics(view):
+        return {t for (t, _) in view["partitions"] if t.startswith(prefix)}
+
+    def agreed():
+        views = cluster.views(None)
+        if len(views) != len(cluster.ids):
+            return None
+        sets = [churn_topics(v) for v in views.values()]
+        leaders_known = all(s["leader"] >= 0 for v in views.values()
+                            for (t, _), s in v["partitions"].items() if t.startswith(prefix))
+        return sets[0] if leaders_known and all(s == sets[0] for s in sets) else None
+
+    cluster.wait_until(lambda: agreed() is not None, ISR_BOUND_S, "every node lists the same topics, with leaders")
+    final = agreed()
+    ops = sorted(t for t in churn.ok_times if t >= fault_at - 1)
+    figures = {
+        "victim": victim,
+        "new_controller": new_controller,
+        "new_controller_named_after_s": controller_after,
+        "creates_acknowledged": len(churn.created),
+        "deletes_acknowledged": len(churn.deleted),
+        "failed_or_timed_out": churn.failures,
+        "ambiguous_topics": len(churn.ambiguous),
+        "admin_paused_s": longest_pause([fault_at] + ops),
+        "topics_in_the_end": len(final),
+        "acknowledged_creations_missing": sorted(present - final),
+        "acknowledged_deletions_back": sorted(absent & final),
+    }
+    record_figures("netns (f) active controller's link down ~10 s during topic creation and deletion", figures)
+    assert new_controller is not None, f"no other node named a new active controller within {FAULT_S} s: {figures}"
+    assert not figures["acknowledged_creations_missing"], figures
+    assert not figures["acknowledged_deletions_back"], figures
+    assert final <= set(churn.created) | churn.ambiguous, "a topic nobody created"
+    assert len(churn.created) > 10 and len(churn.deleted) > 3, figures
