@@ -246,3 +246,58 @@ def test_describe_cluster_v1_answers_while_a_broker_is_fenced(cluster):
                        or len(cluster.cluster_info(bootstrap=others)["brokers"]) < 3, 30, "the killed broker fenced")
     port = next(p for n, p in cluster.kafka_ports.items() if n != victim)
     describe_cluster_v1(port)
+
+
+def test_a_replica_whose_log_cannot_be_opened_goes_offline_and_leadership_moves(cluster):
+    """A node restarts with one partition's log damaged beyond opening: it
+    reports the replica offline, another in-sync replica leads, acks=all
+    produce and consume go on, and once the log can be opened again a
+    restart brings the replica back into the ISR."""
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    topic = "offline-log"
+    cluster.cli("topics", "create", "--topic", topic, "--partitions", "1", "--replication-factor", "3",
+                "--config", "min.insync.replicas=2")
+    cluster.wait_until(lambda: len(cluster.describe(topic)["partitions"][0]["isr"]) == 3, 30, "full ISR")
+
+    def send(values):
+        producer = KafkaProducer(bootstrap_servers=cluster.bootstrap, acks="all", retries=10,
+                                 request_timeout_ms=10000)
+        for v in values:
+            producer.send(topic, v.encode(), partition=0).get(timeout=30)
+        producer.close()
+
+    send([f"before-{i}" for i in range(20)])
+    leader = cluster.describe(topic)["partitions"][0]["leader"]
+    cluster.terminate(leader)
+    segment = cluster.root / f"node-{leader}" / f"{topic}-0" / "00000000000000000000.log"
+    segment.unlink()
+    segment.mkdir()
+    cluster.start(leader)
+
+    def offline_elsewhere():
+        p = cluster.describe(topic)["partitions"][0]
+        return p["offline"] == [leader] and p["leader"] not in (-1, leader) and leader not in p["isr"]
+    cluster.wait_until(offline_elsewhere, 30, f"node {leader}'s replica reported offline, another leader")
+    send([f"after-{i}" for i in range(20)])
+
+    consumer = KafkaConsumer(bootstrap_servers=cluster.bootstrap, enable_auto_commit=False,
+                             consumer_timeout_ms=10000)
+    consumer.assign([TopicPartition(topic, 0)])
+    consumer.seek_to_beginning()
+    read = []
+    for message in consumer:
+        read.append(message.value.decode())
+        if len(read) == 40:
+            break
+    consumer.close()
+    assert read == [f"before-{i}" for i in range(20)] + [f"after-{i}" for i in range(20)]
+
+    # Repaired (the damaged segment given up): the replica fetches from the
+    # leader again and rejoins the ISR.
+    cluster.terminate(leader)
+    segment.rmdir()
+    cluster.start(leader)
+    cluster.wait_until(lambda: cluster.describe(topic)["partitions"][0]["offline"] == []
+                       and len(cluster.describe(topic)["partitions"][0]["isr"]) == 3, 60,
+                       "the replica back in the ISR")

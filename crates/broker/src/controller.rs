@@ -148,6 +148,14 @@ pub trait ClusterControl: Send + Sync {
         reassignments: Vec<ReassignPartition>,
         allow_replication_factor_change: bool,
     ) -> BoxFuture<'_, Result<Vec<(ErrorCode, String)>, ControllerError>>;
+    /// Broker `broker_id` could not open these partitions' logs: its
+    /// replicas go offline (leadership moves to another in-sync replica, or
+    /// the partition has no leader) until it registers again.
+    fn mark_replicas_offline(
+        &self,
+        broker_id: i32,
+        partitions: Vec<(String, i32)>,
+    ) -> BoxFuture<'_, Result<(), ControllerError>>;
 }
 
 /// Spreads `count` partitions starting at `first_partition` over `brokers`:
@@ -316,12 +324,17 @@ impl LocalController {
                 listeners: endpoints,
             },
         );
-        // A single node leads everything it stores.
+        // A single node leads everything it stores; it opens every log
+        // again, reporting those it still cannot open.
         for topic in img.topics.values_mut() {
             for p in &mut topic.partitions {
                 p.replicas = vec![config.node_id];
                 p.isr = vec![config.node_id];
-                p.leader = config.node_id;
+                if p.leader != config.node_id {
+                    p.leader = config.node_id;
+                    p.leader_epoch += 1;
+                }
+                p.offline_replicas.clear();
             }
         }
         img.version += 1;
@@ -458,6 +471,7 @@ impl ClusterControl for LocalController {
                         partition_epoch: 0,
                         adding_replicas: Vec::new(),
                         removing_replicas: Vec::new(),
+                        offline_replicas: Vec::new(),
                     })
                     .collect(),
                 configs: topic.configs,
@@ -514,6 +528,7 @@ impl ClusterControl for LocalController {
                     partition_epoch: 0,
                     adding_replicas: Vec::new(),
                     removing_replicas: Vec::new(),
+                    offline_replicas: Vec::new(),
                 });
             }
             self.commit(&state, image)
@@ -600,6 +615,42 @@ impl ClusterControl for LocalController {
     ) -> BoxFuture<'_, Result<(), ControllerError>> {
         // A single node is the preferred leader of everything it stores.
         Box::pin(async { Ok(()) })
+    }
+
+    fn mark_replicas_offline(
+        &self,
+        broker_id: i32,
+        partitions: Vec<(String, i32)>,
+    ) -> BoxFuture<'_, Result<(), ControllerError>> {
+        Box::pin(async move {
+            let state = self.state.lock().await;
+            let mut image = (*self.image.load()).clone();
+            let mut changed = false;
+            for (name, partition) in partitions {
+                let Some(p) = image
+                    .topics
+                    .get_mut(&name)
+                    .and_then(|t| t.partitions.get_mut(usize::try_from(partition).ok()?))
+                else {
+                    continue;
+                };
+                if p.offline_replicas.contains(&broker_id) {
+                    continue;
+                }
+                // The only replica: the partition has no leader.
+                p.offline_replicas.push(broker_id);
+                if p.leader == broker_id {
+                    p.leader = -1;
+                    p.leader_epoch += 1;
+                }
+                p.partition_epoch += 1;
+                changed = true;
+            }
+            if changed {
+                self.commit(&state, image)?;
+            }
+            Ok(())
+        })
     }
 
     fn alter_partition_reassignments(

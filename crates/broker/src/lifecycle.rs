@@ -360,3 +360,39 @@ pub async fn controlled_shutdown(
     }
     tracing::warn!("controlled shutdown timed out; stopping anyway");
 }
+
+/// Tells the controller of partitions whose log could not be opened here
+/// (their replicas go offline, and leadership moves to another in-sync
+/// replica), as soon as [`ReplicaManager`](crate::replica_manager::ReplicaManager)
+/// finds them, retrying every second until the controller takes note.
+pub async fn report_offline_replicas(state: Arc<BrokerState>) {
+    loop {
+        let partitions = state.replicas.unreported_offline();
+        if partitions.is_empty() {
+            tokio::select! {
+                _ = state.shutdown.cancelled() => return,
+                _ = state.replicas.offline_found() => continue,
+            }
+        }
+        match state
+            .control
+            .mark_replicas_offline(state.config.node_id, partitions.clone())
+            .await
+        {
+            Ok(()) => {
+                tracing::warn!(
+                    ?partitions,
+                    "partitions whose log could not be opened reported offline"
+                );
+                state.replicas.offline_reported(&partitions);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not report offline partitions; retrying");
+                tokio::select! {
+                    _ = state.shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}

@@ -1096,6 +1096,7 @@ mod tests {
                 partition_epoch: *leader_epoch,
                 adding_replicas: Vec::new(),
                 removing_replicas: Vec::new(),
+                offline_replicas: Vec::new(),
             })
             .collect();
         let mut image = MetadataImage::default();

@@ -600,6 +600,21 @@ impl ClusterControl for RemoteControl {
         })
     }
 
+    fn mark_replicas_offline(
+        &self,
+        broker_id: i32,
+        partitions: Vec<(String, i32)>,
+    ) -> BoxFuture<'_, Result<(), ControllerError>> {
+        Box::pin(async move {
+            self.write(MetadataCommand::MarkReplicasOffline {
+                broker_id,
+                partitions,
+            })
+            .await
+            .map(|_| ())
+        })
+    }
+
     fn alter_partition_reassignments(
         &self,
         reassignments: Vec<ReassignPartition>,

@@ -134,6 +134,12 @@ pub struct ReplicaManager {
     /// This broker's epoch, set at each registration with the controller
     /// quorum (`lifecycle`); the follower fetchers send it (KIP-903).
     broker_epoch: BrokerEpoch,
+    /// Partitions whose log could not be opened, with the topic id they had
+    /// and whether the controller was told: offline here until the process
+    /// restarts (Kafka's offline log directory, per partition). Requests for
+    /// them are answered KAFKA_STORAGE_ERROR.
+    offline: parking_lot::Mutex<HashMap<TopicPartition, (TopicId, bool)>>,
+    offline_notify: tokio::sync::Notify,
 }
 
 impl ReplicaManager {
@@ -149,6 +155,55 @@ impl ReplicaManager {
             fetchers: OnceLock::new(),
             replication_endpoint: OnceLock::new(),
             broker_epoch: BrokerEpoch::unknown(),
+            offline: parking_lot::Mutex::new(HashMap::new()),
+            offline_notify: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Completes when a partition's log could not be opened (at once if
+    /// one was found since the last call).
+    pub async fn offline_found(&self) {
+        self.offline_notify.notified().await
+    }
+
+    /// Whether this partition's log could not be opened here.
+    pub fn is_offline(&self, topic: &str, partition: i32) -> bool {
+        self.offline
+            .lock()
+            .contains_key(&TopicPartition::new(topic, partition))
+    }
+
+    /// The error for a request on a partition this broker has no replica
+    /// of in its table: KAFKA_STORAGE_ERROR when its log could not be
+    /// opened, NOT_LEADER_OR_FOLLOWER otherwise.
+    pub fn missing_replica_error(&self, topic: &str, partition: i32) -> ErrorCode {
+        if self.is_offline(topic, partition) {
+            ErrorCode::KAFKA_STORAGE_ERROR
+        } else {
+            ErrorCode::NOT_LEADER_OR_FOLLOWER
+        }
+    }
+
+    /// Offline partitions the controller has not been told of yet.
+    pub fn unreported_offline(&self) -> Vec<(String, i32)> {
+        let mut out: Vec<(String, i32)> = self
+            .offline
+            .lock()
+            .iter()
+            .filter(|(_, (_, reported))| !reported)
+            .map(|(tp, _)| (tp.topic.to_string(), tp.partition))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The controller took note of these offline partitions.
+    pub fn offline_reported(&self, partitions: &[(String, i32)]) {
+        let mut offline = self.offline.lock();
+        for (topic, partition) in partitions {
+            if let Some(entry) = offline.get_mut(&TopicPartition::new(topic.as_str(), *partition)) {
+                entry.1 = true;
+            }
         }
     }
 
@@ -245,6 +300,10 @@ impl ReplicaManager {
         // segments) and deleting directories happen outside it, so produce
         // and fetch lookups never wait on the disk of another partition.
         // Callers run one apply_image at a time (BrokerState::sync_replicas).
+        // Offline partitions stay so while the topic exists with the same id.
+        self.offline
+            .lock()
+            .retain(|tp, (id, _)| wanted.get(tp).is_some_and(|w| w.topic_id == *id));
         let mut views = Vec::with_capacity(wanted.len());
         let mut to_open = Vec::new();
         let stale: Vec<Arc<Partition>> = {
@@ -284,6 +343,9 @@ impl ReplicaManager {
         }
         let mut opened = Vec::with_capacity(to_open.len());
         for (tp, topic_id, log_config, view) in to_open {
+            if self.offline.lock().contains_key(&tp) {
+                continue;
+            }
             let dir = self.partition_dir(&tp);
             match Log::open(dir.clone(), log_config) {
                 Ok(log) => {
@@ -314,7 +376,9 @@ impl ReplicaManager {
                     views.push((p, view));
                 }
                 Err(e) => {
-                    tracing::error!(partition = %tp, error = %e, "could not open partition log; it stays offline")
+                    tracing::error!(partition = %tp, error = %e, "could not open partition log; it stays offline until this node restarts");
+                    self.offline.lock().insert(tp, (topic_id, false));
+                    self.offline_notify.notify_one();
                 }
             }
         }

@@ -105,6 +105,13 @@ pub enum MetadataCommand {
         /// KIP-860: when false, a target with another replica count is refused.
         allow_replication_factor_change: bool,
     },
+    /// A broker could not open these partitions' logs (Kafka's offline
+    /// log directory, per partition): its replicas leave leadership and the
+    /// ISR, and are not elected or added again until it registers again.
+    MarkReplicasOffline {
+        broker_id: i32,
+        partitions: Vec<(String, i32)>,
+    },
     /// A leader's ISR change, accepted only with the current partition epoch.
     AlterPartition {
         topic: String,
@@ -256,6 +263,16 @@ fn apply_inner(
             if let Some(previous) = image.brokers.get_mut(broker_id) {
                 previous.fenced = true;
                 move_leadership_away(image, *broker_id);
+            }
+            // The new process opens its logs again and reports those it
+            // still cannot open.
+            for topic in image.topics.values_mut() {
+                for p in &mut topic.partitions {
+                    if p.offline_replicas.contains(broker_id) {
+                        p.offline_replicas.retain(|r| r != broker_id);
+                        p.partition_epoch += 1;
+                    }
+                }
             }
             image.brokers.insert(
                 *broker_id,
@@ -411,12 +428,44 @@ fn apply_inner(
                     if p.leader != preferred
                         && live.contains(&preferred)
                         && p.isr.contains(&preferred)
+                        && !p.offline_replicas.contains(&preferred)
                     {
                         p.leader = preferred;
                         p.leader_epoch += 1;
                         p.partition_epoch += 1;
                     }
                 }
+            }
+            CommandResult::Ok
+        }
+        MetadataCommand::MarkReplicasOffline {
+            broker_id,
+            partitions,
+        } => {
+            if !image.brokers.contains_key(broker_id) {
+                return refused(
+                    ErrorCode::BROKER_ID_NOT_REGISTERED,
+                    format!("broker {broker_id} is not registered"),
+                );
+            }
+            let live: Vec<i32> = image.live_brokers().map(|b| b.node_id).collect();
+            for (name, partition) in partitions {
+                let Some(topic) = image.topics.get_mut(name) else {
+                    continue;
+                };
+                let unclean = unclean_election_enabled(topic);
+                let Some(p) = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|i| topic.partitions.get_mut(i))
+                else {
+                    continue;
+                };
+                if !p.replicas.contains(broker_id) || p.offline_replicas.contains(broker_id) {
+                    continue;
+                }
+                p.offline_replicas.push(*broker_id);
+                step_down(p, *broker_id, &live, unclean);
+                p.partition_epoch += 1;
             }
             CommandResult::Ok
         }
@@ -469,6 +518,15 @@ fn apply_inner(
                 return refused(
                     ErrorCode::INELIGIBLE_REPLICA,
                     format!("broker {r} is fenced and cannot join the ISR"),
+                );
+            }
+            if let Some(r) = isr
+                .iter()
+                .find(|r| !p.isr.contains(r) && p.offline_replicas.contains(r))
+            {
+                return refused(
+                    ErrorCode::INELIGIBLE_REPLICA,
+                    format!("broker {r} cannot open the log of {topic}-{partition}"),
                 );
             }
             // KIP-903: the leader judged a new member by fetches that carried
@@ -608,7 +666,7 @@ fn reassign(
     p.removing_replicas = removing;
     p.isr.retain(|b| p.replicas.contains(b));
     if !p.replicas.contains(&p.leader) {
-        p.leader = elect_from(&p.replicas, &p.isr, live);
+        p.leader = elect_from(p, &p.replicas, live);
         p.leader_epoch += 1;
     }
     p.partition_epoch += 1;
@@ -616,12 +674,13 @@ fn reassign(
     Ok(())
 }
 
-/// The first of `candidates` that is live and in `isr`, or -1.
-fn elect_from(candidates: &[i32], isr: &[i32], live: &[i32]) -> i32 {
+/// The first of `p`'s `candidates` that is live, in its ISR and not
+/// offline, or -1.
+fn elect_from(p: &PartitionRecord, candidates: &[i32], live: &[i32]) -> i32 {
     candidates
         .iter()
         .copied()
-        .find(|b| isr.contains(b) && live.contains(b))
+        .find(|b| p.isr.contains(b) && live.contains(b) && !p.offline_replicas.contains(b))
         .unwrap_or(-1)
 }
 
@@ -641,8 +700,10 @@ fn complete_reassignment(p: &mut PartitionRecord, live: &[i32]) {
     p.adding_replicas.clear();
     p.removing_replicas.clear();
     p.isr.retain(|b| p.replicas.contains(b));
+    let replicas = p.replicas.clone();
+    p.offline_replicas.retain(|b| replicas.contains(b));
     if !p.replicas.contains(&p.leader) {
-        p.leader = elect_from(&p.replicas, &p.isr, live);
+        p.leader = elect_from(p, &p.replicas, live);
         p.leader_epoch += 1;
     }
     p.partition_epoch += 1;
@@ -665,6 +726,7 @@ fn new_partition(image: &MetadataImage, partition: i32, replicas: &[i32]) -> Par
         partition_epoch: 0,
         adding_replicas: Vec::new(),
         removing_replicas: Vec::new(),
+        offline_replicas: Vec::new(),
     }
 }
 
@@ -690,7 +752,10 @@ fn elect_returning_broker(image: &mut MetadataImage, broker_id: i32) {
     for topic in image.topics.values_mut() {
         let unclean = unclean_election_enabled(topic);
         for p in &mut topic.partitions {
-            if p.leader >= 0 || !p.replicas.contains(&broker_id) {
+            if p.leader >= 0
+                || !p.replicas.contains(&broker_id)
+                || p.offline_replicas.contains(&broker_id)
+            {
                 continue;
             }
             if p.isr.contains(&broker_id) {
@@ -720,46 +785,48 @@ fn move_leadership_away(image: &mut MetadataImage, broker_id: i32) {
     for topic in image.topics.values_mut() {
         let unclean = unclean_election_enabled(topic);
         for p in &mut topic.partitions {
-            if !p.replicas.contains(&broker_id) {
-                continue;
-            }
-            let mut changed = false;
-            if p.isr.contains(&broker_id) && p.isr.len() > 1 {
-                p.isr.retain(|r| *r != broker_id);
-                changed = true;
-            }
-            if p.leader == broker_id {
-                let clean = p
-                    .replicas
-                    .iter()
-                    .copied()
-                    .find(|r| *r != broker_id && live.contains(r) && p.isr.contains(r));
-                let next = match clean {
-                    Some(r) => Some(r),
-                    None if unclean => p
-                        .replicas
-                        .iter()
-                        .copied()
-                        .find(|r| *r != broker_id && live.contains(r)),
-                    None => None,
-                };
-                match next {
-                    Some(r) => {
-                        if !p.isr.contains(&r) {
-                            p.isr = vec![r];
-                        }
-                        p.leader = r;
-                    }
-                    None => p.leader = -1,
-                }
-                p.leader_epoch += 1;
-                changed = true;
-            }
-            if changed {
+            if p.replicas.contains(&broker_id) && step_down(p, broker_id, &live, unclean) {
                 p.partition_epoch += 1;
             }
         }
     }
+}
+
+/// `broker_id` leaves `p`'s leadership and ISR as [`move_leadership_away`]
+/// describes; offline replicas are never elected. Returns whether the
+/// partition changed (the caller bumps its partition epoch).
+fn step_down(p: &mut PartitionRecord, broker_id: i32, live: &[i32], unclean: bool) -> bool {
+    let mut changed = false;
+    if p.isr.contains(&broker_id) && p.isr.len() > 1 {
+        p.isr.retain(|r| *r != broker_id);
+        changed = true;
+    }
+    if p.leader == broker_id {
+        let eligible =
+            |r: &i32| *r != broker_id && live.contains(r) && !p.offline_replicas.contains(r);
+        let clean = p
+            .replicas
+            .iter()
+            .copied()
+            .find(|r| eligible(r) && p.isr.contains(r));
+        let next = match clean {
+            Some(r) => Some(r),
+            None if unclean => p.replicas.iter().copied().find(|r| eligible(r)),
+            None => None,
+        };
+        match next {
+            Some(r) => {
+                if !p.isr.contains(&r) {
+                    p.isr = vec![r];
+                }
+                p.leader = r;
+            }
+            None => p.leader = -1,
+        }
+        p.leader_epoch += 1;
+        changed = true;
+    }
+    changed
 }
 
 #[cfg(test)]
@@ -995,6 +1062,99 @@ mod tests {
             "a partition the fenced broker did not lead keeps its leader"
         );
         assert_eq!((p1.leader_epoch, p1.isr.clone()), (0, vec![2, 3]));
+    }
+
+    #[test]
+    fn an_offline_replica_steps_down_and_stays_out_until_its_broker_registers_again() {
+        let (mut image, mut i) = cluster(&[1, 2, 3]);
+        topic(&mut image, &mut i, "t", vec![vec![1, 2, 3], vec![2, 3, 1]]);
+        let offline = |partitions: Vec<(String, i32)>| MetadataCommand::MarkReplicasOffline {
+            broker_id: 1,
+            partitions,
+        };
+        assert_eq!(
+            run(&mut image, &mut i, offline(vec![("t".into(), 0)])),
+            CommandResult::Ok
+        );
+        let p0 = &image.topics["t"].partitions[0];
+        assert_eq!((p0.leader, p0.isr.clone()), (2, vec![2, 3]));
+        assert_eq!(p0.offline_replicas, vec![1]);
+        assert_eq!((p0.leader_epoch, p0.partition_epoch), (1, 1));
+        let p1 = &image.topics["t"].partitions[1];
+        assert_eq!(
+            (p1.leader, p1.isr.clone(), p1.offline_replicas.clone()),
+            (2, vec![2, 3, 1], vec![]),
+            "only the partitions reported change"
+        );
+
+        // Neither a preferred election nor an ISR expansion brings it back.
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::ElectPreferredLeaders { partitions: None },
+        );
+        assert_eq!(image.topics["t"].partitions[0].leader, 2);
+        let expand = run(
+            &mut image,
+            &mut i,
+            MetadataCommand::AlterPartition {
+                topic: "t".into(),
+                partition: 0,
+                leader_id: 2,
+                partition_epoch: 1,
+                isr: vec![2, 3, 1],
+                added_broker_epochs: BTreeMap::new(),
+            },
+        );
+        assert!(
+            matches!(expand, CommandResult::Error { code, .. } if code == ErrorCode::INELIGIBLE_REPLICA.code()),
+            "{expand:?}"
+        );
+
+        // With the other ISR members fenced, the partition goes leaderless
+        // rather than elect the offline replica, even when it returns.
+        for b in [2, 3] {
+            run(
+                &mut image,
+                &mut i,
+                MetadataCommand::FenceBroker { broker_id: b },
+            );
+        }
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::UnfenceBroker { broker_id: 1 },
+        );
+        assert_eq!(image.topics["t"].partitions[0].leader, -1);
+
+        // A new process of broker 1 opens its logs again.
+        run(
+            &mut image,
+            &mut i,
+            MetadataCommand::RegisterBroker {
+                broker_id: 1,
+                incarnation_id: "i1-again".into(),
+                host: "h".into(),
+                port: 9001,
+                rack: None,
+                replication_endpoint: None,
+                http_endpoint: None,
+                listeners: Vec::new(),
+            },
+        );
+        assert!(image.topics["t"].partitions[0].offline_replicas.is_empty());
+        let unknown = run(
+            &mut image,
+            &mut i,
+            MetadataCommand::MarkReplicasOffline {
+                broker_id: 9,
+                partitions: vec![("t".into(), 0)],
+            },
+        );
+        assert!(
+            matches!(unknown, CommandResult::Error { code, .. } if code == ErrorCode::BROKER_ID_NOT_REGISTERED.code()),
+            "{unknown:?}"
+        );
     }
 
     #[test]

@@ -77,6 +77,11 @@ pub struct PartitionRecord {
     pub adding_replicas: Vec<i32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removing_replicas: Vec<i32>,
+    /// Replicas whose broker could not open this partition's log (Kafka's
+    /// offline replicas): never elected and never added to the ISR until
+    /// that broker registers again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub offline_replicas: Vec<i32>,
 }
 
 impl PartitionRecord {

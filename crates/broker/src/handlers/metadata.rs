@@ -150,7 +150,10 @@ fn topic_entry(image: &MetadataImage, t: &TopicRecord, listener: &str) -> Metada
             let offline: Vec<BrokerId> = p
                 .replicas
                 .iter()
-                .filter(|r| image.brokers.get(r).map(|b| b.fenced).unwrap_or(true))
+                .filter(|r| {
+                    p.offline_replicas.contains(r)
+                        || image.brokers.get(r).map(|b| b.fenced).unwrap_or(true)
+                })
                 .map(|r| BrokerId(*r))
                 .collect();
             // A live leader the client cannot reach on its listener.

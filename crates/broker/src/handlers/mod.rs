@@ -822,7 +822,7 @@ pub(crate) fn led_partition(
     let local = state
         .replicas
         .get(topic, partition)
-        .ok_or(ErrorCode::NOT_LEADER_OR_FOLLOWER)?;
+        .ok_or_else(|| state.replicas.missing_replica_error(topic, partition))?;
     if record.leader != state.config.node_id {
         return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
     }

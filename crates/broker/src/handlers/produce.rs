@@ -100,10 +100,13 @@ pub async fn handle(
                     ));
                 };
                 let Some(partition) = state.replicas.get(&name, pd.index) else {
-                    return Err((
-                        ErrorCode::NOT_LEADER_OR_FOLLOWER,
-                        format!("{name}-{} is not stored on this broker", pd.index),
-                    ));
+                    let code = state.replicas.missing_replica_error(&name, pd.index);
+                    let message = if code == ErrorCode::KAFKA_STORAGE_ERROR {
+                        format!("the log of {name}-{} could not be opened on this broker", pd.index)
+                    } else {
+                        format!("{name}-{} is not stored on this broker", pd.index)
+                    };
+                    return Err((code, message));
                 };
                 if record.leader != state.config.node_id || !partition.replication.is_leader() {
                     return Err((
