@@ -53,7 +53,7 @@ pub struct TopicLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub request: String,
+    pub request: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -424,10 +424,8 @@ impl BrokerMetrics {
     }
 
     /// One request of `api` was answered after `elapsed`.
-    pub fn answered(&self, api: &str, elapsed: Duration) {
-        let labels = RequestLabels {
-            request: api.to_string(),
-        };
+    pub fn answered(&self, api: &'static str, elapsed: Duration) {
+        let labels = RequestLabels { request: api };
         self.requests.get_or_create(&labels).inc();
         self.requests_total.fetch_add(1, Ordering::Relaxed);
         self.request_time_ms
