@@ -3,8 +3,9 @@
 //! Owns the Kafka listener ([`server`]), one handler per Kafka API
 //! ([`handlers`]), the partitions stored here ([`replica_manager`]) and the
 //! broker's copy of cluster metadata ([`metadata`], from `kraftwerk-metadata`). Metadata changes go
-//! through [`controller::ClusterControl`]; the single-node
-//! [`controller::LocalController`] is the implementation used today.
+//! through [`controller::ClusterControl`] to the controller quorum
+//! ([`remote`]); a single node is a quorum of one voter in the same
+//! process, so every broker takes the same path.
 //! Consumer groups are coordinated by [`group`], which keeps its state in
 //! the internal topic `__consumer_offsets`; transactions by [`txn`], in
 //! `__transaction_state`, whose markers [`markers`] writes.
@@ -38,7 +39,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use controller::{ClusterControl, LocalController, NewTopic};
+use controller::{ClusterControl, NewTopic};
 use metadata::ImageCell;
 use replica_manager::ReplicaManager;
 
@@ -60,8 +61,9 @@ pub struct BrokerState {
     /// Client byte-rate measurements against their quotas.
     pub quotas: quotas::QuotaManager,
     pub shutdown: CancellationToken,
-    /// The controller quorum, when this broker is part of a cluster.
-    pub quorum: Option<Arc<remote::ControllerClient>>,
+    /// The controller quorum (of one voter in the same process, for a
+    /// single node).
+    pub quorum: Arc<remote::ControllerClient>,
     /// `host:port` of this node's HTTP listener as other nodes reach it
     /// (registered with the controller), when it serves one.
     pub http_endpoint: Option<String>,
@@ -130,7 +132,7 @@ pub struct Broker {
     pub local_addr: SocketAddr,
     state: Arc<BrokerState>,
     tracker: TaskTracker,
-    quorum: Option<Arc<remote::ControllerClient>>,
+    quorum: Arc<remote::ControllerClient>,
     registration: Arc<lifecycle::Registration>,
 }
 
@@ -242,23 +244,21 @@ impl Broker {
         tls_cells.extend(controller_tls.iter().chain(&replication_tls).cloned());
         let replication_tls = replication_tls.map(|c| c as Arc<dyn kraftwerk_rpc::NodeTls>);
         let image = Arc::new(ImageCell::default());
-        // With `controller.quorum.voters` the metadata comes from the Raft
-        // quorum; without it this node is its own single-node controller.
-        let quorum = match config.raw.get("controller.quorum.voters") {
-            Some(v) => Some(Arc::new(remote::ControllerClient::new(
-                remote::parse_voters(v).map_err(BrokerError::Config)?,
-                controller_tls.map(|c| c as Arc<dyn kraftwerk_rpc::NodeTls>),
-            ))),
-            None => None,
-        };
-        let control: Arc<dyn ClusterControl> = match &quorum {
-            Some(client) => Arc::new(remote::RemoteControl::new(client.clone(), image.clone())),
-            None => Arc::new(LocalController::open(
-                &config,
-                image.clone(),
-                http_endpoint.clone(),
-            )?),
-        };
+        // The metadata comes from the Raft quorum; `kraftwerk server` starts a
+        // quorum of one voter beside a single node.
+        let voters = config.raw.get("controller.quorum.voters").ok_or_else(|| {
+            BrokerError::Config(
+                "controller.quorum.voters is not set: a broker needs a controller quorum \
+                 (`kraftwerk server` starts one of a single voter for a single node)"
+                    .into(),
+            )
+        })?;
+        let quorum = Arc::new(remote::ControllerClient::new(
+            remote::parse_voters(voters).map_err(BrokerError::Config)?,
+            controller_tls.map(|c| c as Arc<dyn kraftwerk_rpc::NodeTls>),
+        ));
+        let control: Arc<dyn ClusterControl> =
+            Arc::new(remote::RemoteControl::new(quorum.clone(), image.clone()));
         let replicas = ReplicaManager::new(&config);
         replicas.clean_deleted_dirs();
         let state = Arc::new(BrokerState {
@@ -285,7 +285,8 @@ impl Broker {
         });
         let tracker = TaskTracker::new();
         let registration = Arc::new(lifecycle::Registration::default());
-        if let Some(client) = &quorum {
+        {
+            let client = &quorum;
             let heartbeat_ms: u64 = config
                 .raw
                 .get("broker.heartbeat.interval.ms")
@@ -319,19 +320,23 @@ impl Broker {
                 registration.clone(),
                 shutdown.clone(),
             ));
-        } else {
-            state.sync_replicas();
-            write_meta_properties(&config, &state.image.load().cluster_id);
         }
 
         let serving = state.clone();
         let serve_shutdown = shutdown.clone();
         let serve_tracker = tracker.clone();
         tracker.spawn(async move {
-            // A broker of a cluster answers clients once it has metadata.
-            while serving.image.load().version == 0 && !serve_shutdown.is_cancelled() {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+            // As Kafka's brokers do, this one answers clients once it is
+            // registered, caught up with the metadata log and unfenced.
+            let me = serving.config.node_id;
+            let unfenced = serving
+                .image
+                .wait_until(|image| image.brokers.get(&me).is_some_and(|b| !b.fenced));
+            let image = tokio::select! {
+                _ = serve_shutdown.cancelled() => return,
+                image = unfenced => image,
+            };
+            write_meta_properties(&serving.config, &image.cluster_id);
             let limits = connection_limits::ConnectionLimits::new(&serving.config);
             for (name, security, listener, _) in bound {
                 serve_tracker.spawn(server::serve(
@@ -380,12 +385,20 @@ impl Broker {
         })
     }
 
-    /// Controlled shutdown (a cluster broker): leadership moves to other
-    /// replicas before the process stops, so clients lose no availability.
+    /// Controlled shutdown: leadership moves to other replicas before the
+    /// process stops, so clients lose no availability.
     pub async fn controlled_shutdown(&self) {
-        if let Some(client) = &self.quorum {
-            lifecycle::controlled_shutdown(&self.state, client, &self.registration).await;
-        }
+        lifecycle::controlled_shutdown(&self.state, &self.quorum, &self.registration).await;
+    }
+
+    /// Returns once this broker is registered and unfenced in its metadata
+    /// image (it serves clients from then on).
+    pub async fn unfenced(&self) {
+        let me = self.state.config.node_id;
+        self.state
+            .image
+            .wait_until(|image| image.brokers.get(&me).is_some_and(|b| !b.fenced))
+            .await;
     }
 
     /// Waits for every task to finish after the shutdown token fired, then

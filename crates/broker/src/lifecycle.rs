@@ -13,7 +13,7 @@
 //! active controller (`session_loop`): when this process dies, the kernel
 //! closes the stream's connection and the controller fences the broker at
 //! once instead of after `broker.session.timeout.ms` (see
-//! `kraftwerk_controller::liveness`). A session that ends while this
+//! the controller's `liveness` module). A session that ends while this
 //! process lives (the controller changed or stopped leading) is opened
 //! again at once.
 
@@ -40,9 +40,6 @@ const SESSION_SHORT: Duration = Duration::from_secs(1);
 /// Pause before asking again a controller that does not know sessions
 /// (an older version, during a rolling upgrade).
 const SESSION_UNSUPPORTED_BACKOFF: Duration = Duration::from_secs(30);
-/// After a registration, how often the broker checks whether its image
-/// holds the registration yet, to heartbeat (and be unfenced) at once.
-const REGISTRATION_APPLIED_POLL: Duration = Duration::from_millis(20);
 /// How long a controlled shutdown waits for leadership to move away.
 pub const CONTROLLED_SHUTDOWN_WAIT: Duration = Duration::from_secs(30);
 
@@ -179,13 +176,8 @@ pub async fn heartbeat_loop(
 /// (the image version is the metadata offset, the epoch that of the
 /// registration), or after `wait_max`.
 async fn registration_applied(state: &BrokerState, epoch: i64, wait_max: Duration) {
-    let deadline = tokio::time::Instant::now() + wait_max;
-    while tokio::time::Instant::now() < deadline {
-        if i64::try_from(state.image.load().version).is_ok_and(|v| v >= epoch) {
-            return;
-        }
-        tokio::time::sleep(REGISTRATION_APPLIED_POLL).await;
-    }
+    let applied = |image: &MetadataImage| i64::try_from(image.version).is_ok_and(|v| v >= epoch);
+    let _ = tokio::time::timeout(wait_max, state.image.wait_until(applied)).await;
 }
 
 /// Holds a session stream open with the active controller while this

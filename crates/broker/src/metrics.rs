@@ -776,8 +776,7 @@ fn hosts_controller(config: &BrokerConfig, client: &crate::remote::ControllerCli
     controller_role && u64::try_from(config.node_id).is_ok_and(|id| client.is_voter(id))
 }
 
-/// The metadata quorum as this node sees it. A single node is its own
-/// quorum of one (as DescribeQuorum answers there); a node that hosts a
+/// The metadata quorum as this node sees it. A node that hosts a
 /// controller asks that controller (a local call, at most
 /// [`LOCAL_QUORUM_STATUS_TIMEOUT`]); a broker reports the leader and epoch
 /// its metadata fetches learned, and its image's offset as the high
@@ -785,18 +784,7 @@ fn hosts_controller(config: &BrokerConfig, client: &crate::remote::ControllerCli
 pub async fn quorum_view(state: &BrokerState) -> QuorumView {
     let image = state.image.load();
     let me = u64::try_from(state.config.node_id).ok();
-    let Some(client) = &state.quorum else {
-        return QuorumView {
-            leader: me,
-            epoch: Some(1),
-            high_watermark: Some(image.version),
-            controller: Some(ControllerView {
-                state: Some("leader".to_string()),
-                log_end_offset: Some(image.version),
-                voter_lag: me.map(|id| vec![(id, 0)]).unwrap_or_default(),
-            }),
-        };
-    };
+    let client = &state.quorum;
     let broker_view = QuorumView {
         leader: client.active_controller(),
         epoch: client.leader_epoch(),

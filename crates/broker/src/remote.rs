@@ -11,7 +11,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kraftwerk_controller::commands::{CommandResult, MetadataCommand, Reassignment};
+use kraftwerk_metadata::commands::{CommandResult, MetadataCommand, Reassignment};
 use kraftwerk_metadata::{
     validate_topic_name, AclBinding, ImageCell, ScramCredential, TopicRecord,
 };
@@ -24,8 +24,8 @@ use parking_lot::Mutex;
 use tonic::transport::Channel;
 
 use crate::controller::{
-    assign_replicas, plan_new_partitions, BoxFuture, ClusterControl, ConfigChange, ControllerError,
-    NewTopic, ReassignPartition,
+    assign_replicas, check_assignments, plan_new_partitions, BoxFuture, ClusterControl,
+    ConfigChange, ControllerError, NewTopic, ReassignPartition,
 };
 
 /// How long one call keeps trying controller nodes before giving up.
@@ -384,10 +384,13 @@ impl RemoteControl {
     /// Writes a command and waits until this broker's image includes it.
     async fn write(&self, command: MetadataCommand) -> Result<CommandResult, ControllerError> {
         let (result, version) = self.client.write(&command).await?;
-        let deadline = tokio::time::Instant::now() + READ_YOUR_WRITE_WAIT;
-        while self.image.load().version < version && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // Read your write: answer once this broker's image holds it (or
+        // after the wait, when the metadata stream lags).
+        let _ = tokio::time::timeout(
+            READ_YOUR_WRITE_WAIT,
+            self.image.wait_until(|image| image.version >= version),
+        )
+        .await;
         match result {
             CommandResult::Error { code, message } => {
                 Err(ControllerError::Remote { code, message })
@@ -416,12 +419,24 @@ impl ClusterControl for RemoteControl {
             validate_topic_name(&topic.name).map_err(ControllerError::InvalidTopic)?;
             validate_topic_configs(topic.configs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
                 .map_err(|e| ControllerError::InvalidConfig(e.to_string()))?;
-            if self.image.load().topic(&topic.name).is_some() {
-                return Err(ControllerError::TopicAlreadyExists(topic.name));
+            {
+                let image = self.image.load();
+                if image.topic(&topic.name).is_some() {
+                    return Err(ControllerError::TopicAlreadyExists(topic.name));
+                }
+                if let Some(other) = colliding_topic(&image, &topic.name) {
+                    return Err(ControllerError::InvalidTopic(format!(
+                        "topic '{}' collides with existing topic '{other}'",
+                        topic.name
+                    )));
+                }
             }
             let brokers = self.placement_brokers();
             let assignments = match topic.assignments {
-                Some(a) => a,
+                Some(a) => {
+                    check_assignments(&a, &brokers)?;
+                    a
+                }
                 None => {
                     if topic.num_partitions < 1 {
                         return Err(ControllerError::InvalidPartitions(
@@ -458,7 +473,7 @@ impl ClusterControl for RemoteControl {
                 {
                     let mut scratch = kraftwerk_metadata::MetadataImage::default();
                     scratch.brokers = self.image.load().brokers.clone();
-                    if let CommandResult::Topic(t) = kraftwerk_controller::commands::apply(
+                    if let CommandResult::Topic(t) = kraftwerk_metadata::commands::apply(
                         &mut scratch,
                         &MetadataCommand::CreateTopic {
                             name,
@@ -670,6 +685,20 @@ impl ClusterControl for RemoteControl {
             Ok(id)
         })
     }
+}
+
+/// An existing topic whose name equals `name` once '.' and '_' are taken
+/// as one character (Kafka refuses such a pair: their metric names clash).
+fn colliding_topic<'a>(
+    image: &'a kraftwerk_metadata::MetadataImage,
+    name: &str,
+) -> Option<&'a str> {
+    let folded = name.replace('.', "_");
+    image
+        .topics
+        .keys()
+        .find(|n| n.as_str() != name && n.replace('.', "_") == folded)
+        .map(String::as_str)
 }
 
 /// Orders brokers so that racks alternate: `r1b1, r2b1, r3b1, r1b2, ...`.

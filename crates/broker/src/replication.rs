@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use kraftwerk_controller::commands::{CommandResult, MetadataCommand};
+use kraftwerk_metadata::commands::{CommandResult, MetadataCommand};
 use kraftwerk_replication::fetcher::FetcherManager;
 use kraftwerk_replication::{
     isr, leader, AlterIsrError, BoxFuture, IsrChange, IsrControl, ReplicationConfig,

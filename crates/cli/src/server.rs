@@ -8,8 +8,10 @@ use clap::Args;
 use std::net::SocketAddr;
 
 use kraftwerk_broker::Broker;
+use kraftwerk_controller::commands::CommandResult;
 use kraftwerk_controller::node::ControllerConfig;
 use kraftwerk_controller::service::LivenessConfig;
+use kraftwerk_controller::single_node::LegacyMetadata;
 use kraftwerk_controller::ControllerProcess;
 use kraftwerk_types::BrokerConfig;
 use tokio_util::sync::CancellationToken;
@@ -122,7 +124,7 @@ pub fn env_config(vars: impl IntoIterator<Item = (String, String)>) -> BTreeMap<
 }
 
 /// Whether a configuration describes a member of a cluster rather than a
-/// single node that is its own controller.
+/// single node (whose controller is a quorum of one voter in the process).
 fn is_cluster(raw: &BTreeMap<String, String>) -> bool {
     let voters = raw
         .get("controller.quorum.voters")
@@ -241,10 +243,17 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
         return check(&config, voters.as_deref(), is_broker, is_controller);
     }
     let shutdown = CancellationToken::new();
-
+    let mut config = config;
     let controller = match (&voters, is_controller) {
-        (Some(v), true) => Some(start_controller(&config, v, shutdown.clone()).await?),
-        _ => None,
+        (Some(v), true) => {
+            let bind = controller_bind_address(&config, v)?;
+            let listener = bind_controller_listener(&bind).await?;
+            Some(start_controller(&config, v, listener, None, shutdown.clone()).await?)
+        }
+        // A single node: a controller quorum of one voter in this process.
+        (None, true) => Some(start_single_node_quorum(&mut config, shutdown.clone()).await?),
+        (None, false) => None,
+        (Some(_), false) => None,
     };
     if let (Some(c), false) = (&controller, is_broker) {
         crate::controller_http::start(c.node().clone(), &config, shutdown.clone()).await;
@@ -252,6 +261,32 @@ pub async fn run(args: ServerArgs) -> anyhow::Result<()> {
     let broker = if is_broker {
         let api = http_api(&config);
         let b = Broker::start_with_http(config, shutdown.clone(), api).await?;
+        // Clients are answered once the broker is registered and unfenced.
+        let started = std::time::Instant::now();
+        let stopped = {
+            let unfenced = b.unfenced();
+            tokio::pin!(unfenced);
+            loop {
+                tokio::select! {
+                    _ = &mut unfenced => break false,
+                    _ = wait_for_signal() => break true,
+                    _ = tokio::time::sleep(std::time::Duration::from_secs(10)) => {
+                        tracing::warn!(
+                            waited_s = started.elapsed().as_secs(),
+                            "waiting to be registered and unfenced by the controller quorum"
+                        );
+                    }
+                }
+            }
+        };
+        if stopped {
+            shutdown.cancel();
+            b.wait().await;
+            if let Some(controller) = controller {
+                controller.wait().await;
+            }
+            return Ok(());
+        }
         println!("kraftwerk listening on {} (Ctrl-C to stop)", b.local_addr);
         Some(b)
     } else {
@@ -426,52 +461,158 @@ fn check(
     Ok(())
 }
 
-/// Starts this node's controller: the Raft node and its gRPC server on the
-/// controller listener (`controller.listener.names`, default `CONTROLLER`),
-/// or, without one, on this node's address in `controller.quorum.voters`.
+/// Where this node's controller listens: the controller listener
+/// (`controller.listener.names`, default `CONTROLLER`) of `listeners`, or,
+/// without one, this node's address in `controller.quorum.voters`.
+fn controller_bind_address(config: &BrokerConfig, voters: &str) -> anyhow::Result<String> {
+    let voters = kraftwerk_broker::remote::parse_voters(voters)
+        .map_err(|e| anyhow::anyhow!("controller.quorum.voters: {e}"))?;
+    let node_id = u64::try_from(config.node_id).context("node.id must not be negative")?;
+    let names = controller_listener_names(config);
+    match controller_listener(config) {
+        Some(l) => Ok(l.bind_addr()),
+        None => voters.get(&node_id).cloned().with_context(|| {
+            format!("node {node_id} is not in controller.quorum.voters and has no {names} listener")
+        }),
+    }
+}
+
+fn controller_listener_names(config: &BrokerConfig) -> String {
+    config
+        .raw
+        .get("controller.listener.names")
+        .cloned()
+        .unwrap_or_else(|| "CONTROLLER".into())
+}
+
+fn controller_listener(config: &BrokerConfig) -> Option<&kraftwerk_types::config::Listener> {
+    let names = controller_listener_names(config);
+    config
+        .listeners
+        .iter()
+        .find(|l| names.split(',').any(|n| n.trim() == l.name))
+}
+
+async fn bind_controller_listener(bind: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr: SocketAddr = tokio::net::lookup_host(bind)
+        .await
+        .with_context(|| format!("resolving controller listener {bind}"))?
+        .next()
+        .with_context(|| format!("controller listener {bind} resolves to nothing"))?;
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding controller listener {addr}"))
+}
+
+/// A single node's controller: a Raft quorum of this node alone, as Kafka's
+/// combined mode runs one, so a single node takes the same metadata path
+/// as a cluster. It listens on the controller listener when `listeners`
+/// names one (Kafka's `CONTROLLER://:9093`), else on an ephemeral loopback
+/// port that only this process uses; follower fetches get an ephemeral
+/// loopback port too unless a `REPLICATION` listener is given. Sets
+/// `controller.quorum.voters` in `config` for the broker. Metadata a single
+/// node kept in `metadata.json` before this is imported once.
+async fn start_single_node_quorum(
+    config: &mut BrokerConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<ControllerProcess> {
+    let bind = controller_listener(config)
+        .map(|l| l.bind_addr())
+        .unwrap_or_else(|| "127.0.0.1:0".to_string());
+    let listener = bind_controller_listener(&bind).await?;
+    let bound = listener
+        .local_addr()
+        .context("controller listener address")?;
+    let host = if bound.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        bound.ip().to_string()
+    };
+    let voters = format!("{}@{host}:{}", config.node_id, bound.port());
+    config
+        .raw
+        .insert("controller.quorum.voters".into(), voters.clone());
+    if !config
+        .listeners
+        .iter()
+        .any(|l| l.name == kraftwerk_broker::replication::LISTENER_NAME)
+    {
+        config.listeners.push(kraftwerk_types::config::Listener {
+            name: kraftwerk_broker::replication::LISTENER_NAME.to_string(),
+            host: "127.0.0.1".to_string(),
+            port: 0,
+        });
+    }
+    let metadata_dir = config.log_dirs[0].join("__cluster_metadata");
+    let legacy = LegacyMetadata::find(&metadata_dir).map_err(anyhow::Error::msg)?;
+    let cluster_id = config
+        .cluster_id
+        .clone()
+        .or_else(|| legacy.as_ref().map(|l| l.cluster_id.clone()));
+    let controller = start_controller(config, &voters, listener, cluster_id, shutdown).await?;
+    if let Some(legacy) = legacy {
+        import_single_node(&controller, &legacy).await?;
+    }
+    Ok(controller)
+}
+
+/// Proposes a single node's `metadata.json` to its new quorum, then renames
+/// the file. An import the log refuses (it already holds topics: the file
+/// was imported before a crash kept it from being renamed) only renames it.
+async fn import_single_node(
+    controller: &ControllerProcess,
+    legacy: &LegacyMetadata,
+) -> anyhow::Result<()> {
+    let node = controller.node();
+    node.wait_for_leader(std::time::Duration::from_secs(60))
+        .await
+        .context("the single node's controller quorum elected no leader")?;
+    match node
+        .write(legacy.command.clone())
+        .await
+        .with_context(|| format!("importing {}", legacy.path.display()))?
+    {
+        CommandResult::Error { message, .. } => {
+            tracing::info!(path = %legacy.path.display(), %message, "single-node metadata already imported")
+        }
+        _ => tracing::info!(
+            path = %legacy.path.display(),
+            "imported a single node's metadata into its controller quorum"
+        ),
+    }
+    legacy
+        .retire()
+        .with_context(|| format!("renaming {} after importing it", legacy.path.display()))
+}
+
+/// Starts this node's controller, the Raft node and its gRPC server, on
+/// `listener`. `cluster_id` is the id a new quorum takes (else
+/// `cluster.id`, else a random one).
 async fn start_controller(
     config: &BrokerConfig,
     voters: &str,
+    listener: tokio::net::TcpListener,
+    cluster_id: Option<String>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<ControllerProcess> {
     let voters = kraftwerk_broker::remote::parse_voters(voters)
         .map_err(|e| anyhow::anyhow!("controller.quorum.voters: {e}"))?;
     let node_id = u64::try_from(config.node_id).context("node.id must not be negative")?;
-    let names = config
-        .raw
-        .get("controller.listener.names")
-        .cloned()
-        .unwrap_or_else(|| "CONTROLLER".into());
-    let bind = match config
-        .listeners
-        .iter()
-        .find(|l| names.split(',').any(|n| n.trim() == l.name))
-    {
-        Some(l) => l.bind_addr(),
-        None => voters.get(&node_id).cloned().with_context(|| {
-            format!("node {node_id} is not in controller.quorum.voters and has no {names} listener")
-        })?,
-    };
-    let addr: SocketAddr = tokio::net::lookup_host(&bind)
-        .await
-        .with_context(|| format!("resolving controller listener {bind}"))?
-        .next()
-        .with_context(|| format!("controller listener {bind} resolves to nothing"))?;
+    let addr = listener
+        .local_addr()
+        .context("controller listener address")?;
     let mut cc = ControllerConfig::new(
         node_id,
         voters,
         config.log_dirs[0].join("__cluster_metadata"),
     );
-    cc.cluster_id = config.cluster_id.clone();
+    cc.cluster_id = cluster_id.or_else(|| config.cluster_id.clone());
     let controller_name = kraftwerk_broker::security::controller_listener_name(config);
     let tls = kraftwerk_broker::security::node_tls(config, &controller_name)
         .context("controller listener TLS")?;
     cc.tls = tls
         .clone()
         .map(|c| c as std::sync::Arc<dyn kraftwerk_rpc::NodeTls>);
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding controller listener {addr}"))?;
     let liveness = LivenessConfig {
         broker_session_timeout_ms: config
             .raw

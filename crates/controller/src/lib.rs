@@ -9,7 +9,7 @@
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
-pub mod commands;
+pub use kraftwerk_metadata::commands;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod liveness;
@@ -17,6 +17,7 @@ pub mod node;
 pub mod process;
 pub mod raft;
 pub mod service;
+pub mod single_node;
 
 pub use node::{ControllerConfig, ControllerError, ControllerNode, QuorumStatus};
 pub use process::ControllerProcess;

@@ -178,6 +178,8 @@ pub fn kraft_state_name(state: ServerState) -> &'static str {
 pub struct ControllerNode {
     node_id: u64,
     election_silence_min: Duration,
+    /// The configured voters and their addresses.
+    voters: BTreeMap<u64, String>,
     leader_contact: LeaderContact,
     raft: MetadataRaft,
     image_rx: watch::Receiver<Arc<MetadataImage>>,
@@ -279,6 +281,7 @@ impl ControllerNode {
         Ok(ControllerNode {
             node_id: config.node_id,
             election_silence_min: Duration::from_millis(config.election_silence_min_ms()),
+            voters: config.voters.clone(),
             leader_contact: LeaderContact::default(),
             raft,
             image_rx,
@@ -384,9 +387,14 @@ impl ControllerNode {
         let voters = membership
             .voter_ids()
             .map(|id| {
-                let addr = membership
-                    .get_node(&id)
-                    .map(|n| n.addr.clone())
+                // The configured address first: the membership keeps the
+                // one of the first start (a single node's controller port
+                // is ephemeral).
+                let addr = self
+                    .voters
+                    .get(&id)
+                    .cloned()
+                    .or_else(|| membership.get_node(&id).map(|n| n.addr.clone()))
                     .unwrap_or_default();
                 let matched = match &m.replication {
                     Some(replication) if id == self.node_id => m

@@ -1,16 +1,22 @@
 //! Layer 0: the cluster metadata image: brokers, topics and partitions as
 //! one immutable, versioned value.
 //!
-//! The controller produces images (the single-node `LocalController` in the
-//! broker crate today, the Raft quorum in `kraftwerk-controller`); brokers
-//! read the current one through [`ImageCell`] and never lock it for long.
+//! The controller quorum (`kraftwerk-controller`) produces images by
+//! applying the records of its metadata log ([`commands`]); brokers read the
+//! current one through [`ImageCell`] and never lock it for long. Brokers
+//! write the same records to the quorum, so they depend on this crate, not
+//! on the controller's.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod commands;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use kraftwerk_types::TopicId;
-use parking_lot::RwLock;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 
 /// One advertised Kafka listener of a broker: a client that connected on
 /// the listener called `name` is told to reach the broker at `host:port`.
@@ -229,27 +235,51 @@ impl MetadataImage {
     }
 }
 
-/// The shared, swappable current image.
-#[derive(Debug, Default)]
+/// The shared, swappable current image. Readers take the current one
+/// without waiting; a task that needs a change to arrive waits on it
+/// ([`ImageCell::wait_until`]) instead of polling.
+#[derive(Debug)]
 pub struct ImageCell {
-    current: RwLock<Arc<MetadataImage>>,
+    current: watch::Sender<Arc<MetadataImage>>,
+}
+
+impl Default for ImageCell {
+    fn default() -> Self {
+        ImageCell::new(MetadataImage::default())
+    }
 }
 
 impl ImageCell {
     pub fn new(image: MetadataImage) -> Self {
         ImageCell {
-            current: RwLock::new(Arc::new(image)),
+            current: watch::Sender::new(Arc::new(image)),
         }
     }
 
     pub fn load(&self) -> Arc<MetadataImage> {
-        self.current.read().clone()
+        self.current.borrow().clone()
     }
 
     pub fn publish(&self, image: MetadataImage) -> Arc<MetadataImage> {
         let image = Arc::new(image);
-        *self.current.write() = image.clone();
+        self.current.send_replace(image.clone());
         image
+    }
+
+    /// The first image (the current one, or a later one) that satisfies
+    /// `ready`.
+    pub async fn wait_until(
+        &self,
+        mut ready: impl FnMut(&MetadataImage) -> bool,
+    ) -> Arc<MetadataImage> {
+        let mut rx = self.current.subscribe();
+        // The sender lives in `self`, so the channel cannot close while
+        // this borrow of `self` lasts.
+        let found = match rx.wait_for(|image| ready(image)).await {
+            Ok(image) => Some(image.clone()),
+            Err(_) => None,
+        };
+        found.unwrap_or_else(|| self.load())
     }
 }
 
@@ -297,5 +327,31 @@ mod tests {
         for bad in ["", ".", "..", "a b", "ä", &"a".repeat(250)] {
             assert!(validate_topic_name(bad).is_err(), "{bad}");
         }
+    }
+}
+
+#[cfg(test)]
+mod image_cell_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_waiter_wakes_on_the_image_it_waits_for_and_not_before() {
+        let cell = Arc::new(ImageCell::default());
+        let waiter = {
+            let cell = cell.clone();
+            tokio::spawn(async move { cell.wait_until(|i| i.version >= 2).await.version })
+        };
+        let mut image = MetadataImage {
+            version: 1,
+            ..Default::default()
+        };
+        cell.publish(image.clone());
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        image.version = 3;
+        cell.publish(image);
+        assert_eq!(waiter.await.unwrap(), 3);
+        // Already satisfied: answers at once.
+        assert_eq!(cell.wait_until(|i| i.version >= 1).await.version, 3);
     }
 }

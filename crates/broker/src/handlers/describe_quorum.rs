@@ -27,48 +27,32 @@ pub async fn handle(
             .with_error_code(ErrorCode::CLUSTER_AUTHORIZATION_FAILED.code())
             .with_error_message(Some(str_bytes("Cluster authorization failed.")));
     }
-    let mut nodes = Vec::new();
-    let partition = match &state.quorum {
-        None => {
-            // No controller listener: the node is listed without endpoints.
-            nodes.push(Node::default().with_node_id(BrokerId(state.config.node_id)));
-            // A single node is its own quorum of one.
-            let version = state.image.load().version as i64;
-            let me = ReplicaState::default()
-                .with_replica_id(BrokerId(state.config.node_id))
-                .with_log_end_offset(version);
-            PartitionData::default()
-                .with_leader_id(BrokerId(state.config.node_id))
-                .with_leader_epoch(1)
-                .with_high_watermark(version)
-                .with_current_voters(vec![me])
+    let (mut nodes, partition) = match state.quorum.quorum_status().await {
+        Ok(s) => {
+            let nodes: Vec<Node> = s.voters.iter().map(voter_node).collect();
+            let voters = s
+                .voters
+                .iter()
+                .map(|v| {
+                    ReplicaState::default()
+                        .with_replica_id(BrokerId(v.node_id as i32))
+                        .with_log_end_offset(v.matched_index.map(|i| i as i64).unwrap_or(-1))
+                        .with_last_fetch_timestamp(-1)
+                        .with_last_caught_up_timestamp(-1)
+                })
+                .collect();
+            let partition = PartitionData::default()
+                .with_leader_id(BrokerId(s.leader_id.map(|l| l as i32).unwrap_or(-1)))
+                .with_leader_epoch(s.term as i32)
+                .with_high_watermark(s.commit_index.map(|c| c as i64).unwrap_or(-1))
+                .with_current_voters(voters);
+            (nodes, partition)
         }
-        Some(client) => match client.quorum_status().await {
-            Ok(s) => {
-                nodes = s.voters.iter().map(voter_node).collect();
-                let voters = s
-                    .voters
-                    .iter()
-                    .map(|v| {
-                        ReplicaState::default()
-                            .with_replica_id(BrokerId(v.node_id as i32))
-                            .with_log_end_offset(v.matched_index.map(|i| i as i64).unwrap_or(-1))
-                            .with_last_fetch_timestamp(-1)
-                            .with_last_caught_up_timestamp(-1)
-                    })
-                    .collect();
-                PartitionData::default()
-                    .with_leader_id(BrokerId(s.leader_id.map(|l| l as i32).unwrap_or(-1)))
-                    .with_leader_epoch(s.term as i32)
-                    .with_high_watermark(s.commit_index.map(|c| c as i64).unwrap_or(-1))
-                    .with_current_voters(voters)
-            }
-            Err(e) => {
-                return DescribeQuorumResponse::default()
-                    .with_error_code(ErrorCode::REQUEST_TIMED_OUT.code())
-                    .with_error_message(Some(str_bytes(e.to_string())))
-            }
-        },
+        Err(e) => {
+            return DescribeQuorumResponse::default()
+                .with_error_code(ErrorCode::REQUEST_TIMED_OUT.code())
+                .with_error_message(Some(str_bytes(e.to_string())))
+        }
     };
     if req.version < 2 {
         nodes.clear();

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use kraftwerk_metadata::{
+use crate::{
     AclBinding, BrokerRegistration, ClientQuota, ListenerEndpoint, MetadataImage, PartitionRecord,
     QuotaEntity, QuotaOps, ScramCredential, TopicRecord,
 };
@@ -111,6 +111,19 @@ pub enum MetadataCommand {
     MarkReplicasOffline {
         broker_id: i32,
         partitions: Vec<(String, i32)>,
+    },
+    /// Takes over the metadata a single node kept in `metadata.json` before
+    /// single nodes ran a controller quorum of one: the topics as they were
+    /// (ids, partitions, leader epochs), the SCRAM credentials, ACLs and
+    /// quotas, and the producer ids already handed out. Refused once the
+    /// log holds a topic, so it is applied at most once.
+    ImportSingleNode {
+        cluster_id: String,
+        topics: Vec<TopicRecord>,
+        scram_credentials: BTreeMap<String, BTreeMap<String, ScramCredential>>,
+        acls: Vec<AclBinding>,
+        client_quotas: Vec<ClientQuota>,
+        next_producer_id: i64,
     },
     /// A leader's ISR change, accepted only with the current partition epoch.
     AlterPartition {
@@ -330,6 +343,16 @@ fn apply_inner(
                     format!("topic '{name}' already exists"),
                 );
             }
+            // Kafka refuses names that collide once '.' and '_' are taken as
+            // one character; checked here too, against the committed image,
+            // so two brokers creating such a pair at once cannot both win.
+            let folded = name.replace('.', "_");
+            if let Some(other) = image.topics.keys().find(|n| n.replace('.', "_") == folded) {
+                return refused(
+                    ErrorCode::INVALID_TOPIC_EXCEPTION,
+                    format!("topic '{name}' collides with existing topic '{other}'"),
+                );
+            }
             let record = TopicRecord {
                 name: name.clone(),
                 id: *topic_id,
@@ -342,6 +365,32 @@ fn apply_inner(
             };
             image.topics.insert(name.clone(), record.clone());
             CommandResult::Topic(record)
+        }
+        MetadataCommand::ImportSingleNode {
+            cluster_id,
+            topics,
+            scram_credentials,
+            acls,
+            client_quotas,
+            next_producer_id,
+        } => {
+            if !image.topics.is_empty() {
+                return refused(
+                    ErrorCode::INVALID_REQUEST,
+                    "the metadata log already holds topics; nothing imported".to_string(),
+                );
+            }
+            if image.cluster_id.is_empty() {
+                image.cluster_id = cluster_id.clone();
+            }
+            for t in topics {
+                image.topics.insert(t.name.clone(), t.clone());
+            }
+            image.scram_credentials = scram_credentials.clone();
+            image.acls = acls.clone();
+            image.client_quotas = client_quotas.clone();
+            image.next_producer_id = image.next_producer_id.max(*next_producer_id);
+            CommandResult::Ok
         }
         MetadataCommand::DeleteTopic { name } => match image.topics.remove(name) {
             Some(_) => CommandResult::Ok,
