@@ -962,6 +962,29 @@ mod tests {
     }
 
     #[test]
+    fn names_that_collide_once_dot_and_underscore_are_one_are_refused() {
+        let (mut image, mut i) = cluster(&[1]);
+        assert!(matches!(
+            topic(&mut image, &mut i, "orders.eu", vec![vec![1]]),
+            CommandResult::Topic(_)
+        ));
+        let refused = topic(&mut image, &mut i, "orders_eu", vec![vec![1]]);
+        assert_eq!(
+            refused,
+            CommandResult::Error {
+                code: ErrorCode::INVALID_TOPIC_EXCEPTION.0,
+                message: "topic 'orders_eu' collides with existing topic 'orders.eu'".into(),
+            }
+        );
+        assert!(image.topic("orders_eu").is_none());
+        // The same name again is TOPIC_ALREADY_EXISTS, not a collision.
+        assert!(matches!(
+            topic(&mut image, &mut i, "orders.eu", vec![vec![1]]),
+            CommandResult::Error { code, .. } if code == ErrorCode::TOPIC_ALREADY_EXISTS.0
+        ));
+    }
+
+    #[test]
     fn a_reassignment_adds_the_target_then_completes_when_it_is_in_sync() {
         let (mut image, mut i) = cluster(&[1, 2, 3, 4]);
         topic(&mut image, &mut i, "t", vec![vec![1, 2]]);
