@@ -20,6 +20,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use kraftwerk_metadata::commands::{self, MetadataCommand};
 use kraftwerk_metadata::MetadataImage;
 use kraftwerk_rpc::controller as pb;
 use kraftwerk_types::ErrorCode;
@@ -67,7 +68,11 @@ impl Registration {
     }
 }
 
-/// Follows the committed metadata image and applies it to this broker.
+/// Follows the committed metadata image and applies it to this broker: the
+/// whole image first, then the commands committed since the image it
+/// holds (applied with the controller's own `commands::apply`, so the
+/// result is the controller's image), or the whole image again when the
+/// controller no longer keeps them.
 pub async fn follow_metadata(
     state: Arc<BrokerState>,
     client: Arc<ControllerClient>,
@@ -79,19 +84,23 @@ pub async fn follow_metadata(
             _ = shutdown.cancelled() => return,
             r = client.fetch_metadata(known, METADATA_POLL_WAIT_MS) => r,
         };
-        match fetched.and_then(|r| decode_image(&r).map(|i| (r.version, i))) {
-            Ok((version, image)) => {
+        let current = state.image.load();
+        match fetched.and_then(|r| next_image(&r, &current)) {
+            Ok(Some(image)) => {
                 // Never step back to an older image, whoever answered.
-                if version < state.image.load().version {
-                    tracing::debug!(version, "ignoring an older metadata image");
+                if image.version < current.version {
+                    tracing::debug!(version = image.version, "ignoring an older metadata image");
                     continue;
                 }
-                if version != known || state.image.load().version != version {
-                    known = version;
+                known = image.version;
+                if image.version != current.version || image.controller_id != current.controller_id
+                {
                     state.image.publish(image);
                     state.sync_replicas();
                 }
             }
+            // Deltas from a version this broker does not hold: ask for the image.
+            Ok(None) => known = 0,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot fetch metadata from the controller quorum; retrying");
                 tokio::select! {
@@ -103,10 +112,40 @@ pub async fn follow_metadata(
     }
 }
 
-fn decode_image(r: &pb::FetchMetadataResponse) -> Result<MetadataImage, ControllerError> {
-    let mut image: MetadataImage = serde_json::from_slice(&r.image)
-        .map_err(|e| ControllerError::Unavailable(format!("bad metadata image: {e}")))?;
-    image.reindex();
+/// The image a FetchMetadata answer leads to from `current`; `None` for
+/// deltas that do not start at `current`'s version.
+fn next_image(
+    r: &pb::FetchMetadataResponse,
+    current: &MetadataImage,
+) -> Result<Option<MetadataImage>, ControllerError> {
+    let bad = |e: serde_json::Error| ControllerError::Unavailable(format!("bad metadata: {e}"));
+    let mut image = match r.delta_base {
+        None => {
+            let mut image: MetadataImage = serde_json::from_slice(&r.image).map_err(bad)?;
+            image.reindex();
+            image
+        }
+        Some(base) if base != current.version => return Ok(None),
+        Some(_) if r.deltas.is_empty() && r.version == current.version => current.clone(),
+        Some(_) => {
+            let mut image = current.clone();
+            for delta in &r.deltas {
+                let command: MetadataCommand =
+                    serde_json::from_slice(&delta.command).map_err(bad)?;
+                commands::apply(&mut image, &command, delta.index);
+            }
+            if image.version != r.version {
+                // Blank and membership entries carry no command: the image
+                // version is that of the last command.
+                tracing::debug!(
+                    applied = image.version,
+                    announced = r.version,
+                    "metadata deltas end below the announced version"
+                );
+            }
+            image
+        }
+    };
     // Kafka clients send admin requests to the "controller" of Metadata, which
     // must be a broker they can reach: the active controller if it is also a
     // live broker, else the lowest live broker.
@@ -115,7 +154,7 @@ fn decode_image(r: &pb::FetchMetadataResponse) -> Result<MetadataImage, Controll
         Some(id) if image.brokers.get(&id).is_some_and(|b| !b.fenced) => id,
         _ => image.live_brokers().map(|b| b.node_id).min().unwrap_or(-1),
     };
-    Ok(image)
+    Ok(Some(image))
 }
 
 /// Registers with the active controller, then heartbeats until shutdown.

@@ -247,7 +247,8 @@ impl ControllerClient {
         )))
     }
 
-    /// Any node's committed image newer than `known_version` (long poll).
+    /// The active controller's committed image newer than `known_version`
+    /// (long poll): the whole image, or the commands since `known_version`.
     pub async fn fetch_metadata(
         &self,
         known_version: u64,
@@ -262,6 +263,7 @@ impl ControllerClient {
                         .fetch_metadata(pb::FetchMetadataRequest {
                             known_version,
                             max_wait_ms,
+                            accept_deltas: known_version > 0,
                         })
                         .await?
                         .into_inner();

@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commands::{CommandResult, MetadataCommand};
 use crate::raft::network::NetworkTimeouts;
+use crate::raft::recent::RecentCommands;
 use crate::raft::split_vote;
 use crate::raft::{
     open_db, LeaderContact, LogStore, MetadataRaft, NetworkFactory, RaftService, StateMachineStore,
@@ -183,6 +184,7 @@ pub struct ControllerNode {
     leader_contact: LeaderContact,
     raft: MetadataRaft,
     image_rx: watch::Receiver<Arc<MetadataImage>>,
+    recent: Arc<RecentCommands>,
     cancel: CancellationToken,
     tasks: tokio::sync::Mutex<JoinSet<()>>,
     shut_down: AtomicBool,
@@ -218,6 +220,7 @@ impl ControllerNode {
         let (image_tx, image_rx) = watch::channel(Arc::new(MetadataImage::default()));
         let state_machine = StateMachineStore::open(&db, image_tx)
             .map_err(|e| ControllerError::Storage(e.to_string()))?;
+        let recent = state_machine.recent();
         drop(db);
 
         let network = NetworkFactory::new(NetworkTimeouts::default(), config.tls.clone());
@@ -285,6 +288,7 @@ impl ControllerNode {
             leader_contact: LeaderContact::default(),
             raft,
             image_rx,
+            recent,
             cancel,
             tasks: tokio::sync::Mutex::new(tasks),
             shut_down: AtomicBool::new(false),
@@ -374,6 +378,16 @@ impl ControllerNode {
         tokio::time::timeout(timeout, wait).await.map_err(|_| {
             ControllerError::Timeout(format!("no controller leader within {timeout:?}"))
         })?
+    }
+
+    /// The commands applied with an index in `(since, until]`, when this
+    /// node still keeps every one of them (see [`RecentCommands`]).
+    pub fn commands_between(
+        &self,
+        since: u64,
+        until: u64,
+    ) -> Option<Vec<(u64, Arc<MetadataCommand>)>> {
+        self.recent.between(since, until)
     }
 
     /// The committed images, in log order, starting with the current one.

@@ -104,6 +104,46 @@ fn error_status(
 }
 
 impl ControllerService {
+    /// The answer to a FetchMetadata that found `current`: the commands
+    /// since the caller's version when it takes deltas and this node still
+    /// keeps them all, else the whole image.
+    fn metadata_answer(
+        &self,
+        request: &pb::FetchMetadataRequest,
+        current: &MetadataImage,
+    ) -> Result<pb::FetchMetadataResponse, Status> {
+        let mut answer = pb::FetchMetadataResponse {
+            version: current.version,
+            image: Vec::new(),
+            active_controller_id: self.node.leader_id(),
+            status: ok_status(),
+            leader_epoch: Some(self.node.term()),
+            delta_base: None,
+            deltas: Vec::new(),
+        };
+        let since = request.known_version;
+        let deltas = (request.accept_deltas && since > 0 && since <= current.version)
+            .then(|| self.node.commands_between(since, current.version))
+            .flatten();
+        match deltas {
+            Some(commands) => {
+                answer.delta_base = Some(since);
+                for (index, command) in commands {
+                    let command = serde_json::to_vec(&*command)
+                        .map_err(|e| Status::internal(e.to_string()))?;
+                    answer.deltas.push(pb::MetadataDelta { index, command });
+                }
+            }
+            None => {
+                answer.image =
+                    serde_json::to_vec(current).map_err(|e| Status::internal(e.to_string()))?;
+            }
+        }
+        Ok(answer)
+    }
+}
+
+impl ControllerService {
     /// A service of `node`; the tasks holding broker sessions run on
     /// `tasks` and end when `shutdown` fires.
     pub fn new(
@@ -640,6 +680,8 @@ impl Controller for ControllerGrpc {
                 active_controller_id: self.node.leader_id(),
                 status: self.not_controller(),
                 leader_epoch: Some(self.node.term()),
+                delta_base: None,
+                deltas: Vec::new(),
             }));
         }
         let mut watch = self.node.image();
@@ -648,15 +690,7 @@ impl Controller for ControllerGrpc {
         loop {
             let current = watch.borrow_and_update().clone();
             if current.version > r.known_version || tokio::time::Instant::now() >= deadline {
-                let image =
-                    serde_json::to_vec(&*current).map_err(|e| Status::internal(e.to_string()))?;
-                return Ok(Response::new(pb::FetchMetadataResponse {
-                    version: current.version,
-                    image,
-                    active_controller_id: self.node.leader_id(),
-                    status: ok_status(),
-                    leader_epoch: Some(self.node.term()),
-                }));
+                return self.metadata_answer(&r, &current).map(Response::new);
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {}

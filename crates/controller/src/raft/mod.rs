@@ -23,6 +23,7 @@ use crate::commands::{CommandResult, MetadataCommand};
 pub mod format;
 pub mod log_store;
 pub mod network;
+pub mod recent;
 pub mod service;
 pub mod split_vote;
 pub mod state_machine;

@@ -20,6 +20,7 @@ use super::{
 use crate::commands::{self, CommandResult};
 
 use super::format::{KEY_SNAPSHOT as KEY_CURRENT, SNAPSHOT_TREE};
+use super::recent::RecentCommands;
 
 /// What a snapshot's bytes hold: the whole state machine.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -44,6 +45,7 @@ pub struct StateMachineStore {
     snapshots: sled::Tree,
     db: sled::Db,
     image_tx: Arc<watch::Sender<Arc<MetadataImage>>>,
+    recent: Arc<RecentCommands>,
     snapshot_seq: Arc<AtomicU64>,
 }
 
@@ -62,13 +64,21 @@ impl StateMachineStore {
             data = decode_data(&stored.data, &stored.meta)?;
         }
         image_tx.send_replace(Arc::new(data.image.clone()));
+        let recent = RecentCommands::default();
+        recent.reset(data.last_applied.map_or(0, |l| l.index));
         Ok(StateMachineStore {
             state: Arc::new(Mutex::new(data)),
             snapshots,
             db: db.clone(),
             image_tx: Arc::new(image_tx),
+            recent: Arc::new(recent),
             snapshot_seq: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// The commands applied most recently, for metadata deltas.
+    pub fn recent(&self) -> Arc<RecentCommands> {
+        self.recent.clone()
     }
 
     /// A new receiver of the committed images.
@@ -168,7 +178,9 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let result = match entry.payload {
                 EntryPayload::Blank => CommandResult::Ok,
                 EntryPayload::Normal(command) => {
-                    commands::apply(&mut state.image, &command, entry.log_id.index)
+                    let result = commands::apply(&mut state.image, &command, entry.log_id.index);
+                    self.recent.push(entry.log_id.index, Arc::new(command));
+                    result
                 }
                 EntryPayload::Membership(membership) => {
                     state.last_membership = StoredMembership::new(Some(entry.log_id), membership);
@@ -206,6 +218,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         .await?;
         let mut state = self.state.lock().await;
         *state = data;
+        self.recent.reset(state.last_applied.map_or(0, |l| l.index));
         self.image_tx.send_replace(Arc::new(state.image.clone()));
         Ok(())
     }
