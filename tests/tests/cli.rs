@@ -239,6 +239,65 @@ fn topics_survive_a_restart() {
     assert_eq!(out.lines().collect::<Vec<_>>(), vec!["x", "y"]);
 }
 
+/// `kraftwerk bench e2e` as bench/compare.py runs it: every round trip's
+/// record is read back (the run fails otherwise), and the records are in
+/// the partition afterwards.
+#[test]
+fn bench_e2e_reads_every_record_back_and_reports_latencies() {
+    let broker = BrokerProcess::start();
+    ok(&kraftwerk(
+        &broker,
+        &[
+            "topics",
+            "create",
+            "--topic",
+            "e2e-cli",
+            "--partitions",
+            "1",
+        ],
+        None,
+    ));
+    let out = ok(&kraftwerk(
+        &broker,
+        &[
+            "bench",
+            "e2e",
+            "--topic",
+            "e2e-cli",
+            "--num-records",
+            "200",
+            "--record-size",
+            "1024",
+            "--output",
+            "json",
+        ],
+        None,
+    ));
+    let report: serde_json::Value =
+        serde_json::from_str(out.trim().lines().last().unwrap_or_default()).expect("json report");
+    assert_eq!(report["records"], 200, "{out}");
+    let p50 = report["latency_p50_ms"].as_f64().expect("p50");
+    let p99 = report["latency_p99_ms"].as_f64().expect("p99");
+    let max = report["latency_max_ms"].as_f64().expect("max");
+    assert!(p50 > 0.0 && p50 <= p99 && p99 <= max, "{out}");
+    let consumed = ok(&kraftwerk(
+        &broker,
+        &[
+            "bench",
+            "consume",
+            "--topic",
+            "e2e-cli",
+            "--num-records",
+            "200",
+        ],
+        None,
+    ));
+    assert!(
+        consumed.starts_with("200 records received, "),
+        "unexpected report: {consumed}"
+    );
+}
+
 /// `kraftwerk bench` as docs/performance.md runs it, `--throughput -1`
 /// (no limit) included, then reads the records back.
 #[test]

@@ -1,5 +1,5 @@
-//! `kraftwerk bench produce|consume`, modelled on kafka-producer-perf-test
-//! and kafka-consumer-perf-test.
+//! `kraftwerk bench produce|consume|e2e`, modelled on
+//! kafka-producer-perf-test, kafka-consumer-perf-test and kafka-e2e-latency.
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
@@ -13,6 +13,10 @@ use crate::{key_value, Connect, Output};
 pub enum BenchMode {
     Produce,
     Consume,
+    /// One record at a time, sent (acks from --producer-props, default
+    /// all) and read back from the end of partition 0: latency per round
+    /// trip, as kafka-e2e-latency measures it.
+    E2e,
 }
 
 #[derive(Debug, Args)]
@@ -23,9 +27,10 @@ pub struct BenchArgs {
     connect: Connect,
     #[arg(long, default_value = "kraftwerk-bench")]
     topic: String,
+    /// Records (round trips for e2e).
     #[arg(long, default_value_t = 1_000_000)]
     num_records: u64,
-    /// Bytes per record (produce).
+    /// Bytes per record (produce, e2e).
     #[arg(long, default_value_t = 100)]
     record_size: usize,
     /// Records per second at most; -1 for no limit (produce).
@@ -76,6 +81,43 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 ..ConsumerConfig::default()
             };
             b::consume(client, config, &args.topic, args.num_records).await?
+        }
+        BenchMode::E2e => {
+            let mut producer = producer_config(&args.producer_props)?;
+            if !args.producer_props.iter().any(|p| p.starts_with("acks=")) {
+                producer.acks = parse_acks("all")?;
+            }
+            // As kafka-e2e-latency: each record goes out at once.
+            if !args
+                .producer_props
+                .iter()
+                .any(|p| p.starts_with("linger.ms="))
+            {
+                producer.linger_ms = 0;
+            }
+            let report = b::end_to_end(
+                client,
+                producer,
+                ConsumerConfig::default(),
+                &args.topic,
+                args.num_records,
+                args.record_size,
+            )
+            .await?;
+            if args.connect.output == Output::Json {
+                println!(
+                    "{}",
+                    json!({
+                        "records": report.round_trips,
+                        "latency_avg_ms": report.latency_avg_ms, "latency_p50_ms": report.latency_p50_ms,
+                        "latency_p99_ms": report.latency_p99_ms, "latency_p999_ms": report.latency_p999_ms,
+                        "latency_max_ms": report.latency_max_ms,
+                    })
+                );
+            } else {
+                println!("{report}");
+            }
+            return Ok(());
         }
     };
     if args.connect.output == Output::Json {

@@ -276,6 +276,105 @@ pub async fn consume(
     ))
 }
 
+/// End-to-end latency of one run of [`end_to_end`], in milliseconds.
+#[derive(Debug, Clone)]
+pub struct EndToEndReport {
+    pub round_trips: u64,
+    pub latency_avg_ms: f64,
+    pub latency_p50_ms: f64,
+    pub latency_p99_ms: f64,
+    pub latency_p999_ms: f64,
+    pub latency_max_ms: f64,
+}
+
+impl fmt::Display for EndToEndReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} round trips, {:.4} ms avg latency, {:.3} ms 50th, {:.3} ms 99th, {:.3} ms 99.9th, {:.3} ms max.",
+            self.round_trips,
+            self.latency_avg_ms,
+            self.latency_p50_ms,
+            self.latency_p99_ms,
+            self.latency_p999_ms,
+            self.latency_max_ms,
+        )
+    }
+}
+
+/// How long one round trip of [`end_to_end`] may take before the run fails.
+const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// End-to-end latency as `kafka-e2e-latency` measures it: `num_records`
+/// times, one record of `record_size` bytes is sent to partition 0 of
+/// `topic` and the producer waits for its acknowledgement, then a consumer
+/// positioned at the end of that partition reads it; each latency is from
+/// the send until the consumer returned that record.
+pub async fn end_to_end(
+    client: ClientConfig,
+    producer_config: ProducerConfig,
+    consumer_config: ConsumerConfig,
+    topic: &str,
+    num_records: u64,
+    record_size: usize,
+) -> Result<EndToEndReport> {
+    let producer = Producer::new(client.clone(), producer_config).await?;
+    let mut consumer = Consumer::new(client, consumer_config).await?;
+    let partition = vec![(topic.to_string(), 0)];
+    consumer.assign(partition.clone()).await?;
+    consumer.seek_to_end(&partition).await?;
+    let mut histogram = new_histogram()?;
+    let mut rng = rand::rng();
+    for i in 0..num_records {
+        // A value of its own per round trip, so the consumer cannot mistake
+        // an earlier record for this one.
+        let mut value: Vec<u8> = (0..record_size)
+            .map(|_| rng.random_range(b'A'..=b'Z'))
+            .collect();
+        let tag = i.to_be_bytes();
+        let n = tag.len().min(value.len());
+        value[..n].copy_from_slice(&tag[..n]);
+        let value = Bytes::from(value);
+        let record = ProducerRecord {
+            topic: topic.to_string(),
+            partition: Some(0),
+            value: Some(value.clone()),
+            ..ProducerRecord::default()
+        };
+        let sent_at = Instant::now();
+        producer.send(record).await?.await?;
+        let deadline = sent_at + ROUND_TRIP_TIMEOUT;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(ClientError::Protocol(format!(
+                    "round trip {i}: the record was not read back within {ROUND_TRIP_TIMEOUT:?}"
+                )));
+            }
+            if let Some(r) = consumer.poll(Duration::from_millis(100)).await?.first() {
+                if r.value.as_ref() == Some(&value) {
+                    break;
+                }
+                return Err(ClientError::Protocol(format!(
+                    "round trip {i}: read an unexpected record at offset {}",
+                    r.offset
+                )));
+            }
+        }
+        let us = sent_at.elapsed().as_micros() as u64;
+        let _ = histogram.record(us.clamp(1, LATENCY_MAX_US));
+    }
+    producer.close().await?;
+    let ms = |us: u64| us as f64 / 1000.0;
+    Ok(EndToEndReport {
+        round_trips: histogram.len(),
+        latency_avg_ms: histogram.mean() / 1000.0,
+        latency_p50_ms: ms(histogram.value_at_quantile(0.50)),
+        latency_p99_ms: ms(histogram.value_at_quantile(0.99)),
+        latency_p999_ms: ms(histogram.value_at_quantile(0.999)),
+        latency_max_ms: ms(histogram.max()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

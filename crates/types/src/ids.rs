@@ -1,20 +1,9 @@
-//! Identifiers used across the cluster.
+//! Identifiers used across the cluster. Broker ids, partition indexes,
+//! offsets and epochs are the plain integers of the Kafka protocol (`i32`,
+//! `i32`, `i64`, `i32`) everywhere, as kafka-protocol's messages carry them.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
-
-/// A broker's `node.id`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct BrokerId(pub i32);
-
-/// A partition index inside a topic.
-pub type PartitionId = i32;
-
-/// A position in a partition log.
-pub type Offset = i64;
-
-/// The epoch of a partition's leadership; bumped on every leader change.
-pub type LeaderEpoch = i32;
 
 /// A topic's UUID, as Kafka 2.8+ assigns them (KIP-516).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -39,11 +28,11 @@ impl fmt::Display for TopicId {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TopicPartition {
     pub topic: String,
-    pub partition: PartitionId,
+    pub partition: i32,
 }
 
 impl TopicPartition {
-    pub fn new(topic: impl Into<String>, partition: PartitionId) -> Self {
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
         TopicPartition {
             topic: topic.into(),
             partition,

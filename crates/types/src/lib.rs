@@ -11,4 +11,4 @@ pub mod ids;
 
 pub use config::{BrokerConfig, CleanupPolicy, ConfigError, LogConfig, TimestampType};
 pub use error_code::ErrorCode;
-pub use ids::{BrokerId, LeaderEpoch, Offset, PartitionId, TopicId, TopicPartition};
+pub use ids::{TopicId, TopicPartition};
