@@ -325,18 +325,16 @@ impl Broker {
         let serving = state.clone();
         let serve_shutdown = shutdown.clone();
         let serve_tracker = tracker.clone();
+        let serving_registration = registration.clone();
         tracker.spawn(async move {
             // As Kafka's brokers do, this one answers clients once it is
             // registered, caught up with the metadata log and unfenced.
-            let me = serving.config.node_id;
-            let unfenced = serving
-                .image
-                .wait_until(|image| image.brokers.get(&me).is_some_and(|b| !b.fenced));
-            let image = tokio::select! {
+            let unfenced = lifecycle::registered_and_unfenced(&serving, &serving_registration);
+            tokio::select! {
                 _ = serve_shutdown.cancelled() => return,
-                image = unfenced => image,
+                _ = unfenced => {}
             };
-            write_meta_properties(&serving.config, &image.cluster_id);
+            write_meta_properties(&serving.config, &serving.image.load().cluster_id);
             let limits = connection_limits::ConnectionLimits::new(&serving.config);
             for (name, security, listener, _) in bound {
                 serve_tracker.spawn(server::serve(
@@ -391,14 +389,10 @@ impl Broker {
         lifecycle::controlled_shutdown(&self.state, &self.quorum, &self.registration).await;
     }
 
-    /// Returns once this broker is registered and unfenced in its metadata
-    /// image (it serves clients from then on).
+    /// Returns once this process's registration is in the broker's metadata
+    /// image, unfenced (it serves clients from then on).
     pub async fn unfenced(&self) {
-        let me = self.state.config.node_id;
-        self.state
-            .image
-            .wait_until(|image| image.brokers.get(&me).is_some_and(|b| !b.fenced))
-            .await;
+        lifecycle::registered_and_unfenced(&self.state, &self.registration).await;
     }
 
     /// Waits for every task to finish after the shutdown token fired, then

@@ -211,6 +211,34 @@ pub async fn heartbeat_loop(
     }
 }
 
+/// Returns once this process's registration (not one of an earlier process
+/// of this broker, which the image may still show unfenced after a restart)
+/// is in the image, unfenced.
+pub async fn registered_and_unfenced(state: &BrokerState, registration: &Registration) {
+    let me = state.config.node_id;
+    let mut epochs = registration.epoch.subscribe();
+    loop {
+        let current = *epochs.borrow_and_update();
+        match current {
+            Some(epoch) => {
+                let ready = state.image.wait_until(|image| {
+                    image.broker_epochs.get(&me) == Some(&epoch)
+                        && image.brokers.get(&me).is_some_and(|b| !b.fenced)
+                });
+                tokio::select! {
+                    _ = ready => return,
+                    changed = epochs.changed() => if changed.is_err() { return },
+                }
+            }
+            None => {
+                if epochs.changed().await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Returns once this broker's image holds its registration at `epoch`
 /// (the image version is the metadata offset, the epoch that of the
 /// registration), or after `wait_max`.
