@@ -357,7 +357,10 @@ impl Broker {
             shutdown.clone(),
         ));
         tracker.spawn(housekeeping(state.clone(), shutdown.clone()));
-        tracker.spawn(lifecycle::report_offline_replicas(state.clone()));
+        tracker.spawn(lifecycle::report_offline_replicas(
+            state.clone(),
+            registration.clone(),
+        ));
         // Loads the __consumer_offsets partitions led here, then keeps group timers.
         let coordinator = state.clone();
         tracker.spawn(async move {

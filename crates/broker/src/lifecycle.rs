@@ -424,14 +424,30 @@ pub async fn controlled_shutdown(
 /// (their replicas go offline, and leadership moves to another in-sync
 /// replica), as soon as [`ReplicaManager`](crate::replica_manager::ReplicaManager)
 /// finds them, retrying every second until the controller takes note.
-pub async fn report_offline_replicas(state: Arc<BrokerState>) {
+pub async fn report_offline_replicas(state: Arc<BrokerState>, registration: Arc<Registration>) {
+    // A registration clears the controller's offline marks of this broker
+    // (a new process opens its logs again), so reports go after this
+    // process's registration, and again after every new one.
+    let mut reported_under: Option<i64> = None;
     loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = registered_and_unfenced(&state, &registration) => {}
+        }
+        let epoch = registration.get();
+        if reported_under.is_some() && reported_under != epoch {
+            state.replicas.offline_unreported_again();
+        }
+        reported_under = epoch;
         let partitions = state.replicas.unreported_offline();
         if partitions.is_empty() {
+            let mut epochs = registration.epoch.subscribe();
             tokio::select! {
                 _ = state.shutdown.cancelled() => return,
-                _ = state.replicas.offline_found() => continue,
+                _ = state.replicas.offline_found() => {}
+                _ = epochs.changed() => {}
             }
+            continue;
         }
         match state
             .control

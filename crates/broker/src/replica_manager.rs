@@ -197,6 +197,14 @@ impl ReplicaManager {
         out
     }
 
+    /// Every offline partition is to be reported again (a new registration
+    /// of this broker cleared the controller's marks).
+    pub fn offline_unreported_again(&self) {
+        for entry in self.offline.lock().values_mut() {
+            entry.1 = false;
+        }
+    }
+
     /// The controller took note of these offline partitions.
     pub fn offline_reported(&self, partitions: &[(String, i32)]) {
         let mut offline = self.offline.lock();
