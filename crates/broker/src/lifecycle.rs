@@ -86,7 +86,8 @@ pub async fn follow_metadata(
         };
         let current = state.image.load();
         match fetched.and_then(|r| next_image(&r, &current)) {
-            Ok(Some(image)) => {
+            Ok(Next::Unchanged) => known = current.version,
+            Ok(Next::Image(image)) => {
                 // Never step back to an older image, whoever answered.
                 if image.version < current.version {
                     tracing::debug!(version = image.version, "ignoring an older metadata image");
@@ -95,12 +96,12 @@ pub async fn follow_metadata(
                 known = image.version;
                 if image.version != current.version || image.controller_id != current.controller_id
                 {
-                    state.image.publish(image);
+                    state.image.publish(*image);
                     state.sync_replicas();
                 }
             }
             // Deltas from a version this broker does not hold: ask for the image.
-            Ok(None) => known = 0,
+            Ok(Next::Rebase) => known = 0,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot fetch metadata from the controller quorum; retrying");
                 tokio::select! {
@@ -112,12 +113,20 @@ pub async fn follow_metadata(
     }
 }
 
-/// The image a FetchMetadata answer leads to from `current`; `None` for
-/// deltas that do not start at `current`'s version.
+/// Where a FetchMetadata answer leads from the image held.
+enum Next {
+    /// Nothing new (the long poll ran out): the image held stays as it is.
+    Unchanged,
+    Image(Box<MetadataImage>),
+    /// Deltas that do not start at the held image's version.
+    Rebase,
+}
+
+/// Where a FetchMetadata answer leads from `current`.
 fn next_image(
     r: &pb::FetchMetadataResponse,
     current: &MetadataImage,
-) -> Result<Option<MetadataImage>, ControllerError> {
+) -> Result<Next, ControllerError> {
     let bad = |e: serde_json::Error| ControllerError::Unavailable(format!("bad metadata: {e}"));
     let mut image = match r.delta_base {
         None => {
@@ -125,8 +134,14 @@ fn next_image(
             image.reindex();
             image
         }
-        Some(base) if base != current.version => return Ok(None),
-        Some(_) if r.deltas.is_empty() && r.version == current.version => current.clone(),
+        Some(base) if base != current.version => return Ok(Next::Rebase),
+        Some(_) if r.deltas.is_empty() && r.version == current.version => {
+            // The active controller may have changed all the same.
+            if active_or_lowest_live(current, r.active_controller_id) == current.controller_id {
+                return Ok(Next::Unchanged);
+            }
+            current.clone()
+        }
         Some(_) => {
             let mut image = current.clone();
             for delta in &r.deltas {
@@ -146,15 +161,18 @@ fn next_image(
             image
         }
     };
-    // Kafka clients send admin requests to the "controller" of Metadata, which
-    // must be a broker they can reach: the active controller if it is also a
-    // live broker, else the lowest live broker.
-    let active = r.active_controller_id.map(|id| id as i32);
-    image.controller_id = match active {
+    image.controller_id = active_or_lowest_live(&image, r.active_controller_id);
+    Ok(Next::Image(Box::new(image)))
+}
+
+/// Kafka clients send admin requests to the "controller" of Metadata, which
+/// must be a broker they can reach: the active controller if it is also a
+/// live broker, else the lowest live broker.
+fn active_or_lowest_live(image: &MetadataImage, active: Option<u64>) -> i32 {
+    match active.map(|id| id as i32) {
         Some(id) if image.brokers.get(&id).is_some_and(|b| !b.fenced) => id,
         _ => image.live_brokers().map(|b| b.node_id).min().unwrap_or(-1),
-    };
-    Ok(Some(image))
+    }
 }
 
 /// Registers with the active controller, then heartbeats until shutdown.

@@ -5,11 +5,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use kraftwerk_controller::service::LivenessConfig;
-use kraftwerk_controller::{ControllerConfig, ControllerProcess};
+use kraftwerk_controller::ControllerProcess;
 use kraftwerk_rpc::controller as pb;
 use kraftwerk_rpc::controller::controller_client::ControllerClient;
 use tokio::net::TcpListener;
@@ -28,23 +29,8 @@ struct Running {
 /// A single-voter quorum with Kafka's session timeout (9 s), so nothing
 /// in these tests is fenced by the timeout.
 async fn start() -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let config = ControllerConfig::new(
-        1,
-        BTreeMap::from([(1, addr.clone())]),
-        dir.path().to_path_buf(),
-    );
-    let shutdown = CancellationToken::new();
-    let process = ControllerProcess::start(
-        config,
-        LivenessConfig::default(),
-        listener,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let (process, addr, shutdown, dir) =
+        common::single_voter_process(LivenessConfig::default()).await;
     let client = ControllerClient::new(
         Channel::from_shared(format!("http://{addr}"))
             .unwrap()

@@ -4,18 +4,17 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use kraftwerk_controller::commands::{apply, MetadataCommand};
 use kraftwerk_controller::service::LivenessConfig;
-use kraftwerk_controller::{ControllerConfig, ControllerProcess};
 use kraftwerk_metadata::MetadataImage;
 use kraftwerk_rpc::controller as pb;
 use kraftwerk_rpc::controller::controller_client::ControllerClient;
 use kraftwerk_types::TopicId;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 async fn fetch(
@@ -52,19 +51,8 @@ fn create(name: &str) -> MetadataCommand {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deltas_applied_to_an_older_image_give_the_controllers_image() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let config = ControllerConfig::new(1, BTreeMap::from([(1, addr.clone())]), dir.path().into());
-    let shutdown = CancellationToken::new();
-    let process = ControllerProcess::start(
-        config,
-        LivenessConfig::default(),
-        listener,
-        shutdown.clone(),
-    )
-    .await
-    .unwrap();
+    let (process, addr, shutdown, _dir) =
+        common::single_voter_process(LivenessConfig::default()).await;
     let node = process.node().clone();
     node.wait_for_leader(Duration::from_secs(20)).await.unwrap();
     let mut client = ControllerClient::new(

@@ -224,3 +224,30 @@ pub fn create_topic(name: &str) -> MetadataCommand {
         configs: BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]),
     }
 }
+
+/// A single-voter controller process (Raft, liveness and the broker-facing
+/// gRPC service) on a free loopback port: the process, its address, the
+/// token that stops it and its data directory.
+pub async fn single_voter_process(
+    liveness: kraftwerk_controller::service::LivenessConfig,
+) -> (
+    kraftwerk_controller::ControllerProcess,
+    String,
+    CancellationToken,
+    tempfile::TempDir,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = ControllerConfig::new(1, BTreeMap::from([(1, addr.clone())]), dir.path().into());
+    let shutdown = CancellationToken::new();
+    let process = kraftwerk_controller::ControllerProcess::start(
+        config,
+        liveness,
+        listener,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap();
+    (process, addr, shutdown, dir)
+}
