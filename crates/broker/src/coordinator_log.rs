@@ -2,10 +2,11 @@
 //! implemented over this broker's metadata image and partitions.
 
 use bytes::Bytes;
-use kraftwerk_coordinator::{now_ms, CoordinatorLog, LogFuture};
+use kraftwerk_coordinator::{CoordinatorLog, LogFuture};
 use kraftwerk_types::ErrorCode;
 use tokio::time::Instant;
 
+use crate::partition::Acks;
 use crate::BrokerState;
 
 impl CoordinatorLog for BrokerState {
@@ -43,20 +44,18 @@ impl CoordinatorLog for BrokerState {
         let Some(p) = self.replicas.get(topic, partition) else {
             return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
         };
-        let batches = kraftwerk_protocol::batch::validate_all(&batch).map_err(|e| {
-            // A bug of the coordinator's encoder, not bad input.
-            tracing::error!(topic, partition, error = %e, "a coordinator batch does not validate");
-            ErrorCode::CORRUPT_MESSAGE
+        let checked = p.check_append(&batch, Acks::Leader).map_err(|refused| {
+            if refused.code != ErrorCode::NOT_LEADER_OR_FOLLOWER {
+                // A bug of the coordinator's encoder, not bad input.
+                tracing::error!(topic, partition, error = %refused.message, "a coordinator batch was refused");
+            }
+            refused.code
         })?;
-        let info = p
-            .log
-            .append_as_leader(batches, p.leader_epoch(), now_ms())
-            .map_err(|e| {
-                tracing::error!(topic, partition, error = %e, "coordinator append failed");
-                e.error_code()
-            })?;
-        p.after_leader_append();
-        Ok(info.last_offset)
+        let appended = p.append_here(checked).map_err(|refused| {
+            tracing::error!(topic, partition, error = %refused.message, "coordinator append failed");
+            refused.code
+        })?;
+        Ok(appended.last_offset)
     }
 
     fn wait_committed<'a>(

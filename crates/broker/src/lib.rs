@@ -20,6 +20,7 @@ pub mod lifecycle;
 pub mod listeners;
 pub mod markers;
 pub mod metrics;
+pub mod partition;
 pub mod quotas;
 pub mod remote;
 pub use kraftwerk_metadata as metadata;
@@ -48,7 +49,7 @@ pub struct BrokerState {
     pub config: BrokerConfig,
     pub image: Arc<ImageCell>,
     pub control: Arc<dyn ClusterControl>,
-    pub replicas: ReplicaManager,
+    pub replicas: Arc<ReplicaManager>,
     pub groups: group::GroupCoordinator,
     pub txns: txn::TransactionCoordinator,
     /// gRPC clients to other brokers' replication listeners: transaction
@@ -68,19 +69,34 @@ pub struct BrokerState {
     /// (registered with the controller), when it serves one.
     pub http_endpoint: Option<String>,
     /// The image the local partitions last matched.
-    applied_image: parking_lot::Mutex<Option<Arc<metadata::MetadataImage>>>,
+    applied_image: tokio::sync::Mutex<Option<Arc<metadata::MetadataImage>>>,
 }
 
 impl BrokerState {
-    /// Makes the local partitions match the current image, once per image version.
-    pub fn sync_replicas(&self) {
+    /// Makes the local partitions match the current image, once per image
+    /// version. Opening and deleting logs happen on tokio's blocking pool;
+    /// one caller applies at a time, and the others wait for it.
+    pub async fn sync_replicas(&self) {
         let image = self.image.load();
-        let mut applied = self.applied_image.lock();
+        let mut applied = self.applied_image.lock().await;
         // Version 0 is the empty image before the first metadata arrives.
         if applied.as_ref().map_or(0, |a| a.version) == image.version {
             return;
         }
-        let (shrinks, expands) = self.replicas.apply_image(&image);
+        let replicas = self.replicas.clone();
+        let target = image.clone();
+        let (shrinks, expands) = match tokio::task::spawn_blocking(move || {
+            replicas.apply_image(&target)
+        })
+        .await
+        {
+            Ok(changes) => changes,
+            Err(e) => {
+                // The next image, or the next caller, applies again.
+                tracing::error!(error = %e, version = image.version, "applying the metadata image to the local partitions failed");
+                return;
+            }
+        };
         self.metrics.isr_changed(shrinks, expands);
         if let Some(before) = applied.as_ref() {
             self.metrics
@@ -108,7 +124,7 @@ impl BrokerState {
                 tracing::debug!(topic = name, error = %e, "auto-create did not create the topic")
             }
         }
-        self.sync_replicas();
+        self.sync_replicas().await;
     }
 }
 
@@ -259,7 +275,7 @@ impl Broker {
         ));
         let control: Arc<dyn ClusterControl> =
             Arc::new(remote::RemoteControl::new(quorum.clone(), image.clone()));
-        let replicas = ReplicaManager::new(&config);
+        let replicas = Arc::new(ReplicaManager::new(&config));
         replicas.clean_deleted_dirs();
         let state = Arc::new(BrokerState {
             config: config.clone(),
@@ -281,7 +297,7 @@ impl Broker {
             shutdown: shutdown.clone(),
             quorum: quorum.clone(),
             http_endpoint,
-            applied_image: parking_lot::Mutex::new(None),
+            applied_image: tokio::sync::Mutex::new(None),
         });
         let tracker = TaskTracker::new();
         let registration = Arc::new(lifecycle::Registration::default());

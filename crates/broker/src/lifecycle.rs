@@ -97,7 +97,7 @@ pub async fn follow_metadata(
                 if image.version != current.version || image.controller_id != current.controller_id
                 {
                     state.image.publish(*image);
-                    state.sync_replicas();
+                    state.sync_replicas().await;
                 }
             }
             // Deltas from a version this broker does not hold: ask for the image.

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kraftwerk_coordinator::txn::{Marker, TransactionCoordinator, TxnBroker};
-use kraftwerk_coordinator::{now_ms, LogFuture};
+use kraftwerk_coordinator::LogFuture;
 use kraftwerk_rpc::replication as pb;
 use kraftwerk_rpc::replication::replication_client::ReplicationClient;
 use kraftwerk_rpc::NodeTls;
@@ -23,6 +23,7 @@ use parking_lot::Mutex;
 use tonic::transport::Channel;
 
 use crate::group::OFFSETS_TOPIC;
+use crate::partition::MarkerWrite;
 use crate::BrokerState;
 
 /// How long a marker may wait for the ISR.
@@ -74,25 +75,17 @@ pub async fn write_local(
 ) -> Result<(), ErrorCode> {
     let image = state.image.load();
     let p = crate::handlers::led_partition(state, &image, topic, partition, -1)?;
-    if !p.replication.is_leader() {
-        return Err(ErrorCode::NOT_LEADER_OR_FOLLOWER);
-    }
-    let leader_epoch = p.leader_epoch();
-    let info = p
-        .log
-        .append_marker_as_leader(
-            marker.producer_id,
-            marker.producer_epoch,
-            marker.coordinator_epoch,
-            marker.commit,
-            leader_epoch,
-            now_ms(),
-        )
-        .map_err(|e| {
-            tracing::warn!(topic, partition, error = %e, "transaction marker refused");
-            e.error_code()
+    let appended = p
+        .append_marker(MarkerWrite {
+            producer_id: marker.producer_id,
+            producer_epoch: marker.producer_epoch,
+            coordinator_epoch: marker.coordinator_epoch,
+            commit: marker.commit,
+        })
+        .map_err(|refused| {
+            tracing::warn!(topic, partition, error = %refused.message, "transaction marker refused");
+            refused.code
         })?;
-    p.after_leader_append();
     if topic == OFFSETS_TOPIC {
         state
             .groups
@@ -100,7 +93,7 @@ pub async fn write_local(
     }
     let deadline = tokio::time::Instant::now() + MARKER_COMMIT_WAIT;
     tokio::select! {
-        r = p.wait_committed(info.last_offset, leader_epoch, deadline) => r,
+        r = p.wait_committed(appended.last_offset, appended.leader_epoch, deadline) => r,
         _ = state.shutdown.cancelled() => Err(ErrorCode::REQUEST_TIMED_OUT),
     }
 }

@@ -14,89 +14,14 @@ use std::time::Instant;
 
 use kraftwerk_replication::fetcher::{FetcherManager, FollowAssignment};
 use kraftwerk_replication::{
-    checkpoint, BrokerEpoch, CommitWaitError, LocalReplica, PartitionReplication, PartitionView,
-    ReplicaSource,
+    checkpoint, BrokerEpoch, LocalReplica, PartitionReplication, PartitionView, ReplicaSource,
 };
 use kraftwerk_storage::{Log, StorageError};
 use kraftwerk_types::{BrokerConfig, ErrorCode, TopicId, TopicPartition};
 use parking_lot::RwLock;
 
 use crate::metadata::MetadataImage;
-
-/// One partition replica stored on this broker.
-pub struct Partition {
-    pub topic_partition: TopicPartition,
-    pub topic_id: TopicId,
-    pub log: Log,
-    pub dir: PathBuf,
-    pub replication: PartitionReplication,
-}
-
-impl Partition {
-    pub fn leader_epoch(&self) -> i32 {
-        self.replication.leader_epoch()
-    }
-
-    /// Offsets below this are committed and visible to consumers.
-    pub fn high_watermark(&self) -> i64 {
-        self.replication.high_watermark()
-    }
-
-    /// Whether the high watermark this leader knows is still below its
-    /// epoch's start offset (it took over and its followers have not
-    /// fetched yet): then offsets committed by the previous leader may lie
-    /// above it, and "latest" cannot be answered yet.
-    pub fn high_watermark_unknown(&self) -> bool {
-        self.replication
-            .leader_epoch_start_offset()
-            .is_some_and(|start| start > self.high_watermark())
-    }
-
-    /// The last stable offset: the high watermark, or the first offset of
-    /// the earliest transaction still open below it.
-    pub fn last_stable_offset(&self) -> i64 {
-        let high_watermark = self.high_watermark();
-        self.log
-            .first_unstable_offset()
-            .map_or(high_watermark, |first| first.min(high_watermark))
-    }
-
-    /// Call after every leader append: on a single node (ISR = this
-    /// broker) the high watermark moves at once.
-    pub fn after_leader_append(&self) {
-        self.replication.on_leader_append(self.log.log_end_offset());
-    }
-
-    /// Waits until `last_offset`, appended as leader in `leader_epoch`, is
-    /// committed, as acks=all needs; NOT_LEADER_OR_FOLLOWER once this
-    /// broker no longer leads in that epoch.
-    pub async fn wait_committed(
-        &self,
-        last_offset: i64,
-        leader_epoch: i32,
-        deadline: tokio::time::Instant,
-    ) -> Result<(), ErrorCode> {
-        self.replication
-            .wait_committed(last_offset, leader_epoch, deadline)
-            .await
-            .map_err(|e| match e {
-                CommitWaitError::NotLeader => ErrorCode::NOT_LEADER_OR_FOLLOWER,
-                CommitWaitError::NotEnoughReplicasAfterAppend => {
-                    ErrorCode::NOT_ENOUGH_REPLICAS_AFTER_APPEND
-                }
-                CommitWaitError::Timeout => ErrorCode::REQUEST_TIMED_OUT,
-            })
-    }
-}
-
-impl LocalReplica for Partition {
-    fn log(&self) -> &Log {
-        &self.log
-    }
-    fn replication(&self) -> &PartitionReplication {
-        &self.replication
-    }
-}
+pub use crate::partition::Partition;
 
 /// The partitions, shared with the replication tasks.
 pub struct PartitionTable {

@@ -169,7 +169,7 @@ impl Replication for ReplicationGrpc {
         request: tonic::Request<pb::FetchRequest>,
     ) -> Result<tonic::Response<pb::FetchResponse>, tonic::Status> {
         let request = request.into_inner();
-        let response = leader::serve_fetch(&*self.source, &request, &self.shutdown).await;
+        let response = leader::serve_fetch(&self.source, &request, &self.shutdown).await;
         Ok(tonic::Response::new(response))
     }
 

@@ -195,6 +195,28 @@ pub fn validate_all(records: &Bytes) -> Result<Vec<(BatchHeader, Bytes)>, BatchE
     Ok(out)
 }
 
+/// The number of offsets whole batches at the front of `records` span,
+/// from their headers only (no CRC check, records not decoded); 0 when
+/// the first header does not parse. An estimate for deciding how to write
+/// them; the write itself validates.
+pub fn offset_span(records: &[u8]) -> i64 {
+    let Ok(first) = BatchHeader::parse(records) else {
+        return 0;
+    };
+    let mut last = first;
+    let mut at = first.total_bytes();
+    while at < records.len() {
+        match BatchHeader::parse(&records[at..]) {
+            Ok(header) => {
+                at += header.total_bytes();
+                last = header;
+            }
+            Err(_) => break,
+        }
+    }
+    (last.last_offset() - first.base_offset + 1).max(0)
+}
+
 /// Rewrites `baseOffset` in place (it is outside the CRC).
 pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
     batch[0..8].copy_from_slice(&base_offset.to_be_bytes());
@@ -424,6 +446,22 @@ mod tests {
             validate_one(&m),
             Err(BatchError::CrcMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn offset_span_covers_every_whole_batch_from_headers() {
+        let mut two = BytesMut::from(&encoded(3)[..]);
+        let mut second = BytesMut::from(&encoded(4)[..]);
+        set_base_offset(&mut two, 10);
+        set_base_offset(&mut second, 13);
+        two.extend_from_slice(&second);
+        assert_eq!(offset_span(&two), 7);
+        // A batch cut short counts by its header; a cut header ends the walk.
+        assert_eq!(offset_span(&two[..two.len() - 10]), 7);
+        let torn = &two[..encoded(3).len() + 20];
+        assert_eq!(offset_span(torn), 3);
+        assert_eq!(offset_span(b"garbage"), 0);
+        assert_eq!(offset_span(&[]), 0);
     }
 
     #[test]

@@ -241,7 +241,7 @@ impl Fetcher {
             };
             match response {
                 Ok(r) => {
-                    let progressed = self.apply(&request, r.into_inner());
+                    let progressed = self.apply(request, r.into_inner()).await;
                     if !progressed {
                         self.pause(RETRY_BACKOFF).await;
                     }
@@ -276,15 +276,61 @@ impl Fetcher {
         )
     }
 
-    fn apply(&mut self, request: &pb::FetchRequest, response: pb::FetchResponse) -> bool {
-        apply_fetch_response(
-            &*self.source,
-            self.leader,
-            request,
-            response,
-            &mut self.refusals,
-        )
+    /// Applies a fetch response: in place when its appends go to the page
+    /// cache, on tokio's blocking pool when one may wait on the disk (it
+    /// rolls a segment or reaches `flush.messages`).
+    async fn apply(&mut self, request: pb::FetchRequest, response: pb::FetchResponse) -> bool {
+        if !appends_may_block(&*self.source, &response) {
+            return apply_fetch_response(
+                &*self.source,
+                self.leader,
+                &request,
+                response,
+                &mut self.refusals,
+            );
+        }
+        let source = self.source.clone();
+        let leader = self.leader;
+        let mut refusals = std::mem::take(&mut self.refusals);
+        let applied = tokio::task::spawn_blocking(move || {
+            let progressed =
+                apply_fetch_response(&*source, leader, &request, response, &mut refusals);
+            (progressed, refusals)
+        })
+        .await;
+        match applied {
+            Ok((progressed, refusals)) => {
+                self.refusals = refusals;
+                progressed
+            }
+            Err(e) => {
+                tracing::error!(leader = self.leader, error = %e, "applying a replica fetch failed");
+                false
+            }
+        }
     }
+}
+
+/// Whether appending a fetch response's records may wait on the disk.
+fn appends_may_block(source: &dyn ReplicaSource, response: &pb::FetchResponse) -> bool {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    response
+        .partitions
+        .iter()
+        .filter(|p| !p.records.is_empty())
+        .any(|p| {
+            source
+                .replica(&TopicPartition::new(p.topic.clone(), p.partition))
+                .is_some_and(|replica| {
+                    replica.log().append_may_block(
+                        p.records.len(),
+                        kraftwerk_protocol::batch::offset_span(&p.records),
+                        now_ms,
+                    )
+                })
+        })
 }
 
 /// The fetch a follower sends to one leader for the partitions it follows

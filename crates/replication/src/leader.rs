@@ -9,6 +9,7 @@
 //! earlier incarnation of it (KIP-903): it is answered with
 //! NOT_LEADER_OR_FOLLOWER and counts for nothing.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,8 +29,10 @@ const PARTITION_BYTES_MAX: usize = 64 * 1024 * 1024;
 
 /// Answers one follower fetch, long-polling up to `max_wait_ms` for
 /// `min_bytes`.
+/// Reads of closed segments (a follower catching up from far behind) run
+/// on tokio's blocking pool; reads at the tail run in place.
 pub async fn serve_fetch(
-    source: &dyn ReplicaSource,
+    source: &Arc<dyn ReplicaSource>,
     request: &pb::FetchRequest,
     shutdown: &CancellationToken,
 ) -> pb::FetchResponse {
@@ -38,7 +41,27 @@ pub async fn serve_fetch(
     let mut watched = Vec::new();
     loop {
         watched.clear();
-        let (partitions, bytes, urgent) = read_once(source, request, &mut watched, Instant::now());
+        let (partitions, bytes, urgent) = if reads_may_block(&**source, request) {
+            let (source, request) = (source.clone(), request.clone());
+            let read = tokio::task::spawn_blocking(move || {
+                let mut watched = Vec::new();
+                let read = read_once(&*source, &request, &mut watched, Instant::now());
+                (read, watched)
+            })
+            .await;
+            match read {
+                Ok((read, blocking_watched)) => {
+                    watched = blocking_watched;
+                    read
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "a replica fetch read task failed");
+                    return pb::FetchResponse::default();
+                }
+            }
+        } else {
+            read_once(&**source, request, &mut watched, Instant::now())
+        };
         if urgent
             || bytes >= request.min_bytes.max(0) as usize
             || tokio::time::Instant::now() >= deadline
@@ -52,6 +75,15 @@ pub async fn serve_fetch(
             _ = shutdown.cancelled() => {}
         }
     }
+}
+
+/// Whether a follower fetch reads a closed segment of any partition.
+fn reads_may_block(source: &dyn ReplicaSource, request: &pb::FetchRequest) -> bool {
+    request.partitions.iter().any(|fp| {
+        source
+            .replica(&TopicPartition::new(fp.topic.clone(), fp.partition))
+            .is_some_and(|replica| replica.log().read_may_block(fp.fetch_offset))
+    })
 }
 
 /// One pass over the requested partitions: (answers, bytes, urgent). An

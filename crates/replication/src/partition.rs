@@ -164,6 +164,12 @@ impl PartitionReplication {
         self.inner.lock().high_watermark
     }
 
+    /// The size of the ISR the metadata image gives (acks=all is refused
+    /// up front while it is below `min.insync.replicas`).
+    pub fn isr_len(&self) -> usize {
+        self.inner.lock().view.isr.len()
+    }
+
     /// While this broker leads: the log end offset when it became leader
     /// in the current epoch. A new leader learns the high watermark from
     /// its followers' fetches; until it reaches this offset, the high

@@ -645,6 +645,36 @@ impl Log {
         self.state.read().producers.aborted_between(from, upper)
     }
 
+    /// Whether an append of `bytes` holding `records` records may wait on
+    /// the disk rather than copy into the page cache: it would roll a
+    /// segment (an fsync of the old one, new files), reach
+    /// `flush.messages` (an fsync), or is the first write since the log
+    /// was opened (the clean-shutdown marker is removed). Callers run such
+    /// appends off the async workers; a page-cache write runs in place.
+    pub fn append_may_block(&self, bytes: usize, records: i64, now_ms: i64) -> bool {
+        let state = self.state.read();
+        state.clean_shutdown_marker
+            || state.unflushed_messages.saturating_add(records) >= state.config.flush_messages
+            || state.should_roll(
+                bytes as u64,
+                state.log_end_offset().saturating_add(records.max(1) - 1),
+                now_ms,
+            )
+    }
+
+    /// Whether a read from `start_offset` reads a closed segment: data
+    /// written earlier, which may have left the page cache, so a reader
+    /// runs it off the async workers. Reads of the active segment (the
+    /// tail, just written) run in place.
+    pub fn read_may_block(&self, start_offset: i64) -> bool {
+        let state = self.state.read();
+        state
+            .segments
+            .keys()
+            .next_back()
+            .is_some_and(|active_base| start_offset < *active_base)
+    }
+
     /// Whole batches from the one holding `start_offset`, at most
     /// `max_bytes` (but one whole batch when `min_one_batch`), all below
     /// `max_offset`. Reads from one segment per call, as Kafka does.

@@ -1362,3 +1362,48 @@ fn logs_closed_together_are_marked_clean_and_reopen_whole() {
         assert_eq!(ranges(&last), vec![(end - 2, end - 1)]);
     }
 }
+
+#[test]
+fn appends_and_reads_that_may_wait_on_the_disk_are_told_apart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = plain(5, NOW_MS);
+    let config = LogConfig {
+        segment_bytes: (one.len() * 2) as u64,
+        ..test_config()
+    };
+    let log = Log::open(dir.path().to_path_buf(), config.clone()).expect("open");
+    // A page-cache write into the empty active segment.
+    assert!(!log.append_may_block(one.len(), 5, NOW_MS));
+    append(&log, one.clone()).expect("append");
+    assert!(!log.append_may_block(one.len(), 5, NOW_MS));
+    append(&log, one.clone()).expect("append");
+    // The segment is full: the next append rolls it.
+    assert!(log.append_may_block(one.len(), 5, NOW_MS));
+    append(&log, one.clone()).expect("append");
+    assert_eq!(log.segment_count(), 2);
+    // Offsets 0..10 are in the closed segment, 10..15 in the active one.
+    assert!(log.read_may_block(0));
+    assert!(log.read_may_block(9));
+    assert!(!log.read_may_block(10));
+    assert!(!log.read_may_block(15));
+
+    // flush.messages: the append that reaches it fsyncs.
+    let flushed = tempfile::tempdir().expect("tempdir");
+    let log = Log::open(
+        flushed.path().to_path_buf(),
+        LogConfig {
+            flush_messages: 8,
+            ..test_config()
+        },
+    )
+    .expect("open");
+    assert!(!log.append_may_block(one.len(), 5, NOW_MS));
+    append(&log, one.clone()).expect("append");
+    assert!(log.append_may_block(one.len(), 5, NOW_MS));
+
+    // The first write after a clean shutdown removes its marker.
+    log.close().expect("close");
+    assert!(log.append_may_block(one.len(), 1, NOW_MS));
+    append(&log, plain(1, NOW_MS)).expect("append");
+    assert!(!log.append_may_block(one.len(), 1, NOW_MS));
+}

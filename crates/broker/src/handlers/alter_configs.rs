@@ -66,6 +66,6 @@ pub async fn handle(
         }
         responses.push(resp);
     }
-    state.sync_replicas();
+    state.sync_replicas().await;
     AlterConfigsResponse::default().with_responses(responses)
 }

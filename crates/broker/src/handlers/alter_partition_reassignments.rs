@@ -51,7 +51,7 @@ pub async fn handle(
         }
     };
     if answers.iter().any(|(code, _)| *code == ErrorCode::NONE) {
-        state.sync_replicas();
+        state.sync_replicas().await;
     }
     let mut answers = asked.iter().zip(answers);
     let responses = body

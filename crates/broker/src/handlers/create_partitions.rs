@@ -66,7 +66,7 @@ pub async fn handle(
         }
         results.push(result);
     }
-    state.sync_replicas();
+    state.sync_replicas().await;
     CreatePartitionsResponse::default()
         .with_throttle_time_ms(req.throttle_time_ms())
         .with_results(results)

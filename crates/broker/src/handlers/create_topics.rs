@@ -174,7 +174,7 @@ pub async fn handle(
         results.push(result);
     }
     if !body.validate_only {
-        state.sync_replicas();
+        state.sync_replicas().await;
     }
     CreateTopicsResponse::default()
         .with_throttle_time_ms(req.throttle_time_ms())

@@ -87,7 +87,7 @@ pub async fn handle(
         }
         responses.push(result);
     }
-    state.sync_replicas();
+    state.sync_replicas().await;
     DeleteTopicsResponse::default()
         .with_throttle_time_ms(req.throttle_time_ms())
         .with_responses(responses)

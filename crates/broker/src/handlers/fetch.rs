@@ -35,7 +35,7 @@ pub async fn handle(state: &BrokerState, req: &Request<'_>, body: FetchRequest) 
     let mut watched = Vec::new();
     loop {
         watched.clear();
-        let (responses, bytes, has_error) = read_once(state, req, &body, &mut watched);
+        let (responses, bytes, has_error) = read_once(state, req, &body, &mut watched).await;
         let done = bytes >= body.min_bytes.max(0) as usize
             || has_error
             || tokio::time::Instant::now() >= deadline;
@@ -48,7 +48,7 @@ pub async fn handle(state: &BrokerState, req: &Request<'_>, body: FetchRequest) 
             _ = state.shutdown.cancelled() => {}
         }
         if state.shutdown.is_cancelled() {
-            let (responses, _, _) = read_once(state, req, &body, &mut watched);
+            let (responses, _, _) = read_once(state, req, &body, &mut watched).await;
             return FetchResponse::default()
                 .with_session_id(0)
                 .with_responses(responses);
@@ -82,7 +82,7 @@ fn throttled(
 
 /// One pass over the requested partitions: (answers, bytes, any error).
 /// Each partition read is watched from before its read, into `watched`.
-fn read_once(
+async fn read_once(
     state: &BrokerState,
     req: &Request<'_>,
     body: &FetchRequest,
@@ -122,7 +122,7 @@ fn read_once(
                 } else {
                     None
                 });
-            let code = (|| {
+            let code = async {
                 if by_id_missing {
                     return Err(ErrorCode::UNKNOWN_TOPIC_ID);
                 }
@@ -149,12 +149,10 @@ fn read_once(
                 } else {
                     high_watermark
                 };
-                let records = match partition.log.read(
-                    fp.fetch_offset,
-                    limit,
-                    max_offset,
-                    used == 0,
-                ) {
+                let records = match partition
+                    .read(fp.fetch_offset, limit, max_offset, used == 0)
+                    .await
+                {
                     Ok(r) => r,
                     Err(e @ StorageError::OffsetOutOfRange { .. }) => {
                         tracing::debug!(topic = %name, partition = fp.partition, error = %e, "fetch out of range");
@@ -182,7 +180,8 @@ fn read_once(
                 }
                 pd.records = Some(records);
                 Ok(())
-            })();
+            }
+            .await;
             if let Err(code) = code {
                 has_error = true;
                 pd.error_code = code.code();

@@ -227,6 +227,6 @@ async fn create_internal_topic(
             }
         }
     }
-    state.sync_replicas();
+    state.sync_replicas().await;
     Ok(())
 }

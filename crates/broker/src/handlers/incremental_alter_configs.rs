@@ -148,6 +148,6 @@ pub async fn handle(
         }
         responses.push(resp);
     }
-    state.sync_replicas();
+    state.sync_replicas().await;
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }

@@ -18,17 +18,12 @@ use std::time::Duration;
 
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use kraftwerk_protocol::batch::{validate_all, BatchError};
 use kraftwerk_types::ErrorCode;
 
 use super::{authorized_on_topic, authorized_on_txn, str_bytes, Request};
-use crate::replica_manager::Partition;
+use crate::partition::{Acks, Appended, Partition};
 use crate::security::authorizer::op;
 use crate::BrokerState;
-
-/// (base offset, log append time, log start offset, last offset, leader
-/// epoch of the append, partition).
-type Appended = (i64, i64, i64, i64, i32, Arc<Partition>);
 
 /// The longest acks=all wait, whatever the request's `timeout_ms` says.
 const ACKS_ALL_WAIT_MAX: Duration = Duration::from_secs(300);
@@ -74,7 +69,7 @@ pub async fn handle(
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let outcome: Result<Appended, (ErrorCode, String)> = async {
+            let outcome: Result<(Appended, Arc<Partition>), (ErrorCode, String)> = async {
                 if !txn_allowed {
                     return Err((
                         ErrorCode::TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
@@ -114,50 +109,13 @@ pub async fn handle(
                         format!("broker {} leads {name}-{}", record.leader, pd.index),
                     ));
                 }
-                let config = partition.log.config();
-                if acks == -1 && (record.isr.len() as i32) < config.min_insync_replicas {
-                    return Err((
-                        ErrorCode::NOT_ENOUGH_REPLICAS,
-                        format!(
-                            "ISR has {} replicas, min.insync.replicas is {}",
-                            record.isr.len(),
-                            config.min_insync_replicas
-                        ),
-                    ));
-                }
-                let records = pd.records.unwrap_or_default();
-                if records.is_empty() {
-                    return Err((
-                        ErrorCode::INVALID_RECORD,
-                        "produce request carries no record batch".into(),
-                    ));
-                }
-                let batches = validate_all(&records).map_err(|e| match e {
-                    BatchError::UnsupportedMagic(_) => {
-                        (ErrorCode::UNSUPPORTED_FOR_MESSAGE_FORMAT, e.to_string())
-                    }
-                    _ => (ErrorCode::CORRUPT_MESSAGE, e.to_string()),
-                })?;
-                if let Some((h, _)) = batches
-                    .iter()
-                    .find(|(h, _)| h.total_bytes() > config.max_message_bytes)
-                {
-                    return Err((
-                        ErrorCode::MESSAGE_TOO_LARGE,
-                        format!(
-                            "batch of {} bytes exceeds max.message.bytes {}",
-                            h.total_bytes(),
-                            config.max_message_bytes
-                        ),
-                    ));
-                }
+                let acks = if acks == -1 { Acks::All } else { Acks::Leader };
+                let checked = partition
+                    .check_append(&pd.records.unwrap_or_default(), acks)
+                    .map_err(|r| (r.code, r.message))?;
                 // KIP-890 part 1: a producer's first transactional batch
                 // here is checked with its transaction coordinator.
-                if let Some((producer_id, epoch)) = batches
-                    .iter()
-                    .find(|(h, _)| h.is_transactional())
-                    .map(|(h, _)| (h.producer_id, h.producer_epoch))
-                {
+                if let Some((producer_id, epoch)) = checked.transactional_producer() {
                     let Some(transactional_id) = body.transactional_id.as_ref() else {
                         return Err((
                             ErrorCode::INVALID_TXN_STATE,
@@ -185,50 +143,33 @@ pub async fn handle(
                         })?;
                     }
                 }
-                let records_in: u64 = batches.iter().map(|(h, _)| h.record_count as u64).sum();
-                // acks=all waits for commitment in this epoch only.
-                let leader_epoch = partition.leader_epoch();
-                let info = partition
-                    .log
-                    .append_as_leader(batches, leader_epoch, now_ms())
-                    .map_err(|e| (e.error_code(), e.to_string()))?;
-                partition.after_leader_append();
-                if !info.duplicate {
-                    state.metrics.produced(&name, records.len() as u64, records_in);
+                let (bytes, records) = (checked.bytes() as u64, checked.records());
+                let appended = partition
+                    .append(checked)
+                    .await
+                    .map_err(|r| (r.code, r.message))?;
+                if !appended.duplicate {
+                    state.metrics.produced(&name, bytes, records);
                 }
-                Ok((
-                    info.base_offset,
-                    info.log_append_time_ms,
-                    info.log_start_offset,
-                    info.last_offset,
-                    leader_epoch,
-                    partition,
-                ))
+                Ok((appended, partition))
             }
             .await;
             match outcome {
-                Ok((
-                    base_offset,
-                    log_append_time_ms,
-                    log_start_offset,
-                    last_offset,
-                    leader_epoch,
-                    partition,
-                )) => {
+                Ok((appended, partition)) => {
                     if acks == -1 {
                         to_commit.push((
                             responses.len(),
                             partition_responses.len(),
                             partition,
-                            last_offset,
-                            leader_epoch,
+                            appended.last_offset,
+                            appended.leader_epoch,
                         ));
                     }
                     resp = resp
                         .with_error_code(0)
-                        .with_base_offset(base_offset)
-                        .with_log_append_time_ms(log_append_time_ms)
-                        .with_log_start_offset(log_start_offset);
+                        .with_base_offset(appended.base_offset)
+                        .with_log_append_time_ms(appended.log_append_time_ms)
+                        .with_log_start_offset(appended.log_start_offset);
                 }
                 Err((code, message)) => {
                     tracing::debug!(topic = %name, partition = pd.index, code = code.code(), %message, "produce refused");
@@ -273,11 +214,4 @@ pub async fn handle(
             .with_responses(responses)
             .with_throttle_time_ms(throttle_ms),
     )
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
