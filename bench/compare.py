@@ -490,8 +490,13 @@ class Clients:
             config.write_text(f"auto.commit.interval.ms={OMB_CONSUMER_COMMIT_MS}\n")
             return self.java("ConsumerPerformance", "--bootstrap-server", bootstrap, "--topic", topic, "--group", group,
                              "--messages", records, "--timeout", OMB_CONSUMER_IDLE_MS, "--consumer.config", config)
-        return list(map(str, [self.rdkperf, "consume", "-b", bootstrap, "-t", topic, "-g", group, "-n", records,
-                              "-i", OMB_CONSUMER_IDLE_MS]))
+        if client == "librdkafka":
+            return list(map(str, [self.rdkperf, "consume", "-b", bootstrap, "-t", topic, "-g", group, "-n", records,
+                                  "-i", OMB_CONSUMER_IDLE_MS]))
+        return list(map(str, [self.kraftwerk, "bench", "consume", "--bootstrap-server", bootstrap, "--topic", topic,
+                              "--group", group, "--num-records", records, "--timeout-ms", OMB_CONSUMER_IDLE_MS,
+                              "--consumer-props", f"auto.commit.interval.ms={OMB_CONSUMER_COMMIT_MS}",
+                              "--output", "json"]))
 
 
 PRODUCE_LINE = re.compile(r"(\d+) records sent, ([\d.]+) records/sec \(([\d.]+) MB/sec\), ([\d.]+) ms avg latency, "
@@ -747,10 +752,6 @@ def workload_omb(ctx, name, clusters, r):
     for client in ctx.clients:
         for broker in rounds_order(r):
             cluster = clusters[broker]
-            if client == "kraftwerk":
-                ctx.results.add(cluster.nodes, label, client, broker,
-                                {"error": "not measured: `kraftwerk bench consume` has no consumer group"})
-                continue
             topic = topic_name("omb")
             try:
                 create_topic(cluster, topic, OMB_PARTITIONS)

@@ -298,6 +298,101 @@ fn bench_e2e_reads_every_record_back_and_reports_latencies() {
     );
 }
 
+/// `kraftwerk bench consume --group`, as bench/compare.py's OpenMessaging
+/// run starts it: two members of one group share a topic's partitions,
+/// every record is read, and the group's committed offsets reach the end
+/// of every partition.
+#[test]
+fn bench_consume_in_a_group_shares_the_partitions_and_commits_everything() {
+    let broker = BrokerProcess::start();
+    ok(&kraftwerk(
+        &broker,
+        &[
+            "topics",
+            "create",
+            "--topic",
+            "bench-group",
+            "--partitions",
+            "4",
+        ],
+        None,
+    ));
+    ok(&kraftwerk(
+        &broker,
+        &[
+            "bench",
+            "produce",
+            "--topic",
+            "bench-group",
+            "--num-records",
+            "4000",
+            "--record-size",
+            "100",
+        ],
+        None,
+    ));
+    let member = || {
+        Command::new(kraftwerk_bin())
+            .args([
+                "bench",
+                "consume",
+                "--topic",
+                "bench-group",
+                "--group",
+                "bench-members",
+                "--num-records",
+                "4000",
+                "--timeout-ms",
+                "4000",
+                "--consumer-props",
+                "auto.commit.interval.ms=200",
+                "partition.assignment.strategy=roundrobin",
+                "--output",
+                "json",
+                "--bootstrap-server",
+            ])
+            .arg(broker.bootstrap())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kraftwerk bench consume")
+    };
+    let members = [member(), member()];
+    let mut received = 0;
+    for m in members {
+        let out = m.wait_with_output().expect("member output");
+        let text = ok(&out);
+        let report: serde_json::Value =
+            serde_json::from_str(text.trim().lines().last().unwrap_or_default())
+                .expect("json report");
+        received += report["records"].as_u64().expect("records");
+    }
+    // At least once: a rebalance may hand a partition over before its
+    // last records' offsets were committed.
+    assert!(received >= 4000, "the two members read {received} records");
+    let described = ok(&kraftwerk(
+        &broker,
+        &[
+            "groups",
+            "describe",
+            "--group",
+            "bench-members",
+            "--output",
+            "json",
+        ],
+        None,
+    ));
+    let group: serde_json::Value = serde_json::from_str(described.trim()).expect("json");
+    assert_eq!(group["total_lag"], 0, "{described}");
+    let partitions = group["partitions"].as_array().expect("partitions");
+    assert_eq!(partitions.len(), 4, "{described}");
+    let committed: i64 = partitions
+        .iter()
+        .map(|p| p["committed_offset"].as_i64().expect("committed offset"))
+        .sum();
+    assert_eq!(committed, 4000, "{described}");
+}
+
 /// `kraftwerk bench` as docs/performance.md runs it, `--throughput -1`
 /// (no limit) included, then reads the records back.
 #[test]

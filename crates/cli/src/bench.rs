@@ -3,6 +3,9 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
+use std::time::Duration;
+
+use kraftwerk_client::group::{Assignor, GroupConfig};
 use kraftwerk_client::{bench as b, AutoOffsetReset, ConsumerConfig, ProducerConfig};
 use serde_json::json;
 
@@ -39,6 +42,20 @@ pub struct BenchArgs {
     /// Producer settings with Kafka's names: acks, linger.ms, batch.size, compression.type, enable.idempotence.
     #[arg(long = "producer-props", value_name = "KEY=VALUE", num_args = 1..)]
     producer_props: Vec<String>,
+    /// Consume as a member of this consumer group, subscribed to the topic
+    /// (offsets committed as the group settings say, and on the way out),
+    /// instead of reading every partition from the beginning (consume).
+    #[arg(long)]
+    group: Option<String>,
+    /// Stop after this long without a new record (consume).
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Group consumer settings with Kafka's names: auto.commit.interval.ms,
+    /// enable.auto.commit, session.timeout.ms, heartbeat.interval.ms,
+    /// partition.assignment.strategy (range, roundrobin), auto.offset.reset
+    /// (consume).
+    #[arg(long = "consumer-props", value_name = "KEY=VALUE", num_args = 1..)]
+    consumer_props: Vec<String>,
 }
 
 fn producer_config(props: &[String]) -> anyhow::Result<ProducerConfig> {
@@ -63,6 +80,62 @@ fn producer_config(props: &[String]) -> anyhow::Result<ProducerConfig> {
     Ok(c)
 }
 
+/// The consumer and its group settings from `--group` and `--consumer-props`.
+fn consumer_config(
+    group: Option<&str>,
+    props: &[String],
+) -> anyhow::Result<(ConsumerConfig, Option<GroupConfig>)> {
+    let mut consumer = ConsumerConfig {
+        auto_offset_reset: AutoOffsetReset::Earliest,
+        ..ConsumerConfig::default()
+    };
+    let mut group = group.map(GroupConfig::new);
+    for p in props {
+        let (k, v) = key_value(p)?;
+        if k == "auto.offset.reset" {
+            consumer.auto_offset_reset = match v.as_str() {
+                "earliest" => AutoOffsetReset::Earliest,
+                "latest" => AutoOffsetReset::Latest,
+                other => bail!("auto.offset.reset={other} is not earliest or latest"),
+            };
+            continue;
+        }
+        let Some(g) = group.as_mut() else {
+            bail!("consumer property '{k}' needs --group");
+        };
+        match k.as_str() {
+            "auto.commit.interval.ms" => {
+                g.auto_commit_interval_ms = v.parse().context("auto.commit.interval.ms")?
+            }
+            "enable.auto.commit" => {
+                g.enable_auto_commit = v.parse().context("enable.auto.commit")?
+            }
+            "session.timeout.ms" => {
+                g.session_timeout_ms = v.parse().context("session.timeout.ms")?
+            }
+            "heartbeat.interval.ms" => {
+                g.heartbeat_interval_ms = v.parse().context("heartbeat.interval.ms")?
+            }
+            "partition.assignment.strategy" => {
+                g.assignor = match v
+                    .rsplit('.')
+                    .next()
+                    .unwrap_or_default()
+                    .to_ascii_lowercase()
+                    .as_str()
+                {
+                    "range" | "rangeassignor" => Assignor::Range,
+                    "roundrobin" | "roundrobinassignor" => Assignor::RoundRobin,
+                    _ => bail!("partition.assignment.strategy={v} is not range or roundrobin"),
+                }
+            }
+            "group.id" | "bootstrap.servers" => {}
+            other => bail!("consumer property '{other}' is not supported by kraftwerk bench"),
+        }
+    }
+    Ok((consumer, group))
+}
+
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let client = args.connect.client_config("kraftwerk-bench")?;
     let report = match args.mode {
@@ -76,11 +149,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             b::produce(client, producer_config(&args.producer_props)?, options).await?
         }
         BenchMode::Consume => {
-            let config = ConsumerConfig {
-                auto_offset_reset: AutoOffsetReset::Earliest,
-                ..ConsumerConfig::default()
+            let (config, group) = consumer_config(args.group.as_deref(), &args.consumer_props)?;
+            let options = b::BenchConsumeOptions {
+                idle_timeout: Duration::from_millis(args.timeout_ms),
+                group,
+                ..b::BenchConsumeOptions::new(args.topic.clone(), args.num_records)
             };
-            b::consume(client, config, &args.topic, args.num_records).await?
+            b::consume(client, config, options).await?
         }
         BenchMode::E2e => {
             let mut producer = producer_config(&args.producer_props)?;

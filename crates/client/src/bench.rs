@@ -12,6 +12,7 @@ use tokio::time::Instant;
 
 use crate::consumer::{Consumer, ConsumerConfig};
 use crate::error::{ClientError, Result};
+use crate::group::GroupConfig;
 use crate::producer::{DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
 use crate::ClientConfig;
 
@@ -228,30 +229,68 @@ pub async fn produce(
     ))
 }
 
-/// Reads `num_records` records of `topic` from the beginning of every
-/// partition; latency is the time of each poll that returned records.
+/// What to consume.
+#[derive(Debug, Clone)]
+pub struct BenchConsumeOptions {
+    pub topic: String,
+    /// Stop after this many records.
+    pub num_records: u64,
+    /// Stop after this long without a new record (kafka-consumer-perf-test's
+    /// `--timeout`).
+    pub idle_timeout: Duration,
+    /// Consume as a member of this group (subscribed to `topic`, offsets
+    /// committed as the group's settings say, and once more on the way
+    /// out) instead of reading every partition from the beginning.
+    pub group: Option<GroupConfig>,
+}
+
+impl BenchConsumeOptions {
+    /// Every partition of `topic` from the beginning, no group.
+    pub fn new(topic: impl Into<String>, num_records: u64) -> BenchConsumeOptions {
+        BenchConsumeOptions {
+            topic: topic.into(),
+            num_records,
+            idle_timeout: CONSUME_IDLE_TIMEOUT,
+            group: None,
+        }
+    }
+}
+
+/// Reads `num_records` records of the topic, from the beginning of every
+/// partition or as a group member; latency is the time of each poll that
+/// returned records.
 pub async fn consume(
     client: ClientConfig,
     config: ConsumerConfig,
-    topic: &str,
-    num_records: u64,
+    options: BenchConsumeOptions,
 ) -> Result<BenchReport> {
+    let topic = options.topic.as_str();
     let mut consumer = Consumer::new(client, config).await?;
-    let metadata = consumer.cluster().topic_with_leaders(topic).await?;
-    let partitions = metadata
-        .partitions
-        .iter()
-        .map(|p| (topic.to_string(), p.partition))
-        .collect();
-    consumer.assign(partitions).await?;
-    consumer.seek_to_beginning(&[]).await?;
+    let in_group = options.group.is_some();
+    match options.group {
+        Some(group) => {
+            consumer
+                .subscribe(vec![topic.to_string()], group, None)
+                .await?
+        }
+        None => {
+            let metadata = consumer.cluster().topic_with_leaders(topic).await?;
+            let partitions = metadata
+                .partitions
+                .iter()
+                .map(|p| (topic.to_string(), p.partition))
+                .collect();
+            consumer.assign(partitions).await?;
+            consumer.seek_to_beginning(&[]).await?;
+        }
+    }
 
     let mut histogram = new_histogram()?;
     let mut records = 0u64;
     let mut bytes = 0u64;
     let started = Instant::now();
     let mut last_progress = started;
-    while records < num_records && last_progress.elapsed() < CONSUME_IDLE_TIMEOUT {
+    while records < options.num_records && last_progress.elapsed() < options.idle_timeout {
         let poll_started = Instant::now();
         let batch = consumer.poll(Duration::from_millis(1000)).await?;
         if batch.is_empty() {
@@ -266,12 +305,18 @@ pub async fn consume(
                 + record.key.as_ref().map_or(0, |k| k.len() as u64);
         }
     }
+    let elapsed = started.elapsed();
+    if in_group {
+        // What was read is committed before the member leaves.
+        consumer.commit_sync().await?;
+        consumer.close().await?;
+    }
     Ok(BenchReport::from_histogram(
         BenchKind::Consume,
         records,
         bytes,
         0,
-        started.elapsed(),
+        elapsed,
         &histogram,
     ))
 }

@@ -30,7 +30,7 @@ pub use admin::{
     OffsetSpec, PartitionDescription, QuorumDescription, ReplicaLogDir, TopicDescription,
     TopicResult,
 };
-pub use bench::{BenchProduceOptions, BenchReport};
+pub use bench::{BenchConsumeOptions, BenchProduceOptions, BenchReport};
 pub use cluster::Cluster;
 pub use connection::Connection;
 pub use consumer::{AutoOffsetReset, Consumer, ConsumerConfig, ConsumerRecord, IsolationLevel};
