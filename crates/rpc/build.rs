@@ -3,7 +3,12 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_dir = "../../proto";
-    let files = ["raft.proto", "controller.proto", "replication.proto"];
+    let files = [
+        "raft.proto",
+        "metadata.proto",
+        "controller.proto",
+        "replication.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={proto_dir}/{f}");
     }
@@ -13,6 +18,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         // Replicated record batches stay `Bytes` from the wire to the log.
         .bytes(".kraftwerk.replication")
+        // Metadata maps keep kraftwerk-metadata's order (`BTreeMap`).
+        .btree_map(".kraftwerk.metadata")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -23,6 +23,7 @@ use std::time::Duration;
 use kraftwerk_metadata::commands::{self, MetadataCommand};
 use kraftwerk_metadata::MetadataImage;
 use kraftwerk_rpc::controller as pb;
+use kraftwerk_rpc::wire::{self, WireError};
 use kraftwerk_types::ErrorCode;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -85,7 +86,7 @@ pub async fn follow_metadata(
             r = client.fetch_metadata(known, METADATA_POLL_WAIT_MS) => r,
         };
         let current = state.image.load();
-        match fetched.and_then(|r| next_image(&r, &current)) {
+        match fetched.and_then(|r| next_image(r, &current)) {
             Ok(Next::Unchanged) => known = current.version,
             Ok(Next::Image(image)) => {
                 // Never step back to an older image, whoever answered.
@@ -124,15 +125,16 @@ enum Next {
 
 /// Where a FetchMetadata answer leads from `current`.
 fn next_image(
-    r: &pb::FetchMetadataResponse,
+    r: pb::FetchMetadataResponse,
     current: &MetadataImage,
 ) -> Result<Next, ControllerError> {
-    let bad = |e: serde_json::Error| ControllerError::Unavailable(format!("bad metadata: {e}"));
+    let bad = |e: WireError| ControllerError::Unavailable(format!("bad metadata: {e}"));
     let mut image = match r.delta_base {
         None => {
-            let mut image: MetadataImage = serde_json::from_slice(&r.image).map_err(bad)?;
-            image.reindex();
-            image
+            let image = r
+                .image
+                .ok_or_else(|| ControllerError::Unavailable("metadata without an image".into()))?;
+            wire::image_from_wire(image).map_err(bad)?
         }
         Some(base) if base != current.version => return Ok(Next::Rebase),
         Some(_) if r.deltas.is_empty() && r.version == current.version => {
@@ -144,9 +146,11 @@ fn next_image(
         }
         Some(_) => {
             let mut image = current.clone();
-            for delta in &r.deltas {
-                let command: MetadataCommand =
-                    serde_json::from_slice(&delta.command).map_err(bad)?;
+            for delta in r.deltas {
+                let command = delta.command.ok_or_else(|| {
+                    ControllerError::Unavailable("a metadata delta without its command".into())
+                })?;
+                let command: MetadataCommand = wire::command_from_wire(command).map_err(bad)?;
                 commands::apply(&mut image, &command, delta.index);
             }
             if image.version != r.version {

@@ -17,6 +17,7 @@ use kraftwerk_metadata::{
 };
 use kraftwerk_rpc::controller as pb;
 use kraftwerk_rpc::controller::controller_client::ControllerClient as GrpcClient;
+use kraftwerk_rpc::wire;
 use kraftwerk_rpc::NodeTls;
 use kraftwerk_types::config::validate_topic_configs;
 use kraftwerk_types::{ErrorCode, TopicId};
@@ -347,22 +348,28 @@ impl ControllerClient {
         &self,
         command: &MetadataCommand,
     ) -> Result<(CommandResult, u64), ControllerError> {
-        let bytes =
-            serde_json::to_vec(command).map_err(|e| ControllerError::Unavailable(e.to_string()))?;
+        let command = wire::command_to_wire(command);
         let (result, version) = self
             .call("metadata write", WRITE_ATTEMPT_TIMEOUT, |mut c| {
-                let bytes = bytes.clone();
+                let command = command.clone();
                 async move {
                     let r = c
-                        .write(pb::WriteRequest { command: bytes })
+                        .write(pb::WriteRequest {
+                            command: Some(command),
+                        })
                         .await?
                         .into_inner();
                     Ok((r.status, (r.result, r.applied_version)))
                 }
             })
             .await?;
-        let result: CommandResult = serde_json::from_slice(&result)
-            .map_err(|e| ControllerError::Unavailable(format!("bad controller answer: {e}")))?;
+        let result: CommandResult = result
+            .ok_or_else(|| ControllerError::Unavailable("a write answered without a result".into()))
+            .and_then(|r| {
+                wire::result_from_wire(r).map_err(|e| {
+                    ControllerError::Unavailable(format!("bad controller answer: {e}"))
+                })
+            })?;
         Ok((result, version))
     }
 }

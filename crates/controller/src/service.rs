@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use kraftwerk_metadata::{ListenerEndpoint, MetadataImage};
 use kraftwerk_rpc::controller as pb;
 use kraftwerk_rpc::controller::controller_server::Controller;
+use kraftwerk_rpc::wire;
 use kraftwerk_types::ErrorCode;
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, Notify};
@@ -111,10 +112,10 @@ impl ControllerService {
         &self,
         request: &pb::FetchMetadataRequest,
         current: &MetadataImage,
-    ) -> Result<pb::FetchMetadataResponse, Status> {
+    ) -> pb::FetchMetadataResponse {
         let mut answer = pb::FetchMetadataResponse {
             version: current.version,
-            image: Vec::new(),
+            image: None,
             active_controller_id: self.node.leader_id(),
             status: ok_status(),
             leader_epoch: Some(self.node.term()),
@@ -128,18 +129,17 @@ impl ControllerService {
         match deltas {
             Some(commands) => {
                 answer.delta_base = Some(since);
-                for (index, command) in commands {
-                    let command = serde_json::to_vec(&*command)
-                        .map_err(|e| Status::internal(e.to_string()))?;
-                    answer.deltas.push(pb::MetadataDelta { index, command });
-                }
+                answer.deltas = commands
+                    .into_iter()
+                    .map(|(index, command)| pb::MetadataDelta {
+                        index,
+                        command: Some(wire::command_to_wire(&command)),
+                    })
+                    .collect();
             }
-            None => {
-                answer.image =
-                    serde_json::to_vec(current).map_err(|e| Status::internal(e.to_string()))?;
-            }
+            None => answer.image = Some(wire::image_to_wire(current)),
         }
-        Ok(answer)
+        answer
     }
 }
 
@@ -644,24 +644,29 @@ impl Controller for ControllerGrpc {
         &self,
         request: Request<pb::WriteRequest>,
     ) -> Result<Response<pb::WriteResponse>, Status> {
-        let command: MetadataCommand = serde_json::from_slice(&request.into_inner().command)
-            .map_err(|e| Status::invalid_argument(format!("bad command: {e}")))?;
+        let command: MetadataCommand = request
+            .into_inner()
+            .command
+            .ok_or_else(|| Status::invalid_argument("a write without a command"))
+            .and_then(|c| {
+                wire::command_from_wire(c).map_err(|e| Status::invalid_argument(e.to_string()))
+            })?;
         if !self.node.is_leader() {
             return Ok(Response::new(pb::WriteResponse {
                 status: self.not_controller(),
-                result: Vec::new(),
+                result: None,
                 applied_version: 0,
             }));
         }
         let response = match self.propose(command).await {
             Ok(result) => pb::WriteResponse {
                 status: ok_status(),
-                result: serde_json::to_vec(&result).map_err(|e| Status::internal(e.to_string()))?,
+                result: Some(wire::result_to_wire(&result)),
                 applied_version: self.node.image().borrow().version,
             },
             Err(status) => pb::WriteResponse {
                 status,
-                result: Vec::new(),
+                result: None,
                 applied_version: 0,
             },
         };
@@ -676,7 +681,7 @@ impl Controller for ControllerGrpc {
         if !self.node.is_leader() {
             return Ok(Response::new(pb::FetchMetadataResponse {
                 version: 0,
-                image: Vec::new(),
+                image: None,
                 active_controller_id: self.node.leader_id(),
                 status: self.not_controller(),
                 leader_epoch: Some(self.node.term()),
@@ -690,7 +695,7 @@ impl Controller for ControllerGrpc {
         loop {
             let current = watch.borrow_and_update().clone();
             if current.version > r.known_version || tokio::time::Instant::now() >= deadline {
-                return self.metadata_answer(&r, &current).map(Response::new);
+                return Ok(Response::new(self.metadata_answer(&r, &current)));
             }
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => {}

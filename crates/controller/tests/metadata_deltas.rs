@@ -14,6 +14,7 @@ use kraftwerk_controller::service::LivenessConfig;
 use kraftwerk_metadata::MetadataImage;
 use kraftwerk_rpc::controller as pb;
 use kraftwerk_rpc::controller::controller_client::ControllerClient;
+use kraftwerk_rpc::wire;
 use kraftwerk_types::TopicId;
 use tonic::transport::Channel;
 
@@ -35,9 +36,7 @@ async fn fetch(
 
 fn whole(r: &pb::FetchMetadataResponse) -> MetadataImage {
     assert_eq!(r.delta_base, None);
-    let mut image: MetadataImage = serde_json::from_slice(&r.image).unwrap();
-    image.reindex();
-    image
+    wire::image_from_wire(r.image.clone().expect("the whole image")).unwrap()
 }
 
 fn create(name: &str) -> MetadataCommand {
@@ -81,14 +80,12 @@ async fn deltas_applied_to_an_older_image_give_the_controllers_image() {
 
     let delta = fetch(&mut client, older.version, true).await;
     assert_eq!(delta.delta_base, Some(older.version));
-    assert!(
-        delta.image.is_empty(),
-        "deltas come without the whole image"
-    );
+    assert!(delta.image.is_none(), "deltas come without the whole image");
     assert_eq!(delta.deltas.len(), 4);
     let mut image = older.clone();
     for d in &delta.deltas {
-        let command: MetadataCommand = serde_json::from_slice(&d.command).unwrap();
+        let command: MetadataCommand =
+            wire::command_from_wire(d.command.clone().expect("a command")).unwrap();
         apply(&mut image, &command, d.index);
     }
     assert_eq!(image.version, delta.version);
