@@ -14,6 +14,8 @@
 //! nor replication.
 //!
 //! * [`log`]: the narrow view of an internal topic's partitions.
+//! * [`runtime`]: one shard per partition of an internal topic, loaded by
+//!   replay while this broker leads the partition, shared by the coordinators.
 //! * [`group`]: the consumer-group coordinator (Kafka's classic protocol).
 //! * [`txn`]: the transaction coordinator (`__transaction_state`).
 
@@ -21,6 +23,7 @@
 
 pub mod group;
 pub mod log;
+pub mod runtime;
 pub mod txn;
 
 use bytes::{Bytes, BytesMut};

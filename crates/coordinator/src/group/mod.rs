@@ -6,7 +6,8 @@
 //! coordinator knows (committed offsets, membership after each rebalance)
 //! is written to that partition as Kafka-format records ([`records`]).
 //! A broker that becomes leader of an offsets partition rebuilds the
-//! partition's groups by replaying it ([`GroupCoordinator::load_partitions`]),
+//! partition's groups by replaying it ([`GroupCoordinator::load_partitions`],
+//! through the shared [`crate::runtime::Shards`]),
 //! so once partitions are replicated a new leader takes over the groups of
 //! a failed one with nothing else to copy.
 //!
@@ -32,13 +33,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use kafka_protocol::messages::ConsumerProtocolSubscription;
 use kafka_protocol::protocol::Decodable;
-use kafka_protocol::records::RecordBatchDecoder;
 use kraftwerk_types::ErrorCode;
 use parking_lot::{Mutex, RwLock};
-use tokio::sync::Notify;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
+use crate::runtime::{replay_records, Shards};
 use crate::{now_ms, CoordinatorLog};
 use records::{OffsetValue, RecordKey};
 use state::{Group, GroupSettings, GroupState};
@@ -54,12 +54,8 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub const TICK: Duration = Duration::from_millis(100);
 /// How long a group request waits for its partition to load ([`GroupCoordinator::owns_loaded`]).
 pub const LOAD_WAIT: Duration = Duration::from_secs(3);
-/// How often it looks again meanwhile.
-const LOAD_POLL: Duration = Duration::from_millis(25);
 /// Kafka's `offset.metadata.max.bytes` default.
 pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
-/// How much one read of a partition being loaded asks for.
-const LOAD_READ_BYTES: usize = 1024 * 1024;
 
 /// Kafka's `Utils.abs(groupId.hashCode()) % partitions`.
 pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
@@ -119,21 +115,13 @@ impl CoordinatorConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Load {
-    Loading,
-    /// Loaded while leading at this leader epoch.
-    Loaded(i32),
-}
-
 type GroupRef = Arc<Mutex<Group>>;
 
 pub struct GroupCoordinator {
     pub config: CoordinatorConfig,
     groups: RwLock<HashMap<String, GroupRef>>,
-    partitions: Mutex<HashMap<i32, Load>>,
-    /// Wakes the timer task to load partitions now (after FindCoordinator).
-    load_wanted: Notify,
+    /// The `__consumer_offsets` partitions loaded here.
+    shards: Shards,
     /// The broker's: answers still waiting when it fires say the
     /// coordinator is going away.
     shutdown: CancellationToken,
@@ -149,8 +137,7 @@ impl GroupCoordinator {
         GroupCoordinator {
             config,
             groups: RwLock::new(HashMap::new()),
-            partitions: Mutex::new(HashMap::new()),
-            load_wanted: Notify::new(),
+            shards: Shards::new(OFFSETS_TOPIC),
             shutdown,
         }
     }
@@ -158,7 +145,7 @@ impl GroupCoordinator {
     /// Asks the timer task to load the partitions led here now rather than
     /// at its next tick (a client is looking for its coordinator).
     pub fn request_load(&self) {
-        self.load_wanted.notify_one();
+        self.shards.want_sync();
     }
 
     /// The `__consumer_offsets` partition of a group.
@@ -182,19 +169,7 @@ impl GroupCoordinator {
             return Err(ErrorCode::NOT_COORDINATOR);
         };
         let p = partition_for(group_id, count);
-        let Some(leader_epoch) = log.led_epoch(OFFSETS_TOPIC, p) else {
-            return Err(ErrorCode::NOT_COORDINATOR);
-        };
-        match self.partitions.lock().get(&p) {
-            Some(Load::Loaded(epoch)) if *epoch == leader_epoch => Ok(Owned { partition: p }),
-            Some(Load::Loaded(_)) | Some(Load::Loading) => {
-                Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)
-            }
-            None => {
-                self.load_wanted.notify_one();
-                Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)
-            }
-        }
+        self.shards.check(log, p).map(|_| Owned { partition: p })
     }
 
     /// [`Self::owns`], but while this broker is still loading the group's
@@ -209,17 +184,17 @@ impl GroupCoordinator {
         log: &dyn CoordinatorLog,
         group_id: &str,
     ) -> Result<Owned, ErrorCode> {
-        let deadline = tokio::time::Instant::now() + LOAD_WAIT;
-        loop {
-            match self.owns(log, group_id) {
-                Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(LOAD_POLL).await;
-                }
-                owned => return owned,
-            }
+        if group_id.is_empty() {
+            return Err(ErrorCode::INVALID_GROUP_ID);
         }
+        let Some(count) = log.partition_count(OFFSETS_TOPIC) else {
+            return Err(ErrorCode::NOT_COORDINATOR);
+        };
+        let p = partition_for(group_id, count);
+        self.shards
+            .check_loaded(log, p, LOAD_WAIT)
+            .await
+            .map(|_| Owned { partition: p })
     }
 
     pub fn group(&self, group_id: &str) -> Option<GroupRef> {
@@ -341,84 +316,35 @@ impl GroupCoordinator {
     /// Loads offsets partitions this broker leads but has not loaded, and
     /// unloads the ones it no longer leads.
     pub async fn load_partitions(&self, log: &Arc<dyn CoordinatorLog>) {
-        let Some(count) = log.partition_count(OFFSETS_TOPIC) else {
-            return;
-        };
-        let led: HashMap<i32, i32> = log.led_partitions(OFFSETS_TOPIC).into_iter().collect();
-        let (to_unload, to_load) = {
-            let mut parts = self.partitions.lock();
-            let to_unload: Vec<i32> = parts
-                .iter()
-                .filter(|(p, l)| match (led.get(p), l) {
-                    (None, _) => true,
-                    (Some(e), Load::Loaded(loaded)) => e != loaded,
-                    (Some(_), Load::Loading) => false,
-                })
-                .map(|(p, _)| *p)
-                .collect();
-            for p in &to_unload {
-                parts.remove(p);
-            }
-            let to_load: Vec<(i32, i32)> = led
-                .iter()
-                .filter(|(p, _)| !parts.contains_key(p))
-                .map(|(p, e)| (*p, *e))
-                .collect();
-            for (p, _) in &to_load {
-                parts.insert(*p, Load::Loading);
-            }
-            (to_unload, to_load)
-        };
-        for p in to_unload {
-            self.unload(p, count);
-        }
-        for (p, epoch) in to_load {
-            let log = log.clone();
-            let started = std::time::Instant::now();
-            let loaded = tokio::task::spawn_blocking(move || replay(&*log, p)).await;
-            match loaded {
-                Ok(Ok(groups)) => {
+        self.shards
+            .sync(
+                log,
+                replay,
+                |partition, leader_epoch, groups: Vec<Group>| {
                     let n = groups.len();
-                    {
-                        let mut table = self.groups.write();
-                        for g in groups {
-                            table.insert(g.group_id.clone(), Arc::new(Mutex::new(g)));
-                        }
+                    let mut table = self.groups.write();
+                    for g in groups {
+                        table.insert(g.group_id.clone(), Arc::new(Mutex::new(g)));
                     }
-                    self.partitions.lock().insert(p, Load::Loaded(epoch));
-                    let elapsed_ms = started.elapsed().as_millis() as u64;
                     if n > 0 {
                         tracing::info!(
-                            partition = p,
+                            partition,
+                            leader_epoch,
                             groups = n,
-                            elapsed_ms,
                             "loaded {OFFSETS_TOPIC} partition"
                         );
-                    } else {
-                        tracing::debug!(
-                            partition = p,
-                            elapsed_ms,
-                            "loaded empty {OFFSETS_TOPIC} partition"
-                        );
                     }
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(partition = p, error = %e, "loading {OFFSETS_TOPIC} partition failed; will retry");
-                    self.partitions.lock().remove(&p);
-                }
-                Err(e) => {
-                    tracing::error!(partition = p, error = %e, "loading task failed; will retry");
-                    self.partitions.lock().remove(&p);
-                }
-            }
-        }
+                },
+                |partitions, count| self.unload(partitions, count),
+            )
+            .await;
     }
 
-    fn unload(&self, partition: i32, count: i32) {
+    fn unload(&self, partitions: &[i32], count: i32) {
         let mut table = self.groups.write();
         let gone: Vec<String> = table
             .keys()
-            .filter(|g| partition_for(g, count) == partition)
+            .filter(|g| partitions.contains(&partition_for(g, count)))
             .cloned()
             .collect();
         for g in gone {
@@ -426,7 +352,6 @@ impl GroupCoordinator {
                 group.lock().shut_down(ErrorCode::NOT_COORDINATOR);
             }
         }
-        tracing::info!(partition, "unloaded {OFFSETS_TOPIC} partition");
     }
 
     /// Timer duties for every group.
@@ -484,124 +409,90 @@ impl GroupCoordinator {
 
 /// Rebuilds the groups of one offsets partition from its log.
 fn replay(log: &dyn CoordinatorLog, partition: i32) -> Result<Vec<Group>, String> {
-    // The metadata image may name this broker leader before its replica
-    // manager has the partition: loading nothing then would serve the
-    // partition as empty (and its stored state as lost) for the whole
-    // leader epoch. The load fails instead, and is tried again.
-    let Some((start, end)) = log.offsets(OFFSETS_TOPIC, partition) else {
-        return Err(format!(
-            "{}-{partition} has no replica on this broker yet",
-            OFFSETS_TOPIC
-        ));
-    };
     let now = Instant::now();
     let mut offsets: HashMap<String, BTreeMap<(String, i32), OffsetValue>> = HashMap::new();
     let mut metadata: HashMap<String, Option<records::GroupValue>> = HashMap::new();
     type TxnOffset = (String, (String, i32), OffsetValue);
     let mut txn_offsets: HashMap<i64, Vec<TxnOffset>> = HashMap::new();
-    let mut at = start;
-    while at < end {
-        let chunk = log.read(OFFSETS_TOPIC, partition, at, LOAD_READ_BYTES, end)?;
-        if chunk.is_empty() {
-            break;
+    replay_records(log, OFFSETS_TOPIC, partition, |r| {
+        if r.control {
+            // A transaction marker: its offsets become committed
+            // (COMMIT) or are dropped.
+            let commit = r.key.as_deref().is_some_and(|k| {
+                k.len() >= 4
+                    && i16::from_be_bytes([k[2], k[3]]) == kraftwerk_protocol::batch::CONTROL_COMMIT
+            });
+            for (group, key, value) in txn_offsets.remove(&r.producer_id).unwrap_or_default() {
+                if commit {
+                    offsets.entry(group).or_default().insert(key, value);
+                }
+            }
+            return;
         }
-        let mut buf = chunk;
-        let mut next = at;
-        while !buf.is_empty() {
-            // By the batch's last offset, not its records': compaction may
-            // have emptied a batch or dropped its last records.
-            let header = kraftwerk_protocol::batch::BatchHeader::parse(&buf)
-                .map_err(|e| format!("bad batch at offset {next}: {e}"))?;
-            next = next.max(header.last_offset() + 1);
-            let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
-            for r in set.records {
-                if r.control {
-                    // A transaction marker: its offsets become committed
-                    // (COMMIT) or are dropped.
-                    let commit = r.key.as_deref().is_some_and(|k| {
-                        k.len() >= 4
-                            && i16::from_be_bytes([k[2], k[3]])
-                                == kraftwerk_protocol::batch::CONTROL_COMMIT
-                    });
-                    for (group, key, value) in
-                        txn_offsets.remove(&r.producer_id).unwrap_or_default()
-                    {
-                        if commit {
-                            offsets.entry(group).or_default().insert(key, value);
-                        }
+        let Some(key) = r.key else { return };
+        if r.transactional {
+            // An offset of an open transaction (TxnOffsetCommit).
+            if let (
+                Ok(RecordKey::Offset {
+                    group,
+                    topic,
+                    partition: tp,
+                }),
+                Some(Ok(v)),
+            ) = (
+                records::decode_key(&key),
+                r.value.as_deref().map(records::decode_offset_value),
+            ) {
+                txn_offsets
+                    .entry(r.producer_id)
+                    .or_default()
+                    .push((group, (topic, tp), v));
+            }
+            return;
+        }
+        let key = match records::decode_key(&key) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!(partition, offset = r.offset, error = %e, "skipping unreadable key");
+                return;
+            }
+        };
+        match key {
+            RecordKey::Offset {
+                group,
+                topic,
+                partition: tp,
+            } => {
+                let entry = offsets.entry(group).or_default();
+                match r.value.as_deref().map(records::decode_offset_value) {
+                    None => {
+                        entry.remove(&(topic, tp));
                     }
-                    continue;
+                    Some(Ok(v)) => {
+                        entry.insert((topic, tp), v);
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(partition, offset = r.offset, error = %e, "skipping unreadable offset value")
+                    }
                 }
-                let Some(key) = r.key else { continue };
-                if r.transactional {
-                    // An offset of an open transaction (TxnOffsetCommit).
-                    if let (
-                        Ok(RecordKey::Offset {
-                            group,
-                            topic,
-                            partition: tp,
-                        }),
-                        Some(Ok(v)),
-                    ) = (
-                        records::decode_key(&key),
-                        r.value.as_deref().map(records::decode_offset_value),
-                    ) {
-                        txn_offsets
-                            .entry(r.producer_id)
-                            .or_default()
-                            .push((group, (topic, tp), v));
+            }
+            RecordKey::Group { group } => {
+                match r.value.as_deref().map(records::decode_group_value) {
+                    None => {
+                        metadata.insert(group.clone(), None);
+                        // A deleted group's earlier offsets are gone too.
+                        offsets.remove(&group);
                     }
-                    continue;
-                }
-                let key = match records::decode_key(&key) {
-                    Ok(k) => k,
-                    Err(e) => {
-                        tracing::warn!(partition, offset = r.offset, error = %e, "skipping unreadable key");
-                        continue;
+                    Some(Ok(v)) => {
+                        metadata.insert(group, Some(v));
                     }
-                };
-                match key {
-                    RecordKey::Offset {
-                        group,
-                        topic,
-                        partition: tp,
-                    } => {
-                        let entry = offsets.entry(group).or_default();
-                        match r.value.as_deref().map(records::decode_offset_value) {
-                            None => {
-                                entry.remove(&(topic, tp));
-                            }
-                            Some(Ok(v)) => {
-                                entry.insert((topic, tp), v);
-                            }
-                            Some(Err(e)) => {
-                                tracing::warn!(partition, offset = r.offset, error = %e, "skipping unreadable offset value")
-                            }
-                        }
-                    }
-                    RecordKey::Group { group } => {
-                        match r.value.as_deref().map(records::decode_group_value) {
-                            None => {
-                                metadata.insert(group.clone(), None);
-                                // A deleted group's earlier offsets are gone too.
-                                offsets.remove(&group);
-                            }
-                            Some(Ok(v)) => {
-                                metadata.insert(group, Some(v));
-                            }
-                            Some(Err(e)) => {
-                                tracing::warn!(partition, offset = r.offset, error = %e, "skipping unreadable group value")
-                            }
-                        }
+                    Some(Err(e)) => {
+                        tracing::warn!(partition, offset = r.offset, error = %e, "skipping unreadable group value")
                     }
                 }
             }
         }
-        if next <= at {
-            return Err(format!("no progress reading offset {at}"));
-        }
-        at = next;
-    }
+    })?;
     let now_ms = now_ms();
     let mut groups: BTreeMap<String, Group> = BTreeMap::new();
     for (id, value) in metadata {
@@ -646,7 +537,7 @@ pub async fn run(log: Arc<dyn CoordinatorLog>, groups: &GroupCoordinator) {
         tokio::select! {
             _ = groups.shutdown.cancelled() => break,
             _ = tick.tick() => {}
-            _ = groups.load_wanted.notified() => {}
+            _ = groups.shards.wanted() => {}
         }
         groups.load_partitions(&log).await;
         groups.tick(&*log);
@@ -810,7 +701,7 @@ mod tests {
             CoordinatorConfig::from_broker(&config),
             CancellationToken::new(),
         );
-        groups.partitions.lock().insert(0, Load::Loaded(0));
+        groups.shards.mark_loaded(0, 0);
         Arc::new(groups)
     }
 

@@ -31,7 +31,6 @@ pub mod state;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use kafka_protocol::records::RecordBatchDecoder;
 use kraftwerk_types::ErrorCode;
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::Notify;
@@ -39,6 +38,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::group::partition_for;
+use crate::runtime::{replay_records, Shards};
 use crate::{now_ms, CoordinatorLog, LogFuture};
 pub use state::{TxnMetadata, TxnState};
 
@@ -48,8 +48,6 @@ pub const TXN_TOPIC: &str = "__transaction_state";
 const TICK: Duration = Duration::from_millis(100);
 /// Pause before markers that could not be written are tried again.
 const MARKER_RETRY: Duration = Duration::from_millis(100);
-/// How much one read of a partition being loaded asks for.
-const LOAD_READ_BYTES: usize = 1024 * 1024;
 
 /// Broker settings of the transaction coordinator, with Kafka's keys.
 #[derive(Debug, Clone)]
@@ -129,13 +127,6 @@ pub trait TxnBroker: CoordinatorLog {
     ) -> LogFuture<'_, Vec<(String, i32)>>;
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Load {
-    Loading,
-    /// Loaded while leading at this leader epoch (the coordinator epoch).
-    Loaded(i32),
-}
-
 #[derive(Debug)]
 struct Slot {
     meta: Option<TxnMetadata>,
@@ -155,8 +146,10 @@ pub struct TxnView {
 pub struct TransactionCoordinator {
     pub config: TxnConfig,
     txns: RwLock<HashMap<String, SlotRef>>,
-    partitions: Mutex<HashMap<i32, Load>>,
-    /// Wakes the timer task: partitions to load, markers to write.
+    /// The `__transaction_state` partitions loaded here; the leader epoch
+    /// a partition is loaded at is the coordinator epoch.
+    shards: Shards,
+    /// Wakes the timer task: markers to write.
     wake: Notify,
     shutdown: CancellationToken,
 }
@@ -166,15 +159,15 @@ impl TransactionCoordinator {
         TransactionCoordinator {
             config,
             txns: RwLock::new(HashMap::new()),
-            partitions: Mutex::new(HashMap::new()),
+            shards: Shards::new(TXN_TOPIC),
             wake: Notify::new(),
             shutdown,
         }
     }
 
-    /// Asks the timer task to act now (load partitions, write markers).
+    /// Asks the timer task to load the partitions led here now.
     pub fn request_load(&self) {
-        self.wake.notify_one();
+        self.shards.want_sync();
     }
 
     /// The `__transaction_state` partition of a transactional id.
@@ -200,17 +193,7 @@ impl TransactionCoordinator {
             return Err(ErrorCode::NOT_COORDINATOR);
         };
         let p = partition_for(transactional_id, count);
-        let Some(leader_epoch) = log.led_epoch(TXN_TOPIC, p) else {
-            return Err(ErrorCode::NOT_COORDINATOR);
-        };
-        match self.partitions.lock().get(&p) {
-            Some(Load::Loaded(epoch)) if *epoch == leader_epoch => Ok((p, leader_epoch)),
-            Some(_) => Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS),
-            None => {
-                self.wake.notify_one();
-                Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)
-            }
-        }
+        self.shards.check(log, p).map(|epoch| (p, epoch))
     }
 
     fn slot(&self, transactional_id: &str) -> Option<SlotRef> {
@@ -510,75 +493,36 @@ impl TransactionCoordinator {
     /// Loads partitions led here and not loaded, unloads the ones no
     /// longer led here.
     async fn load_partitions(&self, log: &Arc<dyn CoordinatorLog>) {
-        let Some(count) = log.partition_count(TXN_TOPIC) else {
-            return;
-        };
-        let led: HashMap<i32, i32> = log.led_partitions(TXN_TOPIC).into_iter().collect();
-        let (to_unload, to_load) = {
-            let mut parts = self.partitions.lock();
-            let to_unload: Vec<i32> = parts
-                .iter()
-                .filter(|(p, l)| match (led.get(p), l) {
-                    (None, _) => true,
-                    (Some(e), Load::Loaded(loaded)) => e != loaded,
-                    (Some(_), Load::Loading) => false,
-                })
-                .map(|(p, _)| *p)
-                .collect();
-            for p in &to_unload {
-                parts.remove(p);
-            }
-            let to_load: Vec<(i32, i32)> = led
-                .iter()
-                .filter(|(p, _)| !parts.contains_key(p))
-                .map(|(p, e)| (*p, *e))
-                .collect();
-            for (p, _) in &to_load {
-                parts.insert(*p, Load::Loading);
-            }
-            (to_unload, to_load)
-        };
-        if !to_unload.is_empty() {
-            let mut table = self.txns.write();
-            table.retain(|id, _| !to_unload.contains(&partition_for(id, count)));
-            tracing::info!(partitions = ?to_unload, "unloaded {TXN_TOPIC} partitions");
-        }
-        for (p, epoch) in to_load {
-            let reader = log.clone();
-            let loaded = tokio::task::spawn_blocking(move || replay(&*reader, p)).await;
-            match loaded {
-                Ok(Ok(found)) => {
+        self.shards
+            .sync(
+                log,
+                replay,
+                |partition, coordinator_epoch, found: HashMap<String, TxnMetadata>| {
                     let n = found.len();
-                    {
-                        let mut table = self.txns.write();
-                        for (id, meta) in found {
-                            table.insert(
-                                id,
-                                Arc::new(Mutex::new(Slot {
-                                    meta: Some(meta),
-                                    busy: false,
-                                })),
-                            );
-                        }
+                    let mut table = self.txns.write();
+                    for (id, meta) in found {
+                        table.insert(
+                            id,
+                            Arc::new(Mutex::new(Slot {
+                                meta: Some(meta),
+                                busy: false,
+                            })),
+                        );
                     }
-                    self.partitions.lock().insert(p, Load::Loaded(epoch));
                     tracing::info!(
-                        partition = p,
+                        partition,
                         transactional_ids = n,
-                        coordinator_epoch = epoch,
+                        coordinator_epoch,
                         "loaded {TXN_TOPIC} partition"
                     );
-                }
-                Ok(Err(e)) => {
-                    tracing::error!(partition = p, error = %e, "loading {TXN_TOPIC} partition failed; will retry");
-                    self.partitions.lock().remove(&p);
-                }
-                Err(e) => {
-                    tracing::error!(partition = p, error = %e, "loading task failed; will retry");
-                    self.partitions.lock().remove(&p);
-                }
-            }
-        }
+                },
+                |partitions, count| {
+                    self.txns
+                        .write()
+                        .retain(|id, _| !partitions.contains(&partition_for(id, count)));
+                },
+            )
+            .await;
     }
 
     /// (id, slot, partition, coordinator epoch) of every id on a loaded
@@ -587,16 +531,15 @@ impl TransactionCoordinator {
         let Some(count) = log.partition_count(TXN_TOPIC) else {
             return Vec::new();
         };
-        let parts = self.partitions.lock().clone();
+        let loaded = self.shards.loaded();
         self.txns
             .read()
             .iter()
             .filter_map(|(id, slot)| {
                 let p = partition_for(id, count);
-                match parts.get(&p) {
-                    Some(Load::Loaded(epoch)) => Some((id.clone(), slot.clone(), p, *epoch)),
-                    _ => None,
-                }
+                loaded
+                    .get(&p)
+                    .map(|epoch| (id.clone(), slot.clone(), p, *epoch))
             })
             .collect()
     }
@@ -666,6 +609,7 @@ pub async fn run<B: TxnBroker + 'static>(broker: Arc<B>) {
             _ = coordinator.shutdown.cancelled() => break,
             _ = tick.tick() => {}
             _ = coordinator.wake.notified() => {}
+            _ = coordinator.shards.wanted() => {}
         }
         coordinator.load_partitions(&log).await;
         let now = Instant::now();
@@ -742,60 +686,31 @@ fn replay(
     log: &dyn CoordinatorLog,
     partition: i32,
 ) -> Result<HashMap<String, TxnMetadata>, String> {
-    // The metadata image may name this broker leader before its replica
-    // manager has the partition: loading nothing then would serve the
-    // partition as empty (and its stored state as lost) for the whole
-    // leader epoch. The load fails instead, and is tried again.
-    let Some((start, end)) = log.offsets(TXN_TOPIC, partition) else {
-        return Err(format!(
-            "{}-{partition} has no replica on this broker yet",
-            TXN_TOPIC
-        ));
-    };
     let mut found: HashMap<String, TxnMetadata> = HashMap::new();
-    let mut at = start;
-    while at < end {
-        let chunk = log.read(TXN_TOPIC, partition, at, LOAD_READ_BYTES, end)?;
-        if chunk.is_empty() {
-            break;
+    replay_records(log, TXN_TOPIC, partition, |r| {
+        if r.control {
+            return;
         }
-        let mut buf = chunk;
-        let mut next = at;
-        while !buf.is_empty() {
-            let header = kraftwerk_protocol::batch::BatchHeader::parse(&buf)
-                .map_err(|e| format!("bad batch at offset {next}: {e}"))?;
-            next = next.max(header.last_offset() + 1);
-            let set = RecordBatchDecoder::decode(&mut buf).map_err(|e| e.to_string())?;
-            for r in set.records {
-                if r.control {
-                    continue;
-                }
-                let Some(key) = r.key else { continue };
-                let id = match records::decode_key(&key) {
-                    Ok(id) => id,
-                    Err(e) => {
-                        tracing::warn!(partition, offset = r.offset, error = %e, "skipping unreadable key");
-                        continue;
-                    }
-                };
-                match r.value.as_deref().map(records::decode_value) {
-                    None => {
-                        found.remove(&id);
-                    }
-                    Some(Ok(meta)) => {
-                        found.insert(id, meta);
-                    }
-                    Some(Err(e)) => {
-                        tracing::warn!(partition, offset = r.offset, error = %e, "skipping unreadable transaction state")
-                    }
-                }
+        let Some(key) = r.key else { return };
+        let id = match records::decode_key(&key) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::warn!(partition, offset = r.offset, error = %e, "skipping unreadable key");
+                return;
+            }
+        };
+        match r.value.as_deref().map(records::decode_value) {
+            None => {
+                found.remove(&id);
+            }
+            Some(Ok(meta)) => {
+                found.insert(id, meta);
+            }
+            Some(Err(e)) => {
+                tracing::warn!(partition, offset = r.offset, error = %e, "skipping unreadable transaction state")
             }
         }
-        if next <= at {
-            break;
-        }
-        at = next;
-    }
+    })?;
     Ok(found)
 }
 
