@@ -27,7 +27,6 @@ use crate::records::decode_fetched;
 use crate::ClientConfig;
 
 /// ListOffsets attempts while leaders move.
-const LIST_OFFSETS_ATTEMPTS_MAX: usize = 10;
 /// ListOffsets timestamp meaning "log start offset".
 pub const EARLIEST_TIMESTAMP: i64 = -2;
 /// ListOffsets timestamp meaning "log end offset" (or LSO for read_committed).
@@ -301,7 +300,7 @@ impl Consumer {
         let deadline = Instant::now() + timeout;
         loop {
             self.group_duties().await?;
-            self.reset_missing_positions().await?;
+            self.reset_missing_positions(deadline).await?;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let records = self.fetch_once(remaining).await?;
             if !records.is_empty() || Instant::now() >= deadline {
@@ -310,7 +309,7 @@ impl Consumer {
         }
     }
 
-    async fn reset_missing_positions(&mut self) -> Result<()> {
+    async fn reset_missing_positions(&mut self, deadline: Instant) -> Result<()> {
         let missing: Vec<(String, i32)> = self
             .assignment
             .iter()
@@ -328,7 +327,27 @@ impl Consumer {
                 return Err(ClientError::NoOffset { topic, partition });
             }
         };
-        self.seek_to_timestamp(&missing, timestamp).await
+        // Partitions whose leader cannot answer yet (a topic just created,
+        // a leader moving) keep no position until a later poll finds one,
+        // as the Java client's do; this poll does not wait past `deadline`.
+        let requests = missing
+            .iter()
+            .map(|(t, p)| (t.clone(), *p, timestamp))
+            .collect();
+        let (offsets, unresolved) = list_offsets_until(
+            &self.cluster,
+            requests,
+            self.config.isolation_level,
+            deadline,
+        )
+        .await?;
+        for ((topic, partition), (offset, _)) in offsets {
+            self.seek(&topic, partition, offset);
+        }
+        if let Some(err) = unresolved {
+            tracing::debug!(%err, "some positions could not be reset yet; retrying at the next poll");
+        }
+        Ok(())
     }
 
     /// Sends a Fetch to every leader that has none in flight, then returns
@@ -675,12 +694,34 @@ pub async fn list_offsets(
     requests: Vec<(String, i32, i64)>,
     isolation_level: IsolationLevel,
 ) -> Result<HashMap<(String, i32), (i64, i64)>> {
+    // Leaders of a topic just created (or moving) answer
+    // NOT_LEADER_OR_FOLLOWER for a while: retried, as the Java client does,
+    // for up to `request.timeout.ms`.
+    let deadline = Instant::now() + Duration::from_millis(cluster.config().request_timeout_ms);
+    match list_offsets_until(cluster, requests, isolation_level, deadline).await? {
+        (results, None) => Ok(results),
+        (_, Some(err)) => Err(err),
+    }
+}
+
+/// [`list_offsets`], retrying retriable errors until `deadline` (one
+/// attempt at least); returns what it found and, when some partitions
+/// stayed unanswered, the last retriable error.
+async fn list_offsets_until(
+    cluster: &Cluster,
+    requests: Vec<(String, i32, i64)>,
+    isolation_level: IsolationLevel,
+    deadline: Instant,
+) -> Result<(HashMap<(String, i32), (i64, i64)>, Option<ClientError>)> {
     let mut results = HashMap::new();
     let mut remaining = requests;
     let mut last_error = ClientError::Timeout;
-    for attempt in 0..LIST_OFFSETS_ATTEMPTS_MAX {
+    for attempt in 0.. {
         if remaining.is_empty() {
-            return Ok(results);
+            return Ok((results, None));
+        }
+        if attempt > 0 && Instant::now() >= deadline {
+            break;
         }
         if attempt > 0 {
             tokio::time::sleep(METADATA_RETRY_BACKOFF).await;
@@ -781,9 +822,9 @@ pub async fn list_offsets(
         remaining = retry;
     }
     if remaining.is_empty() {
-        Ok(results)
+        Ok((results, None))
     } else {
-        Err(last_error)
+        Ok((results, Some(last_error)))
     }
 }
 
