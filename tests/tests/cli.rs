@@ -298,6 +298,31 @@ fn bench_e2e_reads_every_record_back_and_reports_latencies() {
     );
 }
 
+/// `kraftwerk topics list | head -1` style pipelines: when the reader
+/// closes the pipe before the listing is written, the command ends without
+/// a panic (Unix tools end on SIGPIPE).
+#[test]
+fn a_listing_whose_reader_went_away_ends_without_a_panic() {
+    let broker = BrokerProcess::start();
+    ok(&kraftwerk(
+        &broker,
+        &["topics", "create", "--topic", "piped", "--partitions", "1"],
+        None,
+    ));
+    let mut child = Command::new(kraftwerk_bin())
+        .args(["topics", "list", "--bootstrap-server"])
+        .arg(broker.bootstrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kraftwerk topics list");
+    // The reader goes away before anything is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
 /// `kraftwerk bench consume --group`, as bench/compare.py's OpenMessaging
 /// run starts it: two members of one group share a topic's partitions,
 /// every record is read, and the group's committed offsets reach the end

@@ -100,6 +100,21 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    // Commands that print listings stop quietly when their reader goes away
+    // (`kraftwerk topics list | head`), as Unix tools do, instead of
+    // panicking on the closed pipe. Not the server, nor commands that hold
+    // a consumer or producer, which must end cleanly.
+    if matches!(
+        cli.command,
+        Command::Topics(_)
+            | Command::Groups(_)
+            | Command::Transactions(_)
+            | Command::Users(_)
+            | Command::Acls(_)
+            | Command::Cluster(_)
+    ) {
+        sigpipe::reset();
+    }
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => {
