@@ -23,7 +23,6 @@ use parking_lot::Mutex;
 use tonic::transport::Channel;
 
 use crate::group::OFFSETS_TOPIC;
-use crate::partition::MarkerWrite;
 use crate::BrokerState;
 
 /// How long a marker may wait for the ISR.
@@ -75,17 +74,10 @@ pub async fn write_local(
 ) -> Result<(), ErrorCode> {
     let image = state.image.load();
     let p = crate::handlers::led_partition(state, &image, topic, partition, -1)?;
-    let appended = p
-        .append_marker(MarkerWrite {
-            producer_id: marker.producer_id,
-            producer_epoch: marker.producer_epoch,
-            coordinator_epoch: marker.coordinator_epoch,
-            commit: marker.commit,
-        })
-        .map_err(|refused| {
-            tracing::warn!(topic, partition, error = %refused.message, "transaction marker refused");
-            refused.code
-        })?;
+    let appended = p.append_marker(marker).map_err(|refused| {
+        tracing::warn!(topic, partition, error = %refused.message, "transaction marker refused");
+        refused.code
+    })?;
     if topic == OFFSETS_TOPIC {
         state
             .groups

@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use kraftwerk_coordinator::now_ms;
+use kraftwerk_coordinator::txn::Marker;
 use kraftwerk_protocol::batch::{validate_all, BatchError, BatchHeader};
 use kraftwerk_replication::{CommitWaitError, LocalReplica, PartitionReplication};
 use kraftwerk_storage::{AppendInfo, Log, StorageError};
@@ -122,15 +123,6 @@ impl Appended {
             duplicate: info.duplicate,
         }
     }
-}
-
-/// A transaction marker to write as leader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MarkerWrite {
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub coordinator_epoch: i32,
-    pub commit: bool,
 }
 
 impl Partition {
@@ -250,7 +242,7 @@ impl Partition {
 
     /// Writes a transaction marker (a COMMIT or ABORT control batch) as
     /// leader at the current leader epoch.
-    pub fn append_marker(&self, marker: MarkerWrite) -> Result<Appended, Refused> {
+    pub fn append_marker(&self, marker: Marker) -> Result<Appended, Refused> {
         if !self.replication.is_leader() {
             return Err(Refused::new(
                 ErrorCode::NOT_LEADER_OR_FOLLOWER,
@@ -467,7 +459,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn appends_and_reads_give_the_same_answer_in_place_and_on_the_blocking_pool() {
+    async fn appends_that_fsync_and_reads_of_closed_segments_run_on_the_blocking_pool_with_the_same_answers(
+    ) {
         let dir = tempfile::tempdir().expect("tempdir");
         let one = batch(&["a", "b", "c"]);
         // Every append fsyncs (flush.messages=1), and a segment holds two

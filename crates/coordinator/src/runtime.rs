@@ -55,10 +55,6 @@ impl Shards {
         }
     }
 
-    pub fn topic(&self) -> &'static str {
-        self.topic
-    }
-
     /// Completes when a request wants partitions loaded now.
     pub async fn wanted(&self) {
         self.wanted.notified().await

@@ -160,15 +160,20 @@ impl GroupCoordinator {
             .unwrap_or(self.config.offsets_partitions)
     }
 
-    /// Whether this broker coordinates `group_id` right now.
-    pub fn owns(&self, log: &dyn CoordinatorLog, group_id: &str) -> Result<Owned, ErrorCode> {
+    /// The offsets partition of `group_id` as the topic exists now.
+    fn offsets_partition(log: &dyn CoordinatorLog, group_id: &str) -> Result<i32, ErrorCode> {
         if group_id.is_empty() {
             return Err(ErrorCode::INVALID_GROUP_ID);
         }
         let Some(count) = log.partition_count(OFFSETS_TOPIC) else {
             return Err(ErrorCode::NOT_COORDINATOR);
         };
-        let p = partition_for(group_id, count);
+        Ok(partition_for(group_id, count))
+    }
+
+    /// Whether this broker coordinates `group_id` right now.
+    pub fn owns(&self, log: &dyn CoordinatorLog, group_id: &str) -> Result<Owned, ErrorCode> {
+        let p = Self::offsets_partition(log, group_id)?;
         self.shards.check(log, p).map(|_| Owned { partition: p })
     }
 
@@ -184,13 +189,7 @@ impl GroupCoordinator {
         log: &dyn CoordinatorLog,
         group_id: &str,
     ) -> Result<Owned, ErrorCode> {
-        if group_id.is_empty() {
-            return Err(ErrorCode::INVALID_GROUP_ID);
-        }
-        let Some(count) = log.partition_count(OFFSETS_TOPIC) else {
-            return Err(ErrorCode::NOT_COORDINATOR);
-        };
-        let p = partition_for(group_id, count);
+        let p = Self::offsets_partition(log, group_id)?;
         self.shards
             .check_loaded(log, p, LOAD_WAIT)
             .await
