@@ -137,11 +137,16 @@ EXPECTED = [f"{{'numero': {i}, 'mensagem': 'Mensagem {i}'}}" for i in range(10)]
 
 
 class Proc:
-    """A Python subprocess whose stdout lines are collected by a thread."""
+    """A Python subprocess whose stdout lines are collected by a thread;
+    its stderr goes to the file `stderr` names, or nowhere."""
 
-    def __init__(self, code, *args, prefix=()):
+    def __init__(self, code, *args, prefix=(), stderr=None):
+        self.stderr = stderr
+        err = open(stderr, "w") if stderr else subprocess.DEVNULL
         self.proc = subprocess.Popen([*prefix, sys.executable, "-u", "-c", code, *args],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                     stdout=subprocess.PIPE, stderr=err, text=True)
+        if stderr:
+            err.close()
         self.lines = []
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -164,6 +169,12 @@ class Proc:
             except ValueError:
                 pass
         return out
+
+    def stderr_tail(self, lines=40):
+        if not self.stderr:
+            return []
+        with open(self.stderr, errors="replace") as f:
+            return f.read().splitlines()[-lines:]
 
     def kill(self):
         if self.proc.poll() is None:

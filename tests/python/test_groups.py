@@ -15,9 +15,13 @@ from snippets import EXPECTED, SEED_CONSUMER, SEED_GROUP_CONSUMER_1, SEED_GROUP_
 from test_seeds import port_free
 
 # A group member that prints one JSON line per event, commits synchronously
-# after each record, and runs until killed.
+# after each record, and runs until killed. kafka-python's coordinator logs
+# at DEBUG to stderr: a failure shows what the member last did.
 MEMBER = textwrap.dedent('''
-    import json, sys
+    import json, logging, sys
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING,
+                        format="%(asctime)s %(threadName)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("kafka.coordinator").setLevel(logging.DEBUG)
     from kafka import KafkaConsumer
     from kafka.consumer.subscription_state import ConsumerRebalanceListener
     bootstrap, topic, group, name = sys.argv[1:5]
@@ -53,11 +57,13 @@ def wait_until(cond, timeout_s, what, detail=None):
 
 
 def membership(procs, broker):
-    """Each member's assign/revoke events and the broker's group log lines, for a failure message."""
+    """Each member's assign/revoke events and last client log lines, and the
+    broker's group log lines, for a failure message."""
     lines = []
     for p in procs:
         events = [e for e in p.events() if e["event"] != "record"]
         lines.append(f"member exit={p.proc.poll()} events={events}")
+        lines.extend(f"  | {l}" for l in p.stderr_tail())
     group_lines = [l for l in broker.log_tail(5000).splitlines()
                    if "group" in l and "__consumer_offsets" not in l][-60:]
     return "\n".join(lines + group_lines)
@@ -121,12 +127,12 @@ def test_seed_consumers_share_a_group(broker_factory):
         auto.kill()
 
 
-def test_partitions_spread_and_move_when_a_member_dies(broker_factory):
+def test_partitions_spread_and_move_when_a_member_dies(broker_factory, tmp_path):
     broker = broker_factory(extra=["--override", "group.initial.rebalance.delay.ms=0"]).start()
     create_topic(broker.bootstrap, "spread", 4)
     group = f"g-{uuid.uuid4().hex[:6]}"
-    a = Proc(MEMBER, broker.bootstrap, "spread", group, "a")
-    b = Proc(MEMBER, broker.bootstrap, "spread", group, "b")
+    a = Proc(MEMBER, broker.bootstrap, "spread", group, "a", stderr=tmp_path / "a.log")
+    b = Proc(MEMBER, broker.bootstrap, "spread", group, "b", stderr=tmp_path / "b.log")
     procs = [a, b]
     try:
         wait_until(lambda: current_assignment(a) and current_assignment(b)
@@ -134,7 +140,7 @@ def test_partitions_spread_and_move_when_a_member_dies(broker_factory):
                    30, "two members with two partitions each", lambda: membership(procs, broker))
         assert current_assignment(a).isdisjoint(current_assignment(b))
 
-        c = Proc(MEMBER, broker.bootstrap, "spread", group, "c")
+        c = Proc(MEMBER, broker.bootstrap, "spread", group, "c", stderr=tmp_path / "c.log")
         procs.append(c)
         wait_until(lambda: sorted(len(current_assignment(p)) for p in procs) == [1, 1, 2]
                    and set().union(*(current_assignment(p) for p in procs)) == {0, 1, 2, 3},

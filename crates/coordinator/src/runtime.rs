@@ -11,8 +11,13 @@
 //! waits while a load is in progress) before they touch a shard: a shard
 //! serves only once it is loaded at the leader epoch the broker leads its
 //! partition in now.
+//!
+//! [`Timers`] wake a coordinator's state machines (a group, later a
+//! transaction) at the deadlines they asked for, instead of a periodic
+//! scan of every one of them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
+use std::hash::Hash;
 use std::sync::Arc;
 
 use kafka_protocol::records::{Record, RecordBatchDecoder};
@@ -262,6 +267,98 @@ pub fn replay_records(
     Ok(())
 }
 
+/// Wake-ups by key: each key has at most one, at the earliest time asked
+/// for. [`Timers::due`] sleeps until the first is due and hands out every
+/// key due by then.
+pub struct Timers<K> {
+    state: Mutex<TimerState<K>>,
+    /// A wake-up earlier than the one [`Timers::due`] sleeps for was armed.
+    earlier: Notify,
+}
+
+struct TimerState<K> {
+    at: HashMap<K, Instant>,
+    queue: BTreeSet<(Instant, K)>,
+}
+
+impl<K: Clone + Ord + Hash> Default for Timers<K> {
+    fn default() -> Self {
+        Timers {
+            state: Mutex::new(TimerState {
+                at: HashMap::new(),
+                queue: BTreeSet::new(),
+            }),
+            earlier: Notify::new(),
+        }
+    }
+}
+
+impl<K: Clone + Ord + Hash> Timers<K> {
+    /// Asks for `key` to be due at `at`, or earlier if it already is.
+    pub fn arm(&self, key: K, at: Instant) {
+        let mut state = self.state.lock();
+        if let Some(old) = state.at.get(&key).copied() {
+            if old <= at {
+                return;
+            }
+            state.queue.remove(&(old, key.clone()));
+        }
+        let first = state.queue.first().is_none_or(|(next, _)| at < *next);
+        state.at.insert(key.clone(), at);
+        state.queue.insert((at, key));
+        drop(state);
+        if first {
+            self.earlier.notify_one();
+        }
+    }
+
+    /// Forgets `key`'s wake-up.
+    pub fn cancel(&self, key: &K) {
+        let mut state = self.state.lock();
+        if let Some(at) = state.at.remove(key) {
+            state.queue.remove(&(at, key.clone()));
+        }
+    }
+
+    /// The keys due at `now`, taken out.
+    pub fn take_due(&self, now: Instant) -> Vec<K> {
+        let mut state = self.state.lock();
+        let mut due = Vec::new();
+        while let Some((at, _)) = state.queue.first() {
+            if *at > now {
+                break;
+            }
+            if let Some((_, key)) = state.queue.pop_first() {
+                state.at.remove(&key);
+                due.push(key);
+            }
+        }
+        due
+    }
+
+    /// Waits until at least one key is due and takes the due ones. Safe
+    /// to cancel: keys are taken only when the future completes.
+    pub async fn due(&self) -> Vec<K> {
+        loop {
+            let earlier = self.earlier.notified();
+            let next = self.state.lock().queue.first().map(|(at, _)| *at);
+            match next {
+                Some(at) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at) => {}
+                        _ = earlier => {}
+                    }
+                }
+                None => earlier.await,
+            }
+            let due = self.take_due(Instant::now());
+            if !due.is_empty() {
+                return due;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,6 +491,34 @@ mod tests {
         assert_eq!(
             shards.check_loaded(&*log, 1, Duration::from_secs(10)).await,
             Err(ErrorCode::NOT_COORDINATOR)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timers_wake_each_key_at_its_earliest_deadline() {
+        let timers: Arc<Timers<&'static str>> = Arc::new(Timers::default());
+        let t0 = Instant::now();
+        timers.arm("session", t0 + Duration::from_millis(300));
+        // A later deadline for a key does not move its wake-up.
+        timers.arm("session", t0 + Duration::from_millis(900));
+        timers.arm("rebalance", t0 + Duration::from_millis(500));
+        timers.arm("gone", t0 + Duration::from_millis(400));
+        timers.cancel(&"gone");
+        assert_eq!(timers.due().await, ["session"]);
+        assert_eq!(Instant::now() - t0, Duration::from_millis(300));
+        // An earlier wake-up armed while `due` sleeps ends its sleep.
+        let waiting = tokio::spawn({
+            let timers = timers.clone();
+            async move { timers.due().await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        timers.arm("delay", t0 + Duration::from_millis(400));
+        assert_eq!(waiting.await.unwrap(), ["delay"]);
+        assert_eq!(Instant::now() - t0, Duration::from_millis(400));
+        assert_eq!(timers.due().await, ["rebalance"]);
+        assert_eq!(
+            timers.take_due(t0 + Duration::from_secs(3600)),
+            Vec::<&str>::new()
         );
     }
 }

@@ -11,14 +11,22 @@
 //! so once partitions are replicated a new leader takes over the groups of
 //! a failed one with nothing else to copy.
 //!
+//! Each group is a state machine ([`state::Group`]) that returns effects;
+//! [`GroupCoordinator::settle`] carries them out: it answers waiting
+//! JoinGroup/SyncGroup requests through the oneshot senders it keeps
+//! beside the group ([`GroupSlot`]), writes the group's record, and arms
+//! the group's wake-up in the runtime's [`Timers`].
+//!
 //! Locks: the group table is a `parking_lot::RwLock` of per-group
-//! `parking_lot::Mutex`es. Neither is held across `.await`; delayed
-//! JoinGroup/SyncGroup answers travel through oneshot channels. Appends to
+//! `parking_lot::Mutex`es. Neither is held across `.await`. Appends to
 //! `__consumer_offsets` are synchronous writes done under the group's lock,
 //! so a group's records are stored in the order its state changed.
 //!
-//! Timers: one task ([`run`]) ticks every [`TICK`] and drives rebalance
-//! deadlines, session expiry, offset retention and partition loading.
+//! Timers: one task ([`run`]) wakes each group when its next deadline
+//! (initial rebalance delay, rebalance timeout, a session's end) is due,
+//! checks offset retention every `offsets.retention.check.interval.ms`,
+//! and syncs the loaded partitions with leadership every [`TICK`] or when
+//! a request asks for it.
 //!
 //! The log is reached only through [`CoordinatorLog`]; creating the topic
 //! and telling clients where a coordinator is are the broker's business.
@@ -28,6 +36,7 @@ mod requests;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -35,13 +44,14 @@ use kafka_protocol::messages::ConsumerProtocolSubscription;
 use kafka_protocol::protocol::Decodable;
 use kraftwerk_types::ErrorCode;
 use parking_lot::{Mutex, RwLock};
+use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{replay_records, Shards};
+use crate::runtime::{replay_records, Shards, Timers};
 use crate::{now_ms, CoordinatorLog};
 use records::{OffsetValue, RecordKey};
-use state::{Group, GroupSettings, GroupState};
+use state::{Effect, Group, GroupSettings, GroupState, Waiter};
 
 pub use requests::{
     FetchedOffsets, GroupDescription, LeavingMember, ListedGroup, MemberDescription, SyncRequest,
@@ -50,8 +60,10 @@ pub use state::{JoinRequest, JoinResult, Reply, SyncResult};
 
 /// Kafka's internal topic for offsets and group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
-/// How often the timer task looks at groups and partitions.
+/// How often the timer task syncs the loaded partitions with leadership.
 pub const TICK: Duration = Duration::from_millis(100);
+/// How soon a group whose record could not be written is written again.
+const STORE_RETRY: Duration = Duration::from_millis(500);
 /// How long a group request waits for its partition to load ([`GroupCoordinator::owns_loaded`]).
 pub const LOAD_WAIT: Duration = Duration::from_secs(3);
 /// Kafka's `offset.metadata.max.bytes` default.
@@ -115,13 +127,52 @@ impl CoordinatorConfig {
     }
 }
 
-type GroupRef = Arc<Mutex<Group>>;
+/// A group and the requests waiting for its answers.
+pub struct GroupSlot {
+    pub group: Group,
+    joins: HashMap<Waiter, oneshot::Sender<JoinResult>>,
+    syncs: HashMap<Waiter, oneshot::Sender<SyncResult>>,
+}
+
+impl GroupSlot {
+    fn new(group: Group) -> GroupSlot {
+        GroupSlot {
+            group,
+            joins: HashMap::new(),
+            syncs: HashMap::new(),
+        }
+    }
+}
+
+impl Deref for GroupSlot {
+    type Target = Group;
+    fn deref(&self) -> &Group {
+        &self.group
+    }
+}
+
+impl DerefMut for GroupSlot {
+    fn deref_mut(&mut self) -> &mut Group {
+        &mut self.group
+    }
+}
+
+/// An answer now, or one a group's effect will send. Dropping the slot
+/// (the partition was unloaded) closes the channel: NOT_COORDINATOR.
+pub(crate) enum Answer<T> {
+    Now(T),
+    Later(oneshot::Receiver<T>),
+}
+
+type GroupRef = Arc<Mutex<GroupSlot>>;
 
 pub struct GroupCoordinator {
     pub config: CoordinatorConfig,
     groups: RwLock<HashMap<String, GroupRef>>,
     /// The `__consumer_offsets` partitions loaded here.
     shards: Shards,
+    /// Each group's next wake-up, by group id.
+    timers: Timers<String>,
     /// The broker's: answers still waiting when it fires say the
     /// coordinator is going away.
     shutdown: CancellationToken,
@@ -138,6 +189,7 @@ impl GroupCoordinator {
             config,
             groups: RwLock::new(HashMap::new()),
             shards: Shards::new(OFFSETS_TOPIC),
+            timers: Timers::default(),
             shutdown,
         }
     }
@@ -207,7 +259,7 @@ impl GroupCoordinator {
         self.groups
             .write()
             .entry(group_id.to_string())
-            .or_insert_with(|| Arc::new(Mutex::new(Group::new(group_id, now_ms()))))
+            .or_insert_with(|| Arc::new(Mutex::new(GroupSlot::new(Group::new(group_id, now_ms())))))
             .clone()
     }
 
@@ -218,6 +270,82 @@ impl GroupCoordinator {
 
     pub fn remove_group(&self, group_id: &str) {
         self.groups.write().remove(group_id);
+        self.timers.cancel(&group_id.to_string());
+    }
+
+    /// Keeps the sender of a request the group answers later.
+    pub(crate) fn wait_join(slot: &mut GroupSlot, reply: Reply<JoinResult>) -> Answer<JoinResult> {
+        match reply {
+            Reply::Now(r) => Answer::Now(r),
+            Reply::Later(waiter) => {
+                let (tx, rx) = oneshot::channel();
+                slot.joins.insert(waiter, tx);
+                Answer::Later(rx)
+            }
+        }
+    }
+
+    pub(crate) fn wait_sync(slot: &mut GroupSlot, reply: Reply<SyncResult>) -> Answer<SyncResult> {
+        match reply {
+            Reply::Now(r) => Answer::Now(r),
+            Reply::Later(waiter) => {
+                let (tx, rx) = oneshot::channel();
+                slot.syncs.insert(waiter, tx);
+                Answer::Later(rx)
+            }
+        }
+    }
+
+    /// Carries out what the group's last calls asked for, under its lock:
+    /// answers, the group's record, its next wake-up. Returns where the
+    /// leader's assignment was written (its log offset and generation):
+    /// the caller waits for that record to be committed and then calls
+    /// [`Group::finish_sync`]. A record that could not be written is
+    /// written again at a wake-up [`STORE_RETRY`] later; an assignment
+    /// that could not be written fails the rebalance at once.
+    pub(crate) fn settle(
+        &self,
+        log: &dyn CoordinatorLog,
+        partition: i32,
+        slot: &mut GroupSlot,
+    ) -> Option<(i64, i32)> {
+        let mut assignment = None;
+        loop {
+            let effects = slot.group.take_effects();
+            if effects.is_empty() {
+                return assignment;
+            }
+            for effect in effects {
+                match effect {
+                    Effect::Join(waiter, result) => {
+                        if let Some(tx) = slot.joins.remove(&waiter) {
+                            // The client may have gone; nothing to do then.
+                            let _ = tx.send(result);
+                        }
+                    }
+                    Effect::Sync(waiter, result) => {
+                        if let Some(tx) = slot.syncs.remove(&waiter) {
+                            let _ = tx.send(result);
+                        }
+                    }
+                    Effect::Store => {
+                        if let Err(code) = self.store_group(log, partition, &slot.group) {
+                            tracing::debug!(group = %slot.group_id, code = code.code(), "group metadata will be written again");
+                            slot.group.mark_dirty();
+                            let retry = Instant::now() + STORE_RETRY;
+                            self.timers.arm(slot.group_id.clone(), retry);
+                        }
+                    }
+                    Effect::StoreAssignment { generation } => {
+                        match self.store_group(log, partition, &slot.group) {
+                            Ok(offset) => assignment = Some((offset, generation)),
+                            Err(e) => slot.group.finish_sync(Err(e), Instant::now(), now_ms()),
+                        }
+                    }
+                    Effect::Timer(at) => self.timers.arm(slot.group_id.clone(), at),
+                }
+            }
+        }
     }
 
     /// Appends records to an offsets partition this broker leads, as one
@@ -273,31 +401,6 @@ impl GroupCoordinator {
         result.map_err(crate::commit_error)
     }
 
-    /// Persists a group's membership if it changed (or its tombstone when it died).
-    pub fn store_if_dirty(
-        &self,
-        log: &dyn CoordinatorLog,
-        partition: i32,
-        group: &mut Group,
-    ) -> Result<(), ErrorCode> {
-        if !group.take_dirty() {
-            return Ok(());
-        }
-        // A failed write leaves the group dirty: the timer task writes it again.
-        self.store_group(log, partition, group)
-            .map(|_| ())
-            .inspect_err(|_| group.mark_dirty())
-    }
-
-    /// Writes a group's membership now if it changed. A failure is not the
-    /// caller's to answer: the group stays dirty, and the timer task writes
-    /// it on its next tick (or unloads it if this broker lost the partition).
-    pub fn store_or_retry(&self, log: &dyn CoordinatorLog, partition: i32, group: &mut Group) {
-        if let Err(code) = self.store_if_dirty(log, partition, group) {
-            tracing::debug!(group = %group.group_id, code = code.code(), "group metadata will be stored on the next tick");
-        }
-    }
-
     pub fn store_group(
         &self,
         log: &dyn CoordinatorLog,
@@ -323,7 +426,10 @@ impl GroupCoordinator {
                     let n = groups.len();
                     let mut table = self.groups.write();
                     for g in groups {
-                        table.insert(g.group_id.clone(), Arc::new(Mutex::new(g)));
+                        let mut slot = GroupSlot::new(g);
+                        // Restored sessions start now: arm their ends.
+                        self.settle(&**log, partition, &mut slot);
+                        table.insert(slot.group_id.clone(), Arc::new(Mutex::new(slot)));
                     }
                     if n > 0 {
                         tracing::info!(
@@ -346,23 +452,25 @@ impl GroupCoordinator {
             .filter(|g| partitions.contains(&partition_for(g, count)))
             .cloned()
             .collect();
+        // Dropping a slot drops its waiters' senders: they are answered
+        // NOT_COORDINATOR, and their clients look for the new coordinator.
         for g in gone {
-            if let Some(group) = table.remove(&g) {
-                group.lock().shut_down(ErrorCode::NOT_COORDINATOR);
-            }
+            table.remove(&g);
+            self.timers.cancel(&g);
         }
     }
 
-    /// Timer duties for every group.
-    pub fn tick(&self, log: &dyn CoordinatorLog) {
-        let now = Instant::now();
-        let now_ms = now_ms();
+    /// Wakes the groups whose deadlines are due.
+    pub fn fire(&self, log: &dyn CoordinatorLog, due: Vec<String>) {
         let count = self.partition_count(log);
-        for group in self.all_groups() {
-            let mut g = group.lock();
-            g.tick(&self.config.group, now, now_ms);
-            let p = partition_for(&g.group_id, count);
-            self.store_or_retry(log, p, &mut g);
+        for group_id in due {
+            let Some(group) = self.group(&group_id) else {
+                continue;
+            };
+            let mut slot = group.lock();
+            slot.group
+                .tick(&self.config.group, Instant::now(), now_ms());
+            self.settle(log, partition_for(&group_id, count), &mut slot);
         }
     }
 
@@ -534,19 +642,21 @@ pub async fn run(log: Arc<dyn CoordinatorLog>, groups: &GroupCoordinator) {
     let mut next_retention = Instant::now() + retention_every;
     loop {
         tokio::select! {
+            // Requests still waiting see the same token and answer
+            // COORDINATOR_NOT_AVAILABLE.
             _ = groups.shutdown.cancelled() => break,
+            due = groups.timers.due() => {
+                groups.fire(&*log, due);
+                continue;
+            }
             _ = tick.tick() => {}
             _ = groups.shards.wanted() => {}
         }
         groups.load_partitions(&log).await;
-        groups.tick(&*log);
         if Instant::now() >= next_retention {
             next_retention = Instant::now() + retention_every;
             groups.expire_offsets(&*log);
         }
-    }
-    for g in groups.all_groups() {
-        g.lock().shut_down(ErrorCode::COORDINATOR_NOT_AVAILABLE);
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::records::{self, OffsetValue};
 use super::state::GroupState;
-use super::{GroupCoordinator, JoinRequest, JoinResult, Reply, SyncResult};
+use super::{Answer, GroupCoordinator, JoinRequest, JoinResult, SyncResult};
 use crate::{now_ms, CoordinatorLog};
 
 /// The `__consumer_offsets` records of committed offsets.
@@ -73,15 +73,18 @@ impl GroupCoordinator {
             return JoinResult::error(ErrorCode::UNKNOWN_MEMBER_ID, &member_id);
         }
         let group = self.group_or_new(group_id);
-        let reply = {
-            let mut g = group.lock();
-            let reply = g.join(join, &self.config.group, Instant::now(), now_ms());
-            self.store_or_retry(log, owned.partition, &mut g);
-            reply
+        let answer = {
+            let mut slot = group.lock();
+            let reply = slot
+                .group
+                .join(join, &self.config.group, Instant::now(), now_ms());
+            let answer = Self::wait_join(&mut slot, reply);
+            self.settle(log, owned.partition, &mut slot);
+            answer
         };
-        match reply {
-            Reply::Now(r) => r,
-            Reply::Later(rx) => tokio::select! {
+        match answer {
+            Answer::Now(r) => r,
+            Answer::Later(rx) => tokio::select! {
                 r = rx => r.unwrap_or_else(|_| JoinResult::error(ErrorCode::NOT_COORDINATOR, &member_id)),
                 _ = self.shutdown.cancelled() => JoinResult::error(ErrorCode::COORDINATOR_NOT_AVAILABLE, &member_id),
             },
@@ -103,10 +106,9 @@ impl GroupCoordinator {
         let Some(group) = self.group(group_id) else {
             return SyncResult::error(ErrorCode::UNKNOWN_MEMBER_ID);
         };
-        let mut stored_at: Option<(i64, i32)> = None;
-        let reply = {
-            let mut g = group.lock();
-            let (reply, is_leader) = g.sync(
+        let (answer, stored_at) = {
+            let mut slot = group.lock();
+            let reply = slot.group.sync(
                 &sync.member_id,
                 sync.group_instance_id.as_deref(),
                 sync.generation,
@@ -114,25 +116,20 @@ impl GroupCoordinator {
                 sync.protocol_name.as_deref(),
                 sync.assignments,
             );
-            if is_leader {
-                match self.store_group(log, owned.partition, &g) {
-                    Ok(offset) => stored_at = Some((offset, g.generation)),
-                    Err(e) => g.finish_sync(Err(e), Instant::now(), now_ms()),
-                }
-            }
-            self.store_or_retry(log, owned.partition, &mut g);
-            reply
+            let answer = Self::wait_sync(&mut slot, reply);
+            (answer, self.settle(log, owned.partition, &mut slot))
         };
         if let Some((offset, generation)) = stored_at {
             let committed = self.await_committed(log, owned.partition, offset).await;
-            let mut g = group.lock();
-            if g.generation == generation {
-                g.finish_sync(committed, Instant::now(), now_ms());
+            let mut slot = group.lock();
+            if slot.generation == generation {
+                slot.group.finish_sync(committed, Instant::now(), now_ms());
+                self.settle(log, owned.partition, &mut slot);
             }
         }
-        match reply {
-            Reply::Now(r) => r,
-            Reply::Later(rx) => tokio::select! {
+        match answer {
+            Answer::Now(r) => r,
+            Answer::Later(rx) => tokio::select! {
                 r = rx => r.unwrap_or_else(|_| SyncResult::error(ErrorCode::NOT_COORDINATOR)),
                 _ = self.shutdown.cancelled() => SyncResult::error(ErrorCode::COORDINATOR_NOT_AVAILABLE),
             },
@@ -149,15 +146,19 @@ impl GroupCoordinator {
         group_instance_id: Option<&str>,
         generation: i32,
     ) -> ErrorCode {
-        if let Err(e) = self.owns(log, group_id) {
-            return e;
-        }
+        let owned = match self.owns(log, group_id) {
+            Ok(owned) => owned,
+            Err(e) => return e,
+        };
         match self.group(group_id) {
             None => ErrorCode::UNKNOWN_MEMBER_ID,
             Some(group) => {
-                group
-                    .lock()
-                    .heartbeat(member_id, group_instance_id, generation, Instant::now())
+                let mut slot = group.lock();
+                let code =
+                    slot.group
+                        .heartbeat(member_id, group_instance_id, generation, Instant::now());
+                self.settle(log, owned.partition, &mut slot);
+                code
             }
         }
     }
@@ -185,7 +186,7 @@ impl GroupCoordinator {
                 code
             })
             .collect();
-        self.store_or_retry(log, owned.partition, &mut g);
+        self.settle(log, owned.partition, &mut g);
         Ok(codes)
     }
 

@@ -1,10 +1,12 @@
 //! One consumer group's state machine (Kafka's classic group protocol).
 //!
 //! Plain synchronous code: every method takes the current time and changes
-//! the group; nothing here does I/O or awaits. Delayed JoinGroup and
-//! SyncGroup answers are oneshot senders kept on the member and completed
-//! when the group moves on. The coordinator persists the group whenever
-//! [`Group::take_dirty`] says the stored membership changed.
+//! the group; nothing here does I/O, awaits or holds a channel. What a
+//! change asks of the world is collected as [`Effect`]s, which the
+//! coordinator takes with [`Group::take_effects`] after each call and
+//! carries out: answers to JoinGroup and SyncGroup requests that waited
+//! (each known here only by its [`Waiter`] id), records to write, and the
+//! next time the group must be woken for its deadlines.
 //!
 //! States, as Kafka names them:
 //! `Empty` → (join) `PreparingRebalance` → (all joined, or rebalance
@@ -25,7 +27,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use bytes::Bytes;
 use indexmap::IndexMap;
 use kraftwerk_types::ErrorCode;
-use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 
 use super::records::{GroupValue, MemberValue, OffsetValue};
@@ -108,9 +109,34 @@ impl SyncResult {
     }
 }
 
+/// A request that waits for the group to move on (a JoinGroup until the
+/// rebalance completes, a SyncGroup until the assignment is stored). Its
+/// answer comes as an [`Effect`] naming it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Waiter(u64);
+
 pub enum Reply<T> {
     Now(T),
-    Later(oneshot::Receiver<T>),
+    Later(Waiter),
+}
+
+/// What a change of the group asks its coordinator to do.
+#[derive(Debug)]
+pub enum Effect {
+    /// Answer the waiting JoinGroup.
+    Join(Waiter, JoinResult),
+    /// Answer the waiting SyncGroup.
+    Sync(Waiter, SyncResult),
+    /// The stored membership changed: write the group's record. A failed
+    /// write is retried ([`Group::mark_dirty`]).
+    Store,
+    /// Write the group's record with the leader's assignment, and call
+    /// [`Group::finish_sync`] with the outcome once the record is
+    /// committed (or could not be written), if the group is still at this
+    /// generation then.
+    StoreAssignment { generation: i32 },
+    /// Call [`Group::tick`] at this time, or earlier.
+    Timer(Instant),
 }
 
 /// A JoinGroup request, as the state machine needs it.
@@ -140,8 +166,8 @@ pub struct Member {
     pub protocol_type: String,
     pub protocols: Vec<(String, Bytes)>,
     pub assignment: Bytes,
-    join_waiter: Option<oneshot::Sender<JoinResult>>,
-    sync_waiter: Option<oneshot::Sender<SyncResult>>,
+    join_waiter: Option<Waiter>,
+    sync_waiter: Option<Waiter>,
     last_heartbeat: Instant,
 }
 
@@ -154,8 +180,13 @@ impl Member {
             .map(|(_, m)| m)
     }
 
+    fn session_end(&self) -> Instant {
+        self.last_heartbeat + ms(self.session_timeout_ms)
+    }
+
+    /// Members waiting for a JoinGroup or SyncGroup answer are kept alive.
     fn session_expired(&self, now: Instant) -> bool {
-        now >= self.last_heartbeat + ms(self.session_timeout_ms)
+        self.join_waiter.is_none() && self.sync_waiter.is_none() && now >= self.session_end()
     }
 }
 
@@ -194,6 +225,10 @@ pub struct Group {
     initial_delay: Option<InitialDelay>,
     initial_delay_ms: i32,
     dirty: bool,
+    next_waiter: u64,
+    effects: Vec<Effect>,
+    /// The wake-up last asked for with [`Effect::Timer`], until [`Group::tick`] runs.
+    armed: Option<Instant>,
 }
 
 fn ms(v: i32) -> Duration {
@@ -224,6 +259,9 @@ impl Group {
             initial_delay: None,
             initial_delay_ms: 0,
             dirty: false,
+            next_waiter: 0,
+            effects: Vec::new(),
+            armed: None,
         }
     }
 
@@ -328,14 +366,58 @@ impl Group {
         }
     }
 
-    /// True once after the stored membership changed.
-    pub fn take_dirty(&mut self) -> bool {
-        std::mem::take(&mut self.dirty)
+    /// What the calls since the last take asked for, in order: answers,
+    /// then a write of the group's record if its stored membership changed,
+    /// then a timer if the group's next deadline is earlier than the
+    /// wake-up already asked for.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        let mut out = std::mem::take(&mut self.effects);
+        let assignment = out
+            .iter()
+            .any(|e| matches!(e, Effect::StoreAssignment { .. }));
+        // The assignment's record is the whole stored membership.
+        if std::mem::take(&mut self.dirty) && !assignment {
+            out.push(Effect::Store);
+        }
+        if let Some(next) = self.next_deadline() {
+            if self.armed.is_none_or(|armed| next < armed) {
+                self.armed = Some(next);
+                out.push(Effect::Timer(next));
+            }
+        }
+        out
     }
 
     /// The stored membership must be written (again): a write failed.
     pub fn mark_dirty(&mut self) {
         self.dirty = true;
+    }
+
+    /// The earliest time [`Group::tick`] has something to do: the end of
+    /// the initial delay or of the rebalance, a pending member id's or a
+    /// member's session. A heartbeat only moves a session's end later, so
+    /// a wake-up at the old end finds nothing to do and asks for the next.
+    fn next_deadline(&self) -> Option<Instant> {
+        let rebalance = if self.state == GroupState::PreparingRebalance {
+            match &self.initial_delay {
+                Some(d) => Some(d.deadline),
+                None => self.rebalance_deadline,
+            }
+        } else {
+            None
+        };
+        let pending = self.pending_members.values().copied();
+        let sessions = self
+            .members
+            .values()
+            .filter(|m| m.join_waiter.is_none() && m.sync_waiter.is_none())
+            .map(Member::session_end);
+        rebalance.into_iter().chain(pending).chain(sessions).min()
+    }
+
+    fn new_waiter(&mut self) -> Waiter {
+        self.next_waiter += 1;
+        Waiter(self.next_waiter)
     }
 
     fn transition(&mut self, to: GroupState, now_ms: i64) {
@@ -548,10 +630,12 @@ impl Group {
         };
         let new_id = new_member_id(instance);
         if let Some(w) = member.join_waiter.take() {
-            let _ = w.send(JoinResult::error(ErrorCode::FENCED_INSTANCE_ID, old_id));
+            let fenced = JoinResult::error(ErrorCode::FENCED_INSTANCE_ID, old_id);
+            self.effects.push(Effect::Join(w, fenced));
         }
         if let Some(w) = member.sync_waiter.take() {
-            let _ = w.send(SyncResult::error(ErrorCode::FENCED_INSTANCE_ID));
+            let fenced = SyncResult::error(ErrorCode::FENCED_INSTANCE_ID);
+            self.effects.push(Effect::Sync(w, fenced));
         }
         let unchanged = member.protocols == req.protocols;
         member.member_id = new_id.clone();
@@ -599,16 +683,14 @@ impl Group {
     }
 
     fn wait_join(&mut self, member_id: &str) -> Reply<JoinResult> {
-        let (tx, rx) = oneshot::channel();
+        let waiter = self.new_waiter();
         if let Some(m) = self.members.get_mut(member_id) {
-            if let Some(old) = m.join_waiter.replace(tx) {
-                let _ = old.send(JoinResult::error(
-                    ErrorCode::REBALANCE_IN_PROGRESS,
-                    member_id,
-                ));
+            if let Some(old) = m.join_waiter.replace(waiter) {
+                let superseded = JoinResult::error(ErrorCode::REBALANCE_IN_PROGRESS, member_id);
+                self.effects.push(Effect::Join(old, superseded));
             }
         }
-        Reply::Later(rx)
+        Reply::Later(waiter)
     }
 
     fn add_member_and_rebalance(
@@ -682,7 +764,7 @@ impl Group {
         for m in self.members.values_mut() {
             m.assignment = Bytes::new();
             if let Some(w) = m.sync_waiter.take() {
-                let _ = w.send(SyncResult::error(error));
+                self.effects.push(Effect::Sync(w, SyncResult::error(error)));
             }
         }
     }
@@ -780,7 +862,7 @@ impl Group {
             if let Some(m) = self.members.get_mut(&id) {
                 m.last_heartbeat = now;
                 if let Some(w) = m.join_waiter.take() {
-                    let _ = w.send(result);
+                    self.effects.push(Effect::Join(w, result));
                 }
             }
         }
@@ -823,10 +905,12 @@ impl Group {
                 }
             }
             if let Some(w) = m.join_waiter.take() {
-                let _ = w.send(JoinResult::error(ErrorCode::UNKNOWN_MEMBER_ID, member_id));
+                let unknown = JoinResult::error(ErrorCode::UNKNOWN_MEMBER_ID, member_id);
+                self.effects.push(Effect::Join(w, unknown));
             }
             if let Some(w) = m.sync_waiter.take() {
-                let _ = w.send(SyncResult::error(ErrorCode::UNKNOWN_MEMBER_ID));
+                let unknown = SyncResult::error(ErrorCode::UNKNOWN_MEMBER_ID);
+                self.effects.push(Effect::Sync(w, unknown));
             }
         }
         if self.leader.as_deref() == Some(member_id) {
@@ -851,6 +935,9 @@ impl Group {
         }
     }
 
+    /// SyncGroup. While the rebalance completes the member waits; the
+    /// leader's call also asks for its assignment to be stored
+    /// ([`Effect::StoreAssignment`]).
     pub fn sync(
         &mut self,
         member_id: &str,
@@ -859,8 +946,8 @@ impl Group {
         protocol_type: Option<&str>,
         protocol: Option<&str>,
         assignments: Vec<(String, Bytes)>,
-    ) -> (Reply<SyncResult>, bool) {
-        let now_err = |e| (Reply::Now(SyncResult::error(e)), false);
+    ) -> Reply<SyncResult> {
+        let now_err = |e| Reply::Now(SyncResult::error(e));
         if let Err(e) = self.check_member(member_id, instance_id) {
             return now_err(e);
         }
@@ -881,21 +968,26 @@ impl Group {
                     .get(member_id)
                     .map(|m| m.assignment.clone())
                     .unwrap_or_default();
-                (Reply::Now(self.sync_ok(assignment)), false)
+                Reply::Now(self.sync_ok(assignment))
             }
             GroupState::CompletingRebalance => {
-                let (tx, rx) = oneshot::channel();
+                let waiter = self.new_waiter();
                 if let Some(m) = self.members.get_mut(member_id) {
-                    m.sync_waiter = Some(tx);
+                    if let Some(old) = m.sync_waiter.replace(waiter) {
+                        let superseded = SyncResult::error(ErrorCode::REBALANCE_IN_PROGRESS);
+                        self.effects.push(Effect::Sync(old, superseded));
+                    }
                 }
-                let is_leader = self.leader.as_deref() == Some(member_id);
-                if is_leader {
+                if self.leader.as_deref() == Some(member_id) {
                     let mut given: HashMap<String, Bytes> = assignments.into_iter().collect();
                     for m in self.members.values_mut() {
                         m.assignment = given.remove(&m.member_id).unwrap_or_default();
                     }
+                    self.effects.push(Effect::StoreAssignment {
+                        generation: self.generation,
+                    });
                 }
-                (Reply::Later(rx), is_leader)
+                Reply::Later(waiter)
             }
         }
     }
@@ -925,7 +1017,7 @@ impl Group {
                     .collect();
                 for (id, result) in ok {
                     if let Some(w) = self.members.get_mut(&id).and_then(|m| m.sync_waiter.take()) {
-                        let _ = w.send(result);
+                        self.effects.push(Effect::Sync(w, result));
                     }
                 }
             }
@@ -1060,17 +1152,18 @@ impl Group {
         self.txn_offsets.values().any(|o| o.contains_key(key))
     }
 
-    /// Timer duties: the initial delay, the rebalance timeout, expired sessions.
+    /// Timer duties: the initial delay, the rebalance timeout, expired
+    /// sessions. Called when the wake-up of [`Effect::Timer`] comes (or at
+    /// any other time: it does only what is due).
     pub fn tick(&mut self, settings: &GroupSettings, now: Instant, now_ms: i64) {
+        self.armed = None;
         self.initial_delay_ms = settings.initial_rebalance_delay_ms;
         self.maybe_complete_join(now, now_ms);
         self.pending_members.retain(|_, deadline| now < *deadline);
         let expired: Vec<String> = self
             .members
             .values()
-            .filter(|m| {
-                m.join_waiter.is_none() && m.sync_waiter.is_none() && m.session_expired(now)
-            })
+            .filter(|m| m.session_expired(now))
             .map(|m| m.member_id.clone())
             .collect();
         for id in expired {
@@ -1115,14 +1208,15 @@ impl Group {
             .collect()
     }
 
-    /// Drops every waiter, e.g. when this broker stops coordinating the group.
-    pub fn shut_down(&mut self, error: ErrorCode) {
+    /// Answers every waiting request with `error`.
+    fn shut_down(&mut self, error: ErrorCode) {
         for m in self.members.values_mut() {
             if let Some(w) = m.join_waiter.take() {
-                let _ = w.send(JoinResult::error(error, &m.member_id));
+                let result = JoinResult::error(error, &m.member_id);
+                self.effects.push(Effect::Join(w, result));
             }
             if let Some(w) = m.sync_waiter.take() {
-                let _ = w.send(SyncResult::error(error));
+                self.effects.push(Effect::Sync(w, SyncResult::error(error)));
             }
         }
     }
@@ -1158,10 +1252,125 @@ mod tests {
         }
     }
 
-    fn now_result(r: Reply<JoinResult>) -> JoinResult {
-        match r {
-            Reply::Now(r) => r,
-            Reply::Later(mut rx) => rx.try_recv().expect("join completed"),
+    /// Carries out a group's effects as the coordinator would, keeping
+    /// the answers and the wake-up asked for; time passes only through
+    /// [`World::wait_until`], which ticks the group when (and only when)
+    /// the wake-up it asked for is due.
+    struct World {
+        g: Group,
+        now: Instant,
+        joins: HashMap<Waiter, JoinResult>,
+        syncs: HashMap<Waiter, SyncResult>,
+        stores: usize,
+        assignments: Vec<i32>,
+        timer: Option<Instant>,
+    }
+
+    impl World {
+        fn new(now: Instant) -> World {
+            World {
+                g: Group::new("g", 0),
+                now,
+                joins: HashMap::new(),
+                syncs: HashMap::new(),
+                stores: 0,
+                assignments: Vec::new(),
+                timer: None,
+            }
+        }
+
+        fn collect(&mut self) {
+            for effect in self.g.take_effects() {
+                match effect {
+                    Effect::Join(w, r) => {
+                        assert!(self.joins.insert(w, r).is_none(), "one answer per join");
+                    }
+                    Effect::Sync(w, r) => {
+                        assert!(self.syncs.insert(w, r).is_none(), "one answer per sync");
+                    }
+                    Effect::Store => self.stores += 1,
+                    Effect::StoreAssignment { generation } => self.assignments.push(generation),
+                    Effect::Timer(at) => self.timer = Some(at),
+                }
+            }
+        }
+
+        fn join(&mut self, req: JoinRequest) -> Reply<JoinResult> {
+            let reply = self.g.join(req, &SETTINGS, self.now, 0);
+            self.collect();
+            reply
+        }
+
+        /// A JoinGroup answered now or by the call's effects.
+        fn joined(&mut self, req: JoinRequest) -> JoinResult {
+            let reply = self.join(req);
+            self.answer(reply).expect("join answered")
+        }
+
+        fn answer(&mut self, reply: Reply<JoinResult>) -> Option<JoinResult> {
+            match reply {
+                Reply::Now(r) => Some(r),
+                Reply::Later(w) => self.joins.remove(&w),
+            }
+        }
+
+        fn sync_answer(&mut self, reply: Reply<SyncResult>) -> Option<SyncResult> {
+            match reply {
+                Reply::Now(r) => Some(r),
+                Reply::Later(w) => self.syncs.remove(&w),
+            }
+        }
+
+        fn sync(
+            &mut self,
+            member: &str,
+            generation: i32,
+            assignments: Vec<(String, Bytes)>,
+        ) -> Reply<SyncResult> {
+            let reply = self
+                .g
+                .sync(member, None, generation, None, None, assignments);
+            self.collect();
+            reply
+        }
+
+        /// The assignment's record was stored (or not), as the coordinator
+        /// reports for the generation it wrote it at.
+        fn stored(&mut self, result: Result<(), ErrorCode>) {
+            let generation = self.assignments.pop().expect("an assignment to store");
+            if self.g.generation == generation {
+                self.g.finish_sync(result, self.now, 0);
+            }
+            self.collect();
+        }
+
+        fn heartbeat(
+            &mut self,
+            member: &str,
+            instance: Option<&str>,
+            generation: i32,
+        ) -> ErrorCode {
+            let code = self.g.heartbeat(member, instance, generation, self.now);
+            self.collect();
+            code
+        }
+
+        fn leave(&mut self, member: &str) -> ErrorCode {
+            let code = self.g.leave(member, None, self.now, 0);
+            self.collect();
+            code
+        }
+
+        /// Time passes until `until`; each wake-up due meanwhile ticks the
+        /// group at its time.
+        fn wait_until(&mut self, until: Instant) {
+            while let Some(at) = self.timer.filter(|at| *at <= until) {
+                self.timer = None;
+                self.now = self.now.max(at);
+                self.g.tick(&SETTINGS, self.now, 0);
+                self.collect();
+            }
+            self.now = until;
         }
     }
 
@@ -1175,8 +1384,8 @@ mod tests {
             (6000, false, ErrorCode::NONE),
         ];
         for (session, v4, expected) in cases {
-            let mut g = Group::new("g", 0);
-            let r = now_result(g.join(request("", session, v4), &SETTINGS, Instant::now(), 0));
+            let mut w = World::new(Instant::now());
+            let r = w.joined(request("", session, v4));
             assert_eq!(r.error, expected, "session {session} v4 {v4}");
         }
     }
@@ -1187,29 +1396,32 @@ mod tests {
     #[test]
     fn a_pending_member_id_outlives_a_completed_join() {
         let t0 = Instant::now();
-        let mut g = Group::new("g", 0);
-        let a = now_result(g.join(request("", 6000, true), &SETTINGS, t0, 0));
-        let b = now_result(g.join(request("", 6000, true), &SETTINGS, t0, 0));
+        let mut w = World::new(t0);
+        let a = w.joined(request("", 6000, true));
+        let b = w.joined(request("", 6000, true));
         assert_eq!(
             (a.error, b.error),
             (ErrorCode::MEMBER_ID_REQUIRED, ErrorCode::MEMBER_ID_REQUIRED)
         );
         // No initial delay: generation 1 completes with `a` alone.
-        let a1 = now_result(g.join(request(&a.member_id, 6000, true), &SETTINGS, t0, 0));
+        let a1 = w.joined(request(&a.member_id, 6000, true));
         assert_eq!((a1.error, a1.generation), (ErrorCode::NONE, 1));
-        assert_eq!(g.state, GroupState::CompletingRebalance);
+        assert_eq!(w.g.state, GroupState::CompletingRebalance);
         // `b` now joins with its id: it is added and a rebalance begins.
-        let b_join = g.join(request(&b.member_id, 6000, true), &SETTINGS, t0, 0);
-        let Reply::Later(mut b_rx) = b_join else {
-            panic!("b was answered at once: {:?}", now_result(b_join))
+        let Reply::Later(b_waits) = w.join(request(&b.member_id, 6000, true)) else {
+            panic!("b was answered at once")
         };
-        assert_eq!(g.state, GroupState::PreparingRebalance);
+        assert!(!w.joins.contains_key(&b_waits), "b waits for a");
+        assert_eq!(w.g.state, GroupState::PreparingRebalance);
         assert_eq!(
-            g.heartbeat(&a.member_id, None, 1, t0),
+            w.heartbeat(&a.member_id, None, 1),
             ErrorCode::REBALANCE_IN_PROGRESS
         );
-        let a2 = now_result(g.join(request(&a.member_id, 6000, true), &SETTINGS, t0, 0));
-        let b2 = b_rx.try_recv().expect("b's join completed with a's");
+        let a2 = w.joined(request(&a.member_id, 6000, true));
+        let b2 = w
+            .joins
+            .remove(&b_waits)
+            .expect("b's join completed with a's");
         assert_eq!((a2.error, a2.generation), (ErrorCode::NONE, 2));
         assert_eq!((b2.error, b2.generation), (ErrorCode::NONE, 2));
         assert_eq!(
@@ -1219,53 +1431,63 @@ mod tests {
         );
 
         // An id whose owner never comes back expires with its session.
-        let c = now_result(g.join(request("", 6000, true), &SETTINGS, t0, 0));
+        let c = w.joined(request("", 6000, true));
         assert_eq!(c.error, ErrorCode::MEMBER_ID_REQUIRED);
-        g.tick(&SETTINGS, t0 + Duration::from_millis(6000), 0);
-        let late = now_result(g.join(request(&c.member_id, 6000, true), &SETTINGS, t0, 0));
+        // a and b keep their sessions; c's id runs out.
+        w.wait_until(t0 + Duration::from_millis(3000));
+        for m in [&a.member_id, &b.member_id] {
+            assert_eq!(w.heartbeat(m, None, 2), ErrorCode::NONE);
+        }
+        w.wait_until(t0 + Duration::from_millis(6000));
+        let late = w.joined(request(&c.member_id, 6000, true));
         assert_eq!(late.error, ErrorCode::UNKNOWN_MEMBER_ID);
     }
 
     #[test]
     fn member_lifecycle_and_session_expiry() {
         let t0 = Instant::now();
-        let mut g = Group::new("g", 0);
-        let first = now_result(g.join(request("", 6000, true), &SETTINGS, t0, 0));
+        let mut w = World::new(t0);
+        let first = w.joined(request("", 6000, true));
         assert_eq!(first.error, ErrorCode::MEMBER_ID_REQUIRED);
-        let joined = now_result(g.join(request(&first.member_id, 6000, true), &SETTINGS, t0, 0));
+        let joined = w.joined(request(&first.member_id, 6000, true));
         assert_eq!((joined.error, joined.generation), (ErrorCode::NONE, 1));
         assert_eq!(joined.leader, first.member_id);
         assert_eq!(joined.members.len(), 1);
-        assert_eq!(g.state, GroupState::CompletingRebalance);
-        let (reply, leader) = g.sync(
+        assert_eq!(w.g.state, GroupState::CompletingRebalance);
+        let reply = w.sync(
             &first.member_id,
-            None,
             1,
-            None,
-            None,
             vec![(first.member_id.clone(), Bytes::from_static(b"a"))],
         );
-        assert!(leader);
-        g.finish_sync(Ok(()), t0, 0);
-        let Reply::Later(mut rx) = reply else {
+        assert_eq!(
+            w.assignments,
+            [1],
+            "the leader's sync stores the assignment"
+        );
+        let Reply::Later(waiter) = reply else {
             panic!("the leader waits for its assignment to be stored")
         };
-        assert_eq!(&rx.try_recv().expect("sync answered").assignment[..], b"a");
-        assert_eq!(g.state, GroupState::Stable);
+        assert!(!w.syncs.contains_key(&waiter), "not before it is stored");
+        w.stored(Ok(()));
+        let answer = w.sync_answer(Reply::Later(waiter)).expect("sync answered");
+        assert_eq!(&answer.assignment[..], b"a");
+        assert_eq!(w.g.state, GroupState::Stable);
         let cases = [
             ("nobody", 1, ErrorCode::UNKNOWN_MEMBER_ID),
             (first.member_id.as_str(), 0, ErrorCode::ILLEGAL_GENERATION),
             (first.member_id.as_str(), 1, ErrorCode::NONE),
         ];
         for (member, generation, expected) in cases {
-            assert_eq!(g.heartbeat(member, None, generation, t0), expected);
+            assert_eq!(w.heartbeat(member, None, generation), expected);
         }
-        g.tick(&SETTINGS, t0 + Duration::from_millis(5999), 0);
-        assert_eq!(g.members.len(), 1);
-        g.tick(&SETTINGS, t0 + Duration::from_millis(6000), 0);
-        assert!(g.members.is_empty());
-        assert_eq!((g.state, g.generation), (GroupState::Empty, 2));
-        assert!(g.take_dirty());
+        let stores = w.stores;
+        w.wait_until(t0 + Duration::from_millis(5999));
+        assert_eq!(w.g.members.len(), 1);
+        w.wait_until(t0 + Duration::from_millis(6000));
+        assert!(w.g.members.is_empty());
+        assert_eq!((w.g.state, w.g.generation), (GroupState::Empty, 2));
+        assert_eq!(w.stores, stores + 1, "the empty group is stored");
+        assert_eq!(w.timer, None, "an empty group has no deadline");
     }
 
     #[test]
@@ -1307,7 +1529,7 @@ mod tests {
     }
 
     struct Script {
-        g: Group,
+        w: World,
         t0: Instant,
         at: Duration,
         ids: HashMap<&'static str, String>,
@@ -1317,9 +1539,10 @@ mod tests {
 
     impl Script {
         fn new() -> Script {
+            let t0 = Instant::now();
             Script {
-                g: Group::new("g", 0),
-                t0: Instant::now(),
+                w: World::new(t0),
+                t0,
                 at: Duration::ZERO,
                 ids: HashMap::new(),
                 joins: HashMap::new(),
@@ -1335,24 +1558,19 @@ mod tests {
             let mut req = request(&member_id, 6000, false);
             req.group_instance_id = instance.map(str::to_string);
             req.supports_skip_assignment = true;
-            let now = self.t0 + self.at;
-            let reply = self.g.join(req, &SETTINGS, now, 0);
+            let reply = self.w.join(req);
             self.joins.insert(who, reply);
         }
 
         fn run(&mut self, steps: &[Step], scenario: &str) {
             for (i, step) in steps.iter().enumerate() {
                 let at = format!("{scenario}, step {i}: {step:?}");
-                let now = self.t0 + self.at;
                 match *step {
                     Step::Join(who, instance) => self.join(who, self.id(who), instance),
                     Step::Rejoin(who, instance) => self.join(who, String::new(), Some(instance)),
                     Step::Joined(who, expected) => {
                         let reply = self.joins.remove(who).expect(&at);
-                        let result = match reply {
-                            Reply::Now(r) => r,
-                            Reply::Later(mut rx) => rx.try_recv().expect(&at),
-                        };
+                        let result = self.w.answer(reply).expect(&at);
                         if result.error == ErrorCode::NONE {
                             self.ids.insert(who, result.member_id.clone());
                         }
@@ -1363,58 +1581,59 @@ mod tests {
                         };
                         assert_eq!(got, expected, "{at}");
                     }
-                    Step::JoinWaits(who) => match self.joins.get_mut(who).expect(&at) {
+                    Step::JoinWaits(who) => match self.joins.get(who).expect(&at) {
                         Reply::Now(r) => panic!("{at}: answered at once with {r:?}"),
-                        Reply::Later(rx) => assert!(rx.try_recv().is_err(), "{at}: answered"),
+                        Reply::Later(w) => {
+                            assert!(!self.w.joins.contains_key(w), "{at}: answered")
+                        }
                     },
                     Step::Sync(who, generation) => {
                         let assignments = self
+                            .w
                             .g
                             .members
                             .keys()
                             .map(|m| (m.clone(), Bytes::from(m.clone())))
                             .collect();
                         let id = self.id(who);
-                        let (reply, _) =
-                            self.g.sync(&id, None, generation, None, None, assignments);
+                        let reply = self.w.sync(&id, generation, assignments);
                         self.syncs.insert(who, reply);
                     }
                     Step::Synced(who, expected) => {
                         let reply = self.syncs.remove(who).expect(&at);
-                        let result = match reply {
-                            Reply::Now(r) => r,
-                            Reply::Later(mut rx) => rx.try_recv().expect(&at),
-                        };
+                        let result = self.w.sync_answer(reply).expect(&at);
                         assert_eq!(result.error, expected, "{at}");
                         if expected == ErrorCode::NONE {
                             assert_eq!(&result.assignment[..], self.id(who).as_bytes(), "{at}");
                         }
                     }
-                    Step::Stored(result) => self.g.finish_sync(result, now, 0),
+                    Step::Stored(result) => self.w.stored(result),
                     Step::Heartbeat(who, generation, expected) => {
                         let id = self.id(who);
                         let instance = self
+                            .w
                             .g
                             .members
                             .get(&id)
                             .and_then(|m| m.group_instance_id.clone());
                         assert_eq!(
-                            self.g.heartbeat(&id, instance.as_deref(), generation, now),
+                            self.w.heartbeat(&id, instance.as_deref(), generation),
                             expected,
                             "{at}"
                         );
                     }
                     Step::Leave(who, expected) => {
                         let id = self.id(who);
-                        assert_eq!(self.g.leave(&id, None, now, 0), expected, "{at}");
+                        assert_eq!(self.w.leave(&id), expected, "{at}");
                     }
                     Step::Wait(ms) => {
                         self.at += Duration::from_millis(ms);
-                        self.g.tick(&SETTINGS, self.t0 + self.at, 0);
+                        self.w.wait_until(self.t0 + self.at);
                     }
                     Step::Expect(state, generation, members) => {
+                        let g = &self.w.g;
                         assert_eq!(
-                            (self.g.state, self.g.generation, self.g.members.len()),
+                            (g.state, g.generation, g.members.len()),
                             (state, generation, members),
                             "{at}"
                         );
@@ -1576,9 +1795,8 @@ mod tests {
         );
         assert_ne!(script.id("a"), old_id, "a new member id");
         // The old incarnation is fenced.
-        let now = script.t0 + script.at;
         assert_eq!(
-            script.g.heartbeat(&old_id, Some("instance-a"), 1, now),
+            script.w.heartbeat(&old_id, Some("instance-a"), 1),
             E::FENCED_INSTANCE_ID
         );
         script.run(
