@@ -323,6 +323,94 @@ fn a_listing_whose_reader_went_away_ends_without_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+/// `kraftwerk consume --group g | head -3`: once the reader has gone the
+/// console consumer stops as Kafka's does (exit 1, "Unable to write to
+/// standard out, closing consumer."), without a panic, and the group's
+/// committed offsets cover exactly the records it printed.
+#[test]
+fn a_consumer_whose_reader_went_away_commits_only_what_it_printed() {
+    let broker = BrokerProcess::start();
+    ok(&kraftwerk(
+        &broker,
+        &[
+            "topics",
+            "create",
+            "--topic",
+            "piped-c",
+            "--partitions",
+            "1",
+        ],
+        None,
+    ));
+    // 2,000 records of 1 KiB: far more than a pipe's buffer holds.
+    ok(&kraftwerk(
+        &broker,
+        &[
+            "bench",
+            "produce",
+            "--topic",
+            "piped-c",
+            "--num-records",
+            "2000",
+            "--record-size",
+            "1024",
+        ],
+        None,
+    ));
+    let mut child = Command::new(kraftwerk_bin())
+        .args([
+            "consume",
+            "--topic",
+            "piped-c",
+            "--group",
+            "piped-readers",
+            "--from-beginning",
+            "--bootstrap-server",
+        ])
+        .arg(broker.bootstrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kraftwerk consume");
+    let stdout = child.stdout.take().expect("stdout");
+    let read: Vec<String> = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .take(3)
+        .map(|l| l.expect("a line"))
+        .collect();
+    assert_eq!(read.len(), 3);
+    // `head` has what it wanted and goes; the pipe closes.
+    let out = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("Unable to write to standard out, closing consumer."),
+        "{stderr}"
+    );
+    let printed: i64 = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("Processed a total of "))
+        .and_then(|l| l.strip_suffix(" messages"))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no count in {stderr}"));
+    assert!((3..2000).contains(&printed), "printed {printed}");
+    let described = ok(&kraftwerk(
+        &broker,
+        &[
+            "groups",
+            "describe",
+            "--group",
+            "piped-readers",
+            "--output",
+            "json",
+        ],
+        None,
+    ));
+    let group: serde_json::Value = serde_json::from_str(described.trim()).expect("json");
+    let committed = group["partitions"][0]["committed_offset"].as_i64();
+    assert_eq!(committed, Some(printed), "{described}");
+}
+
 /// `kraftwerk bench consume --group`, as bench/compare.py's OpenMessaging
 /// run starts it: two members of one group share a topic's partitions,
 /// every record is read, and the group's committed offsets reach the end

@@ -179,35 +179,31 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 args.record_size,
             )
             .await?;
-            if args.connect.output == Output::Json {
-                println!(
-                    "{}",
-                    json!({
-                        "records": report.round_trips,
-                        "latency_avg_ms": report.latency_avg_ms, "latency_p50_ms": report.latency_p50_ms,
-                        "latency_p99_ms": report.latency_p99_ms, "latency_p999_ms": report.latency_p999_ms,
-                        "latency_max_ms": report.latency_max_ms,
-                    })
-                );
+            let line = if args.connect.output == Output::Json {
+                json!({
+                    "records": report.round_trips,
+                    "latency_avg_ms": report.latency_avg_ms, "latency_p50_ms": report.latency_p50_ms,
+                    "latency_p99_ms": report.latency_p99_ms, "latency_p999_ms": report.latency_p999_ms,
+                    "latency_max_ms": report.latency_max_ms,
+                })
+                .to_string()
             } else {
-                println!("{report}");
-            }
-            return Ok(());
+                report.to_string()
+            };
+            return crate::print_line(line).context("writing to standard output");
         }
     };
-    if args.connect.output == Output::Json {
-        println!(
-            "{}",
-            json!({
-                "records": report.records, "bytes": report.bytes, "errors": report.errors,
-                "elapsed_s": report.elapsed.as_secs_f64(), "records_per_sec": report.records_per_sec(), "mb_per_sec": report.mb_per_sec(),
-                "latency_avg_ms": report.latency_avg_ms, "latency_max_ms": report.latency_max_ms,
-                "latency_p50_ms": report.latency_p50_ms, "latency_p95_ms": report.latency_p95_ms,
-                "latency_p99_ms": report.latency_p99_ms, "latency_p999_ms": report.latency_p999_ms,
-            })
-        );
+    let line = if args.connect.output == Output::Json {
+        json!({
+            "records": report.records, "bytes": report.bytes, "errors": report.errors,
+            "elapsed_s": report.elapsed.as_secs_f64(), "records_per_sec": report.records_per_sec(), "mb_per_sec": report.mb_per_sec(),
+            "latency_avg_ms": report.latency_avg_ms, "latency_max_ms": report.latency_max_ms,
+            "latency_p50_ms": report.latency_p50_ms, "latency_p95_ms": report.latency_p95_ms,
+            "latency_p99_ms": report.latency_p99_ms, "latency_p999_ms": report.latency_p999_ms,
+        })
+        .to_string()
     } else {
-        println!("{report}");
-    }
-    Ok(())
+        report.to_string()
+    };
+    crate::print_line(line).context("writing to standard output")
 }

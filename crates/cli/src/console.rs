@@ -136,10 +136,8 @@ pub async fn produce(args: ProduceArgs) -> anyhow::Result<()> {
     }
     producer.close().await?;
     if args.connect.output == Output::Json {
-        println!(
-            "{}",
-            json!({"topic": args.topic, "sent": sent, "failed": failed})
-        );
+        crate::print_line(json!({"topic": args.topic, "sent": sent, "failed": failed}))
+            .context("writing to standard output")?;
     }
     if failed > 0 {
         bail!("{failed} of {sent} records were not delivered");
@@ -261,6 +259,7 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     let json = args.connect.output == Output::Json;
     let mut count = 0u64;
     let mut last_record = Instant::now();
+    let mut output_error: Option<std::io::Error> = None;
     loop {
         if args.max_messages.is_some_and(|m| count >= m) {
             break;
@@ -280,24 +279,21 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         }
         let mut rewound: HashSet<(String, i32)> = HashSet::new();
         for r in records {
-            if args.max_messages.is_some_and(|m| count >= m) {
+            if output_error.is_some() || args.max_messages.is_some_and(|m| count >= m) {
                 // Not printed: the group's commit must not pass it.
                 if rewound.insert((r.topic.clone(), r.partition)) {
                     consumer.seek(&r.topic, r.partition, r.offset);
                 }
                 continue;
             }
-            count += 1;
-            if json {
-                println!(
-                    "{}",
-                    json!({
-                        "topic": r.topic, "partition": r.partition, "offset": r.offset, "timestamp": r.timestamp_ms,
-                        "key": r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
-                        "value": r.value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()),
-                        "headers": r.headers.iter().map(|(k, v)| json!([k, text(v)])).collect::<Vec<_>>(),
-                    })
-                );
+            let line = if json {
+                json!({
+                    "topic": r.topic, "partition": r.partition, "offset": r.offset, "timestamp": r.timestamp_ms,
+                    "key": r.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()),
+                    "value": r.value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()),
+                    "headers": r.headers.iter().map(|(k, v)| json!([k, text(v)])).collect::<Vec<_>>(),
+                })
+                .to_string()
             } else {
                 let mut parts = Vec::new();
                 if args.print_timestamp {
@@ -322,16 +318,35 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
                     parts.push(text(&r.key));
                 }
                 parts.push(text(&r.value));
-                println!("{}", parts.join("\t"));
+                parts.join("\t")
+            };
+            if let Err(e) = crate::print_line(line) {
+                // Nobody reads the output any more (`| head`): stop, as
+                // Kafka's console consumer does, committing only what was
+                // printed.
+                output_error = Some(e);
+                rewound.insert((r.topic.clone(), r.partition));
+                consumer.seek(&r.topic, r.partition, r.offset);
+                continue;
             }
+            count += 1;
+        }
+        if output_error.is_some() {
+            break;
         }
     }
     if !json {
         eprintln!("Processed a total of {count} messages");
     }
+    if output_error.is_some() {
+        eprintln!("Unable to write to standard out, closing consumer.");
+    }
     consumer
         .close()
         .await
         .context("committing offsets and leaving the group")?;
-    Ok(())
+    match output_error {
+        Some(e) => Err(e).context("writing to standard output"),
+        None => Ok(()),
+    }
 }

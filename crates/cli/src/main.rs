@@ -88,6 +88,14 @@ fn init_tracing(format: LogFormat) {
     }
 }
 
+/// Writes one line to standard output. An error (the reader went away:
+/// `kraftwerk consume ... | head`) is returned instead of panicking as
+/// `println!` does, for commands that must end cleanly.
+pub fn print_line(line: impl std::fmt::Display) -> std::io::Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stdout().lock(), "{line}")
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
