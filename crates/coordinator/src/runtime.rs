@@ -28,6 +28,11 @@ use tokio::time::{Duration, Instant};
 
 use crate::CoordinatorLog;
 
+/// How long a request waits for its partition to load
+/// ([`Shards::check_loaded`]) before it is answered
+/// COORDINATOR_LOAD_IN_PROGRESS.
+pub const LOAD_WAIT: Duration = Duration::from_secs(3);
+
 /// How much one read of a partition being replayed asks for.
 const REPLAY_READ_BYTES: usize = 1024 * 1024;
 

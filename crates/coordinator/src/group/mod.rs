@@ -48,7 +48,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::runtime::{replay_records, Shards, Timers};
+use crate::runtime::{replay_records, Shards, Timers, LOAD_WAIT};
 use crate::{now_ms, CoordinatorLog};
 use records::{OffsetValue, RecordKey};
 use state::{Effect, Group, GroupSettings, GroupState, Waiter};
@@ -64,8 +64,6 @@ pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 pub const TICK: Duration = Duration::from_millis(100);
 /// How soon a group whose record could not be written is written again.
 const STORE_RETRY: Duration = Duration::from_millis(500);
-/// How long a group request waits for its partition to load ([`GroupCoordinator::owns_loaded`]).
-pub const LOAD_WAIT: Duration = Duration::from_secs(3);
 /// Kafka's `offset.metadata.max.bytes` default.
 pub const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 

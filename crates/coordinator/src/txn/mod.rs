@@ -38,7 +38,7 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::group::partition_for;
-use crate::runtime::{replay_records, Shards};
+use crate::runtime::{replay_records, Shards, LOAD_WAIT};
 use crate::{now_ms, CoordinatorLog, LogFuture};
 pub use state::{TxnMetadata, TxnState};
 
@@ -196,6 +196,26 @@ impl TransactionCoordinator {
         self.shards.check(log, p).map(|epoch| (p, epoch))
     }
 
+    /// [`Self::owns`], but while the partition loads (or this broker's
+    /// replica of a partition it just came to lead is being created) the
+    /// request waits for it, up to [`LOAD_WAIT`], as group requests do.
+    async fn owns_loaded(
+        &self,
+        log: &dyn CoordinatorLog,
+        transactional_id: &str,
+    ) -> Result<i32, ErrorCode> {
+        match self.owns(log, transactional_id) {
+            Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS) => {
+                let count = log
+                    .partition_count(TXN_TOPIC)
+                    .ok_or(ErrorCode::NOT_COORDINATOR)?;
+                let p = partition_for(transactional_id, count);
+                self.shards.check_loaded(log, p, LOAD_WAIT).await.map(|_| p)
+            }
+            owned => owned.map(|(p, _)| p),
+        }
+    }
+
     fn slot(&self, transactional_id: &str) -> Option<SlotRef> {
         self.txns.read().get(transactional_id).cloned()
     }
@@ -271,7 +291,7 @@ impl TransactionCoordinator {
         if timeout_ms <= 0 || timeout_ms > self.config.max_timeout_ms {
             return Err(ErrorCode::INVALID_TRANSACTION_TIMEOUT);
         }
-        let (partition, _) = self.owns(broker, transactional_id)?;
+        let partition = self.owns_loaded(broker, transactional_id).await?;
         let slot = self.slot_or_new(transactional_id);
         let mut fresh = None;
         loop {
@@ -327,7 +347,7 @@ impl TransactionCoordinator {
         epoch: i16,
         partitions: &[(String, i32)],
     ) -> Result<(), ErrorCode> {
-        let (partition, _) = self.owns(log, transactional_id)?;
+        let partition = self.owns_loaded(log, transactional_id).await?;
         let slot = self
             .slot(transactional_id)
             .ok_or(ErrorCode::INVALID_PRODUCER_ID_MAPPING)?;
@@ -361,7 +381,7 @@ impl TransactionCoordinator {
         epoch: i16,
         commit: bool,
     ) -> Result<(), ErrorCode> {
-        let (partition, _) = self.owns(log, transactional_id)?;
+        let partition = self.owns_loaded(log, transactional_id).await?;
         let slot = self
             .slot(transactional_id)
             .ok_or(ErrorCode::INVALID_PRODUCER_ID_MAPPING)?;
@@ -724,4 +744,81 @@ pub fn partitions_by_topic(partitions: &BTreeSet<(String, i32)>) -> Vec<(String,
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    /// Leads every partition of `__transaction_state` at epoch 1; nothing else.
+    struct Leads;
+
+    impl CoordinatorLog for Leads {
+        fn partition_count(&self, _: &str) -> Option<i32> {
+            Some(4)
+        }
+        fn led_epoch(&self, _: &str, _: i32) -> Option<i32> {
+            Some(1)
+        }
+        fn led_partitions(&self, _: &str) -> Vec<(i32, i32)> {
+            (0..4).map(|p| (p, 1)).collect()
+        }
+        fn append(&self, _: &str, _: i32, _: Bytes) -> Result<i64, ErrorCode> {
+            Err(ErrorCode::NOT_LEADER_OR_FOLLOWER)
+        }
+        fn wait_committed<'a>(
+            &'a self,
+            _: &'a str,
+            _: i32,
+            _: i64,
+            _: Instant,
+        ) -> LogFuture<'a, Result<(), ErrorCode>> {
+            Box::pin(async { Err(ErrorCode::NOT_LEADER_OR_FOLLOWER) })
+        }
+        fn offsets(&self, _: &str, _: i32) -> Option<(i64, i64)> {
+            Some((0, 0))
+        }
+        fn read(&self, _: &str, _: i32, _: i64, _: usize, _: i64) -> Result<Bytes, String> {
+            Ok(Bytes::new())
+        }
+    }
+
+    /// A transactional request that arrives while its partition loads
+    /// waits for the load instead of being answered
+    /// COORDINATOR_LOAD_IN_PROGRESS at once; past LOAD_WAIT it gets that answer.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_during_the_load_waits_for_it() {
+        let config = kraftwerk_types::BrokerConfig::from_map(Default::default()).expect("defaults");
+        let txns = Arc::new(TransactionCoordinator::new(
+            TxnConfig::from_broker(&config),
+            CancellationToken::new(),
+        ));
+        let p = txns.partition_of(&Leads, "t");
+        assert_eq!(
+            txns.owns(&Leads, "t"),
+            Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)
+        );
+        let loader = {
+            let txns = txns.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                txns.shards.mark_loaded(p, 1);
+            })
+        };
+        let started = Instant::now();
+        assert_eq!(txns.owns_loaded(&Leads, "t").await, Ok(p));
+        assert_eq!(started.elapsed(), Duration::from_millis(200));
+        loader.await.unwrap();
+
+        let other = (0..100)
+            .map(|i| format!("t{i}"))
+            .find(|id| txns.partition_of(&Leads, id) != p)
+            .expect("an id on another partition");
+        assert_eq!(
+            txns.owns_loaded(&Leads, &other).await,
+            Err(ErrorCode::COORDINATOR_LOAD_IN_PROGRESS)
+        );
+        assert_eq!(started.elapsed(), Duration::from_millis(200) + LOAD_WAIT);
+    }
 }
