@@ -1,7 +1,7 @@
 //! Layer 2: coordinators whose state lives in an internal topic.
 //!
 //! Kafka keeps a coordinator's state (consumer groups in
-//! `__consumer_offsets`; transactions in `__transaction_state` next) as
+//! `__consumer_offsets`, transactions in `__transaction_state`) as
 //! records in the partitions of an internal topic. The broker that leads
 //! a partition coordinates what hashes to it: it loads the partition by
 //! replaying it when leadership arrives, unloads it when leadership
@@ -15,7 +15,8 @@
 //!
 //! * [`log`]: the narrow view of an internal topic's partitions.
 //! * [`runtime`]: one shard per partition of an internal topic, loaded by
-//!   replay while this broker leads the partition, shared by the coordinators.
+//!   replay while this broker leads the partition, and wake-ups at the
+//!   deadlines state machines ask for; shared by the coordinators.
 //! * [`group`]: the consumer-group coordinator (Kafka's classic protocol).
 //! * [`txn`]: the transaction coordinator (`__transaction_state`).
 
