@@ -1446,6 +1446,17 @@ def on_sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
+def was_interrupted(error):
+    """A KeyboardInterrupt raised by SIGTERM inside a C-level call (such as
+    subprocess's waitpid lock) surfaces as a SystemError whose cause is the
+    interrupt; both mean the run was stopped."""
+    while error is not None:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
 def cleanup(workdir, keep):
     for proc in list(CHILDREN):
         if proc.poll() is None:
@@ -1493,10 +1504,14 @@ def main():
         ctx = Context(args, tools, results)
         for nodes in args.node_counts:
             run_node_count(ctx, args, nodes, workdir)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemError) as e:
+        if not was_interrupted(e):
+            raise
         interrupted = True
         log("interrupted: stopping everything started")
     finally:
+        # A second SIGTERM must not cut the cleanup or the report short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         cleanup(workdir, args.keep)
     if not results.runs and not results.partitions:
         return 130 if interrupted else 1
