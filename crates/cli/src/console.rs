@@ -259,7 +259,9 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
     let json = args.connect.output == Output::Json;
     let mut count = 0u64;
     let mut last_record = Instant::now();
-    let mut output_error: Option<std::io::Error> = None;
+    // Set when standard output fails (the reader went away): Kafka's
+    // console consumer then stops, commits and exits normally.
+    let mut output_closed = false;
     loop {
         if args.max_messages.is_some_and(|m| count >= m) {
             break;
@@ -279,7 +281,7 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
         }
         let mut rewound: HashSet<(String, i32)> = HashSet::new();
         for r in records {
-            if output_error.is_some() || args.max_messages.is_some_and(|m| count >= m) {
+            if output_closed || args.max_messages.is_some_and(|m| count >= m) {
                 // Not printed: the group's commit must not pass it.
                 if rewound.insert((r.topic.clone(), r.partition)) {
                     consumer.seek(&r.topic, r.partition, r.offset);
@@ -320,33 +322,30 @@ pub async fn consume(args: ConsumeArgs) -> anyhow::Result<()> {
                 parts.push(text(&r.value));
                 parts.join("\t")
             };
-            if let Err(e) = crate::print_line(line) {
+            if crate::print_line(line).is_err() {
                 // Nobody reads the output any more (`| head`): stop, as
                 // Kafka's console consumer does, committing only what was
                 // printed.
-                output_error = Some(e);
+                output_closed = true;
                 rewound.insert((r.topic.clone(), r.partition));
                 consumer.seek(&r.topic, r.partition, r.offset);
                 continue;
             }
             count += 1;
         }
-        if output_error.is_some() {
+        if output_closed {
             break;
         }
     }
     if !json {
         eprintln!("Processed a total of {count} messages");
     }
-    if output_error.is_some() {
+    if output_closed {
         eprintln!("Unable to write to standard out, closing consumer.");
     }
     consumer
         .close()
         .await
         .context("committing offsets and leaving the group")?;
-    match output_error {
-        Some(e) => Err(e).context("writing to standard output"),
-        None => Ok(()),
-    }
+    Ok(())
 }

@@ -162,6 +162,19 @@ pub(crate) enum Answer<T> {
     Later(oneshot::Receiver<T>),
 }
 
+/// An answer now, or a channel for the one a later effect sends, whose
+/// sender is kept in `senders` under the waiter's id.
+fn keep_sender<T>(senders: &mut HashMap<Waiter, oneshot::Sender<T>>, reply: Reply<T>) -> Answer<T> {
+    match reply {
+        Reply::Now(r) => Answer::Now(r),
+        Reply::Later(waiter) => {
+            let (tx, rx) = oneshot::channel();
+            senders.insert(waiter, tx);
+            Answer::Later(rx)
+        }
+    }
+}
+
 type GroupRef = Arc<Mutex<GroupSlot>>;
 
 pub struct GroupCoordinator {
@@ -271,27 +284,14 @@ impl GroupCoordinator {
         self.timers.cancel(&group_id.to_string());
     }
 
-    /// Keeps the sender of a request the group answers later.
+    /// Keeps the sender of a JoinGroup the group answers later.
     pub(crate) fn wait_join(slot: &mut GroupSlot, reply: Reply<JoinResult>) -> Answer<JoinResult> {
-        match reply {
-            Reply::Now(r) => Answer::Now(r),
-            Reply::Later(waiter) => {
-                let (tx, rx) = oneshot::channel();
-                slot.joins.insert(waiter, tx);
-                Answer::Later(rx)
-            }
-        }
+        keep_sender(&mut slot.joins, reply)
     }
 
+    /// Keeps the sender of a SyncGroup the group answers later.
     pub(crate) fn wait_sync(slot: &mut GroupSlot, reply: Reply<SyncResult>) -> Answer<SyncResult> {
-        match reply {
-            Reply::Now(r) => Answer::Now(r),
-            Reply::Later(waiter) => {
-                let (tx, rx) = oneshot::channel();
-                slot.syncs.insert(waiter, tx);
-                Answer::Later(rx)
-            }
-        }
+        keep_sender(&mut slot.syncs, reply)
     }
 
     /// Carries out what the group's last calls asked for, under its lock:
